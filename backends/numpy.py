@@ -1,0 +1,127 @@
+"""The NumPy reference adapter: a small stateful optimizer for plain NumPy scripts.
+
+    >>> import numpy as np
+    >>> from backends.numpy import ALTO
+    >>> w = np.array([3.0, -2.0])
+    >>> opt = ALTO([w], lr=0.05, alpha=-1.0, betas=(0.5, 0.9, 0.99), weight_decay=0.0)
+    >>> for _ in range(300):
+    ...     _ = opt.step([2 * w])          # the gradient of ||w||^2; w is updated in place
+    >>> bool(np.abs(w).max() < 0.1)
+    True
+
+The maths is ``valley_core``'s; this module only keeps the state, writes the new values into the caller's
+arrays, and validates inputs and checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Sequence
+
+import numpy as np
+
+import valley_core as vc
+from valley_core.base import GradientTransformation
+
+
+class Optimizer:
+    """Runs a ``valley_core`` transform over a list of NumPy arrays, updating them in place.
+
+    Args:
+        params: float arrays (writeable); they are updated in place by ``step``.
+        transform: a ``valley_core`` transform, e.g. ``valley_core.alto(lr=1e-3)``.
+        skip_nonfinite: if True, a step whose gradients contain NaN or Inf is skipped (parameters and
+            state untouched) and ``step`` returns False. If False (default), no check is made.
+    """
+
+    def __init__(self, params: Sequence[np.ndarray], transform: GradientTransformation, *,
+                 skip_nonfinite: bool = False) -> None:
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty: give at least one array to optimize")
+        for index, p in enumerate(params):
+            if not isinstance(p, np.ndarray):
+                raise TypeError(f"params[{index}] is a {type(p).__name__}, expected a numpy.ndarray")
+            if not np.issubdtype(p.dtype, np.floating):
+                raise TypeError(f"params[{index}] has dtype {p.dtype}; only floating arrays can be optimized")
+            if not p.flags.writeable:
+                raise ValueError(f"params[{index}] is read-only; the optimizer updates parameters in place")
+        self.params: List[np.ndarray] = params
+        self.transform = transform
+        self.skip_nonfinite = bool(skip_nonfinite)
+        self.state = transform.init(tuple(params), xp=_numpy_namespace())
+        self.steps_taken = 0
+
+    def _check_grads(self, grads: Sequence[Any]) -> tuple:
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
+        checked = []
+        for index, (g, p) in enumerate(zip(grads, self.params)):
+            if not isinstance(g, np.ndarray):
+                raise TypeError(f"grads[{index}] is a {type(g).__name__}, expected a numpy.ndarray")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{index}] has shape {g.shape}, its parameter has shape {p.shape}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{index}] has dtype {g.dtype}, its parameter has dtype {p.dtype}")
+            checked.append(g)
+        return tuple(checked)
+
+    def step(self, grads: Sequence[np.ndarray]) -> bool:
+        """Applies one update to the parameters in place. Returns False if the step was skipped."""
+        grads = self._check_grads(grads)
+        if self.skip_nonfinite and not all(np.isfinite(g).all() for g in grads):
+            return False
+        params = tuple(self.params)
+        updates, state = self.transform.update(grads, self.state, params, xp=_numpy_namespace())
+        new_params = vc.apply_updates(params, updates)
+        # Everything is computed before anything is written: an exception above leaves no partial state.
+        for p, new in zip(self.params, new_params):
+            p[...] = new
+        self.state = state
+        self.steps_taken += 1
+        return True
+
+    def state_dict(self) -> Dict[str, Any]:
+        """A checkpoint: the transform's name, the step count and copies of every state array."""
+        return {"optimizer": self.transform.name, "steps_taken": self.steps_taken,
+                "state": {key: np.array(value, copy=True) for key, value in vc.state_to_dict(self.state).items()}}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores a checkpoint; raises ``ValueError`` naming every mismatch, changing nothing on error."""
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "steps_taken" not in state_dict:
+            raise ValueError("state_dict must be a dict with keys 'optimizer', 'steps_taken' and 'state'")
+        name = state_dict.get("optimizer")
+        if name != self.transform.name:
+            raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
+        state = vc.state_from_dict(self.state, state_dict["state"],
+                                   convert=lambda value, like: np.array(value, dtype=like.dtype, copy=True))
+        self.state = state
+        self.steps_taken = int(state_dict["steps_taken"])
+
+
+def _numpy_namespace() -> Any:
+    import array_api_compat.numpy
+
+    return array_api_compat.numpy
+
+
+def _optimizer_class(name: str, factory: Callable[..., GradientTransformation]) -> type:
+    def __init__(self, params: Sequence[np.ndarray], *, skip_nonfinite: bool = False, **hyperparameters: Any):
+        Optimizer.__init__(self, params, factory(**hyperparameters), skip_nonfinite=skip_nonfinite)
+
+    doc = (f"NumPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
+           f"``valley_core.{factory.__name__}``.\n\n{factory.__doc__}")
+    return type(name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
+
+
+ALTO = _optimizer_class("ALTO", vc.alto)
+ALTOVanilla = _optimizer_class("ALTOVanilla", vc.alto_vanilla)
+Lamb = _optimizer_class("Lamb", vc.lamb)
+EAdam = _optimizer_class("EAdam", vc.eadam)
+Adam = _optimizer_class("Adam", vc.adam)
+EAdamW = _optimizer_class("EAdamW", vc.eadamw)
+AdamW = _optimizer_class("AdamW", vc.adamw)
+ESGD = _optimizer_class("ESGD", vc.esgd)
+SGD = _optimizer_class("SGD", vc.sgd)
+
+__all__ = ["ALTO", "ALTOVanilla", "Adam", "AdamW", "EAdam", "EAdamW", "ESGD", "Lamb", "Optimizer", "SGD"]

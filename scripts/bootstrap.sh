@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create or reuse the local virtual environment .venv and install the project with the given extras.
+# Usage: scripts/bootstrap.sh EXTRAS      e.g. scripts/bootstrap.sh demo,torch
+# Re-installs only when pyproject.toml / constraints.txt / the extras changed (stamp file).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+extras="${1:-demo}"
+venv="$root/.venv"
+python_bin="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python_bin" -m venv "$venv"
+fi
+stamp="$venv/.valley-installed-$(echo "$extras" | tr ',' '-')"
+digest="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
+    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
+    "$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[$extras]" >&2
+    echo "$digest" > "$stamp"
+fi

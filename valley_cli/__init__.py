@@ -1,0 +1,1 @@
+"""The ``valley`` command line: ``valley info``, ``valley demo``, ``valley proofs``, ``valley bench ...``."""

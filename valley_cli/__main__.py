@@ -1,0 +1,3 @@
+from valley_cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""The named optimizers: thin compositions of the transforms.
+
+Every optimizer validates its hyperparameters with ``valley_core.validation`` (the same rules every adapter
+uses) and returns a ``GradientTransformation``. ``alpha = 0`` gives back the base optimizer exactly:
+``alto -> lamb``, ``alto_vanilla -> lamb(bias_correction=False)``, ``eadam -> adam``, ``eadamw -> adamw``,
+``esgd -> sgd``.
+
+Conventions: the E-optimizers take ``betas = (beta1, beta2, beta3)`` (beta1 for the E adaptor's EMA, beta2
+for m, beta3 for v: the order of the authors' code); the base optimizers take the moment coefficients only,
+``betas = (beta2, beta3)``, as torch does. ``lr``, ``alpha`` and ``weight_decay`` accept a float or a
+schedule ``k -> value`` (``valley_core.schedules``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Tuple
+
+from valley_core.base import GradientTransformation, chain
+from valley_core.schedules import ScalarOrSchedule
+from valley_core.transforms import (add_decayed_weights, e_adaptor, scale_by_adam, scale_by_learning_rate,
+                                    scale_by_trust_ratio, trace)
+from valley_core.transforms.weight_decay import Mask
+from valley_core.validation import validate_hyperparameters
+
+_E3 = ("beta1", "beta2", "beta3")
+_MOMENTS = ("beta2", "beta3")
+
+
+def _named(transform: GradientTransformation, name: str) -> GradientTransformation:
+    return transform._replace(name=name)
+
+
+def _lamb_chain(lr, adapt, betas_m_v, eps, weight_decay, trust_eps, norm_eps, bias_correction,
+                weight_decay_mask, trust_ratio_mask) -> Tuple[GradientTransformation, ...]:
+    beta2, beta3 = betas_m_v
+    return (*adapt, scale_by_adam(beta2, beta3, eps, bias_correction),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_trust_ratio(trust_eps, norm_eps, trust_ratio_mask),
+            scale_by_learning_rate(lr))
+
+
+def alto(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = -5.0,
+         betas: Tuple[float, float, float] = (0.99, 0.9, 0.99), eps: float = 1e-6,
+         weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
+         bias_correction: bool = True, weight_decay_mask: Mask = None, trust_ratio_mask: Mask = None,
+         allow_unstable: bool = False) -> GradientTransformation:
+    """ALTO: the E adaptor applied to Lamb (the paper's Algorithm 2; Algorithm 1 with ``bias_correction=False``).
+
+    Per tensor ("layer") ``i``, with ``u_k = g_k + alpha a_k`` from the E adaptor::
+
+        m_k = beta2 m_{k-1} + (1 - beta2) u_k        v_k = beta3 v_{k-1} + (1 - beta3) u_k^2
+        r_k = m^_k / (sqrt(v^_k) + eps) + lambda theta_k
+        phi = ||theta_k^(i)|| + norm_eps
+        theta_{k+1}^(i) = theta_k^(i) - lr r_k^(i) phi / (||r_k^(i)|| + trust_eps phi)
+
+    Deviations from the paper: none in the maths. Additions: ``weight_decay_mask`` and ``trust_ratio_mask``
+    (per-tensor switches; the paper applies both to every tensor), schedules for lr/alpha/weight_decay.
+    Unlike the authors' code, no gradient clipping is applied and the trust ratio is applied whatever the
+    weight decay (see ``docs/algorithm.md``).
+
+    Args:
+        lr: learning rate (the paper used 1e-3 at batch 256, 1e-2 at batch 4096).
+        alpha: exploration coefficient; ``|alpha| < 1/(1 - beta1)`` is enforced unless ``allow_unstable``.
+        betas: ``(beta1, beta2, beta3)`` for the E adaptor's EMA, m and v.
+        eps: eps1, added to ``sqrt(v^)``.
+        weight_decay: lambda, inside ``r`` (scaled by the trust ratio, as in Lamb).
+        trust_eps: eps2, in the trust ratio's denominator.
+        norm_eps: eps3, added to ``||theta||``.
+        bias_correction: True for Algorithm 2, False for Algorithm 1 (ALTO vanilla).
+        weight_decay_mask: which tensors get weight decay (``None``: all).
+        trust_ratio_mask: which tensors get the trust ratio (``None``: all).
+        allow_unstable: skip the stability rule (research use only).
+
+    Example:
+        >>> import numpy as np
+        >>> from valley_core import alto, apply_updates
+        >>> opt = alto(lr=0.05, alpha=-1.0, betas=(0.5, 0.9, 0.99), weight_decay=0.0)
+        >>> params = (np.array([3.0, -2.0]),)
+        >>> state = opt.init(params)
+        >>> for _ in range(300):
+        ...     updates, state = opt.update(tuple(2 * p for p in params), state, params)
+        ...     params = apply_updates(params, updates)
+        >>> bool(np.abs(params[0]).max() < 0.1)
+        True
+
+    References:
+        Zhao et al., "Exploring Landscapes for Better Minima along Valleys", NeurIPS 2025.
+    """
+    beta1, beta2, beta3 = validate_hyperparameters(
+        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
+        trust_eps=trust_eps, norm_eps=norm_eps, bias_correction=bias_correction,
+        allow_unstable=allow_unstable)
+    return _named(chain(*_lamb_chain(lr, (e_adaptor(alpha, beta1),), (beta2, beta3), eps, weight_decay,
+                                     trust_eps, norm_eps, bias_correction, weight_decay_mask,
+                                     trust_ratio_mask)), "alto")
+
+
+def alto_vanilla(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = -5.0,
+                 betas: Tuple[float, float, float] = (0.99, 0.9, 0.99), eps: float = 1e-6,
+                 weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
+                 weight_decay_mask: Mask = None, trust_ratio_mask: Mask = None,
+                 allow_unstable: bool = False) -> GradientTransformation:
+    """ALTO without bias correction (the paper's Algorithm 1, the form its convex theorem is proved for).
+
+    Same as ``alto(..., bias_correction=False)``; see ``alto`` for the maths and arguments.
+    """
+    return _named(alto(lr, alpha, betas, eps, weight_decay, trust_eps, norm_eps, False, weight_decay_mask,
+                       trust_ratio_mask, allow_unstable), "alto_vanilla")
+
+
+def lamb(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.99), eps: float = 1e-6,
+         weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
+         bias_correction: bool = True, weight_decay_mask: Mask = None,
+         trust_ratio_mask: Mask = None) -> GradientTransformation:
+    """Lamb in the paper's form: ALTO with ``alpha = 0`` (``betas = (beta2, beta3)`` for m and v).
+
+    ``theta^(i) <- theta^(i) - lr r^(i) phi / (||r^(i)|| + trust_eps phi)``, ``r = m^/(sqrt(v^)+eps) + lambda theta``.
+    """
+    beta2, beta3 = validate_hyperparameters(
+        lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps, weight_decay=weight_decay, trust_eps=trust_eps,
+        norm_eps=norm_eps, bias_correction=bias_correction)
+    return _named(chain(*_lamb_chain(lr, (), (beta2, beta3), eps, weight_decay, trust_eps, norm_eps,
+                                     bias_correction, weight_decay_mask, trust_ratio_mask)), "lamb")
+
+
+def eadam(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
+          betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
+          weight_decay: ScalarOrSchedule = 0.0, bias_correction: bool = True,
+          allow_unstable: bool = False) -> GradientTransformation:
+    """EAdam: the E adaptor in front of Adam.
+
+    ``u = E(g + lambda theta)``; ``m, v`` from ``u``; ``theta <- theta - lr m^/(sqrt(v^)+eps)``.
+    ``weight_decay`` is L2 regularisation added to the gradient before the adaptor (torch.optim.Adam's
+    convention), so E sees differences of the regularised objective's gradient. Defaults: the paper's
+    small-batch (exploiting) ``alpha = 0.5, beta1 = 0.01`` with Adam's usual ``(0.9, 0.999)`` and ``eps``.
+    """
+    beta1, beta2, beta3 = validate_hyperparameters(
+        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
+        bias_correction=bias_correction, allow_unstable=allow_unstable)
+    return _named(chain(add_decayed_weights(weight_decay), e_adaptor(alpha, beta1),
+                        scale_by_adam(beta2, beta3, eps, bias_correction), scale_by_learning_rate(lr)), "eadam")
+
+
+def adam(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+         weight_decay: ScalarOrSchedule = 0.0, bias_correction: bool = True) -> GradientTransformation:
+    """Adam (L2 ``weight_decay`` added to the gradient, as torch.optim.Adam); EAdam with ``alpha = 0``."""
+    beta2, beta3 = validate_hyperparameters(lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps,
+                                            weight_decay=weight_decay, bias_correction=bias_correction)
+    return _named(chain(add_decayed_weights(weight_decay), scale_by_adam(beta2, beta3, eps, bias_correction),
+                        scale_by_learning_rate(lr)), "adam")
+
+
+def eadamw(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
+           betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
+           weight_decay: ScalarOrSchedule = 1e-2, bias_correction: bool = True, weight_decay_mask: Mask = None,
+           allow_unstable: bool = False) -> GradientTransformation:
+    """EAdamW: EAdam with decoupled weight decay.
+
+    ``theta <- theta - lr (m^/(sqrt(v^)+eps) + lambda theta)``, the same as torch.optim.AdamW's
+    ``theta <- theta (1 - lr lambda) - lr m^/(sqrt(v^)+eps)`` up to round-off.
+    """
+    beta1, beta2, beta3 = validate_hyperparameters(
+        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
+        bias_correction=bias_correction, allow_unstable=allow_unstable)
+    return _named(chain(e_adaptor(alpha, beta1), scale_by_adam(beta2, beta3, eps, bias_correction),
+                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
+                  "eadamw")
+
+
+def adamw(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          weight_decay: ScalarOrSchedule = 1e-2, bias_correction: bool = True,
+          weight_decay_mask: Mask = None) -> GradientTransformation:
+    """AdamW (decoupled weight decay); EAdamW with ``alpha = 0``."""
+    beta2, beta3 = validate_hyperparameters(lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps,
+                                            weight_decay=weight_decay, bias_correction=bias_correction)
+    return _named(chain(scale_by_adam(beta2, beta3, eps, bias_correction),
+                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
+                  "adamw")
+
+
+def esgd(lr: ScalarOrSchedule = 1e-2, alpha: ScalarOrSchedule = 0.5, betas: Tuple[float, float] = (0.01, 0.0),
+         weight_decay: ScalarOrSchedule = 0.0, allow_unstable: bool = False) -> GradientTransformation:
+    """ESGD: the E adaptor in front of heavy-ball SGD.
+
+    ``u = E(g + lambda theta)``, ``m_k = beta2 m_{k-1} + u_k``, ``theta <- theta - lr m_k``
+    (``betas = (beta1, beta2)``; ``beta2 = 0`` is plain SGD; L2 ``weight_decay`` as torch.optim.SGD).
+    """
+    beta1, beta2 = validate_hyperparameters(lr=lr, alpha=alpha, betas=betas, beta_names=("beta1", "beta2"),
+                                            weight_decay=weight_decay, allow_unstable=allow_unstable)
+    return _named(chain(add_decayed_weights(weight_decay), e_adaptor(alpha, beta1), trace(beta2),
+                        scale_by_learning_rate(lr)), "esgd")
+
+
+def sgd(lr: ScalarOrSchedule = 1e-2, momentum: float = 0.0,
+        weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+    """SGD with heavy-ball momentum (torch.optim.SGD without dampening); ESGD with ``alpha = 0``."""
+    (momentum,) = validate_hyperparameters(lr=lr, betas=(momentum,), beta_names=("momentum",),
+                                           weight_decay=weight_decay)
+    return _named(chain(add_decayed_weights(weight_decay), trace(momentum), scale_by_learning_rate(lr)), "sgd")
+
+
+#: Every named optimizer, by name (used by the CLI, the adapters' registries and the test table).
+OPTIMIZERS: Dict[str, Callable[..., GradientTransformation]] = {
+    "alto": alto, "alto_vanilla": alto_vanilla, "lamb": lamb, "eadam": eadam, "adam": adam,
+    "eadamw": eadamw, "adamw": adamw, "esgd": esgd, "sgd": sgd,
+}

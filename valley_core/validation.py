@@ -1,0 +1,126 @@
+"""The one hyperparameter validator shared by the core and every adapter.
+
+Every rule raises ``ValueError`` whose message names the parameter, its value and the rule, for example::
+
+    alpha=-5.0 violates |alpha| < 1/(1-beta1) = 1.11 for beta1=0.1
+
+Schedules (callables) are checked through their value at step 1; what they do later is the caller's
+responsibility (documented in ``valley_core.schedules``).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, Sequence
+
+from valley_core.schedules import ScalarOrSchedule
+
+
+def _as_real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name}={value!r} violates {name} is a real number (got {type(value).__name__})")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name}={value!r} violates {name} is finite")
+    return value
+
+
+def _value_at_step_one(name: str, value: ScalarOrSchedule) -> float:
+    if callable(value):
+        try:
+            first = value(1)
+        except Exception as error:  # noqa: BLE001 - reported with the parameter's name
+            raise ValueError(f"{name} schedule could not be evaluated at step 1: {error}") from error
+        return _as_real(f"{name}(1)", float(first))
+    return _as_real(name, value)
+
+
+def check_nonnegative(name: str, value: ScalarOrSchedule) -> None:
+    """``value >= 0`` and finite (a schedule: its value at step 1)."""
+    real = _value_at_step_one(name, value)
+    if real < 0:
+        raise ValueError(f"{name}={real!r} violates {name} >= 0")
+
+
+def check_real(name: str, value: ScalarOrSchedule) -> float:
+    """A finite real number (a schedule: its value at step 1). Returns that value."""
+    return _value_at_step_one(name, value)
+
+
+def check_beta(name: str, value: Any) -> float:
+    """``0 <= value < 1``. Returns the value as a float."""
+    real = _as_real(name, value)
+    if not 0.0 <= real < 1.0:
+        raise ValueError(f"{name}={real!r} violates 0 <= {name} < 1")
+    return real
+
+
+def check_betas(betas: Any, names: Sequence[str]) -> tuple:
+    """``betas`` is a sequence of ``len(names)`` coefficients, each in ``[0, 1)``."""
+    if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != len(names):
+        raise ValueError(
+            f"betas={betas!r} violates betas is a sequence of {len(names)} numbers ({', '.join(names)})"
+        )
+    return tuple(check_beta(name, beta) for name, beta in zip(names, betas))
+
+
+def stability_bound(beta1: float) -> float:
+    """``1 / (1 - beta1)``: the largest |alpha| the paper's stability remark allows."""
+    return 1.0 / (1.0 - beta1)
+
+
+def check_stability(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool = False) -> None:
+    """The paper's stability remark, ``|alpha| < 1/(1-beta1)``, unless ``allow_unstable`` (research use)."""
+    if not isinstance(allow_unstable, bool):
+        raise ValueError(f"allow_unstable={allow_unstable!r} violates allow_unstable is a bool")
+    real = check_real("alpha", alpha)
+    if allow_unstable:
+        return
+    bound = stability_bound(beta1)
+    if not abs(real) < bound:
+        raise ValueError(
+            f"alpha={real!r} violates |alpha| < 1/(1-beta1) = {bound:.3g} for beta1={beta1!r} "
+            "(pass allow_unstable=True to run it anyway)"
+        )
+
+
+def check_bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} violates {name} is a bool")
+
+
+def validate_hyperparameters(
+    *,
+    lr: ScalarOrSchedule | None = None,
+    alpha: ScalarOrSchedule | None = None,
+    betas: Any = None,
+    beta_names: Sequence[str] = (),
+    eps: float | None = None,
+    weight_decay: ScalarOrSchedule | None = None,
+    trust_eps: float | None = None,
+    norm_eps: float | None = None,
+    bias_correction: Any = None,
+    allow_unstable: bool = False,
+) -> tuple:
+    """Checks every hyperparameter an optimizer takes; the entry point used by the core and all adapters.
+
+    ``None`` means "this optimizer does not take it". ``betas`` is checked against ``beta_names``; when
+    both ``alpha`` and a ``beta1`` are given, the stability rule is checked too. Returns the betas as floats.
+    """
+    checked_betas: tuple = ()
+    if betas is not None:
+        checked_betas = check_betas(betas, beta_names)
+    if lr is not None:
+        check_nonnegative("lr", lr)
+    if alpha is not None:
+        check_real("alpha", alpha)
+        if "beta1" in beta_names:
+            check_stability(alpha, checked_betas[list(beta_names).index("beta1")], allow_unstable)
+    for name, value in (("eps", eps), ("weight_decay", weight_decay), ("trust_eps", trust_eps),
+                        ("norm_eps", norm_eps)):
+        if value is not None:
+            check_nonnegative(name, value)
+    if bias_correction is not None:
+        check_bool("bias_correction", bias_correction)
+    return checked_betas
