@@ -1,0 +1,34 @@
+"""Helpers shared by the core tests: run a transform on a namespace, compare with NumPy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+import valley_core as vc
+
+
+def to_numpy(array):
+    """A NumPy copy of an array from any namespace (via DLPack where needed)."""
+    if isinstance(array, (np.ndarray, np.generic)):
+        return np.asarray(array)
+    if hasattr(array, "detach"):  # torch
+        return array.detach().cpu().numpy()
+    return np.from_dlpack(array)
+
+
+def run_core(transform, params, grad_sequence, xp):
+    """Runs ``transform`` for every gradient list in ``grad_sequence``; returns (params, state) as arrays of xp."""
+    params = tuple(xp.asarray(p) for p in params)
+    state = transform.init(params)
+    for grads in grad_sequence:
+        updates, state = transform.update(tuple(xp.asarray(g) for g in grads), state, params)
+        params = vc.apply_updates(params, updates)
+    return params, state
+
+
+def relative_error(actual, expected):
+    """``||actual - expected|| / ||expected||`` over a whole tensor (0 when both are 0)."""
+    actual, expected = to_numpy(actual).astype(np.float64), np.asarray(expected, dtype=np.float64)
+    scale = np.linalg.norm(expected)
+    difference = np.linalg.norm(actual - expected)
+    return float(difference / scale) if scale > 0 else float(difference)
