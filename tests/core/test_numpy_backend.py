@@ -1,0 +1,147 @@
+"""The NumPy reference adapter: in-place steps, checkpoints, validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import valley_core as vc
+from backends import numpy as vnp
+from tests.core import transcription as golden
+
+
+def _problem(seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=(3, 4)), rng.normal(size=(5,))], golden.drifting_gradients([(3, 4), (5,)], 40, seed)
+
+
+def test_step_updates_the_callers_arrays_in_place_and_matches_the_transcription():
+    params, grads = _problem()
+    start = [p.copy() for p in params]
+    opt = vnp.ALTO(params, lr=1e-2, alpha=-5.0, betas=(0.99, 0.9, 0.99))
+    ids = [id(p) for p in params]
+    for step_grads in grads:
+        assert opt.step(step_grads) is True
+    expected, _ = golden.alto(start, grads, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6, 1e-10, True)
+    assert [id(p) for p in opt.params] == ids
+    for actual, want in zip(params, expected):
+        np.testing.assert_allclose(actual, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cls", [vnp.ALTO, vnp.ALTOVanilla, vnp.Lamb, vnp.EAdam, vnp.Adam, vnp.EAdamW, vnp.AdamW,
+                                 vnp.ESGD, vnp.SGD])
+def test_resume_from_state_dict_equals_uninterrupted_run(cls):
+    params, grads = _problem(1)
+    uninterrupted = [p.copy() for p in params]
+    opt = cls(uninterrupted)
+    for g in grads:
+        opt.step(g)
+
+    first_half = [p.copy() for p in params]
+    opt_a = cls(first_half)
+    for g in grads[:20]:
+        opt_a.step(g)
+    checkpoint = opt_a.state_dict()
+    resumed = [p.copy() for p in first_half]
+    opt_b = cls(resumed)
+    opt_b.load_state_dict(checkpoint)
+    for g in grads[20:]:
+        opt_b.step(g)
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+    assert opt_b.steps_taken == 40
+
+
+def test_state_dict_is_a_copy():
+    params, grads = _problem()
+    opt = vnp.ALTO(params)
+    opt.step(grads[0])
+    checkpoint = opt.state_dict()
+    before = {k: v.copy() for k, v in checkpoint["state"].items()}
+    opt.step(grads[1])
+    for key, value in checkpoint["state"].items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+def _assert_state_unchanged(opt, snapshot):
+    for key, value in vc.state_to_dict(opt.state).items():
+        np.testing.assert_array_equal(value, snapshot[key], err_msg=key)
+
+
+@pytest.mark.parametrize("corrupt,pattern", [
+    (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
+    (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
+    (lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
+     r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)"),
+    (lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
+     r"EState\.carry\.1: dtype float32 does not match the optimizer's float64"),
+    (lambda sd: sd.__setitem__("optimizer", "adam"), r"state_dict is for optimizer 'adam', this optimizer is 'alto'"),
+    (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
+])
+def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
+    params, grads = _problem()
+    source = vnp.ALTO([p.copy() for p in params])
+    for g in grads[:5]:
+        source.step(g)
+    checkpoint = source.state_dict()
+    corrupt(checkpoint)
+    target = vnp.ALTO([p.copy() for p in params])
+    target.step(grads[0])
+    snapshot = {k: np.array(v, copy=True) for k, v in vc.state_to_dict(target.state).items()}
+    with pytest.raises(ValueError, match=pattern):
+        target.load_state_dict(checkpoint)
+    _assert_state_unchanged(target, snapshot)
+    assert target.steps_taken == 1
+
+
+def test_bad_gradients_are_rejected_before_anything_changes():
+    params, grads = _problem()
+    opt = vnp.ALTO(params)
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=r"got 1 gradients for 2 parameters"):
+        opt.step(grads[0][:1])
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(4,\), its parameter has shape \(5,\)"):
+        opt.step([grads[0][0], np.zeros(4)])
+    with pytest.raises(TypeError, match=r"grads\[0\] has dtype float32, its parameter has dtype float64"):
+        opt.step([grads[0][0].astype(np.float32), grads[0][1]])
+    with pytest.raises(TypeError, match=r"grads\[0\] is a list, expected a numpy.ndarray"):
+        opt.step([[1.0], grads[0][1]])
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    assert opt.steps_taken == 0
+
+
+def test_bad_parameters_are_rejected():
+    with pytest.raises(TypeError, match=r"params\[0\] has dtype int64; only floating arrays"):
+        vnp.ALTO([np.arange(3)])
+    with pytest.raises(ValueError, match="params is empty"):
+        vnp.ALTO([])
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+        vnp.ALTO([frozen])
+    with pytest.raises(ValueError, match=r"alpha=-5\.0 violates"):
+        vnp.ALTO([np.ones(3)], betas=(0.1, 0.9, 0.99))
+
+
+def test_skip_nonfinite_skips_atomically():
+    params, grads = _problem()
+    opt = vnp.ALTO(params, skip_nonfinite=True)
+    opt.step(grads[0])
+    before = [p.copy() for p in params]
+    snapshot = {k: np.array(v, copy=True) for k, v in vc.state_to_dict(opt.state).items()}
+    bad = [grads[1][0].copy(), grads[1][1].copy()]
+    bad[1][2] = np.nan
+    assert opt.step(bad) is False
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    _assert_state_unchanged(opt, snapshot)
+    assert opt.step(grads[1]) is True
+
+
+def test_float32_parameters_keep_float32():
+    params = [np.ones(4, dtype=np.float32)]
+    opt = vnp.EAdam(params)
+    opt.step([np.full(4, 0.5, dtype=np.float32)])
+    assert params[0].dtype == np.float32
+    assert all(v.dtype == np.float32 for k, v in vc.state_to_dict(opt.state).items() if not k.endswith("count"))
