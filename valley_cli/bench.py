@@ -6,7 +6,8 @@ Each study is a module with ``add_arguments(parser)`` and ``run(args) -> int``, 
 from __future__ import annotations
 
 import argparse
-import importlib
+
+from valley_cli.main import add_module_subcommands, run_module
 
 #: study -> (module, one-line help)
 STUDIES = {
@@ -18,20 +19,9 @@ STUDIES = {
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    sub = parser.add_subparsers(dest="study", required=True, metavar="STUDY")
-    for name, (module_name, help_text) in STUDIES.items():
-        study_parser = sub.add_parser(name, help=help_text, description=help_text)
-        study_parser.set_defaults(_study_module=module_name)
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as error:
-            study_parser.set_defaults(_study_error=str(error))
-            continue
-        module.add_arguments(study_parser)
+    add_module_subcommands(parser.add_subparsers(dest="study", required=True, metavar="STUDY"), STUDIES,
+                           "_study_module")
 
 
 def run(args: argparse.Namespace) -> int:
-    if getattr(args, "_study_error", None):
-        print(f"valley bench {args.study}: unavailable ({args._study_error})")
-        return 2
-    return int(importlib.import_module(args._study_module).run(args) or 0)
+    return run_module(args, "_study_module", f"bench {args.study}")
