@@ -1,0 +1,561 @@
+"""Keras 3 optimizers that execute the ``valley_core`` definition.
+
+Each optimizer is a ``keras.optimizers.Optimizer`` subclass (``build``, ``update_step``, ``get_config``)
+whose ``update_step`` calls the ``valley_core`` transform of the same name on one variable at a time,
+through the array namespace of ``backends.keras.namespace`` (``keras.ops``). There is no arithmetic of the
+update in this module: it creates the optimizer variables that hold the core's state, reads them, calls the
+core, and writes the core's results back.
+
+How the Keras concepts map onto the core:
+
+* ``learning_rate`` (a float, a ``keras.optimizers.schedules.LearningRateSchedule`` or a callable) is
+  evaluated by Keras for every step and fed to the core's ``scale_by_learning_rate`` as its schedule.
+* The core's step counters are ``optimizer.iterations`` (the number of updates applied so far), so they
+  are not stored twice; every other piece of state (``EState.carry``, ``AdamState.first`` ...) is one
+  optimizer variable per model variable, named after the state field (``dense_kernel_adam_first``).
+* ``weight_decay`` is the core's: inside ``r`` and scaled by the trust ratio for ALTO/Lamb, L2 on the
+  gradient for EAdam/ESGD, decoupled for EAdamW. Keras' own decoupled decay never runs.
+  ``exclude_from_weight_decay(var_list=..., var_names=...)`` maps onto the core's ``weight_decay_mask``
+  (for the optimizers whose decay is L2 on the gradient, an excluded variable gets ``weight_decay=0``).
+* ``exclude_from_trust_ratio(var_list=..., var_names=...)`` (ALTO, ALTOVanilla, Lamb) maps onto the core's
+  ``trust_ratio_mask``. The paper applies the trust ratio to every tensor, which is the default; a tensor
+  that starts at zero (a bias) then moves by about ``learning_rate * norm_eps`` per step, so excluding
+  ``"bias"`` is usually what you want (see ``docs/keras.md``).
+* Everything else Keras provides (clipping, EMA, gradient accumulation, ``LossScaleOptimizer``,
+  ``tf.distribute``, saving) is Keras' own machinery and runs unchanged.
+
+Adding an optimizer is one class statement naming its ``valley_core`` factory (see ``ValleyOptimizer``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import numbers
+import re
+import threading
+from types import MappingProxyType
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+from keras import ops
+
+import valley_core as vc
+from backends.keras.namespace import keras_namespace
+
+__all__ = ["ALTO", "ALTOVanilla", "EAdam", "EAdamW", "ESGD", "Lamb", "ValleyOptimizer"]
+
+#: The package name under which the optimizers are registered for Keras serialization ("valley>ALTO").
+PACKAGE = "valley"
+
+# Core factory parameters that the adapter fills in itself rather than taking from the user.
+_ADAPTER_OWNED = ("lr", "weight_decay_mask", "trust_ratio_mask")
+# Constructor keywords that keras.optimizers.Optimizer itself takes (weight_decay is the core's here).
+_KERAS_KEYWORDS = ("name", "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
+                   "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
+
+
+class _StepLearningRate:
+    """A ``valley_core`` learning-rate schedule that returns the rate Keras computed for this step.
+
+    Keras evaluates ``learning_rate`` (float variable, schedule or callable) and passes the value to
+    ``update_step``; the core takes the learning rate as a schedule ``k -> lr_k``. This object bridges the
+    two: ``update_step`` binds the value for the duration of its call to the core (per thread, so replicas
+    updated from several threads never see each other's value). Outside a step it returns the value used to
+    validate the hyperparameters at construction.
+    """
+
+    def __init__(self, outside_step: float) -> None:
+        self._local = threading.local()
+        self._outside_step = outside_step
+
+    def __call__(self, k: Any) -> Any:
+        return getattr(self._local, "value", self._outside_step)
+
+    @contextlib.contextmanager
+    def bound(self, value: Any) -> Iterator[None]:
+        previous = getattr(self._local, "value", None)
+        self._local.value = value
+        try:
+            yield
+        finally:
+            if previous is None:
+                del self._local.value
+            else:
+                self._local.value = previous
+
+
+class _Runtime:
+    """Plain holder for the per-optimizer Python objects (kept out of Keras' attribute tracking)."""
+
+    def __init__(self) -> None:
+        self.transforms: Dict[Tuple[bool, bool], vc.GradientTransformation] = {}
+        self.templates: Dict[Tuple[bool, bool], Any] = {}
+        self.variable_keys: List[Optional[Tuple[bool, bool]]] = []
+
+
+# --- state <-> optimizer variables -------------------------------------------------------------------
+
+Label = Tuple[str, str, Optional[int]]
+
+
+def _flatten(state: Any) -> List[Tuple[Label, Any]]:
+    """Every array of a (chained) core state with a label ``(state class, field, tensor index or None)``."""
+    if hasattr(state, "_fields"):
+        leaves: List[Tuple[Label, Any]] = []
+        for field in state._fields:
+            value = getattr(state, field)
+            if isinstance(value, tuple):
+                leaves.extend(((type(state).__name__, field, j), item) for j, item in enumerate(value))
+            else:
+                leaves.append(((type(state).__name__, field, None), value))
+        return leaves
+    return [leaf for inner in state for leaf in _flatten(inner)]
+
+
+def _unflatten(template: Any, values: Iterator[Any]) -> Any:
+    """The inverse of ``_flatten``: a state shaped like ``template`` filled from ``values`` in order."""
+    if hasattr(template, "_fields"):
+        fields = {}
+        for field in template._fields:
+            value = getattr(template, field)
+            fields[field] = (tuple(next(values) for _ in value) if isinstance(value, tuple) else next(values))
+        return type(template)(**fields)
+    return tuple(_unflatten(inner, values) for inner in template)
+
+
+def _is_step_counter(label: Label, value: Any) -> bool:
+    """The core's ``count`` fields: 0-d integer step counters, all equal to ``optimizer.iterations``."""
+    _, field, index = label
+    return field == "count" and index is None and np.ndim(value) == 0 and np.issubdtype(
+        np.asarray(value).dtype, np.integer)
+
+
+def _slot_name(label: Label, seen: Dict[str, int]) -> str:
+    state_class, field, _ = label
+    prefix = state_class[:-len("State")] if state_class.endswith("State") else state_class
+    name = f"{prefix.lower()}_{field}"
+    seen[name] = seen.get(name, 0) + 1
+    return name if seen[name] == 1 else f"{name}_{seen[name]}"
+
+
+def _numpy_dtype(dtype: Any) -> np.dtype:
+    name = keras.backend.standardize_dtype(dtype)
+    try:
+        return np.dtype(name)
+    except TypeError:
+        import ml_dtypes  # a Keras dependency; provides bfloat16 for NumPy
+
+        return np.dtype(getattr(ml_dtypes, name))
+
+
+def _constant_initializer(value: np.ndarray) -> Callable[..., Any]:
+    def initializer(shape: Any, dtype: Any = None) -> Any:
+        return ops.convert_to_tensor(np.reshape(value, shape), dtype=dtype)
+
+    return initializer
+
+
+def _learning_rate_for_validation(learning_rate: Any) -> float:
+    """A float the core's validator can check (a schedule's value at Keras step 0; 0.0 if not computable)."""
+    if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
+        return learning_rate
+    try:
+        if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            return float(ops.convert_to_numpy(learning_rate(0)))
+        if callable(learning_rate):
+            return float(ops.convert_to_numpy(learning_rate()))
+    except Exception:  # noqa: BLE001 - a schedule that needs a trace; the core checks the float forms only
+        return 0.0
+    return learning_rate  # something else: let the core's validator name it
+
+
+# --- the generic optimizer -----------------------------------------------------------------------------
+
+
+class ValleyOptimizer(keras.optimizers.Optimizer):
+    """A Keras optimizer that runs a ``valley_core`` factory's transform (the base of every class here).
+
+    A subclass names its factory and inherits everything else; the constructor's keywords are the
+    factory's hyperparameters (with ``lr`` spelled ``learning_rate``, and the same defaults) plus Keras'
+    own optimizer keywords::
+
+        @keras.saving.register_keras_serializable(package=PACKAGE)
+        class AdamCM(ValleyOptimizer):
+            '''... the algorithm in a few lines of maths ...'''
+            core_factory = staticmethod(vc.adam_cm)
+
+    Args (common to every subclass):
+        learning_rate: a float, a ``keras.optimizers.schedules.LearningRateSchedule`` or a callable taking
+            no arguments, as in every Keras optimizer.
+        **hyperparameters: the ``valley_core`` factory's hyperparameters (``alpha``, ``betas``, ``eps``,
+            ``weight_decay`` ...), validated by the core at construction: an invalid value raises the
+            core's ``ValueError``.
+        weight_decay_exclude_names: strings; a variable whose name contains one of them gets no weight
+            decay (the same as calling ``exclude_from_weight_decay(var_names=...)``, but saved in the
+            config so that ``keras.models.load_model`` restores it).
+        trust_ratio_exclude_names: the same for the trust ratio (ALTO, ALTOVanilla, Lamb only).
+        name, clipnorm, clipvalue, global_clipnorm, use_ema, ema_momentum, ema_overwrite_frequency,
+            loss_scale_factor, gradient_accumulation_steps: as in ``keras.optimizers.Optimizer``.
+
+    Attributes:
+        hyperparameters: a read-only mapping of the core hyperparameters (``weight_decay`` included; the
+            Keras attribute ``weight_decay`` stays ``None`` because Keras' decoupled decay is off).
+    """
+
+    #: The ``valley_core`` factory this class runs (a subclass sets it with ``staticmethod``).
+    core_factory: Optional[Callable[..., vc.GradientTransformation]] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        factory = cls.__dict__.get("core_factory")
+        if factory is None:
+            return
+        factory = factory.__func__ if isinstance(factory, staticmethod) else factory
+        parameters = inspect.signature(factory).parameters
+        cls._core_defaults = MappingProxyType(
+            {name: p.default for name, p in parameters.items() if name not in _ADAPTER_OWNED})
+        cls._core_masks = frozenset(name for name in ("weight_decay_mask", "trust_ratio_mask")
+                                    if name in parameters)
+        cls._default_learning_rate = parameters["lr"].default
+        keyword = inspect.Parameter.KEYWORD_ONLY
+        signature = [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                       default=cls._default_learning_rate)]
+        signature += [inspect.Parameter(name, keyword, default=default)
+                      for name, default in cls._core_defaults.items()]
+        signature += [inspect.Parameter("weight_decay_exclude_names", keyword, default=None)]
+        if "trust_ratio_mask" in cls._core_masks:
+            signature += [inspect.Parameter("trust_ratio_exclude_names", keyword, default=None)]
+        signature += [inspect.Parameter("keras_kwargs", inspect.Parameter.VAR_KEYWORD)]
+        cls.__signature__ = inspect.Signature(signature)
+
+    def __init__(self, learning_rate: Any = None, **kwargs: Any) -> None:
+        factory = type(self).core_factory
+        if factory is None:
+            raise TypeError(f"{type(self).__name__} has no core_factory; use a subclass such as ALTO")
+        if learning_rate is None:
+            learning_rate = self._default_learning_rate
+        if isinstance(learning_rate, numbers.Integral) and not isinstance(learning_rate, bool):
+            learning_rate = float(learning_rate)
+        hyperparameters = dict(self._core_defaults)
+        for name in list(kwargs):
+            if name in self._core_defaults:
+                hyperparameters[name] = kwargs.pop(name)
+        if "betas" in hyperparameters and isinstance(hyperparameters["betas"], list):
+            hyperparameters["betas"] = tuple(hyperparameters["betas"])  # from a JSON config
+        weight_decay_names = kwargs.pop("weight_decay_exclude_names", None)
+        trust_ratio_names = kwargs.pop("trust_ratio_exclude_names", None)
+        if trust_ratio_names and "trust_ratio_mask" not in self._core_masks:
+            raise ValueError(f"{type(self).__name__} has no trust ratio; trust_ratio_exclude_names does not apply")
+        validation_rate = _learning_rate_for_validation(learning_rate)
+        factory(lr=validation_rate, **hyperparameters)  # the core's validator: raises its ValueError
+
+        if kwargs.get("weight_decay") is not None:  # only reachable if the factory takes no weight_decay
+            raise ValueError(f"{type(self).__name__} takes no weight_decay")
+        kwargs.pop("weight_decay", None)
+        # Keras' decoupled weight decay stays off: the decay is part of the core's update.
+        super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
+        self._core_hyperparameters = MappingProxyType(hyperparameters)
+        self._step_learning_rate = _StepLearningRate(validation_rate)
+        self._runtime = _Runtime()
+        self._weight_decay_exclude_names: Tuple[str, ...] = ()
+        self._trust_ratio_exclude_names: Tuple[str, ...] = ()
+        self._trust_ratio_exclude_ids: frozenset = frozenset()
+        self._trust_ratio_exclude_pattern: Optional[re.Pattern] = None
+        if weight_decay_names:
+            self.exclude_from_weight_decay(var_names=list(weight_decay_names))
+        if trust_ratio_names:
+            self.exclude_from_trust_ratio(var_names=list(trust_ratio_names))
+
+    @property
+    def hyperparameters(self) -> Mapping[str, Any]:
+        """The ``valley_core`` hyperparameters this optimizer was built with (read-only)."""
+        return self._core_hyperparameters
+
+    # --- masks ---------------------------------------------------------------------------------------
+
+    def exclude_from_weight_decay(self, var_list: Optional[Sequence[Any]] = None,
+                                  var_names: Optional[Sequence[str]] = None) -> None:
+        """Excludes variables from weight decay (before ``build``); maps onto the core's mask.
+
+        Args:
+            var_list: variables to exclude (not saved in the config).
+            var_names: substrings; a variable whose name contains one is excluded (saved in the config).
+        """
+        if self.built:
+            raise ValueError("exclude_from_weight_decay() can only be called before the optimizer is built")
+        names = tuple(var_names or ())
+        super().exclude_from_weight_decay(var_list=var_list, var_names=list(names) or None)
+        self._weight_decay_exclude_names = names
+
+    def exclude_from_trust_ratio(self, var_list: Optional[Sequence[Any]] = None,
+                                 var_names: Optional[Sequence[str]] = None) -> None:
+        """Excludes variables from the layer-wise trust ratio (before ``build``; ALTO, ALTOVanilla, Lamb).
+
+        An excluded variable is updated by ``-learning_rate * r`` (Adam's step plus the weight decay term)
+        instead of ``-learning_rate * r * phi / (||r|| + trust_eps * phi)``.
+
+        Args:
+            var_list: variables to exclude (not saved in the config).
+            var_names: substrings; a variable whose name contains one is excluded (saved in the config).
+        """
+        if "trust_ratio_mask" not in self._core_masks:
+            raise ValueError(f"{type(self).__name__} has no trust ratio to exclude variables from")
+        if self.built:
+            raise ValueError("exclude_from_trust_ratio() can only be called before the optimizer is built")
+        names = tuple(var_names or ())
+        self._trust_ratio_exclude_names = names
+        self._trust_ratio_exclude_ids = frozenset(self._var_key(v) for v in (var_list or ()))
+        self._trust_ratio_exclude_pattern = re.compile("|".join(map(re.escape, names))) if names else None
+
+    def _use_trust_ratio(self, variable: Any) -> bool:
+        if "trust_ratio_mask" not in self._core_masks:
+            return True
+        if self._var_key(variable) in self._trust_ratio_exclude_ids:
+            return False
+        pattern = self._trust_ratio_exclude_pattern
+        return pattern is None or pattern.search(variable.name) is None
+
+    def _apply_weight_decay(self, variables: Any) -> None:
+        # Keras' decoupled decay (``variable -= lr * weight_decay * variable`` before update_step) must not
+        # run on top of the core's decay; the base class reads ``self.weight_decay``, which we keep None.
+        if self.weight_decay is not None:
+            raise ValueError(
+                f"{type(self).__name__}: set weight_decay in the constructor (it is applied inside the "
+                "valley_core update); the Keras attribute optimizer.weight_decay must stay None")
+
+    # --- the core transform for one variable -----------------------------------------------------------
+
+    def _transform(self, key: Tuple[bool, bool]) -> vc.GradientTransformation:
+        """The core transform for a variable with (weight decay, trust ratio) switched on or off."""
+        runtime = self._runtime
+        if key not in runtime.transforms:
+            use_decay, use_trust = key
+            hyperparameters = dict(self._core_hyperparameters)
+            if "weight_decay_mask" in self._core_masks:
+                hyperparameters["weight_decay_mask"] = (use_decay,)
+            elif not use_decay and "weight_decay" in hyperparameters:
+                hyperparameters["weight_decay"] = 0.0  # L2 decay on the gradient: u + 0 * theta == u
+            if "trust_ratio_mask" in self._core_masks:
+                hyperparameters["trust_ratio_mask"] = (use_trust,)
+            runtime.transforms[key] = self.core_factory(lr=self._step_learning_rate, **hyperparameters)
+        return runtime.transforms[key]
+
+    def build(self, var_list: Sequence[Any]) -> None:
+        """Creates one optimizer variable per piece of the core's per-variable state.
+
+        The structure, shapes, dtypes and initial values come from the core's own ``init`` run on a NumPy
+        placeholder of each variable's shape; the step counters are ``self.iterations``.
+        """
+        if self.built:
+            return
+        super().build(var_list)
+        import array_api_compat.numpy as xp_numpy
+
+        runtime = self._runtime
+        slots: List[Optional[List[Any]]] = []
+        for variable in var_list:
+            if self._overwrite_variable_with_gradient(variable):
+                runtime.variable_keys.append(None)
+                slots.append(None)
+                continue
+            key = (self._use_weight_decay(variable), self._use_trust_ratio(variable))
+            transform = self._transform(key)
+            dtype = _numpy_dtype(variable.dtype)
+            template = transform.init((np.zeros(tuple(variable.shape), dtype=dtype),), xp=xp_numpy)
+            runtime.templates[key] = template
+            runtime.variable_keys.append(key)
+            seen: Dict[str, int] = {}
+            variable_slots: List[Any] = []
+            for label, value in _flatten(template):
+                if _is_step_counter(label, value):
+                    variable_slots.append(None)
+                    continue
+                value = np.asarray(value)
+                name = _slot_name(label, seen)
+                initializer = "zeros" if not np.any(value) else _constant_initializer(value)
+                if value.shape == tuple(variable.shape) and value.dtype == dtype:
+                    slot = self.add_variable_from_reference(variable, name=name, initializer=initializer)
+                else:
+                    path = getattr(variable, "path", variable.name).replace("/", "_")
+                    slot = self.add_variable(shape=value.shape, dtype=str(value.dtype), initializer=initializer,
+                                             name=f"{path}_{name}")
+                variable_slots.append(slot)
+            slots.append(variable_slots)
+        self._state_slots = slots
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        """Runs the core's ``update`` on this variable and writes the new value and state back."""
+        index = self._get_variable_index(variable)
+        key = self._runtime.variable_keys[index]
+        transform = self._runtime.transforms[key]
+        slots = self._state_slots[index]
+        dtype = variable.dtype
+        gradient = ops.cast(ops.convert_to_tensor(gradient), dtype)  # sparse gradients are densified
+        param = ops.convert_to_tensor(variable)
+        count = ops.convert_to_tensor(self.iterations)
+        state = _unflatten(self._runtime.templates[key],
+                           iter([count if slot is None else ops.convert_to_tensor(slot) for slot in slots]))
+        with self._step_learning_rate.bound(ops.cast(learning_rate, dtype)):
+            updates, new_state = transform.update((gradient,), state, (param,), xp=keras_namespace)
+        self.assign_add(variable, updates[0])
+        for slot, (_, value) in zip(slots, _flatten(new_state)):
+            if slot is not None:
+                self.assign(slot, value)
+
+    def get_config(self) -> Dict[str, Any]:
+        config = super().get_config()
+        for name, value in self._core_hyperparameters.items():
+            config[name] = list(value) if isinstance(value, tuple) else value
+        config["weight_decay_exclude_names"] = list(self._weight_decay_exclude_names)
+        if "trust_ratio_mask" in self._core_masks:
+            config["trust_ratio_exclude_names"] = list(self._trust_ratio_exclude_names)
+        if "weight_decay" not in self._core_hyperparameters:
+            config.pop("weight_decay", None)
+        return config
+
+
+# --- the named optimizers ------------------------------------------------------------------------------
+
+_KERAS_NOTE = """
+    Keras specifics: ``learning_rate`` may be a ``LearningRateSchedule``; the core's step counter is
+    ``optimizer.iterations``; Keras' own decoupled weight decay is off (``optimizer.weight_decay`` is
+    ``None``) because the decay above is part of the core's update. Constructor keywords: the core's
+    hyperparameters listed above, ``weight_decay_exclude_names``{trust}, and Keras' optimizer keywords
+    (``clipnorm``, ``global_clipnorm``, ``use_ema``, ``gradient_accumulation_steps`` ...); see
+    ``ValleyOptimizer``.
+"""
+
+
+def _document(cls: type) -> type:
+    trust = ", ``trust_ratio_exclude_names``" if "trust_ratio_mask" in cls._core_masks else ""
+    cls.__doc__ = (cls.__doc__ or "") + _KERAS_NOTE.format(trust=trust)
+    return cls
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class ALTO(ValleyOptimizer):
+    """ALTO (the paper's Algorithm 2): the E adaptor applied to Lamb; runs ``valley_core.alto``.
+
+    Per variable ("layer") ``theta``, with ``k`` the 1-based step::
+
+        a_k   = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})       u_k = g_k + alpha a_k
+        m_k   = beta2 m_{k-1} + (1 - beta2) u_k                  v_k = beta3 v_{k-1} + (1 - beta3) u_k^2
+        r_k   = m_k/(1 - beta2^k) / (sqrt(v_k/(1 - beta3^k)) + eps) + weight_decay theta_k
+        phi   = ||theta_k|| + norm_eps
+        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi)
+
+    Deviations from the paper: none in the maths (``a_k`` is stored in one buffer instead of two; the core
+    proves the forms equal). Additions: ``exclude_from_weight_decay`` / ``exclude_from_trust_ratio``
+    (the paper decays and trust-ratios every tensor), a Keras learning-rate schedule. Unlike the authors'
+    code: no built-in gradient clipping (use ``global_clipnorm=1.0`` to match it), and the trust ratio
+    applies whatever the weight decay. ``alpha=0`` is Lamb in the paper's form (``Lamb`` here).
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from backends.keras import ALTO
+        >>> w = keras.Variable(np.array([3.0, -2.0], dtype="float32"))
+        >>> opt = ALTO(learning_rate=0.05, alpha=-1.0, betas=(0.5, 0.9, 0.99), weight_decay=0.0)
+        >>> for _ in range(300):
+        ...     _ = opt.apply_gradients([(2 * w.value, w)])   # the gradient of ||w||^2
+        >>> bool(np.abs(keras.ops.convert_to_numpy(w)).max() < 0.1)
+        True
+
+    References:
+        Zhao et al., "Exploring Landscapes for Better Minima along Valleys", NeurIPS 2025.
+    """
+
+    core_factory = staticmethod(vc.alto)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class ALTOVanilla(ValleyOptimizer):
+    """ALTO without bias correction (the paper's Algorithm 1); runs ``valley_core.alto_vanilla``.
+
+    As ``ALTO`` with ``m^ = m`` and ``v^ = v``::
+
+        r_k = m_k / (sqrt(v_k) + eps) + weight_decay theta_k
+        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi),  phi = ||theta_k|| + norm_eps
+
+    Deviations from the paper: none in the maths; the additions are those of ``ALTO``. This is the form
+    the paper's convex regret theorem is proved for.
+    """
+
+    core_factory = staticmethod(vc.alto_vanilla)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class Lamb(ValleyOptimizer):
+    """Lamb in the paper's form (``ALTO`` with ``alpha = 0``); runs ``valley_core.lamb``.
+
+    ``betas = (beta2, beta3)`` for m and v::
+
+        r_k = m^_k / (sqrt(v^_k) + eps) + weight_decay theta_k
+        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi),  phi = ||theta_k|| + norm_eps
+
+    Differences from ``keras.optimizers.Lamb``: the weight decay is inside ``r`` (Keras' Lamb has none of
+    its own), and the trust ratio has ``trust_eps``/``norm_eps`` instead of a special case for zero norms.
+    With ``weight_decay = trust_eps = norm_eps = 0`` and non-zero weights the two agree.
+    """
+
+    core_factory = staticmethod(vc.lamb)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class EAdam(ValleyOptimizer):
+    """EAdam: the E adaptor in front of Adam; runs ``valley_core.eadam``.
+
+    ::
+
+        g_k  <- g_k + weight_decay theta_k                      (L2, as torch.optim.Adam)
+        u_k   = g_k + alpha a_k,   a_k = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})
+        m_k   = beta2 m_{k-1} + (1 - beta2) u_k                  v_k = beta3 v_{k-1} + (1 - beta3) u_k^2
+        theta_{k+1} = theta_k - learning_rate m^_k / (sqrt(v^_k) + eps)
+
+    Deviations from the paper: none. ``alpha=0`` is Adam with ``eps`` added to ``sqrt(v^)``;
+    ``keras.optimizers.Adam`` adds its ``epsilon`` to ``sqrt(v)`` instead, which differs by
+    ``eps (1/sqrt(1 - beta3^k) - 1)`` in the denominator.
+    """
+
+    core_factory = staticmethod(vc.eadam)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class EAdamW(ValleyOptimizer):
+    """EAdamW: EAdam with decoupled weight decay; runs ``valley_core.eadamw``.
+
+    ::
+
+        u_k = g_k + alpha a_k       m_k, v_k as in EAdam
+        theta_{k+1} = theta_k - learning_rate (m^_k / (sqrt(v^_k) + eps) + weight_decay theta_k)
+
+    Deviations from the paper: none. ``alpha=0`` is ``keras.optimizers.AdamW`` up to round-off and Keras'
+    placement of ``epsilon`` (see ``EAdam``).
+    """
+
+    core_factory = staticmethod(vc.eadamw)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class ESGD(ValleyOptimizer):
+    """ESGD: the E adaptor in front of heavy-ball SGD; runs ``valley_core.esgd``.
+
+    ``betas = (beta1, beta2)``::
+
+        g_k  <- g_k + weight_decay theta_k                      (L2, as torch.optim.SGD)
+        u_k   = g_k + alpha a_k
+        m_k   = beta2 m_{k-1} + u_k                              (beta2 = 0: plain SGD)
+        theta_{k+1} = theta_k - learning_rate m_k
+
+    Deviations from the paper: none. ``alpha=0`` is ``keras.optimizers.SGD(momentum=beta2)`` for a
+    constant learning rate (Keras folds the rate into its momentum buffer).
+    """
+
+    core_factory = staticmethod(vc.esgd)
