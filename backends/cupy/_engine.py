@@ -1,0 +1,159 @@
+"""Where a traced program runs: CuPy kernels on a CUDA device, or NumPy on the CPU (test mode).
+
+Both engines offer the same five operations, so ``backends.cupy._optimizer`` has one code path:
+
+- ``run(program, arrays, scalars)``: the program's outputs written into the given arrays, in place;
+- ``norm(x)``: the Euclidean norm of a whole tensor as a 0-d array (no host synchronisation on the GPU);
+- ``zeros``, ``to_host``, ``from_host``: state allocation and checkpoint conversion.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Tuple
+
+import numpy as np
+
+from backends.cupy._trace import Program, render_cuda, run_numpy
+
+#: Floating dtypes the kernels are generated for.
+SUPPORTED_DTYPES = ("float32", "float64")
+
+
+def import_cupy() -> Any:
+    """CuPy with a usable CUDA device, or a ``RuntimeError`` that says what is missing.
+
+    Raises:
+        RuntimeError: if CuPy is not installed, or CUDA is not available (no driver, no device).
+    """
+    try:
+        import cupy
+    except ImportError as error:
+        raise RuntimeError(
+            "backends.cupy needs CuPy, which is not installed (pip install cupy-cuda12x, or cupy-cuda13x for "
+            f"CUDA 13; it runs on a CUDA GPU only): {error}") from error
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as error:  # CUDARuntimeError: no driver, driver too old, no device
+        raise RuntimeError(
+            f"CUDA is not available: CuPy {cupy.__version__} found no usable CUDA device ({error}). "
+            "backends.cupy runs on a CUDA GPU only; on a CPU use backends.numpy or backends.torch.") from error
+    if count < 1:
+        raise RuntimeError(
+            f"CUDA is not available: CuPy {cupy.__version__} sees 0 CUDA devices. backends.cupy runs on a CUDA "
+            "GPU only; on a CPU use backends.numpy or backends.torch.")
+    return cupy
+
+
+class NumpyEngine:
+    """Runs the traced programs with NumPy (``run_numpy``) and the core's ``l2_norm``: the CPU test mode."""
+
+    name = "numpy"
+
+    def __init__(self) -> None:
+        import array_api_compat.numpy as compat
+
+        self.xp = np
+        self._compat = compat
+        self.array_type = np.ndarray
+
+    def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
+        results = run_numpy(program, {n: arrays[n] for n in (*program.arrays_in, *program.arrays_inout)},
+                            scalars)
+        for name, value in results.items():
+            arrays[name][...] = value
+
+    def norm(self, array: Any) -> Any:
+        from valley_core import reductions
+
+        return reductions.l2_norm(array, self._compat)
+
+    def zeros(self, shape: Tuple[int, ...], dtype: Any) -> Any:
+        return np.zeros(shape, dtype=dtype)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return np.array(array, copy=True)
+
+    def from_host(self, value: Any, like: Any) -> Any:
+        return np.array(_to_numpy(value), dtype=like.dtype, copy=True)
+
+    def all_finite(self, arrays: Any) -> bool:
+        return all(bool(np.isfinite(a).all()) for a in arrays)
+
+    def check_param(self, index: int, param: Any) -> None:
+        if not param.flags.writeable:
+            raise ValueError(f"params[{index}] is read-only; the optimizer updates parameters in place")
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        return True
+
+
+class CupyEngine:
+    """Runs the traced programs as CuPy ``ElementwiseKernel``s and norms as a CuPy ``ReductionKernel``.
+
+    Kernels are generated once per program (``render_cuda``) and compiled by CuPy once per dtype.
+    Nothing here reads a device value on the host, so a step is a sequence of asynchronous launches.
+    """
+
+    name = "cupy"
+
+    def __init__(self) -> None:
+        cupy = import_cupy()
+        self.xp = cupy
+        self.array_type = cupy.ndarray
+        self._kernels: Dict[str, Any] = {}
+        self._norm = cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0",
+                                          "valley_l2_norm")
+
+    def kernel(self, program: Program) -> Any:
+        """The ``ElementwiseKernel`` generated from ``program`` (built once, cached by name)."""
+        kernel = self._kernels.get(program.name)
+        if kernel is None:
+            in_params, out_params, operation = render_cuda(program)
+            kernel = self.xp.ElementwiseKernel(in_params, out_params, operation, program.name)
+            self._kernels[program.name] = kernel
+        return kernel
+
+    def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
+        args = [arrays[n] for n in program.arrays_in]
+        args += [float(scalars[n]) for n in program.scalars]
+        args += [arrays[n] for n in (*program.arrays_inout, *program.arrays_out)]
+        self.kernel(program)(*args)
+
+    def norm(self, array: Any) -> Any:
+        return self._norm(array)
+
+    def zeros(self, shape: Tuple[int, ...], dtype: Any) -> Any:
+        return self.xp.zeros(shape, dtype=dtype)
+
+    def to_host(self, array: Any) -> np.ndarray:
+        return self.xp.asnumpy(array)
+
+    def from_host(self, value: Any, like: Any) -> Any:
+        return self.xp.array(value, dtype=like.dtype, copy=True)
+
+    def all_finite(self, arrays: Any) -> bool:
+        flags = self.xp.stack([self.xp.isfinite(a).all() for a in arrays])
+        return bool(flags.all())  # one host synchronisation per step (only with skip_nonfinite=True)
+
+    def check_param(self, index: int, param: Any) -> None:
+        return None
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        return a.device.id == b.device.id
+
+
+def _to_numpy(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value
+    if hasattr(value, "get") and type(value).__module__.startswith("cupy"):
+        return value.get()
+    return np.asarray(value)
+
+
+def make_engine(array_module: str) -> Any:
+    """``"cupy"`` (the default: GPU kernels) or ``"numpy"`` (CPU test mode)."""
+    if array_module == "cupy":
+        return CupyEngine()
+    if array_module == "numpy":
+        return NumpyEngine()
+    raise ValueError(f"array_module={array_module!r} violates array_module is 'cupy' or 'numpy'")

@@ -1,0 +1,286 @@
+"""The stateful CuPy optimizer: state layout, validation, checkpoints and the order of kernel launches.
+
+The maths is ``valley_core``'s: hyperparameters are validated by the core's factories, the state has the
+layout of the core's ``init`` (so checkpoints are interchangeable with ``backends.numpy``), and every
+element-wise operation is a program traced from ``valley_core.elementwise`` (``backends.cupy._programs``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Callable, Dict, List, Sequence, Tuple
+
+import numpy as np
+
+import valley_core as vc
+from valley_core import elementwise
+from valley_core.base import GradientTransformation
+from valley_core.schedules import evaluate
+from valley_core.transforms.weight_decay import resolve_mask
+
+from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
+from backends.cupy._programs import program
+
+LAMB_FAMILY = "lamb"
+ADAM_FAMILY = "adam"
+HEAVY_BALL_FAMILY = "heavy_ball"
+
+
+class _Spec:
+    """Shape and dtype of a tensor, without its data: what the core's ``init`` sees when building the layout."""
+
+    def __init__(self, shape: Tuple[int, ...], dtype: Any) -> None:
+        self.shape = tuple(int(n) for n in shape)
+        self.dtype = np.dtype(dtype)
+
+
+class _LayoutNamespace:
+    """The ``xp`` given to the core's ``init``: it records shapes instead of allocating device memory."""
+
+    int32 = np.int32
+
+    @staticmethod
+    def zeros_like(array: Any) -> _Spec:
+        return _Spec(array.shape, array.dtype)
+
+    @staticmethod
+    def asarray(value: Any, dtype: Any = None) -> np.ndarray:
+        return np.asarray(value, dtype=dtype)
+
+
+def _leaves(state: Any) -> List[Any]:
+    """The NamedTuple states of a chained state, in order."""
+    if hasattr(state, "_fields"):
+        return [state]
+    return [leaf for inner in state for leaf in _leaves(inner)]
+
+
+def _buffers(state: Any) -> Dict[str, Tuple[Any, ...]]:
+    """Per-tensor buffers by role: ``carry`` (EState), ``first``/``second`` (AdamState), ``momentum``."""
+    found: Dict[str, Tuple[Any, ...]] = {}
+    for leaf in _leaves(state):
+        for field in ("carry", "first", "second", "momentum"):
+            if field in leaf._fields:
+                found[field] = getattr(leaf, field)
+    return found
+
+
+def _counts(state: Any) -> List[Any]:
+    return [leaf.count for leaf in _leaves(state) if "count" in leaf._fields]
+
+
+class Optimizer:
+    """Runs one of the core's named optimizers over a list of CuPy arrays, updating them in place.
+
+    Use the named subclasses (``ALTO``, ``ALTOVanilla``, ``Lamb``, ``EAdam``, ``EAdamW``, ``ESGD``).
+
+    Args:
+        params: CuPy arrays (float32 or float64), updated in place by ``step``.
+        factory: the core factory (``valley_core.alto`` ...), called with ``hyperparameters`` for validation
+            and for the state layout.
+        family: which traced programs run the step (``"lamb"``, ``"adam"`` or ``"heavy_ball"``).
+        hyperparameters: keyword arguments of ``factory``.
+        skip_nonfinite: if True, a step whose gradients contain NaN or Inf is skipped (parameters and state
+            untouched) and ``step`` returns False. This costs one host synchronisation per step.
+        array_module: ``"cupy"`` (default). ``"numpy"`` runs the same code on NumPy arrays on the CPU, the
+            traced programs executed by NumPy instead of compiled: a test mode, not a fast path.
+
+    Raises:
+        RuntimeError: (``array_module="cupy"``) if CuPy is not installed or CUDA is not available.
+        ValueError, TypeError: invalid hyperparameters (the core's messages) or parameters.
+    """
+
+    def __init__(self, params: Sequence[Any], factory: Callable[..., GradientTransformation], family: str,
+                 hyperparameters: Dict[str, Any], *, skip_nonfinite: bool = False,
+                 array_module: str = "cupy") -> None:
+        self._engine = make_engine(array_module)
+        self.transform = factory(**hyperparameters)  # validates with valley_core.validation
+        bound = inspect.signature(factory).bind(**hyperparameters)
+        bound.apply_defaults()
+        self.hyperparameters: Dict[str, Any] = dict(bound.arguments)
+        self.family = family
+        self.params: List[Any] = self._check_params(params)
+        self.skip_nonfinite = bool(skip_nonfinite)
+        template = self.transform.init(tuple(_Spec(p.shape, p.dtype) for p in self.params), xp=_LayoutNamespace())
+        self.state = vc.state_from_dict(template, vc.state_to_dict(template),
+                                        convert=lambda value, like: self._engine.zeros(like.shape, like.dtype))
+        self._count = 0  # steps taken by the state (the core's ``count``), kept on the host
+        self.steps_taken = 0
+        self._scratch: Dict[Any, Any] = {}
+
+    # -- validation -------------------------------------------------------------------------------------
+    def _check_params(self, params: Sequence[Any]) -> List[Any]:
+        params = list(params)
+        if not params:
+            raise ValueError("params is empty: give at least one array to optimize")
+        expected = self._engine.array_type
+        for index, p in enumerate(params):
+            if not isinstance(p, expected):
+                raise TypeError(f"params[{index}] is a {type(p).__name__}, expected a "
+                                f"{expected.__module__.split('.')[0]}.ndarray")
+            if str(p.dtype) not in SUPPORTED_DTYPES:
+                raise TypeError(f"params[{index}] has dtype {p.dtype}; backends.cupy optimizes float32 and "
+                                "float64 arrays")
+            if not self._engine.same_device(p, params[0]):
+                raise ValueError(f"params[{index}] is on another device than params[0]")
+            self._engine.check_param(index, p)
+        return params
+
+    def _check_grads(self, grads: Sequence[Any]) -> Tuple[Any, ...]:
+        grads = list(grads)
+        if len(grads) != len(self.params):
+            raise ValueError(f"got {len(grads)} gradients for {len(self.params)} parameters")
+        expected = self._engine.array_type
+        for index, (g, p) in enumerate(zip(grads, self.params)):
+            if not isinstance(g, expected):
+                raise TypeError(f"grads[{index}] is a {type(g).__name__}, expected a "
+                                f"{expected.__module__.split('.')[0]}.ndarray")
+            if tuple(g.shape) != tuple(p.shape):
+                raise ValueError(f"grads[{index}] has shape {tuple(g.shape)}, its parameter has shape "
+                                 f"{tuple(p.shape)}")
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{index}] has dtype {g.dtype}, its parameter has dtype {p.dtype}")
+            if not self._engine.same_device(g, p):
+                raise ValueError(f"grads[{index}] is on another device than its parameter")
+        return tuple(grads)
+
+    # -- the step ---------------------------------------------------------------------------------------
+    def _direction_buffer(self, param: Any) -> Any:
+        """A scratch view shaped like ``param`` for ``r`` (one buffer per dtype, reused tensor after tensor)."""
+        size = int(np.prod(param.shape, dtype=np.int64))
+        buffer = self._scratch.get(param.dtype)
+        if buffer is None or buffer.size < size:
+            largest = max(int(np.prod(p.shape, dtype=np.int64)) for p in self.params if p.dtype == param.dtype)
+            buffer = self._engine.zeros((max(largest, 1),), param.dtype)
+            self._scratch[param.dtype] = buffer
+        return buffer[:size].reshape(param.shape)
+
+    def step(self, grads: Sequence[Any]) -> bool:
+        """Applies one update to the parameters in place. Returns False if the step was skipped.
+
+        Every check (count, shapes, dtypes, devices, finiteness with ``skip_nonfinite``) runs before anything
+        is written. On the GPU the step is a sequence of asynchronous kernel launches: the Lamb family
+        launches four per tensor (direction, two norms, update), EAdam/EAdamW/ESGD one.
+        """
+        grads = self._check_grads(grads)
+        if self.skip_nonfinite and not self._engine.all_finite(grads):
+            return False
+        hp = self.hyperparameters
+        k = float(self._count + 1)
+        params = tuple(self.params)
+        buffers = _buffers(self.state)
+        if self.family == LAMB_FAMILY:
+            self._lamb_step(grads, params, buffers, hp, k)
+        elif self.family == ADAM_FAMILY:
+            self._adam_step(grads, params, buffers, hp, k)
+        else:
+            self._heavy_ball_step(grads, params, buffers, hp, k)
+        for count in _counts(self.state):
+            count += 1  # in place: a 0-d array on the device, no synchronisation
+        self._count += 1
+        self.steps_taken += 1
+        return True
+
+    def _betas(self) -> Tuple[float, ...]:
+        return tuple(float(b) for b in self.hyperparameters["betas"])
+
+    def _lamb_step(self, grads, params, buffers, hp, k) -> None:
+        adaptor = "alpha" in hp
+        if adaptor:
+            beta1, beta2, beta3 = self._betas()
+        else:
+            beta2, beta3 = self._betas()
+        bias_correction = hp.get("bias_correction", self.transform.name != "alto_vanilla")
+        correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, bias_correction)
+        scalars = {"beta2": beta2, "beta3": beta3, "eps": float(hp["eps"]), "correction2": float(correction2),
+                   "correction3": float(correction3), "weight_decay": float(evaluate(hp["weight_decay"], k)),
+                   "lr": float(evaluate(hp["lr"], k)), "trust_eps": float(hp["trust_eps"]),
+                   "norm_eps": float(hp["norm_eps"])}
+        if adaptor:
+            scalars.update(alpha=float(evaluate(hp["alpha"], k)), beta1=beta1)
+        decay = resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights")
+        trust = resolve_mask(hp["trust_ratio_mask"], params, "scale_by_trust_ratio")
+        for i, (g, p) in enumerate(zip(grads, params)):
+            arrays = {"grad": g, "param": p, "first": buffers["first"][i], "second": buffers["second"][i],
+                      "direction": self._direction_buffer(p)}
+            if adaptor:
+                arrays["carry"] = buffers["carry"][i]
+            self._engine.run(program("lamb_direction", adaptor=adaptor, decay=decay[i]), arrays, scalars)
+            if trust[i]:
+                arrays["param_norm"] = self._engine.norm(p)
+                arrays["direction_norm"] = self._engine.norm(arrays["direction"])
+                self._engine.run(program("apply_trust_ratio"), arrays, scalars)
+            else:
+                self._engine.run(program("apply_plain"), arrays, scalars)
+
+    def _adam_step(self, grads, params, buffers, hp, k) -> None:
+        beta1, beta2, beta3 = self._betas()
+        correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, hp["bias_correction"])
+        scalars = {"alpha": float(evaluate(hp["alpha"], k)), "beta1": beta1, "beta2": beta2, "beta3": beta3,
+                   "eps": float(hp["eps"]), "correction2": float(correction2), "correction3": float(correction3),
+                   "weight_decay": float(evaluate(hp["weight_decay"], k)), "lr": float(evaluate(hp["lr"], k))}
+        decoupled = self.transform.name == "eadamw"
+        decay = (resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights") if decoupled
+                 else (True,) * len(params))
+        for i, (g, p) in enumerate(zip(grads, params)):
+            arrays = {"grad": g, "param": p, "carry": buffers["carry"][i], "first": buffers["first"][i],
+                      "second": buffers["second"][i]}
+            variant = program("adam_step", l2=not decoupled, decoupled=decoupled and decay[i])
+            self._engine.run(variant, arrays, scalars)
+
+    def _heavy_ball_step(self, grads, params, buffers, hp, k) -> None:
+        beta1, beta2 = self._betas()
+        scalars = {"alpha": float(evaluate(hp["alpha"], k)), "beta1": beta1, "beta2": beta2,
+                   "weight_decay": float(evaluate(hp["weight_decay"], k)), "lr": float(evaluate(hp["lr"], k))}
+        for i, (g, p) in enumerate(zip(grads, params)):
+            arrays = {"grad": g, "param": p, "carry": buffers["carry"][i], "momentum": buffers["momentum"][i]}
+            self._engine.run(program("heavy_ball_step"), arrays, scalars)
+
+    # -- checkpoints ------------------------------------------------------------------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """A checkpoint: the optimizer's name, the step count and host (NumPy) copies of every state array.
+
+        The keys are the core's (``valley_core.state_to_dict``), so a checkpoint of ``backends.numpy``'s
+        optimizer of the same name loads here and the other way round.
+        """
+        return {"optimizer": self.transform.name, "steps_taken": self.steps_taken,
+                "state": {key: self._engine.to_host(value) for key, value in vc.state_to_dict(self.state).items()}}
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores a checkpoint (NumPy or CuPy arrays); raises ``ValueError`` naming every mismatch.
+
+        Every check (keys, shapes, dtypes through ``valley_core.state_from_dict``, equal step counts) runs
+        before anything is replaced.
+        """
+        if not isinstance(state_dict, dict) or "state" not in state_dict or "steps_taken" not in state_dict:
+            raise ValueError("state_dict must be a dict with keys 'optimizer', 'steps_taken' and 'state'")
+        name = state_dict.get("optimizer")
+        if name != self.transform.name:
+            raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
+        state = vc.state_from_dict(self.state, state_dict["state"], convert=self._engine.from_host)
+        counts = {int(c) for c in _counts(state)}  # one host read per checkpoint, not per step
+        if len(counts) != 1:
+            raise ValueError(f"state_dict has inconsistent step counts {sorted(counts)}")
+        self.state = state
+        self._count = counts.pop()
+        self.steps_taken = int(state_dict["steps_taken"])
+
+
+#: Optimizer family of each core factory the backend exposes.
+FAMILIES = {"alto": LAMB_FAMILY, "alto_vanilla": LAMB_FAMILY, "lamb": LAMB_FAMILY, "eadam": ADAM_FAMILY,
+            "eadamw": ADAM_FAMILY, "esgd": HEAVY_BALL_FAMILY}
+
+
+def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:
+    """A named subclass ``name(params, *, skip_nonfinite=False, array_module="cupy", **hyperparameters)``."""
+    family = FAMILIES[factory.__name__]
+
+    def __init__(self, params: Sequence[Any], *, skip_nonfinite: bool = False, array_module: str = "cupy",
+                 **hyperparameters: Any) -> None:
+        Optimizer.__init__(self, params, factory, family, hyperparameters, skip_nonfinite=skip_nonfinite,
+                           array_module=array_module)
+
+    doc = (f"CuPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
+           f"``valley_core.{factory.__name__}``, fused into generated CUDA kernels.\n\n"
+           f"See ``Optimizer`` for ``skip_nonfinite`` and ``array_module``.\n\n{factory.__doc__}")
+    return type(name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": module})

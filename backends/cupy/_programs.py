@@ -1,0 +1,119 @@
+"""The element-wise programs of each optimizer family, composed only of ``valley_core`` functions.
+
+Each program is the element-wise part of one step for ONE tensor, written as calls into
+``valley_core.elementwise`` (and ``valley_core.reductions.trust_ratio``, ``valley_core.apply_updates``) in
+the order the core's transforms apply them. ``backends.cupy._trace`` records a program once and turns the
+recording into a CuPy ``ElementwiseKernel`` (GPU) or runs it with NumPy (CPU mode). No arithmetic is
+written here: only which core function feeds which.
+
+Families (``chain`` order of ``valley_core.optimizers``):
+
+- ``lamb_direction``: [e_adaptor] -> scale_by_adam -> [add_decayed_weights]; writes ``direction`` (``r``)
+  and updates ``carry``, ``first``, ``second`` in place (ALTO, ALTO vanilla, Lamb). With the adaptor and
+  the decay it is ``valley_core.elementwise.alto_direction``, the core's own fusion unit.
+- ``apply_trust_ratio`` / ``apply_plain``: ``theta + (-lr) * (ratio * r)`` (or without the ratio), the rest of
+  the Lamb family's step after the two norms.
+- ``adam_step``: [add_decayed_weights (L2)] -> e_adaptor -> scale_by_adam -> [add_decayed_weights
+  (decoupled)] -> scale_by_learning_rate -> apply, in place (EAdam, EAdamW).
+- ``heavy_ball_step``: add_decayed_weights (L2) -> e_adaptor -> trace -> scale_by_learning_rate -> apply,
+  in place (ESGD).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Dict
+
+import valley_core as vc
+from valley_core import elementwise, reductions
+
+from backends.cupy._trace import Program, trace
+
+
+def _apply(param: Any, update: Any) -> Any:
+    """``valley_core.apply_updates`` for one tensor."""
+    return vc.apply_updates((param,), (update,))[0]
+
+
+def lamb_direction(*, grad, param, first, second, carry=None, alpha=None, beta1=None, beta2, beta3, eps,
+                   correction2, correction3, weight_decay=None, xp, adaptor: bool, decay: bool) -> Dict[str, Any]:
+    """``r = m^/(sqrt(v^)+eps) [+ lambda theta]`` from ``u = E(g)`` (or ``g``), with the new moments."""
+    if adaptor and decay:
+        direction, carry, first, second = elementwise.alto_direction(
+            grad, carry, first, second, param, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, eps=eps,
+            correction2=correction2, correction3=correction3, weight_decay=weight_decay, xp=xp)
+        return {"direction": direction, "carry": carry, "first": first, "second": second}
+    update = grad
+    outputs: Dict[str, Any] = {}
+    if adaptor:
+        update, outputs["carry"] = elementwise.e_adaptor_step(update, carry, alpha, beta1)
+    first, second = elementwise.adam_moments(update, first, second, beta2, beta3)
+    direction = elementwise.adam_direction(first, second, eps, correction2, correction3, xp)
+    if decay:
+        direction = elementwise.add_decay(direction, param, weight_decay)
+    outputs.update(direction=direction, first=first, second=second)
+    return outputs
+
+
+def apply_trust_ratio(*, direction, param_norm, direction_norm, param, lr, trust_eps, norm_eps,
+                      xp) -> Dict[str, Any]:
+    """``theta + (-lr) (ratio r)`` with the core's trust ratio of the two norms (0-d arrays)."""
+    ratio = reductions.trust_ratio(param_norm, direction_norm, trust_eps, norm_eps)
+    return {"param": _apply(param, elementwise.scale(elementwise.scale(direction, ratio), -lr))}
+
+
+def apply_plain(*, direction, param, lr, xp) -> Dict[str, Any]:
+    """``theta + (-lr) r`` (a tensor the trust-ratio mask leaves out)."""
+    return {"param": _apply(param, elementwise.scale(direction, -lr))}
+
+
+def adam_step(*, grad, param, carry, first, second, alpha, beta1, beta2, beta3, eps, correction2,
+              correction3, weight_decay, lr, xp, l2: bool, decoupled: bool) -> Dict[str, Any]:
+    """One whole EAdam (``l2``) or EAdamW (``decoupled``) step for one tensor."""
+    update = elementwise.add_decay(grad, param, weight_decay) if l2 else grad
+    update, carry = elementwise.e_adaptor_step(update, carry, alpha, beta1)
+    first, second = elementwise.adam_moments(update, first, second, beta2, beta3)
+    direction = elementwise.adam_direction(first, second, eps, correction2, correction3, xp)
+    if decoupled:
+        direction = elementwise.add_decay(direction, param, weight_decay)
+    return {"param": _apply(param, elementwise.scale(direction, -lr)), "carry": carry, "first": first,
+            "second": second}
+
+
+def heavy_ball_step(*, grad, param, carry, momentum, alpha, beta1, beta2, weight_decay, lr,
+                    xp) -> Dict[str, Any]:
+    """One whole ESGD step for one tensor."""
+    update = elementwise.add_decay(grad, param, weight_decay)
+    update, carry = elementwise.e_adaptor_step(update, carry, alpha, beta1)
+    momentum = elementwise.heavy_ball(update, momentum, beta2)
+    return {"param": _apply(param, elementwise.scale(momentum, -lr)), "carry": carry, "momentum": momentum}
+
+
+@lru_cache(maxsize=None)
+def program(kind: str, **flags: bool) -> Program:
+    """The traced program ``kind`` (one of the functions above) for the given static flags."""
+    if kind == "lamb_direction":
+        adaptor, decay = flags["adaptor"], flags["decay"]
+        scalars = (("alpha", "beta1") if adaptor else ()) + ("beta2", "beta3", "eps", "correction2",
+                                                              "correction3") + (("weight_decay",) if decay else ())
+        name = f"valley_lamb_direction_e{int(adaptor)}_d{int(decay)}"
+        return trace(lamb_direction, name, arrays_in=("grad", "param"),
+                     arrays_inout=(("carry",) if adaptor else ()) + ("first", "second"),
+                     arrays_out=("direction",), scalars=scalars, static=flags)
+    if kind == "apply_trust_ratio":
+        return trace(apply_trust_ratio, "valley_apply_trust_ratio",
+                     arrays_in=("direction", "param_norm", "direction_norm"), arrays_inout=("param",),
+                     scalars=("lr", "trust_eps", "norm_eps"))
+    if kind == "apply_plain":
+        return trace(apply_plain, "valley_apply_plain", arrays_in=("direction",), arrays_inout=("param",),
+                     scalars=("lr",))
+    if kind == "adam_step":
+        name = f"valley_adam_step_l{int(flags['l2'])}_d{int(flags['decoupled'])}"
+        return trace(adam_step, name, arrays_in=("grad",), arrays_inout=("param", "carry", "first", "second"),
+                     scalars=("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3",
+                              "weight_decay", "lr"), static=flags)
+    if kind == "heavy_ball_step":
+        return trace(heavy_ball_step, "valley_heavy_ball_step", arrays_in=("grad",),
+                     arrays_inout=("param", "carry", "momentum"),
+                     scalars=("alpha", "beta1", "beta2", "weight_decay", "lr"))
+    raise ValueError(f"unknown program {kind!r}")
