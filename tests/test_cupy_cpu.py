@@ -1,0 +1,284 @@
+"""backends.cupy without a GPU: the import, the no-CUDA error, and the whole stateful optimizer in its NumPy
+mode (the same code path with the traced programs executed by NumPy) against the float64 core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import valley_core as vc
+from backends import cupy as vcp
+from backends import numpy as vnp
+from tests.core import transcription as golden
+
+SHAPES = [(3, 4), (5,), (), (2, 1, 3)]
+
+#: (core name, hyperparameters) covering every optimizer, masks, schedules, both signs of alpha.
+CONFIGS = {
+    "alto_default": ("alto", {}),
+    "alto_exploit_wd": ("alto", dict(lr=vc.inverse_sqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.999),
+                                     weight_decay=1e-2)),
+    "alto_masks": ("alto", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2,
+                                weight_decay_mask=[True, False, True, False],
+                                trust_ratio_mask=lambda params: [p.ndim > 1 for p in params])),
+    "alto_vanilla": ("alto_vanilla", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999))),
+    "lamb": ("lamb", dict(lr=vc.inverse_sqrt(0.02), betas=(0.9, 0.999), weight_decay=1e-3)),
+    "lamb_masks_no_bc": ("lamb", dict(lr=1e-2, bias_correction=False, weight_decay_mask=[False, True, True, True],
+                                      trust_ratio_mask=[True, True, False, True])),
+    "eadam": ("eadam", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=1e-3)),
+    "eadam_explore_no_bc": ("eadam", dict(lr=0.005, alpha=vc.inverse_sqrt(-0.5), betas=(0.5, 0.9, 0.999),
+                                          bias_correction=False)),
+    "eadamw": ("eadamw", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    "eadamw_mask": ("eadamw", dict(lr=0.005, weight_decay=vc.exponential_decay(1e-2, 0.99),
+                                   weight_decay_mask=[True, True, False, False])),
+    "esgd": ("esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3)),
+    "esgd_explore": ("esgd", dict(lr=vc.inverse_sqrt(1e-3), alpha=-0.3, betas=(0.5, 0.5))),
+}
+
+
+def _problem(steps=25, seed=0, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    params = [np.asarray(rng.normal(size=shape), dtype=dtype) for shape in SHAPES]
+    grads = [[np.asarray(g, dtype=dtype) for g in step]
+             for step in golden.drifting_gradients(SHAPES, steps, seed)]
+    return params, grads
+
+
+def _core_run(name, hyperparameters, params, grads):
+    transform = vc.OPTIMIZERS[name](**hyperparameters)
+    params = tuple(p.copy() for p in params)
+    state = transform.init(params)
+    for step in grads:
+        updates, state = transform.update(tuple(step), state, params)
+        params = vc.apply_updates(params, updates)
+    return params, state
+
+
+def _cpu(name, params, **hyperparameters):
+    return vcp.OPTIMIZERS[name](params, array_module="numpy", **hyperparameters)
+
+
+def test_import_does_not_import_cupy():
+    code = "import sys, backends.cupy; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+@pytest.mark.skipif(vcp.cuda_available(), reason="CUDA is available here; the no-CUDA error cannot happen")
+def test_constructing_without_cuda_raises_a_clear_runtime_error():
+    for cls in vcp.OPTIMIZERS.values():
+        with pytest.raises(RuntimeError, match=r"CUDA is not available|CuPy, which is not installed"):
+            cls([np.ones(3)])
+
+
+def test_constructing_without_cupy_installed_says_so(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cupy", None)  # makes ``import cupy`` raise ImportError
+    with pytest.raises(RuntimeError, match=r"needs CuPy, which is not installed \(pip install cupy-cuda12x"):
+        vcp.ALTO([np.ones(3)])
+    assert vcp.cuda_available() is False
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+def test_cpu_mode_matches_the_float64_core_params_and_state(config):
+    name, hyperparameters = CONFIGS[config]
+    params, grads = _problem()
+    expected_params, expected_state = _core_run(name, hyperparameters, params, grads)
+    mine = [p.copy() for p in params]
+    opt = _cpu(name, mine, **hyperparameters)
+    for step in grads:
+        assert opt.step(step) is True
+    for actual, want in zip(mine, expected_params):
+        np.testing.assert_allclose(actual, want, rtol=1e-12, atol=1e-14)
+    actual_state, want_state = vc.state_to_dict(opt.state), vc.state_to_dict(expected_state)
+    assert actual_state.keys() == want_state.keys()
+    for key, want in want_state.items():
+        np.testing.assert_allclose(np.asarray(actual_state[key]), np.asarray(want), rtol=1e-12, atol=1e-14,
+                                   err_msg=key)
+
+
+def test_cpu_mode_alto_matches_the_independent_transcription():
+    params, grads = _problem(40, seed=3)
+    expected, _ = golden.alto([p.copy() for p in params], grads, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6,
+                              1e-10, True)
+    opt = _cpu("alto", params, lr=1e-2)
+    for step in grads:
+        opt.step(step)
+    for actual, want in zip(params, expected):
+        np.testing.assert_allclose(actual, want, rtol=1e-11, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", sorted(vcp.OPTIMIZERS))
+def test_cpu_mode_float32_stays_float32_and_close_to_the_float32_core(name):
+    params, grads = _problem(20, seed=4, dtype=np.float32)
+    expected, _ = _core_run(name, {}, params, grads)
+    opt = _cpu(name, params)
+    for step in grads:
+        opt.step(step)
+    for actual, want in zip(params, expected):
+        assert actual.dtype == np.float32
+        np.testing.assert_allclose(actual, want, rtol=2e-5, atol=2e-6)
+    assert all(v.dtype == np.float32 for k, v in opt.state_dict()["state"].items() if not k.endswith("count"))
+
+
+def test_step_updates_the_callers_arrays_in_place():
+    params, grads = _problem(3)
+    ids = [id(p) for p in params]
+    before = [p.copy() for p in params]
+    opt = _cpu("alto", params)
+    opt.step(grads[0])
+    assert [id(p) for p in opt.params] == ids
+    assert all(not np.array_equal(p, b) for p, b in zip(params, before))
+
+
+@pytest.mark.parametrize("name", sorted(vcp.OPTIMIZERS))
+def test_resume_from_state_dict_equals_uninterrupted_run(name):
+    params, grads = _problem(20, seed=1)
+    uninterrupted = [p.copy() for p in params]
+    opt = _cpu(name, uninterrupted)
+    for step in grads:
+        opt.step(step)
+    first_half = [p.copy() for p in params]
+    opt_a = _cpu(name, first_half)
+    for step in grads[:8]:
+        opt_a.step(step)
+    checkpoint = opt_a.state_dict()
+    opt_b = _cpu(name, first_half)
+    opt_b.load_state_dict(checkpoint)
+    for step in grads[8:]:
+        opt_b.step(step)
+    for a, b in zip(first_half, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+    assert opt_b.steps_taken == 20
+
+
+def test_checkpoints_are_interchangeable_with_the_numpy_backend():
+    params, grads = _problem(12, seed=2)
+    reference = [p.copy() for p in params]
+    ref_opt = vnp.ALTO(reference, lr=1e-2)
+    for step in grads:
+        ref_opt.step(step)
+
+    half = [p.copy() for p in params]
+    numpy_opt = vnp.ALTO(half, lr=1e-2)
+    for step in grads[:6]:
+        numpy_opt.step(step)
+    cupy_opt = _cpu("alto", half, lr=1e-2)
+    cupy_opt.load_state_dict(numpy_opt.state_dict())
+    for step in grads[6:9]:
+        cupy_opt.step(step)
+    back = vnp.ALTO(half, lr=1e-2)
+    back.load_state_dict(cupy_opt.state_dict())
+    for step in grads[9:]:
+        back.step(step)
+    for a, b in zip(half, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+
+
+def test_state_dict_is_a_host_copy():
+    params, grads = _problem(3)
+    opt = _cpu("eadam", params)
+    opt.step(grads[0])
+    checkpoint = opt.state_dict()
+    before = {k: v.copy() for k, v in checkpoint["state"].items()}
+    opt.step(grads[1])
+    for key, value in checkpoint["state"].items():
+        assert isinstance(value, np.ndarray)
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize("corrupt,pattern", [
+    (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
+    (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
+    (lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
+     r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)"),
+    (lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
+     r"EState\.carry\.1: dtype float32 does not match the optimizer's float64"),
+    (lambda sd: sd.__setitem__("optimizer", "lamb"), r"state_dict is for optimizer 'lamb', this optimizer is 'alto'"),
+    (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
+    (lambda sd: sd["state"].__setitem__("AdamState.count", np.asarray(7, dtype=np.int32)),
+     r"inconsistent step counts \[5, 7\]"),
+])
+def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
+    params, grads = _problem(6)
+    source = _cpu("alto", [p.copy() for p in params])
+    for step in grads[:5]:
+        source.step(step)
+    checkpoint = source.state_dict()
+    corrupt(checkpoint)
+    target = _cpu("alto", [p.copy() for p in params])
+    target.step(grads[0])
+    snapshot = {k: v.copy() for k, v in target.state_dict()["state"].items()}
+    with pytest.raises(ValueError, match=pattern):
+        target.load_state_dict(checkpoint)
+    for key, value in target.state_dict()["state"].items():
+        np.testing.assert_array_equal(value, snapshot[key], err_msg=key)
+    assert target.steps_taken == 1
+
+
+def test_hyperparameters_are_validated_by_the_core_with_its_messages():
+    with pytest.raises(ValueError, match=r"alpha=-5\.0 violates \|alpha\| < 1/\(1-beta1\) = 1\.11 for beta1=0\.1"):
+        _cpu("alto", [np.ones(3)], betas=(0.1, 0.9, 0.99))
+    with pytest.raises(ValueError, match=r"lr=-1\.0 violates lr >= 0"):
+        _cpu("eadamw", [np.ones(3)], lr=-1.0)
+    with pytest.raises(ValueError, match=r"betas=\(0\.9, 0\.99, 0\.5\) violates betas is a sequence of 2"):
+        _cpu("lamb", [np.ones(3)], betas=(0.9, 0.99, 0.5))
+    with pytest.raises(TypeError, match="unexpected keyword argument 'momentum'"):
+        _cpu("esgd", [np.ones(3)], momentum=0.9)
+    with pytest.raises(ValueError, match=r"array_module='jax' violates array_module is 'cupy' or 'numpy'"):
+        vcp.ALTO([np.ones(3)], array_module="jax")
+
+
+def test_bad_parameters_and_gradients_are_rejected_before_anything_changes():
+    with pytest.raises(ValueError, match="params is empty"):
+        _cpu("alto", [])
+    with pytest.raises(TypeError, match=r"params\[0\] has dtype float16; backends.cupy optimizes float32 and float64"):
+        _cpu("alto", [np.ones(3, dtype=np.float16)])
+    with pytest.raises(TypeError, match=r"params\[0\] is a list, expected a numpy.ndarray"):
+        _cpu("alto", [[1.0, 2.0]])
+    frozen = np.ones(3)
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match=r"params\[0\] is read-only"):
+        _cpu("alto", [frozen])
+    params, grads = _problem(2)
+    opt = _cpu("alto", params)
+    before = [p.copy() for p in params]
+    with pytest.raises(ValueError, match=r"got 1 gradients for 4 parameters"):
+        opt.step(grads[0][:1])
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(4,\), its parameter has shape \(5,\)"):
+        opt.step([grads[0][0], np.zeros(4), *grads[0][2:]])
+    with pytest.raises(TypeError, match=r"grads\[0\] has dtype float32, its parameter has dtype float64"):
+        opt.step([grads[0][0].astype(np.float32), *grads[0][1:]])
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    assert opt.steps_taken == 0
+
+
+def test_skip_nonfinite_skips_atomically():
+    params, grads = _problem(3)
+    opt = _cpu("alto", params, skip_nonfinite=True)
+    opt.step(grads[0])
+    before = [p.copy() for p in params]
+    snapshot = {k: v.copy() for k, v in opt.state_dict()["state"].items()}
+    bad = [g.copy() for g in grads[1]]
+    bad[1][2] = np.inf
+    assert opt.step(bad) is False
+    for p, b in zip(params, before):
+        np.testing.assert_array_equal(p, b)
+    for key, value in opt.state_dict()["state"].items():
+        np.testing.assert_array_equal(value, snapshot[key])
+    assert opt.step(grads[1]) is True and opt.steps_taken == 2
+
+
+def test_alpha_zero_alto_is_lamb():
+    params, grads = _problem(15, seed=5)
+    alto_params, lamb_params = [p.copy() for p in params], [p.copy() for p in params]
+    alto = _cpu("alto", alto_params, alpha=0.0, betas=(0.5, 0.9, 0.99))
+    lamb = _cpu("lamb", lamb_params, betas=(0.9, 0.99))
+    for step in grads:
+        alto.step(step)
+        lamb.step(step)
+    for a, b in zip(alto_params, lamb_params):
+        np.testing.assert_array_equal(a, b)
