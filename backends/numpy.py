@@ -123,5 +123,6 @@ EAdamW = _optimizer_class("EAdamW", vc.eadamw)
 AdamW = _optimizer_class("AdamW", vc.adamw)
 ESGD = _optimizer_class("ESGD", vc.esgd)
 SGD = _optimizer_class("SGD", vc.sgd)
+AdamCM = _optimizer_class("AdamCM", vc.adam_cm)
 
-__all__ = ["ALTO", "ALTOVanilla", "Adam", "AdamW", "EAdam", "EAdamW", "ESGD", "Lamb", "Optimizer", "SGD"]
+__all__ = ["ALTO", "ALTOVanilla", "Adam", "AdamCM", "AdamW", "EAdam", "EAdamW", "ESGD", "Lamb", "Optimizer", "SGD"]

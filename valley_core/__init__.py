@@ -17,6 +17,8 @@ from valley_core.base import EmptyState, GradientTransformation, apply_updates, 
 from valley_core.defaults import LARGE_BATCH_THRESHOLD, defaults_for_batch_size
 from valley_core.optimizers import (OPTIMIZERS, adam, adamw, alto, alto_vanilla, eadam, eadamw, esgd, lamb,
                                     sgd)
+from valley_core.optimizers import adam_cm, eadam_cm
+from valley_core.transforms.critical_momenta import CriticalMomentaState, scale_by_adam_critical_momenta
 from valley_core.schedules import exponential_decay, inverse_sqrt
 from valley_core.serialization import state_from_dict, state_to_dict
 from valley_core.transforms import (AdamState, EState, LearningRateState, TraceState, WeightDecayState,
@@ -33,4 +35,5 @@ __all__ = [
     "elementwise", "esgd", "exponential_decay", "inverse_sqrt", "lamb", "reductions", "scale_by_adam",
     "scale_by_learning_rate", "scale_by_trust_ratio", "schedules", "sgd", "stability_bound",
     "state_from_dict", "state_to_dict", "trace", "validate_hyperparameters",
+    "CriticalMomentaState", "adam_cm", "eadam_cm", "scale_by_adam_critical_momenta",
 ]

@@ -19,6 +19,7 @@ from valley_core.base import GradientTransformation, chain
 from valley_core.schedules import ScalarOrSchedule
 from valley_core.transforms import (add_decayed_weights, e_adaptor, scale_by_adam, scale_by_learning_rate,
                                     scale_by_trust_ratio, trace)
+from valley_core.transforms.critical_momenta import scale_by_adam_critical_momenta
 from valley_core.transforms.weight_decay import Mask
 from valley_core.validation import validate_hyperparameters
 
@@ -199,8 +200,95 @@ def sgd(lr: ScalarOrSchedule = 1e-2, momentum: float = 0.0,
     return _named(chain(add_decayed_weights(weight_decay), trace(momentum), scale_by_learning_rate(lr)), "sgd")
 
 
+def adam_cm(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+            weight_decay: ScalarOrSchedule = 0.0, top_c: int = 5, decay: float = 0.7, kappa: float = 1.0,
+            synced: bool = True, critical_test: float = 0.0,
+            weight_decay_mask: Mask = None) -> GradientTransformation:
+    """Adam+CM: Adam with a buffer of critical momenta (the reference ``Adam_CM``; ``kappa=0`` is Adam).
+
+    With ``k`` the 1-based step, ``C`` a buffer of at most ``top_c`` momenta with priorities ``p``::
+
+        k = 1:  C = [g_1] with priority ||g_1||;  m, v stay 0;  theta <- theta - lr lambda theta
+        k > 1:  m_k = beta1 m_{k-1} + (1 - beta1) g_k,   c_k = m_k + kappa mean(C)   (C before insertion)
+                C gets m_k (priority ||g_k||): appended while not full, else replaces the lowest priority
+                    if ||g_k|| > min(p)
+                v_k = beta2 v_{k-1} + (1 - beta2) c_k^2
+                theta <- theta - lr ((c_k / (1 - beta1^k)) / (sqrt(v_k / (1 - beta2^k)) + eps) + lambda theta)
+        every step: p <- decay p
+
+    ``||g_k||`` is the sum of the tensors' L2 norms (``synced=True``, the reference default) or each
+    tensor's own norm. ``weight_decay`` is decoupled (as the reference: ``p *= 1 - lr lambda`` before the
+    step), so ``kappa=0`` gives ``adam`` when ``weight_decay=0`` and ``adamw`` otherwise, exactly.
+    Memory: ``top_c`` momenta per parameter on top of Adam's two, i.e. ``(2 + top_c)`` x the parameters.
+
+    Deviations from the reference (chandar-lab/CMOptimizer ``Adam_CM``; details in
+    ``valley_core.transforms.critical_momenta.scale_by_adam_critical_momenta``): ``kappa`` scales the buffer
+    mean (the reference only switches on ``kappa > 0``; ``kappa=1`` is the reference) and ``kappa=0`` is
+    Adam (the reference raises); ``critical_test`` is 0.0 or 1.0 only (no random mix); no ``amsgrad``,
+    ``buffer_dtype`` or param groups. The first step reproduces the reference: it stores ``g_1`` and does
+    not move the parameters (apart from the weight decay).
+
+    Args:
+        lr: learning rate.
+        betas: ``(beta1, beta2)`` for m and v.
+        eps: added to ``sqrt(v^)``.
+        weight_decay: decoupled decay ``lambda``.
+        top_c: buffer capacity (``topC``), an integer >= 1.
+        decay: priority decay per step, in ``[0, 1]``.
+        kappa: weight of the buffer mean; ``0`` is Adam(W).
+        synced: priority key = sum of every tensor's gradient norm (True) or the tensor's own norm (False).
+        critical_test: ``0.0`` replace the lowest priority when beaten; ``1.0`` always overwrite slot 0.
+        weight_decay_mask: which tensors get weight decay (``None``: all).
+
+    Example:
+        >>> import numpy as np
+        >>> from valley_core import adam_cm, apply_updates
+        >>> opt = adam_cm(lr=0.05)
+        >>> params = (np.array([3.0, -2.0]),)
+        >>> state = opt.init(params)
+        >>> for _ in range(400):
+        ...     updates, state = opt.update(tuple(2 * p for p in params), state, params)
+        ...     params = apply_updates(params, updates)
+        >>> bool(np.abs(params[0]).max() < 0.1)
+        True
+
+    References:
+        Malviya et al., "Promoting Exploration in Memory-Augmented Adam using Critical Momenta", TMLR 2024.
+    """
+    beta1, beta2 = validate_hyperparameters(
+        lr=lr, betas=betas, beta_names=("beta1", "beta2"), eps=eps, weight_decay=weight_decay, top_c=top_c,
+        decay=decay, kappa=kappa, critical_test=critical_test, synced=synced)
+    return _named(chain(scale_by_adam_critical_momenta(beta1, beta2, eps, top_c, float(decay), float(kappa), synced,
+                                                       float(critical_test)),
+                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
+                  "adam_cm")
+
+
+def eadam_cm(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
+             betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
+             weight_decay: ScalarOrSchedule = 0.0, top_c: int = 5, decay: float = 0.7, kappa: float = 1.0,
+             synced: bool = True, critical_test: float = 0.0, weight_decay_mask: Mask = None,
+             allow_unstable: bool = False) -> GradientTransformation:
+    """The E adaptor in front of Adam+CM: ``adam_cm`` run on ``u_k = g_k + alpha a_k``.
+
+    ``a_k = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})`` as in ``eadam``; Adam+CM (see ``adam_cm``) then
+    sees ``u_k`` as its gradient everywhere, including the priority key ``||u_k||`` and the raw ``u_1``
+    stored on the first step. ``betas = (beta1, beta2, beta3)``: the E adaptor's EMA, m and v. Decoupled
+    weight decay as in ``adam_cm``. ``alpha = 0`` is ``adam_cm`` exactly. Neither paper defines this
+    combination; it is offered so that the two exploration mechanisms can be compared and combined.
+    """
+    beta1, beta2, beta3 = validate_hyperparameters(
+        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay, top_c=top_c,
+        decay=decay, kappa=kappa, critical_test=critical_test, synced=synced, allow_unstable=allow_unstable)
+    return _named(chain(e_adaptor(alpha, beta1),
+                        scale_by_adam_critical_momenta(beta2, beta3, eps, top_c, float(decay), float(kappa), synced,
+                                                       float(critical_test)),
+                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
+                  "eadam_cm")
+
+
 #: Every named optimizer, by name (used by the CLI, the adapters' registries and the test table).
 OPTIMIZERS: Dict[str, Callable[..., GradientTransformation]] = {
     "alto": alto, "alto_vanilla": alto_vanilla, "lamb": lamb, "eadam": eadam, "adam": adam,
-    "eadamw": eadamw, "adamw": adamw, "esgd": esgd, "sgd": sgd,
+    "eadamw": eadamw, "adamw": adamw, "esgd": esgd, "sgd": sgd, "adam_cm": adam_cm, "eadam_cm": eadam_cm,
 }

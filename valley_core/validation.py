@@ -90,6 +90,30 @@ def check_bool(name: str, value: Any) -> None:
         raise ValueError(f"{name}={value!r} violates {name} is a bool")
 
 
+def check_top_c(value: Any) -> int:
+    """The capacity of Adam+CM's buffer: an integer ``>= 1``. Returns it as an int."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"top_c={value!r} violates top_c is an integer >= 1")
+    return int(value)
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """``0 <= value <= 1`` (closed, unlike ``check_beta``). Returns the value as a float."""
+    real = _as_real(name, value)
+    if not 0.0 <= real <= 1.0:
+        raise ValueError(f"{name}={real!r} violates 0 <= {name} <= 1")
+    return real
+
+
+def check_critical_test(value: Any) -> float:
+    """Adam+CM's ``critical_test``: ``0.0`` or ``1.0`` (the reference's random mix of the two is not implemented)."""
+    real = _as_real("critical_test", value)
+    if real not in (0.0, 1.0):
+        raise ValueError(f"critical_test={real!r} violates critical_test is 0.0 (priority replacement) or 1.0 "
+                         "(overwrite slot 0); the reference's random mix of the two is not implemented")
+    return real
+
+
 def validate_hyperparameters(
     *,
     lr: ScalarOrSchedule | None = None,
@@ -102,6 +126,11 @@ def validate_hyperparameters(
     norm_eps: float | None = None,
     bias_correction: Any = None,
     allow_unstable: bool = False,
+    top_c: Any = None,
+    decay: Any = None,
+    kappa: Any = None,
+    critical_test: Any = None,
+    synced: Any = None,
 ) -> tuple:
     """Checks every hyperparameter an optimizer takes; the entry point used by the core and all adapters.
 
@@ -123,4 +152,14 @@ def validate_hyperparameters(
             check_nonnegative(name, value)
     if bias_correction is not None:
         check_bool("bias_correction", bias_correction)
+    if top_c is not None:
+        check_top_c(top_c)
+    if decay is not None:
+        check_unit_interval("decay", decay)
+    if kappa is not None and _as_real("kappa", kappa) < 0:
+        raise ValueError(f"kappa={float(kappa)!r} violates kappa >= 0")
+    if critical_test is not None:
+        check_critical_test(critical_test)
+    if synced is not None:
+        check_bool("synced", synced)
     return checked_betas
