@@ -282,3 +282,34 @@ def test_alpha_zero_alto_is_lamb():
         lamb.step(step)
     for a, b in zip(alto_params, lamb_params):
         np.testing.assert_array_equal(a, b)
+
+
+def test_example_mlp_gradients_and_training_in_cpu_mode(capsys):
+    from examples import cupy_mlp
+
+    rng = np.random.default_rng(0)
+    params = [p.astype(np.float64) for p in cupy_mlp.init_params(np, rng, (6, 5, 3))]
+    x, y = rng.normal(size=(4, 6)), np.array([0, 2, 1, 2])
+    _, grads = cupy_mlp.forward_backward(np, params, x, y)
+    for p, g in zip(params, grads):  # central differences on a few entries
+        for index in list(np.ndindex(p.shape))[:4]:
+            original = p[index]
+            p[index] = original + 1e-6
+            up = float(cupy_mlp.forward_backward(np, params, x, y)[0])
+            p[index] = original - 1e-6
+            down = float(cupy_mlp.forward_backward(np, params, x, y)[0])
+            p[index] = original
+            assert abs((up - down) / 2e-6 - g[index]) < 1e-6
+    assert cupy_mlp.main(["--array-module", "numpy", "--epochs", "3"]) == 0
+    output = capsys.readouterr().out
+    assert "NOT a GPU run" in output
+    assert float(output.split("final test accuracy ")[1].split()[0]) > 0.9
+
+
+@pytest.mark.skipif(vcp.cuda_available(), reason="CUDA is available here")
+def test_example_mlp_without_cuda_exits_with_the_clear_error(capsys):
+    from examples import cupy_mlp
+
+    assert cupy_mlp.main(["--epochs", "1"]) == 1
+    error = capsys.readouterr().err
+    assert "CUDA is not available" in error or "CuPy, which is not installed" in error
