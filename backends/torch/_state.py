@@ -1,0 +1,103 @@
+"""Helpers shared by the torch adapters: the array namespace, state dtypes, and per-tensor state keys.
+
+The core names every state array ``"<StateClass>.<field>.<i>"`` (per tensor) or ``"<StateClass>.<field>"``
+(shared scalars such as step counts), see ``valley_core.serialization``. The torch adapters keep the state
+of each parameter under the per-tensor name without its index (``"AdamState.first"``), plus the shared
+scalars, in ``optimizer.state[p]`` (the usual torch layout), and rebuild the core's state tuple from those
+entries at every step.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+
+#: Floating dtypes whose optimizer state is kept in float32.
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+_PER_TENSOR = re.compile(r"^(?P<base>.+)\.(?P<index>\d+)$")
+
+
+def namespace() -> Any:
+    """The array-API namespace of torch (``array_api_compat.torch``)."""
+    import array_api_compat.torch as xp
+
+    return xp
+
+
+def split_key(key: str) -> Tuple[str, Optional[int]]:
+    """``"AdamState.first.3" -> ("AdamState.first", 3)``; ``"AdamState.count" -> ("AdamState.count", None)``.
+
+    Field names are Python identifiers, so a key that ends in ``.<digits>`` is always a per-tensor entry.
+    """
+    match = _PER_TENSOR.match(key)
+    if match is None:
+        return key, None
+    return match.group("base"), int(match.group("index"))
+
+
+def state_dtype(param: torch.Tensor) -> torch.dtype:
+    """float32 for bfloat16/float16 parameters, the parameter's dtype otherwise."""
+    return torch.float32 if param.dtype in LOW_PRECISION else param.dtype
+
+
+def working_copy(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` itself when it already has ``dtype``, else a converted copy."""
+    return tensor if tensor.dtype == dtype else tensor.to(dtype)
+
+
+def is_dtensor(tensor: Any) -> bool:
+    """True for a ``torch.distributed.tensor.DTensor`` (FSDP2 parameters)."""
+    try:
+        from torch.distributed.tensor import DTensor
+    except Exception:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(tensor, DTensor)
+
+
+def meta_like(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A meta tensor with ``tensor``'s (global) shape: a template that allocates nothing."""
+    return torch.empty(tuple(tensor.shape), dtype=dtype, device="meta")
+
+
+def check_dense_float(optimizer_name: str, group_index: int, param_index: int, param: torch.Tensor,
+                      grad: torch.Tensor) -> None:
+    """Raises a clear error for sparse gradients and non-floating or complex parameters."""
+    where = f"param group {group_index}, parameter {param_index} (shape {tuple(param.shape)})"
+    if grad.is_sparse or grad.layout != torch.strided:
+        raise RuntimeError(
+            f"{optimizer_name} does not support sparse gradients ({where} has a {grad.layout} gradient); "
+            "use dense gradients (for example nn.Embedding(..., sparse=False)) or torch.optim.SparseAdam")
+    if param.is_complex() or not param.is_floating_point():
+        raise TypeError(f"{optimizer_name} optimizes real floating-point parameters only; {where} has dtype "
+                        f"{param.dtype} (for complex parameters optimize torch.view_as_real(p))")
+    if tuple(grad.shape) != tuple(param.shape):
+        raise ValueError(f"{optimizer_name}: the gradient of {where} has shape {tuple(grad.shape)}")
+
+
+def all_finite(grads) -> bool:
+    """True when every gradient is free of NaN and Inf (one host synchronisation for all tensors)."""
+    flags = []
+    for grad in grads:
+        flag = torch.isfinite(grad).all()
+        if is_dtensor(flag):
+            flag = flag.full_tensor()
+        flags.append(flag.reshape(1))
+    if not flags:
+        return True
+    return bool(torch.cat([f.to("cpu") for f in flags]).all())
+
+
+def per_tensor_entries(flat: Dict[str, Any], count: int) -> Tuple[list, Dict[str, Any]]:
+    """Splits a flat core state over ``count`` tensors into per-tensor dicts and the shared scalars."""
+    per_tensor = [dict() for _ in range(count)]
+    shared: Dict[str, Any] = {}
+    for key, value in flat.items():
+        base, index = split_key(key)
+        if index is None:
+            shared[key] = value
+        else:
+            per_tensor[index][base] = value
+    return per_tensor, shared

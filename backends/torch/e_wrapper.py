@@ -1,0 +1,218 @@
+"""``E(base_optimizer)``: the E adaptor in front of ANY torch optimizer.
+
+For every parameter with a gradient, the base optimizer sees the adapted gradient instead of ``g_k``::
+
+    a_k  = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1}),   a_0 = 0, g_0 = 0   (not bias-corrected)
+    g~_k = g_k + alpha a_k
+
+computed by ``valley_core.elementwise.e_adaptor_step`` in the core's one-buffer form (one carry buffer per
+parameter instead of ``a`` and ``g_{k-1}``).
+
+What ``step()`` does with ``p.grad``, exactly: for each parameter with a gradient it computes ``g~`` into a
+NEW tensor, sets ``p.grad = g~`` for the duration of ``base_optimizer.step()``, and then puts the user's
+original gradient tensor back (``p.grad is`` the same object, with the same values, as before the call). So
+gradient accumulation, clipping after the step, logging of ``p.grad`` and ``GradScaler`` all see the true
+gradient. Cost: one temporary gradient-sized tensor per parameter during the step.
+
+Differences from the authors' ``E`` (``e-optimizer-adaptor``): the adaptor's state is saved and restored by
+``state_dict()``/``load_state_dict()`` (theirs is lost on checkpoint), ``p.grad`` is left as the user's
+(theirs overwrites it), one buffer instead of two, no special case for models with few parameters, no
+noise or clipping options, and ``|alpha| < 1/(1 - beta1)`` is enforced unless ``allow_unstable=True``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from backends.torch import _state
+from valley_core import elementwise
+from valley_core.schedules import ScalarOrSchedule, evaluate
+from valley_core.validation import validate_hyperparameters
+
+_CARRY = "EState.carry"
+
+
+class E(torch.optim.Optimizer):
+    """Wraps ``base_optimizer`` so that it receives ``g + alpha * EMA_beta1(g_k - g_{k-1})``.
+
+    Maths (paper, Section 3; ``valley_core.elementwise.e_adaptor_step``)::
+
+        a_k  = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})
+        g~_k = g_k + alpha a_k          -> base_optimizer.step() with p.grad = g~_k
+
+    Deviations from the paper: none. ``E(torch.optim.Adam(...))`` equals ``EAdam`` up to round-off.
+
+    Args:
+        base_optimizer: any ``torch.optim.Optimizer`` (Adam, SGD, a user's own). Its ``param_groups`` are
+            shared: changing ``lr`` on ``E`` changes it on the base, LR schedulers work on either.
+        alpha: exploration coefficient (float, or a schedule ``k -> alpha_k``); ``< 0`` explores.
+        beta1: persistence of the EMA of gradient differences, in ``[0, 1)``.
+        allow_unstable: skip the rule ``|alpha| < 1/(1 - beta1)``.
+        skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite.
+
+    Optimizers whose ``step`` re-evaluates the closure several times (``torch.optim.LBFGS``) are refused:
+    ``E`` evaluates the closure once and adapts that gradient.
+
+    Example:
+        >>> import torch
+        >>> from backends.torch import E
+        >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
+        >>> opt = E(torch.optim.SGD([w], lr=0.1), alpha=0.5, beta1=0.01)
+        >>> for _ in range(100):
+        ...     opt.zero_grad()
+        ...     (w ** 2).sum().backward()
+        ...     _ = opt.step()
+        >>> bool(w.abs().max() < 1e-3)
+        True
+    """
+
+    def __init__(self, base_optimizer: torch.optim.Optimizer, alpha: ScalarOrSchedule = 0.5,
+                 beta1: float = 0.01, *, allow_unstable: bool = False, skip_nonfinite: bool = False) -> None:
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(f"E needs a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
+        if isinstance(base_optimizer, torch.optim.LBFGS):
+            raise TypeError("E cannot wrap torch.optim.LBFGS: it re-evaluates the closure inside step()")
+        if not isinstance(skip_nonfinite, bool):
+            raise ValueError(f"skip_nonfinite={skip_nonfinite!r} violates skip_nonfinite is a bool")
+        (beta1,) = validate_hyperparameters(alpha=alpha, betas=(beta1,), beta_names=("beta1",),
+                                            allow_unstable=allow_unstable)
+        self.base_optimizer = base_optimizer
+        self.alpha = alpha
+        self.beta1 = beta1
+        self.allow_unstable = allow_unstable
+        self.skip_nonfinite = skip_nonfinite
+        self.skipped_steps = 0
+        self._initialising = True
+        super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
+        self._initialising = False
+        # Share the base optimizer's groups (the same list and dicts): lr changes and schedulers apply to both.
+        self.param_groups = base_optimizer.param_groups
+
+    def add_param_group(self, param_group: Dict[str, Any]) -> None:
+        """Adds the group to the base optimizer (whose groups ``E`` shares)."""
+        if getattr(self, "_initialising", False):
+            super().add_param_group(param_group)
+        else:
+            self.base_optimizer.add_param_group(param_group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """The base optimizer's ``zero_grad``."""
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def _params_with_grad(self) -> List[torch.Tensor]:
+        params = []
+        for group_index, group in enumerate(self.param_groups):
+            for param_index, p in enumerate(group["params"]):
+                if p.grad is not None:
+                    _state.check_dense_float("E", group_index, param_index, p, p.grad)
+                    params.append(p)
+        return params
+
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """Adapts the gradients, runs ``base_optimizer.step()``, restores the user's gradients.
+
+        Returns:
+            The closure's loss (the closure is evaluated once, before adapting), or None.
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        params = self._params_with_grad()
+        if self.skip_nonfinite and not _state.all_finite(p.grad for p in params):
+            self.skipped_steps += 1
+            return loss
+        originals: Dict[torch.Tensor, torch.Tensor] = {}
+        new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
+        for p in params:
+            state = self.state[p]
+            grad = p.grad
+            dtype = _state.state_dtype(p)
+            if not state:
+                state = {_CARRY: torch.zeros_like(p.detach(), dtype=dtype), "step": 0}
+            step = state["step"]
+            alpha = evaluate(self.alpha, float(step + 1))
+            adapted, carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), state[_CARRY], alpha,
+                                                        self.beta1)
+            originals[p] = grad
+            new_state[p] = {_CARRY: carry, "step": step + 1}
+            p.grad = adapted.to(grad.dtype)
+        try:
+            self.base_optimizer.step()
+        finally:
+            for p, grad in originals.items():
+                p.grad = grad
+        for p, state in new_state.items():
+            self.state[p] = state
+        return loss
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def _index_of(self) -> Dict[int, torch.Tensor]:
+        params = [p for group in self.param_groups for p in group["params"]]
+        return dict(enumerate(params))
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The base optimizer's state dict plus an ``"e_adaptor"`` entry with the adaptor's own state.
+
+        ``"e_adaptor"``: ``{"alpha", "beta1", "allow_unstable", "state": {param index: {"EState.carry": tensor,
+        "step": int}}}`` with the same parameter indices as the base optimizer's ``"state"``.
+        """
+        state_dict = dict(self.base_optimizer.state_dict())
+        index = {id(p): i for i, p in self._index_of().items()}
+        state_dict["e_adaptor"] = {
+            "alpha": self.alpha, "beta1": self.beta1, "allow_unstable": self.allow_unstable,
+            "state": {index[id(p)]: {_CARRY: s[_CARRY], "step": s["step"]} for p, s in self.state.items() if s},
+        }
+        return state_dict
+
+    def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
+        """Restores the adaptor's state and then the base optimizer's.
+
+        The adaptor's part is checked first (hyperparameters, parameter indices, keys, shapes); on any
+        mismatch a ``ValueError`` names it and nothing is changed. Then the base optimizer loads its part
+        (its own checks apply); if it raises, the adaptor's state is left unchanged too.
+        """
+        if not isinstance(state_dict, dict) or "e_adaptor" not in state_dict:
+            raise ValueError("E.load_state_dict: the state dict has no 'e_adaptor' entry; it was not saved by "
+                             "backends.torch.E (a base optimizer's or the authors' E state dict lacks the "
+                             "adaptor's state)")
+        saved = state_dict["e_adaptor"]
+        problems: List[str] = []
+        try:
+            (beta1,) = validate_hyperparameters(alpha=saved["alpha"], betas=(saved["beta1"],),
+                                                beta_names=("beta1",),
+                                                allow_unstable=saved.get("allow_unstable", False))
+        except (KeyError, ValueError, TypeError) as error:
+            raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
+        params = self._index_of()
+        for index, entry in saved.get("state", {}).items():
+            if index not in params:
+                problems.append(f"state for parameter index {index!r}, but the optimizer has {len(params)} "
+                                "parameters")
+                continue
+            p = params[index]
+            if not isinstance(entry, dict) or set(entry) != {_CARRY, "step"}:
+                keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+                problems.append(f"parameter {index}: keys {keys}, expected ['{_CARRY}', 'step']")
+                continue
+            carry = entry[_CARRY]
+            if not isinstance(carry, torch.Tensor) or tuple(carry.shape) != tuple(p.shape):
+                shape = tuple(carry.shape) if isinstance(carry, torch.Tensor) else type(carry).__name__
+                problems.append(f"parameter {index}: {_CARRY} has shape {shape}, the parameter {tuple(p.shape)}")
+            if isinstance(entry["step"], bool) or not isinstance(entry["step"], int):
+                problems.append(f"parameter {index}: step must be an int, got {entry['step']!r}")
+        if problems:
+            raise ValueError("E.load_state_dict: the adaptor's state does not match: " + "; ".join(problems))
+        base_part = {key: value for key, value in state_dict.items() if key != "e_adaptor"}
+        self.base_optimizer.load_state_dict(base_part)
+        self.param_groups = self.base_optimizer.param_groups
+        self.state.clear()
+        for index, entry in saved.get("state", {}).items():
+            p = params[index]
+            self.state[p] = {_CARRY: entry[_CARRY].to(device=p.device, dtype=_state.state_dtype(p), copy=True),
+                             "step": int(entry["step"])}
+        self.alpha, self.beta1 = saved["alpha"], beta1
+        self.allow_unstable = saved.get("allow_unstable", False)
