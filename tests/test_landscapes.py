@@ -65,7 +65,7 @@ def test_quick_run_writes_the_table_plots_and_command(tmp_path):
         match = re.fullmatch(r"(\d+)/(\d+) \((\d+)%\)", row[5])
         assert match and int(match[2]) == starts and 0 <= int(match[1]) <= starts
         assert row[6] == "n/a" if row[0] != titles[2] else re.fullmatch(r"\d+/\d+ \(\d+%\)", row[6])
-        float(row[7])
+        float(row[7]), float(row[8])
     summary = json.loads((out / "landscapes.json").read_text())
     assert [list(r.values()) for r in summary["rows"]] == rows
     for landscape in bench.landscapes(quick=True):

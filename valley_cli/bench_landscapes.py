@@ -36,7 +36,7 @@ import numpy as np
 import valley_core as vc
 
 TABLE_COLUMNS = ("landscape", "optimizer", "starts", "steps", "lr", "reached global basin",
-                 "ended in sharp minimum", "median final f")
+                 "ended in sharp minimum", "median final f", "median final distance")
 
 
 # --- the landscapes -------------------------------------------------------------------------------------
@@ -208,8 +208,11 @@ class Result:
         sharp = "n/a" if self.sharp is None else f"{int(self.sharp.sum())}/{n} ({100 * self.sharp.mean():.0f}%)"
         finite = self.final_values[np.isfinite(self.final_values)]
         median = f"{np.median(finite):.4g}" if finite.size else "nan"
+        distance = np.linalg.norm(self.path[-1] - np.asarray(self.landscape.global_minimiser), axis=-1)
+        distance = distance[np.isfinite(distance)]
+        median_distance = f"{np.median(distance):.3g}" if distance.size else "nan"
         return (self.landscape.title, self.optimizer, str(n), str(self.landscape.steps), f"{self.landscape.lr:g}",
-                f"{int(self.reached.sum())}/{n} ({100 * self.reached.mean():.0f}%)", sharp, median)
+                f"{int(self.reached.sum())}/{n} ({100 * self.reached.mean():.0f}%)", sharp, median, median_distance)
 
 
 # --- plots and report ---------------------------------------------------------------------------------------
@@ -227,7 +230,7 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
             grid = np.linspace(low, high, 200)
             mesh = np.stack(np.meshgrid(grid, grid, indexing="xy"), axis=-1)
             values = landscape.value(mesh)
-            axis.contourf(grid, grid, np.log10(values) if landscape.log_plot else values, levels=30, cmap="Greys")
+            axis.contourf(grid, grid, np.log10(values) if landscape.log_plot else values, levels=20, cmap="Greys")
             for i in range(result.path.shape[1]):
                 colour = "tab:green" if result.reached[i] else "tab:red"
                 axis.plot(result.path[:, i, 0], result.path[:, i, 1], color=colour, linewidth=0.6, alpha=0.8)
@@ -250,7 +253,7 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
         axis.tick_params(labelsize=7)
     figure.suptitle(landscape.title + (" (log10 f)" if landscape.log_plot else ""), fontsize=10)
     figure.tight_layout()
-    figure.savefig(path, dpi=72)
+    figure.savefig(path, dpi=60)
     plt.close(figure)
 
 
@@ -262,7 +265,10 @@ def markdown(results: Sequence[Result], command: str, seconds: float, quick: boo
         lines += ["**Quick mode (`--quick`): a smoke run with few starts and steps, not a result.**", ""]
     lines += ["A run *reaches the global basin* when its final point is within the basin radius of the global "
               "minimiser (Goldstein-Price: 0.3 of (0, -1); Ackley: 0.5 of the origin; 1-D: 0.5 of the flat "
-              "minimum). *Ended in sharp minimum* (1-D only): within 0.25 of the sharp minimum. The starts are a "
+              "minimum). *Ended in sharp minimum* (1-D only): within 0.25 of the sharp minimum. The medians are "
+              "over all starts; *median final distance* is the final distance to the global minimiser (a run "
+              "still oscillating inside the global basin counts as "
+              "having reached it). The starts are a "
               "grid over the plotted square/interval, each point jittered by up to a quarter cell (`--seed`); "
               "every optimizer gets the same starts, steps and learning rate. Full-batch, noise-free gradients.",
               "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
@@ -273,12 +279,15 @@ def markdown(results: Sequence[Result], command: str, seconds: float, quick: boo
     lines += ["", "Adam+CM runs with `synced=False` so that each start keys its own buffer on its own gradient "
               "norm (one tensor per start; for a single-tensor problem this is the same as the reference's "
               "`synced=True`). EAdam and ALTO use the exploring setting (`alpha=-5`, `beta1=0.99`, the paper's "
-              "large-batch values). No hyperparameter was tuned per optimizer.", ""]
+              "large-batch values). ALTO's trust ratio scales each step by the norm of the parameters, so a start near "
+              "the origin of the parameter space takes very small steps. No hyperparameter was tuned per optimizer.",
+              ""]
     seen = []
     for result in results:
         if result.landscape.name not in seen:
             seen.append(result.landscape.name)
-            lines += [f"## {result.landscape.title}", "", f"![{result.landscape.title}](landscapes_{result.landscape.name}.png)", ""]
+            name, title = result.landscape.name, result.landscape.title
+            lines += [f"## {title}", "", f"![{title}](landscapes_{name}.png)", ""]
     lines += ["Green: reached the global basin; red: did not; blue (1-D): ended in the sharp minimum. "
               "2-D plots: the star is the global minimiser. 1-D plots: x against the step; dashed line, the flat "
               "(global) minimum; dotted line, the sharp minimum.", "", f"Wall time of the run: {seconds:.1f} s.", ""]
