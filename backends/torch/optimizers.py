@@ -115,5 +115,6 @@ Lamb = optimizer_class("Lamb", vc.lamb, doc=_LAMB_DOC, module="backends.torch")
 EAdam = optimizer_class("EAdam", vc.eadam, doc=_EADAM_DOC, module="backends.torch")
 EAdamW = optimizer_class("EAdamW", vc.eadamw, doc=_EADAMW_DOC, module="backends.torch")
 ESGD = optimizer_class("ESGD", vc.esgd, doc=_ESGD_DOC, module="backends.torch")
+AdamCM = optimizer_class("AdamCM", vc.adam_cm, module="backends.torch")
 
-__all__ = ["ALTO", "ALTOVanilla", "EAdam", "EAdamW", "ESGD", "Lamb"]
+__all__ = ["ALTO", "ALTOVanilla", "AdamCM", "EAdam", "EAdamW", "ESGD", "Lamb"]
