@@ -1,0 +1,36 @@
+"""The same optimizers under Keras' torch and JAX backends, each in a subprocess with KERAS_BACKEND set.
+
+Each backend: float64 parity with the core over 60 steps (variables and optimizer state, eager), the
+independent transcriptions, ``fit`` learning, and save/load/resume equal to an uninterrupted run. A backend
+whose framework is not installed is skipped with the reason.
+"""
+
+import importlib.util
+
+import pytest
+
+pytest.importorskip("keras")
+
+from tests.keras._harness import assert_check, run_worker  # noqa: E402
+from tests.keras._parity import CONFIGS  # noqa: E402
+
+CHECKS = ["backend", "fit", "save-load-resume"]
+CHECKS += [f"parity[{name}-eager]" for name in CONFIGS]
+CHECKS += ["transcription[alto]", "transcription[eadam-excluded]"]
+
+_results = {}
+
+
+@pytest.fixture(scope="module", params=["torch", "jax"])
+def backend_results(request):
+    backend = request.param
+    if importlib.util.find_spec(backend) is None:
+        pytest.skip(f"{backend} is not installed, so Keras' {backend} backend cannot be tested")
+    if backend not in _results:
+        _results[backend] = run_worker("_worker_backend", backend=backend)
+    return _results[backend]
+
+
+@pytest.mark.parametrize("check", CHECKS)
+def test_other_keras_backend(backend_results, check):
+    assert_check(backend_results, check)
