@@ -167,6 +167,9 @@ def scale_by_adam_critical_momenta(beta1: float, beta2: float, eps: float, top_c
           (``aggr_sum``), which differs from it by floating-point round-off only.
         * The denominator is ``sqrt(v / (1 - beta2^k)) + eps`` (as ``scale_by_adam``) rather than
           ``sqrt(v) / sqrt(1 - beta2^k) + eps``; equal up to round-off.
+        * Validation (in ``valley_core.validation``, through the named optimizers): ``top_c >= 1`` (the
+          reference accepts ``topC=0`` and then fails in ``decay()``) and ``0 <= decay <= 1`` (the
+          reference's check, ``not 0 <= decay and not 1 > decay``, can never fire).
         * Not implemented: ``amsgrad``, ``buffer_dtype`` (the buffer has the parameter's dtype), per-group
           hyperparameters (the core sees one group: every tensor it is given), the ``offline_grad``
           counters. A tensor is always part of the step (the reference skips tensors whose ``grad`` is None).
