@@ -15,6 +15,7 @@ What stays for a GPU run (``benchmarks/gpu_check.py``): CuPy's own wrapping and 
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 
@@ -194,3 +195,41 @@ def test_rendered_bodies_compile_for_a_gpu_with_nvcc(tmp_path):
     assert completed.returncode == 0, completed.stderr
     ptx = (tmp_path / "k.ptx").read_text()
     assert "sqrt.rn.f32" in ptx and "sqrt.rn.f64" in ptx
+
+
+def test_cupys_own_kernel_source_for_every_program_compiles_with_nvcc(tmp_path):
+    """The exact source CuPy's ElementwiseKernel generates around each body (CuPy's private code generator,
+    called without a device), compiled with nvcc against CuPy's headers."""
+    cupy = pytest.importorskip("cupy", reason="CuPy is not installed")
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc (the CUDA toolkit) is not installed")
+    include = os.path.join(os.path.dirname(cupy.__file__), "_core", "include")
+    try:
+        from cupy._core import _carray, _kernel, _scalar
+
+        parts = ["#include <cupy/carray.cuh>"]
+        for kind, flags in VARIANTS:
+            program = _programs.program(kind, **flags)
+            kernel = cupy.ElementwiseKernel(*render_cuda(program), program.name)
+            for dtype in (np.float32, np.float64):
+                arginfos = []
+                for param in kernel.params:  # 2-D strided arrays, float64 scalars, a 2-D indexer
+                    if param.name == "_ind":
+                        arginfos.append(_kernel._ArgInfo(2, _carray.Indexer, None, 2, True, True))
+                    elif param.dtype is not None:
+                        arginfos.append(_kernel._ArgInfo(3, _scalar.CScalar, param.dtype, 0, True, True))
+                    else:
+                        arginfos.append(_kernel._ArgInfo(1, cupy.ndarray, dtype, 2, False, True))
+                code = _kernel._get_elementwise_kernel_code(
+                    tuple(arginfos), _kernel._TypeMap((("T", dtype),)), kernel.params, kernel.operation,
+                    f"{program.name}_{dtype.__name__}", kernel.preamble)
+                parts.append(f"namespace {program.name}_{dtype.__name__}_ns {{\n{code}\n}}")
+    except (AttributeError, TypeError, ImportError, AssertionError) as error:
+        pytest.skip(f"CuPy's private kernel code generator changed ({type(error).__name__}: {error})")
+    source = tmp_path / "cupy_kernels.cu"
+    source.write_text("\n".join(parts))
+    completed = subprocess.run([nvcc, "-ptx", "-arch=compute_80", "-std=c++17", f"-I{include}", str(source), "-o",
+                                str(tmp_path / "cupy_kernels.ptx")], capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert (tmp_path / "cupy_kernels.ptx").read_text().count(".entry") == 2 * len(VARIANTS)
