@@ -27,7 +27,8 @@ def backend_results(request):
     if importlib.util.find_spec(backend) is None:
         pytest.skip(f"{backend} is not installed, so Keras' {backend} backend cannot be tested")
     if backend not in _results:
-        _results[backend] = run_worker("_worker_backend", backend=backend)
+        # JAX computes in float32 unless x64 is enabled, which the float64 parity needs.
+        _results[backend] = run_worker("_worker_backend", backend=backend, env={"JAX_ENABLE_X64": "1"})
     return _results[backend]
 
 
