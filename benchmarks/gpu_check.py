@@ -69,6 +69,8 @@ ADAMW_MIN_BYTES_PER_PARAM = 7 * 4
 #: write b, m, v, r), two norms (read theta, r), update (read r, theta; write theta).
 CUPY_ALTO_BYTES_PER_PARAM = 14 * 4
 TARGET_FRACTION = 0.70
+#: Share of the time budget parity may use (torch.compile can be slow); timing gets the rest.
+PARITY_SHARE = 0.5
 
 
 # -- small helpers ---------------------------------------------------------------------------------------
@@ -473,15 +475,15 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
         except Exception as error:  # noqa: BLE001
             rows.append({"implementation": "backends.torch ALTO",
                          "error": f"not run: {type(error).__name__}: {error}"})
-    for options in paths:
-        candidates.append((f"backends.torch ALTO [{path_label(options)}]", tensors, ALTO_MIN_BYTES_PER_PARAM,
-                           torch_setup(backend_torch(options), None, tensors), True))
-    if "authors" in backends:
-        candidates.append(("authors' ALTO (e-optimizer-adaptor 0.1.0)", tensors, ALTO_MIN_BYTES_PER_PARAM,
-                           torch_setup(authors, None, tensors), False))
     if "adamw" in backends:
         candidates.append(("torch.optim.AdamW(fused=True)", tensors, ADAMW_MIN_BYTES_PER_PARAM,
                            torch_setup(adamw_fused, None, tensors), False))
+    if "authors" in backends:
+        candidates.append(("authors' ALTO (e-optimizer-adaptor 0.1.0)", tensors, ALTO_MIN_BYTES_PER_PARAM,
+                           torch_setup(authors, None, tensors), False))
+    for options in paths:
+        candidates.append((f"backends.torch ALTO [{path_label(options)}]", tensors, ALTO_MIN_BYTES_PER_PARAM,
+                           torch_setup(backend_torch(options), None, tensors), True))
     for count in extra_tensor_counts:
         if "cupy" in backends:
             candidates.append((f"backends.cupy ALTO, {count} tensors (launch-overhead check)", count,
@@ -515,6 +517,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
             step = setup = None  # noqa: F841 - free the buffers before the next implementation
             _free(device)
         rows.append(row)
+        print(f"gpu_check: timed {label}: {row.get('step_ms_best', row.get('error'))}", flush=True)
     return rows
 
 
@@ -643,15 +646,25 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                               "started": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
                               "arguments": vars(args), "sections": {}, "errors": []}
     device = Device(args.cpu_dry_run)
+
+    def checkpoint(section: str) -> None:  # partial results survive a kill
+        report["elapsed_s"] = round(time.perf_counter() - start, 2)
+        write_outputs(report, args.out)
+        print(f"gpu_check: {section} done at {report['elapsed_s']} s", flush=True)
+
     report["environment"] = Section(report, "environment", deadline).run(lambda: environment(device))
+    checkpoint("environment")
     copy = None
     if "copy" not in args.skip:
         copy = Section(report, "copy_bandwidth", deadline).run(
             lambda: copy_bandwidth(device, args.copy_mib * 2 ** 20, repeats=5))
     report["copy_bandwidth"] = copy
+    checkpoint("copy bandwidth")
     if "parity" not in args.skip:
+        parity_deadline = start + PARITY_SHARE * args.budget_s  # leaves the rest of the budget to timing
         report["parity"] = Section(report, "parity", deadline).run(
-            lambda: parity(device, args.parity_steps, args.backends, args.torch_implementations, deadline))
+            lambda: parity(device, args.parity_steps, args.backends, args.torch_implementations, parity_deadline))
+        checkpoint("parity")
     if "timing" not in args.skip:
         extra = () if args.cpu_dry_run else (8,)
         report["timing"] = Section(report, "timing", deadline).run(
