@@ -236,8 +236,8 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
             raise TypeError(f"{type(self).__name__} has no core_factory; use a subclass such as ALTO")
         if learning_rate is None:
             learning_rate = self._default_learning_rate
-        if isinstance(learning_rate, numbers.Integral) and not isinstance(learning_rate, bool):
-            learning_rate = float(learning_rate)
+        if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, (bool, float)):
+            learning_rate = float(learning_rate)  # Keras takes only a Python float (1, np.float32(0.1) ...)
         hyperparameters = dict(self._core_defaults)
         for name in list(kwargs):
             if name in self._core_defaults:
@@ -385,18 +385,32 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
             slots.append(variable_slots)
         self._state_slots = slots
 
+    def core_state(self, variable: Any) -> Any:
+        """The ``valley_core`` state of one model variable, as the core's NamedTuples of Keras tensors.
+
+        It is the state the core's ``update`` receives for this variable on the next step (step counters
+        from ``self.iterations``); ``valley_core.state_to_dict`` names its arrays (``"AdamState.first.0"``).
+        """
+        if not self.built:
+            raise ValueError("the optimizer is not built yet: call build(variables) or apply gradients first")
+        index = self._get_variable_index(variable)
+        key = self._runtime.variable_keys[index]
+        if key is None:
+            raise ValueError(f"variable {variable.name!r} is overwritten with its gradient and has no state")
+        count = ops.convert_to_tensor(self.iterations)
+        return _unflatten(self._runtime.templates[key],
+                          iter([count if slot is None else ops.convert_to_tensor(slot)
+                                for slot in self._state_slots[index]]))
+
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """Runs the core's ``update`` on this variable and writes the new value and state back."""
         index = self._get_variable_index(variable)
-        key = self._runtime.variable_keys[index]
-        transform = self._runtime.transforms[key]
+        transform = self._runtime.transforms[self._runtime.variable_keys[index]]
         slots = self._state_slots[index]
         dtype = variable.dtype
         gradient = ops.cast(ops.convert_to_tensor(gradient), dtype)  # sparse gradients are densified
         param = ops.convert_to_tensor(variable)
-        count = ops.convert_to_tensor(self.iterations)
-        state = _unflatten(self._runtime.templates[key],
-                           iter([count if slot is None else ops.convert_to_tensor(slot) for slot in slots]))
+        state = self.core_state(variable)
         with self._step_learning_rate.bound(ops.cast(learning_rate, dtype)):
             updates, new_state = transform.update((gradient,), state, (param,), xp=keras_namespace)
         self.assign_add(variable, updates[0])
