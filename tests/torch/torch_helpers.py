@@ -1,0 +1,89 @@
+"""Shared helpers of the torch tests: gradient sequences, running an optimizer or the core, comparisons."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+import valley_core as vc
+
+SHAPES = [(4, 3), (5,), (2, 3, 2)]
+
+
+def initial_params(shapes=SHAPES, seed=0, dtype=torch.float64):
+    rng = np.random.default_rng(seed)
+    return [torch.tensor(rng.normal(size=s), dtype=dtype) for s in shapes]
+
+
+def gradient_sequence(steps, shapes=SHAPES, seed=1, dtype=torch.float64, global_norm=None):
+    """Gradients that drift and carry noise, independent of the parameters (errors cannot feed back)."""
+    rng = np.random.default_rng(seed)
+    base = [rng.normal(size=s) for s in shapes]
+    drift = [rng.normal(size=s) * 0.01 for s in shapes]
+    sequence = []
+    for k in range(steps):
+        grads = [b + d * k + 0.3 * rng.normal(size=s) for b, d, s in zip(base, drift, shapes)]
+        if global_norm is not None:
+            norm = np.sqrt(sum(float((g * g).sum()) for g in grads))
+            grads = [g * (global_norm / norm) for g in grads]
+        sequence.append([torch.tensor(g, dtype=dtype) for g in grads])
+    return sequence
+
+
+def run_optimizer(make, grads_sequence, params=None, dtype=torch.float64):
+    """Runs ``make(params)`` over the gradient sequence; returns (params, optimizer)."""
+    params = [torch.nn.Parameter(p.clone()) for p in (params or initial_params(dtype=dtype))]
+    optimizer = make(params)
+    for grads in grads_sequence:
+        for p, g in zip(params, grads):
+            p.grad = g.clone().to(p.dtype)
+        optimizer.step()
+    return params, optimizer
+
+
+def run_core(transform, grads_sequence, params=None, dtype=torch.float64):
+    """Runs a ``valley_core`` transform directly on torch tensors; returns (params, state)."""
+    params = tuple(p.clone() for p in (params or initial_params(dtype=dtype)))
+    state = transform.init(params)
+    for grads in grads_sequence:
+        updates, state = transform.update(tuple(grads), state, params)
+        params = vc.apply_updates(params, updates)
+    return params, state
+
+
+def optimizer_state_as_core_dict(optimizer, params):
+    """The torch optimizer's state in the core's flat naming (``"AdamState.first.3"``)."""
+    flat = {}
+    for index, p in enumerate(params):
+        for key, value in optimizer.state[p].items():
+            if key == "step":
+                continue
+            if isinstance(value, torch.Tensor) and value.dim() == 0:
+                flat[key] = value
+            else:
+                flat[f"{key}.{index}"] = value
+    return flat
+
+
+def assert_close(actual, expected, rtol=1e-12, atol=1e-14, what=""):
+    actual = torch.as_tensor(actual).detach().to(torch.float64)
+    expected = torch.as_tensor(expected).detach().to(torch.float64)
+    torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
+
+
+def clone_state(optimizer):
+    """A deep copy of ``optimizer.state`` (tensor values cloned), keyed like the original."""
+    return {p: {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+            for p, s in optimizer.state.items()}
+
+
+def assert_same_state(before, after):
+    assert set(before) == set(after)
+    for p in before:
+        assert set(before[p]) == set(after[p])
+        for key, value in before[p].items():
+            other = after[p][key]
+            if isinstance(value, torch.Tensor):
+                assert torch.equal(value, other), key
+            else:
+                assert value == other, key
