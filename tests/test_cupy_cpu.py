@@ -313,3 +313,11 @@ def test_example_mlp_without_cuda_exits_with_the_clear_error(capsys):
     assert cupy_mlp.main(["--epochs", "1"]) == 1
     error = capsys.readouterr().err
     assert "CUDA is not available" in error or "CuPy, which is not installed" in error
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    from backends.cupy import _optimizer
+
+    assert doctest.testmod(_optimizer).failed == 0

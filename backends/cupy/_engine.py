@@ -18,6 +18,9 @@ from backends.cupy._trace import Program, render_cuda, run_numpy
 #: Floating dtypes the kernels are generated for.
 SUPPORTED_DTYPES = ("float32", "float64")
 
+#: CuPy kernel objects by name, shared by every optimizer of the process (CuPy compiles each once per dtype).
+_KERNELS: Dict[str, Any] = {}
+
 
 def import_cupy() -> Any:
     """CuPy with a usable CUDA device, or a ``RuntimeError`` that says what is missing.
@@ -100,17 +103,18 @@ class CupyEngine:
         cupy = import_cupy()
         self.xp = cupy
         self.array_type = cupy.ndarray
-        self._kernels: Dict[str, Any] = {}
-        self._norm = cupy.ReductionKernel("T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0",
-                                          "valley_l2_norm")
+        self._norm = _KERNELS.get("valley_l2_norm")
+        if self._norm is None:
+            self._norm = _KERNELS["valley_l2_norm"] = cupy.ReductionKernel(
+                "T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0", "valley_l2_norm")
 
     def kernel(self, program: Program) -> Any:
-        """The ``ElementwiseKernel`` generated from ``program`` (built once, cached by name)."""
-        kernel = self._kernels.get(program.name)
+        """The ``ElementwiseKernel`` generated from ``program`` (built once per process, cached by name)."""
+        kernel = _KERNELS.get(program.name)
         if kernel is None:
             in_params, out_params, operation = render_cuda(program)
-            kernel = self.xp.ElementwiseKernel(in_params, out_params, operation, program.name)
-            self._kernels[program.name] = kernel
+            kernel = _KERNELS[program.name] = self.xp.ElementwiseKernel(in_params, out_params, operation,
+                                                                        program.name)
         return kernel
 
     def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:

@@ -88,6 +88,23 @@ class Optimizer:
     Raises:
         RuntimeError: (``array_module="cupy"``) if CuPy is not installed or CUDA is not available.
         ValueError, TypeError: invalid hyperparameters (the core's messages) or parameters.
+
+    Example:
+        The CPU mode runs anywhere (on a GPU, drop ``array_module`` and use ``cupy`` arrays):
+
+        >>> import numpy as np
+        >>> from backends.cupy import ALTO
+        >>> w = np.array([3.0, -2.0])
+        >>> opt = ALTO([w], lr=0.05, alpha=-1.0, betas=(0.5, 0.9, 0.99), weight_decay=0.0,
+        ...            array_module="numpy")
+        >>> for _ in range(300):
+        ...     _ = opt.step([2 * w])          # the gradient of ||w||^2; w is updated in place
+        >>> bool(np.abs(w).max() < 0.1)
+        True
+
+    References:
+        Zhao et al., "Exploring Landscapes for Better Minima along Valleys", NeurIPS 2025 (the algorithms);
+        ``docs/cupy.md`` (how the kernels are generated from ``valley_core``).
     """
 
     def __init__(self, params: Sequence[Any], factory: Callable[..., GradientTransformation], family: str,
