@@ -13,6 +13,7 @@ imports Keras (and therefore its configured backend); importing ``backends`` alo
 from backends.keras.namespace import KerasNamespace, keras_namespace
 from backends.keras.optimizers import (ALTO, ESGD, PACKAGE, ALTOVanilla, EAdam, EAdamW, Lamb,
                                        ValleyOptimizer)
+from backends.keras.optimizers import AdamCM
 
-__all__ = ["ALTO", "ALTOVanilla", "EAdam", "EAdamW", "ESGD", "KerasNamespace", "Lamb", "PACKAGE",
+__all__ = ["ALTO", "ALTOVanilla", "AdamCM", "EAdam", "EAdamW", "ESGD", "KerasNamespace", "Lamb", "PACKAGE",
            "ValleyOptimizer", "keras_namespace"]

@@ -44,7 +44,7 @@ from keras import ops
 import valley_core as vc
 from backends.keras.namespace import keras_namespace
 
-__all__ = ["ALTO", "ALTOVanilla", "EAdam", "EAdamW", "ESGD", "Lamb", "ValleyOptimizer"]
+__all__ = ["ALTO", "ALTOVanilla", "AdamCM", "EAdam", "EAdamW", "ESGD", "Lamb", "ValleyOptimizer"]
 
 #: The package name under which the optimizers are registered for Keras serialization ("valley>ALTO").
 PACKAGE = "valley"
@@ -573,3 +573,40 @@ class ESGD(ValleyOptimizer):
     """
 
     core_factory = staticmethod(vc.esgd)
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+@_document
+class AdamCM(ValleyOptimizer):
+    """Adam+CM: Adam with a buffer of critical momenta; runs ``valley_core.adam_cm``.
+
+    Per variable, with ``C`` at most ``top_c`` stored momenta and their priorities ``p``::
+
+        k = 1:  C = [g_1] (priority ||g_1||); m, v stay 0; only the weight decay moves theta
+        k > 1:  m_k = beta1 m_{k-1} + (1 - beta1) g_k            c_k = m_k + kappa mean(C)   (C before insertion)
+                C gets m_k (priority ||g_k||): appended while not full, else replaces the lowest priority
+                    if ||g_k|| > min(p)
+                v_k = beta2 v_{k-1} + (1 - beta2) c_k^2
+                theta_{k+1} = theta_k - learning_rate ((c_k / (1 - beta1^k)) / (sqrt(v_k / (1 - beta2^k)) + eps)
+                                                       + weight_decay theta_k)
+        every step: p <- decay p
+
+    Deviations from the reference (chandar-lab/CMOptimizer ``Adam_CM``): those of ``valley_core.adam_cm``
+    (``kappa`` scales the buffer mean and ``kappa=0`` is AdamW; ``critical_test`` is 0.0 or 1.0), and one
+    of Keras: variables are updated one at a time, so the priority key is each variable's own gradient norm
+    (the reference's ``synced=False``). ``synced`` therefore defaults to False here, and ``synced=True``
+    (the reference's default, the sum of every variable's gradient norm) raises ``ValueError``. For a model
+    with one variable the two agree. Memory: ``top_c + 2`` copies of every variable.
+    """
+
+    core_factory = staticmethod(vc.adam_cm)
+
+    def __init__(self, learning_rate: Any = None, **kwargs: Any) -> None:
+        if kwargs.setdefault("synced", False) is not False:
+            raise ValueError(f"synced={kwargs['synced']!r} violates synced is False in Keras (variables are "
+                             "updated one at a time, so the sum of every variable's gradient norm is not available)")
+        super().__init__(learning_rate, **kwargs)
+
+
+AdamCM.__signature__ = AdamCM.__signature__.replace(parameters=[
+    p.replace(default=False) if p.name == "synced" else p for p in AdamCM.__signature__.parameters.values()])
