@@ -242,12 +242,19 @@ def environment(device: Device) -> Dict[str, Any]:
                                             text=True, timeout=10).stdout.strip() or None
     except Exception:  # noqa: BLE001
         info["git_commit"] = None
-    for module in ("array_api_compat", "ALTO", "cupy", "torch", "jax"):
-        try:
-            imported = __import__(module)
-            info[f"{module}_version"] = getattr(imported, "__version__", "installed")
-        except Exception as error:  # noqa: BLE001
-            info[f"{module}_version"] = f"not available ({type(error).__name__})"
+    from importlib import metadata
+
+    for key, distributions in (("array_api_compat", ("array-api-compat",)), ("ALTO", ("e-optimizer-adaptor",)),
+                               ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")), ("torch", ("torch",)),
+                               ("jax", ("jax",))):
+        found = None
+        for distribution in distributions:  # metadata only: nothing is imported (JAX stays off the GPU)
+            try:
+                found = f"{metadata.version(distribution)} ({distribution})"
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        info[f"{key}_version"] = found or "not available"
     if "not available" in str(info["array_api_compat_version"]):
         info["hint"] = ("array-api-compat is missing: pip install --no-deps --no-index <carried wheel> "
                         "(see docs/results/gpu.md)")
