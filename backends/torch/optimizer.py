@@ -294,13 +294,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 self._validate_group(merged, f"param group {index}")
             except ValueError as error:
                 problems.append(str(error))
-        if problems:
+        if any("parameters in the state dict" in problem for problem in problems):
             raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
         id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                           chain.from_iterable(g["params"] for g in groups)))
-        group_of = {id(p): (i, merged) for i, (g, s) in enumerate(zip(groups, saved_groups))
-                    for merged in [{**self.defaults, **{k: v for k, v in s.items() if k != "params"}}]
-                    for p in g["params"]}
+        # The state's layout depends on the optimizer class only: check it against this optimizer's groups.
+        group_of = {id(p): (i, g) for i, g in enumerate(groups) for p in g["params"]}
         for saved_id, value in state_dict["state"].items():
             if saved_id not in id_map:
                 problems.append(f"state for parameter id {saved_id!r}, which no param group lists")

@@ -1,0 +1,146 @@
+"""Checkpoints: resume equals the uninterrupted run; a mismatched state dict fails clearly and changes nothing."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+from backends.torch import ALTO, E, EAdam, ESGD, Lamb
+from torch_helpers import assert_same_state, clone_state, gradient_sequence, initial_params, run_optimizer
+
+STEPS = 60
+ALTO_ARGS = dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)
+
+
+def _save_load(state_dict):
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)
+
+
+def _train(params, optimizer, grads):
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone().to(p.dtype)
+        optimizer.step()
+
+
+MAKERS = {
+    "alto_core": lambda ps: ALTO(ps, implementation="core", **ALTO_ARGS),
+    "alto_compiled": lambda ps: ALTO(ps, implementation="compiled", **ALTO_ARGS),
+    "esgd": lambda ps: ESGD(ps, lr=1e-3, alpha=-0.3, betas=(0.5, 0.9), implementation="core"),
+    "e_adam": lambda ps: E(torch.optim.Adam(ps, lr=1e-2), alpha=-0.5, beta1=0.5),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_resume_from_state_dict_equals_the_uninterrupted_run(name):
+    make = MAKERS[name]
+    grads = gradient_sequence(2 * STEPS)
+    uninterrupted, reference = run_optimizer(make, grads)
+
+    first_half, optimizer = run_optimizer(make, grads[:STEPS])
+    checkpoint = _save_load({"params": [p.detach().clone() for p in first_half],
+                             "optimizer": optimizer.state_dict()})
+    resumed = [torch.nn.Parameter(p) for p in checkpoint["params"]]
+    fresh = make(resumed)
+    fresh.load_state_dict(checkpoint["optimizer"])
+    _train(resumed, fresh, grads[STEPS:])
+    for p, q in zip(resumed, uninterrupted):
+        assert torch.equal(p, q)
+    for p, q in zip(resumed, uninterrupted):
+        for key, value in reference.state[q].items():
+            other = fresh.state[p][key]
+            assert torch.equal(torch.as_tensor(other), torch.as_tensor(value)), key
+
+
+def _trained_alto(params=None):
+    params = params or [torch.nn.Parameter(p) for p in initial_params()]
+    optimizer = ALTO(params, implementation="core", **ALTO_ARGS)
+    _train(params, optimizer, gradient_sequence(3))
+    return params, optimizer
+
+
+def _assert_rejected(optimizer, state_dict, match):
+    before_state = clone_state(optimizer)
+    before_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    with pytest.raises(ValueError, match=match):
+        optimizer.load_state_dict(state_dict)
+    assert_same_state(before_state, optimizer.state)
+    assert before_groups == [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
+def test_state_of_another_optimizer_is_rejected():
+    params, optimizer = _trained_alto()
+    adamw_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    adamw = torch.optim.AdamW(adamw_params, lr=1e-3)
+    _train(adamw_params, adamw, gradient_sequence(2))
+    _assert_rejected(optimizer, adamw.state_dict(), r"missing keys \[.*EState.carry.*unexpected keys")
+
+
+def test_lamb_state_is_rejected_by_alto():
+    params, optimizer = _trained_alto()
+    lamb_params = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    lamb = Lamb(lamb_params, implementation="core")
+    _train(lamb_params, lamb, gradient_sequence(2))
+    _assert_rejected(optimizer, lamb.state_dict(), r"missing keys \['EState.carry', 'EState.count'\]")
+
+
+def test_state_of_other_shapes_is_rejected():
+    _, optimizer = _trained_alto()
+    other_params = [torch.nn.Parameter(torch.zeros(s)) for s in [(3, 4), (5,), (2, 3, 2)]]
+    other = ALTO(other_params, implementation="core", **ALTO_ARGS)
+    for p in other_params:
+        p.grad = torch.ones_like(p)
+    other.step()
+    _assert_rejected(optimizer, other.state_dict(), r"parameter 0 \(shape \(4, 3\)\): AdamState.first has shape "
+                                                    r"\(3, 4\), expected \(4, 3\)")
+
+
+def test_other_group_structure_and_invalid_hyperparameters_are_rejected():
+    params, optimizer = _trained_alto()
+    state_dict = optimizer.state_dict()
+    _assert_rejected(optimizer, {**state_dict, "param_groups": state_dict["param_groups"] * 2},
+                     "2 param groups, this optimizer has 1")
+    bad_groups = [{**state_dict["param_groups"][0], "alpha": -5.0, "betas": (0.1, 0.9, 0.99)}]
+    _assert_rejected(optimizer, {**state_dict, "param_groups": bad_groups},
+                     r"alpha=-5.0 violates \|alpha\| < 1/\(1-beta1\)")
+    _assert_rejected(optimizer, {"state": {}}, "expects a dict with keys 'state' and 'param_groups'")
+
+
+def test_e_wrapper_rejects_a_state_dict_without_its_adaptor_state():
+    params = [torch.nn.Parameter(p) for p in initial_params()]
+    optimizer = E(torch.optim.Adam(params, lr=1e-2), alpha=-0.5, beta1=0.5)
+    _train(params, optimizer, gradient_sequence(3))
+    before = clone_state(optimizer)
+    with pytest.raises(ValueError, match="no 'e_adaptor' entry"):
+        optimizer.load_state_dict(optimizer.base_optimizer.state_dict())
+    state_dict = optimizer.state_dict()
+    state_dict["e_adaptor"]["state"][0]["EState.carry"] = torch.zeros(7)
+    with pytest.raises(ValueError, match=r"parameter 0: EState.carry has shape \(7,\), the parameter \(4, 3\)"):
+        optimizer.load_state_dict(state_dict)
+    assert_same_state(before, optimizer.state)
+
+
+def test_e_wrapper_state_dict_holds_the_adaptor_state():
+    params = [torch.nn.Parameter(p) for p in initial_params()]
+    optimizer = E(torch.optim.SGD(params, lr=1e-2), alpha=-0.5, beta1=0.5)
+    _train(params, optimizer, gradient_sequence(3))
+    state_dict = optimizer.state_dict()
+    assert set(state_dict) == {"state", "param_groups", "e_adaptor"}
+    assert sorted(state_dict["e_adaptor"]["state"]) == [0, 1, 2]
+    assert state_dict["e_adaptor"]["state"][1]["step"] == 3
+
+
+def test_low_precision_state_stays_float32_through_a_checkpoint():
+    params = [torch.nn.Parameter(p.to(torch.bfloat16)) for p in initial_params()]
+    optimizer = EAdam(params, lr=1e-2, implementation="core")
+    _train(params, optimizer, gradient_sequence(3))
+    fresh = EAdam(params, lr=1e-2, implementation="core")
+    fresh.load_state_dict(_save_load(optimizer.state_dict()))
+    for p in params:
+        assert fresh.state[p]["AdamState.second"].dtype == torch.float32
+        assert torch.equal(fresh.state[p]["AdamState.second"], optimizer.state[p]["AdamState.second"])
