@@ -58,6 +58,7 @@ class NumpyEngine:
         self.xp = np
         self._compat = compat
         self.array_type = np.ndarray
+        self.array_type_name = "numpy.ndarray"
 
     def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
         results = run_numpy(program, {n: arrays[n] for n in (*program.arrays_in, *program.arrays_inout)},
@@ -103,6 +104,7 @@ class CupyEngine:
         cupy = import_cupy()
         self.xp = cupy
         self.array_type = cupy.ndarray
+        self.array_type_name = "cupy.ndarray"
         self._norm = _KERNELS.get("valley_l2_norm")
         if self._norm is None:
             self._norm = _KERNELS["valley_l2_norm"] = cupy.ReductionKernel(

@@ -134,7 +134,7 @@ class Optimizer:
         for index, p in enumerate(params):
             if not isinstance(p, expected):
                 raise TypeError(f"params[{index}] is a {type(p).__name__}, expected a "
-                                f"{expected.__module__.split('.')[0]}.ndarray")
+                                f"{self._engine.array_type_name}")
             if str(p.dtype) not in SUPPORTED_DTYPES:
                 raise TypeError(f"params[{index}] has dtype {p.dtype}; backends.cupy optimizes float32 and "
                                 "float64 arrays")
@@ -151,7 +151,7 @@ class Optimizer:
         for index, (g, p) in enumerate(zip(grads, self.params)):
             if not isinstance(g, expected):
                 raise TypeError(f"grads[{index}] is a {type(g).__name__}, expected a "
-                                f"{expected.__module__.split('.')[0]}.ndarray")
+                                f"{self._engine.array_type_name}")
             if tuple(g.shape) != tuple(p.shape):
                 raise ValueError(f"grads[{index}] has shape {tuple(g.shape)}, its parameter has shape "
                                  f"{tuple(p.shape)}")
