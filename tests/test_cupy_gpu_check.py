@@ -93,3 +93,56 @@ def test_tiny_cpu_dry_run_end_to_end(gpu_check, tmp_path, capsys):
     assert any(label.startswith("authors' ALTO") for label in labels)
     assert "meets_70_percent_target" not in report["timing"][0]  # no target verdict from a CPU run
     assert "CPU DRY RUN" in (out / "gpu_check.md").read_text()
+
+
+def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatch):
+    """The script's GPU branches (CuPy copies, device properties, kernels, timing) against the stand-in cupy
+    of tests/test_cupy_fake_device.py; torch reports no CUDA here, so its rows must be recorded errors."""
+    import sys
+    import types
+
+    from backends.cupy import _engine
+    from tests import test_cupy_fake_device as fake
+
+    class Array(fake.FakeDeviceArray):
+        @property
+        def data(self):  # cupy's MemoryPointer, as far as the copy benchmark uses it
+            return types.SimpleNamespace(owner=self, copy_from_device_async=lambda src, nbytes, _dst=self:
+                                         np.copyto(np.asarray(_dst), np.asarray(src.owner)))
+
+    def on_device(value, dtype=None):
+        return np.array(value, dtype=dtype, copy=True).view(Array)
+
+    module = fake._fake_cupy()
+    module.ndarray = Array
+    module.zeros = lambda shape, dtype=None: on_device(np.zeros(shape, dtype=dtype))
+    module.ones = lambda n, dtype=None: on_device(np.ones(n, dtype=dtype))
+    module.empty = lambda n, dtype=None: on_device(np.empty(n, dtype=dtype))
+    module.array = module.asarray = lambda value, dtype=None, copy=True: on_device(np.asarray(value), dtype)
+    module.copyto = lambda dst, src: np.copyto(np.asarray(dst), np.asarray(src))
+    module.float32 = np.float32
+    module.random = types.SimpleNamespace(standard_normal=lambda shape: on_device(np.random.standard_normal(shape)))
+    module.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
+    device = types.SimpleNamespace(synchronize=lambda: None, id=0)
+    module.cuda = types.SimpleNamespace(Device=lambda *args: device, runtime=types.SimpleNamespace(
+        getDeviceCount=lambda: 1, getDeviceProperties=lambda index: {"name": b"stand-in"},
+        runtimeGetVersion=lambda: 0, driverGetVersion=lambda: 0))
+    monkeypatch.setitem(sys.modules, "cupy", module)
+    monkeypatch.setattr(_engine, "_KERNELS", {})
+    torch = pytest.importorskip("torch")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # also on a CUDA machine
+    monkeypatch.setattr(fake, "_on_device", on_device)
+
+    out = tmp_path / "stand_in"
+    assert gpu_check.main(["--out", str(out), "--params", "4000", "--tensors", "2", "--parity-steps", "2",
+                           "--copy-mib", "1", "--steps", "1", "--warmup", "1", "--torch-implementations", "core"]) == 0
+    report = json.loads((out / "gpu_check.json").read_text())
+    assert report["environment"]["device"] == "stand-in"
+    assert {"cupy_memcpy", "cupy_elementwise_copy"} <= set(report["copy_bandwidth"])
+    cupy_rows = [r for r in report["parity"] if r["backend"] == "backends.cupy"]
+    assert len(cupy_rows) == 12 and all(r["passed"] for r in cupy_rows), cupy_rows
+    timing = {r["implementation"]: r for r in report["timing"]}
+    assert "step_ms_best" in timing["backends.cupy ALTO"]
+    assert "meets_70_percent_target" in timing["backends.cupy ALTO"]
+    assert "step_ms_best" in timing["backends.cupy ALTO, 8 tensors (launch-overhead check)"]
+    assert "torch unavailable" in timing["torch.optim.AdamW(fused=True)"]["error"]
