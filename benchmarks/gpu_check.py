@@ -20,6 +20,11 @@ Sections:
    for ``backends.cupy``, each ``backends.torch`` path, the authors' ALTO (PyPI ``e-optimizer-adaptor``)
    and ``torch.optim.AdamW(fused=True)``; effective bandwidth = the algorithm's minimum bytes / step time.
 
+Installing on the GPU machine (no network; it may lack ``array-api-compat`` and ``e-optimizer-adaptor``):
+carry their wheels, then ``pip install --no-index --no-deps <wheels>`` and, optionally,
+``pip install --no-index --find-links <wheels> --no-deps -e .`` (the script also runs from the checkout
+without it). The exact commands are in ``docs/results/gpu.md``.
+
 ``--cpu-dry-run`` runs the same code with NumPy (``backends.cupy`` in its CPU mode) and torch on the CPU at
 tiny sizes, to test this script without a GPU. Its output is labelled as NOT a GPU result.
 """
