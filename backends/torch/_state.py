@@ -101,3 +101,44 @@ def per_tensor_entries(flat: Dict[str, Any], count: int) -> Tuple[list, Dict[str
         else:
             per_tensor[index][base] = value
     return per_tensor, shared
+
+
+class _ReplicatedNorms:
+    """``linalg`` of :class:`DTensorNamespace`: norms of DTensors come back replicated on every rank."""
+
+    def __init__(self, base: Any) -> None:
+        self._base = base
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def vector_norm(self, x: Any, **kwargs: Any) -> Any:
+        norm = self._base.vector_norm(x, **kwargs)
+        if is_dtensor(norm):
+            from torch.distributed.tensor import Replicate
+
+            # A norm of a sharded tensor is a Partial placement; redistributing it all-reduces the shards'
+            # contributions, so every rank holds the norm of the FULL tensor.
+            norm = norm.redistribute(norm.device_mesh, [Replicate()] * norm.device_mesh.ndim)
+        return norm
+
+
+class DTensorNamespace:
+    """``array_api_compat.torch`` with full-tensor norms for DTensors (FSDP2 parameters).
+
+    Passed as ``xp=`` to the core (the core's documented way to run on a namespace it does not resolve
+    itself), so that ``valley_core.reductions.l2_norm`` of a sharded parameter is the norm of the whole
+    parameter, as the trust ratio requires, and not of the local shard.
+    """
+
+    def __init__(self) -> None:
+        self._base = namespace()
+        self.linalg = _ReplicatedNorms(self._base.linalg)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
+def namespace_for(tensors) -> Any:
+    """:class:`DTensorNamespace` when any tensor is a DTensor, ``array_api_compat.torch`` otherwise."""
+    return DTensorNamespace() if any(is_dtensor(t) for t in tensors) else namespace()

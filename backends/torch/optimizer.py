@@ -228,7 +228,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         by_step: Dict[int, list] = defaultdict(list)
         for p, g in entries:
             by_step[self.state[p]["step"]].append((p, g))
-        xp = _state.namespace()
+        xp = _state.namespace_for(p for p, _ in entries)
         for step, items in by_step.items():
             count = len(items)
             transform = self.transform_for(group, count)

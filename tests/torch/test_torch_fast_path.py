@@ -1,0 +1,67 @@
+"""The compiled fast path equals the core: parameters and every state tensor, float64, 200+ steps.
+
+This is the proof that allows ``implementation="compiled"`` (and ``"auto"``) to exist; see
+``backends/torch/fast_path.py``. The first test in a fresh process compiles the kernels (tens of seconds on a
+small CPU; torch's compilation cache makes later runs faster).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import valley_core as vc
+from backends.torch import ALTO, ALTOVanilla, EAdam, Lamb
+from torch_helpers import assert_close, gradient_sequence, optimizer_state_as_core_dict, run_core, run_optimizer
+
+STEPS = 210
+
+CASES = {
+    "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
+                                                trust_ratio=False)),
+    "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla, dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5,
+                                                                  betas=(0.5, 0.9, 0.999),
+                                                                  weight_decay=vc.exponential_decay(1e-2, 0.99))),
+    "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
+}
+
+
+def _core_kwargs(kwargs, count=3):
+    kwargs = dict(kwargs)
+    if "trust_ratio" in kwargs:
+        kwargs["trust_ratio_mask"] = (kwargs.pop("trust_ratio"),) * count
+    return kwargs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_compiled_path_equals_the_core(case):
+    cls, factory, kwargs = CASES[case]
+    grads = gradient_sequence(STEPS)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads)
+    core_params, core_state = run_core(factory(**_core_kwargs(kwargs)), grads)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index}")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+
+
+def test_compiled_float32_stays_close_to_the_core():
+    cls, factory, kwargs = CASES["alto"]
+    grads = gradient_sequence(50, dtype=torch.float32)
+    params, _ = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, dtype=torch.float32)
+    core_params, _ = run_core(factory(**kwargs), grads, dtype=torch.float32)
+    for p, q in zip(params, core_params):
+        torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
+
+
+def test_auto_uses_the_core_where_there_is_no_kernel_and_compiled_refuses():
+    params = [torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))]
+    params[0].grad = torch.ones(3, dtype=torch.bfloat16)
+    ALTO(params, implementation="auto").step()  # bfloat16: core path, no error
+    EAdam([torch.nn.Parameter(torch.ones(3))], implementation="auto")
+    with pytest.raises(RuntimeError, match="cannot run this group: dtype torch.bfloat16"):
+        ALTO(params, implementation="compiled").step()
