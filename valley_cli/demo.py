@@ -126,11 +126,11 @@ def set_threads(threads: Optional[int]) -> int:
     """Sets torch's intra-op threads (if torch is there); returns the number used.
 
     Args:
-        threads: wanted number, ``None`` for ``min(2, cpu_count)`` (these models are small: more threads
-            only add synchronisation).
+        threads: wanted number, ``None`` for 1: these models are small, and on a busy machine a second
+            thread mostly adds synchronisation (measured: up to 10x slower steps on two shared cores).
     """
     if threads is None:
-        threads = max(1, min(2, os.cpu_count() or 1))
+        threads = 1
     try:
         import torch
     except ImportError:
@@ -506,7 +506,7 @@ class DemoConfig:
         steps: optimizer steps per run.
         optimizers: optimizer names.
         out: output directory (plot and table).
-        threads: torch threads (``None``: ``min(2, cpu_count)``).
+        threads: torch threads (``None``: 1).
         progress: show a tqdm progress bar.
     """
 
@@ -640,7 +640,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests (seconds)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default min(2, cores))")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
