@@ -7,15 +7,16 @@ Usage::
 
 What is measured, all in one process, with the same initial weights for every optimizer:
 
-* ``fit step``: ``model.fit`` (``jit_compile=True``, ``steps_per_execution=28``) over the digits training
-  set tiled 10 times (281 steps of batch 64 per call); wall time per step. This is the number the issue's
+* ``fit step``: ``model.fit`` (``jit_compile=True``, ``steps_per_execution=28``) over the digits data set
+  tiled 5 times (140 steps of batch 64 per call); wall time per step. This is the number the issue's
   target (ALTO <= 1.25x Keras Lamb) refers to: the whole train step, forward and backward included.
 * ``apply only``: ``optimizer.apply(grads, variables)`` inside ``tf.function(jit_compile=True)`` with fixed
   gradients, 100 calls; wall time per call. This isolates the optimizer update.
 
-The optimizers are measured round-robin (one timing of each per round) and the median over rounds is
-reported, so that load from other processes on the machine affects them alike. The first round is a
-warm-up (XLA compilation) and is discarded. Ratios are relative to ``keras.optimizers.Lamb``.
+The optimizers are measured round-robin (one timing of each per round), so that load from other processes
+on the machine affects them alike; the table gives the median and the minimum over rounds (the minimum is
+the least disturbed run) and the load average before and after. The first round is a warm-up (XLA
+compilation) and is discarded. Ratios are relative to ``keras.optimizers.Lamb``.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import valley_core as vc  # noqa: E402
 from backends.keras import ALTO, Lamb  # noqa: E402
 
 BATCH = 64
-TILE = 10
+TILE = 5
 STEPS_PER_EXECUTION = 28
 APPLY_CALLS = 100
 
@@ -131,34 +132,43 @@ def measure(model_name: str, rounds: int) -> List[dict]:
                 apply_times[name].append(apply_time)
     parameters = applies["keras Lamb"][1]
     rows = []
-    reference_fit = statistics.median(fit_times["keras Lamb"])
-    reference_apply = statistics.median(apply_times["keras Lamb"])
+    reference = {stat: (stat(fit_times["keras Lamb"]), stat(apply_times["keras Lamb"]))
+                 for stat in (statistics.median, min)}
     for name in makers:
-        fit_median, apply_median = statistics.median(fit_times[name]), statistics.median(apply_times[name])
-        rows.append(dict(model=model_name, parameters=parameters, optimizer=name, fit_ms=1e3 * fit_median,
-                         fit_ratio=fit_median / reference_fit, apply_ms=1e3 * apply_median,
-                         apply_ratio=apply_median / reference_apply))
+        row = dict(model=model_name, parameters=parameters, optimizer=name)
+        for label, stat in (("median", statistics.median), ("min", min)):
+            fit_value, apply_value = stat(fit_times[name]), stat(apply_times[name])
+            row[f"fit_{label}_ms"] = 1e3 * fit_value
+            row[f"fit_{label}_ratio"] = fit_value / reference[stat][0]
+            row[f"apply_{label}_ms"] = 1e3 * apply_value
+            row[f"apply_{label}_ratio"] = apply_value / reference[stat][1]
+        rows.append(row)
     return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="mlp,cnn", help="comma-separated: mlp, cnn")
-    parser.add_argument("--rounds", type=int, default=7, help="timed rounds after one warm-up round")
+    parser.add_argument("--rounds", type=int, default=15, help="timed rounds after one warm-up round")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()[0]
     rows = []
     for model_name in args.models.split(","):
         rows += measure(model_name.strip(), args.rounds)
-    print(f"# Keras {keras.__version__}, TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; batch {BATCH}; median of {args.rounds} rounds; ratios vs keras Lamb")
-    print("| model (params) | optimizer | fit step (ms) | ratio | apply only (ms) | ratio |")
-    print("|---|---|---|---|---|---|")
-    for row in rows:
-        print(f"| {row['model']} ({row['parameters']:,}) | {row['optimizer']} | {row['fit_ms']:.3f} | "
-              f"{row['fit_ratio']:.2f} | {row['apply_ms']:.3f} | {row['apply_ratio']:.2f} |")
+    print(f"# Keras {keras.__version__}, TensorFlow {tf.__version__}, {platform.machine()}, {os.cpu_count()} CPUs; "
+          f"batch {BATCH}; {args.rounds} rounds; load average before {load_before:.1f}, after "
+          f"{os.getloadavg()[0]:.1f}; ratios vs keras Lamb")
+    print("| model (params) | optimizer | fit step median (ms) | ratio | fit step min (ms) | ratio "
+          "| apply only median (ms) | ratio | apply only min (ms) | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['model']} ({r['parameters']:,}) | {r['optimizer']} "
+              f"| {r['fit_median_ms']:.3f} | {r['fit_median_ratio']:.2f} | {r['fit_min_ms']:.3f} | {r['fit_min_ratio']:.2f} "
+              f"| {r['apply_median_ms']:.3f} | {r['apply_median_ratio']:.2f} "
+              f"| {r['apply_min_ms']:.3f} | {r['apply_min_ratio']:.2f} |")
     alto = [r for r in rows if r["optimizer"] == "valley ALTO"]
-    met = all(r["fit_ratio"] <= 1.25 for r in alto)
-    summary = ", ".join(f"{r['model']} {r['fit_ratio']:.2f}x" for r in alto)
+    met = all(r["fit_median_ratio"] <= 1.25 and r["fit_min_ratio"] <= 1.25 for r in alto)
+    summary = ", ".join(f"{r['model']} {r['fit_median_ratio']:.2f}x (min {r['fit_min_ratio']:.2f}x)" for r in alto)
     print(f"target ALTO fit step <= 1.25x keras Lamb: {'met' if met else 'NOT met'} ({summary})")
     return 0
 
