@@ -233,3 +233,32 @@ def test_cupys_own_kernel_source_for_every_program_compiles_with_nvcc(tmp_path):
                                 str(tmp_path / "cupy_kernels.ptx")], capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "cupy_kernels.ptx").read_text().count(".entry") == 2 * len(VARIANTS)
+
+
+def test_multi_tensor_kernels_compile_with_nvcc(tmp_path):
+    """The opt-in multi-tensor kernels (backends.cupy._multi_tensor), every variant, float32 and float64."""
+    from backends.cupy import _multi_tensor
+
+    nvcc = shutil.which("nvcc")
+    if nvcc is None:
+        pytest.skip("nvcc (the CUDA toolkit) is not installed")
+    sources = []
+    for ctype in ("float", "double"):
+        for adaptor in (True, False):
+            for decay in (True, False):
+                first = _programs.program("lamb_direction", adaptor=adaptor, decay=decay)
+                name = f"first_{int(adaptor)}{int(decay)}_{ctype}"
+                sources.append((name, _multi_tensor.first_pass_source(first, name, ctype)[0]))
+        for decay in (True, False):
+            for trust in (True, False):
+                second = _programs.apply_from_moments_program(decay, trust)
+                name = f"second_{int(decay)}{int(trust)}_{ctype}"
+                sources.append((name, _multi_tensor.second_pass_source(second, name, ctype)[0]))
+    source = tmp_path / "multi_tensor.cu"
+    source.write_text("\n".join(f"namespace {name}_ns {{\n{code}\n}}" for name, code in sources))
+    completed = subprocess.run([nvcc, "-ptx", "-arch=compute_80", str(source), "-o", str(tmp_path / "mt.ptx")],
+                               capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    ptx = (tmp_path / "mt.ptx").read_text()
+    assert ptx.count(".entry") == len(sources)
+    assert "atom.global.add.f64" in ptx and "shfl.sync.down" in ptx

@@ -9,6 +9,7 @@ engine. It is not a GPU test: CuPy's compiler and the device are replaced.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import types
@@ -161,3 +162,121 @@ def test_no_cuda_device_is_a_clear_error(fake_cupy):
     fake_cupy.cuda.runtime.getDeviceCount = lambda: 0
     with pytest.raises(RuntimeError, match=r"CUDA is not available: CuPy fake sees 0 CUDA devices"):
         vcp.ALTO([_on_device(np.ones(3))])
+
+
+# -- the multi-tensor path: its CUDA source, compiled for the host with -DVALLEY_HOST_EMULATION --------------
+
+class FakeRawKernel:
+    """Compiles a RawKernel's source for the host (sequential grid) and runs it on the arrays' memory."""
+
+    folder = None
+
+    def __init__(self, code, name):
+        import ctypes
+        import shutil
+        import subprocess
+        import tempfile
+
+        from backends.cupy import _multi_tensor
+
+        compiler = shutil.which("g++") or shutil.which("c++")
+        if compiler is None:
+            pytest.skip("no host C++ compiler to emulate the multi-tensor kernels")
+        signature = re.search(r'extern "C" __global__ void (\w+)\((.*?)\) \{', code)
+        assert signature and signature.group(1) == name
+        self.params = signature.group(2).split(", ")
+        if FakeRawKernel.folder is None:
+            FakeRawKernel.folder = tempfile.mkdtemp(prefix="valley_raw_kernels_")
+        source = os.path.join(FakeRawKernel.folder, f"{name}.cpp")
+        library = os.path.join(FakeRawKernel.folder, f"{name}.so")
+        with open(source, "w") as handle:
+            handle.write(_multi_tensor.emulation_source(code, name, self.params))
+        subprocess.run([compiler, "-DVALLEY_HOST_EMULATION", "-O1", "-ffp-contract=off", "-shared", "-fPIC", source,
+                        "-o", library], check=True, capture_output=True, timeout=120)
+        self.function = getattr(ctypes.CDLL(library), f"{name}_emulate")
+
+    def __call__(self, grid, block, args):
+        import ctypes
+
+        assert len(args) == len(self.params)
+        converted = [ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block[0])]
+        for declaration, value in zip(self.params, args):
+            if "*" in declaration:
+                assert isinstance(value, FakeDeviceArray), declaration
+                converted.append(ctypes.c_void_p(value.ctypes.data))
+            elif declaration.startswith("const long long"):
+                assert isinstance(value, np.int64), declaration
+                converted.append(ctypes.c_longlong(int(value)))
+            else:
+                assert declaration.startswith("const double") and isinstance(value, np.float64), declaration
+                converted.append(ctypes.c_double(float(value)))
+        self.function(*converted)
+
+
+MANY_SHAPES = [(3, 4), (5,), (), (2, 1, 3), (40,)] * 4  # 20 tensors: two launches per group
+
+
+def _many(steps, dtype=np.float64, seed=7):
+    from tests.core import transcription as golden
+
+    rng = np.random.default_rng(seed)
+    params = [np.asarray(rng.normal(size=shape), dtype=dtype) for shape in MANY_SHAPES]
+    grads = [[np.asarray(g, dtype=dtype) for g in step] for step in golden.drifting_gradients(MANY_SHAPES, steps, seed)]
+    return params, grads
+
+
+@pytest.fixture
+def fake_cupy_raw(fake_cupy):
+    fake_cupy.RawKernel = FakeRawKernel
+    fake_cupy.float64 = np.float64
+    return fake_cupy
+
+
+LAMB_CONFIGS = {"alto_default": ("alto", {}),
+                "alto_masks": ("alto", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2,
+                                            weight_decay_mask=[i % 2 == 0 for i in range(20)],
+                                            trust_ratio_mask=lambda params: [p.ndim > 1 for p in params])),
+                "alto_vanilla": ("alto_vanilla", dict(lr=vc.inverse_sqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.99))),
+                "lamb": ("lamb", dict(lr=1e-2, weight_decay=1e-3, trust_ratio_mask=[i % 3 != 0 for i in range(20)]))}
+
+
+@pytest.mark.parametrize("config", sorted(LAMB_CONFIGS))
+def test_multi_tensor_kernels_emulated_on_the_host_match_the_float64_core(fake_cupy_raw, config):
+    name, hyperparameters = LAMB_CONFIGS[config]
+    params, grads = _many(8)
+    expected_params, expected_state = _core_run(name, hyperparameters, params, grads)
+    device_params = [_on_device(p) for p in params]
+    opt = vcp.OPTIMIZERS[name](device_params, multi_tensor=True, **hyperparameters)
+    for step in grads:
+        opt.step([_on_device(g) for g in step])
+    assert FakeElementwiseKernel.launches == 0  # every step took the multi-tensor path
+    for actual, want in zip(device_params, expected_params):
+        np.testing.assert_allclose(np.asarray(actual), want, rtol=1e-12, atol=1e-14)
+    checkpoint = opt.state_dict()
+    for key, want in vc.state_to_dict(expected_state).items():
+        np.testing.assert_allclose(checkpoint["state"][key], np.asarray(want), rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+def test_multi_tensor_float32_and_the_non_contiguous_fallback(fake_cupy_raw):
+    params, grads = _many(6, dtype=np.float32)
+    expected, _ = _core_run("alto", {}, params, grads)
+    device_params = [_on_device(p) for p in params]
+    opt = vcp.ALTO(device_params, multi_tensor=True)
+    for step in grads:
+        opt.step([_on_device(g) for g in step])
+    for actual, want in zip(device_params, expected):
+        np.testing.assert_allclose(np.asarray(actual), want, rtol=2e-5, atol=2e-6)
+    # A non-contiguous gradient sends the whole step through the per-tensor kernels.
+    square = _on_device(np.ones((4, 4)))
+    fallback = vcp.ALTO([square], multi_tensor=True)
+    fallback.step([_on_device(np.arange(16.0).reshape(4, 4)).T])
+    assert FakeElementwiseKernel.launches == 2
+
+
+def test_multi_tensor_is_rejected_where_it_does_not_apply(fake_cupy):
+    with pytest.raises(ValueError, match="multi_tensor applies to ALTO, ALTOVanilla and Lamb"):
+        vcp.EAdam([_on_device(np.ones(3))], multi_tensor=True)
+    with pytest.raises(ValueError, match="multi_tensor needs array_module='cupy'"):
+        vcp.ALTO([np.ones(3)], multi_tensor=True, array_module="numpy")
+    with pytest.raises(ValueError, match="multi_tensor=1 violates multi_tensor is a bool"):
+        vcp.ALTO([_on_device(np.ones(3))], multi_tensor=1)

@@ -9,7 +9,7 @@ Both engines offer the same five operations, so ``backends.cupy._optimizer`` has
 
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -105,6 +105,7 @@ class CupyEngine:
         self.xp = cupy
         self.array_type = cupy.ndarray
         self.array_type_name = "cupy.ndarray"
+        self._sums: Dict[int, Any] = {}  # squared norms of the multi-tensor path, by tensor count
         self._norm = _KERNELS.get("valley_l2_norm")
         if self._norm is None:
             self._norm = _KERNELS["valley_l2_norm"] = cupy.ReductionKernel(
@@ -127,6 +128,70 @@ class CupyEngine:
 
     def norm(self, array: Any) -> Any:
         return self._norm(array)
+
+    def _raw_kernel(self, name: str, make_source: Callable[[], Tuple[str, Any]]) -> Any:
+        kernel = _KERNELS.get(name)
+        if kernel is None:
+            source, _ = make_source()
+            kernel = _KERNELS[name] = self.xp.RawKernel(source, name)
+        return kernel
+
+    def lamb_multi_tensor(self, tensors: List[Dict[str, Any]], adaptor: bool, decay: Sequence[bool],
+                          trust: Sequence[bool], scalars: Dict[str, float]) -> None:
+        """The Lamb family's step for C-contiguous tensors: two launches per group of up to 16 tensors.
+
+        See ``backends.cupy._multi_tensor``. Tensors are grouped by dtype and by their weight-decay and
+        trust-ratio switches; each launch accumulates its tensors' squared norms in its own slice of one
+        float64 buffer, zeroed once per step. No value is read back to the host.
+
+        Args:
+            tensors: per tensor, the arrays ``grad``, ``param``, ``first``, ``second`` (and ``carry``).
+            adaptor: whether the E adaptor runs (ALTO) or not (Lamb).
+            decay: the per-tensor weight-decay switches.
+            trust: the per-tensor trust-ratio switches.
+            scalars: every scalar the programs take, by name.
+        """
+        from backends.cupy import _multi_tensor as mt
+        from backends.cupy._programs import apply_from_moments_program, program
+
+        sums = self._sums.get(len(tensors))
+        if sums is None:
+            sums = self._sums[len(tensors)] = self.xp.zeros(2 * len(tensors), dtype=self.xp.float64)
+        sums.fill(0)
+        launched = 0
+        groups: Dict[Tuple[Any, bool, bool], List[int]] = {}
+        for index, arrays in enumerate(tensors):
+            groups.setdefault((arrays["param"].dtype, decay[index], trust[index]), []).append(index)
+        for (dtype, decay_on, trust_on), indices in groups.items():
+            ctype = "float" if dtype == np.float32 else "double"
+            first_program = program("lamb_direction", adaptor=adaptor, decay=decay_on)
+            second_program = apply_from_moments_program(decay_on, trust_on)
+            first_name = f"valley_mt_{first_program.name[len('valley_'):]}_{ctype}"
+            second_name = f"valley_mt_{second_program.name[len('valley_'):]}_{ctype}"
+            first = self._raw_kernel(first_name, lambda: mt.first_pass_source(first_program, first_name, ctype))
+            second = self._raw_kernel(second_name,
+                                      lambda: mt.second_pass_source(second_program, second_name, ctype))
+            first_arrays = (*first_program.arrays_in, *first_program.arrays_inout)
+            second_arrays = (*[a for a in second_program.arrays_in if a not in ("param_norm", "direction_norm")],
+                             *second_program.arrays_inout)
+            for start in range(0, len(indices), mt.TENSORS_PER_LAUNCH):
+                chunk = indices[start:start + mt.TENSORS_PER_LAUNCH]
+                # Slot j of this launch accumulates into chunk_sums[2 j] (||theta||^2) and [2 j + 1] (||r||^2).
+                chunk_sums = sums[2 * launched:2 * (launched + len(chunk))]
+                launched += len(chunk)
+                sizes = [int(tensors[i]["param"].size) for i in chunk]
+                grid = (mt.grid_x(sizes), len(chunk))
+                for kernel, kernel_program, names in ((first, first_program, first_arrays),
+                                                      (second, second_program, second_arrays)):
+                    args: List[Any] = []
+                    for slot in range(mt.TENSORS_PER_LAUNCH):  # unused slots: any valid arrays, n = 0
+                        used = slot < len(chunk)
+                        arrays = tensors[chunk[slot] if used else chunk[0]]
+                        args += [arrays[a] for a in names]
+                        args.append(np.int64(sizes[slot] if used else 0))
+                    args += [np.float64(scalars[n]) for n in kernel_program.scalars]
+                    args.append(chunk_sums)
+                    kernel(grid, (mt.BLOCK,), tuple(args))
 
     def zeros(self, shape: Tuple[int, ...], dtype: Any) -> Any:
         return self.xp.zeros(shape, dtype=dtype)

@@ -84,6 +84,10 @@ class Optimizer:
             untouched) and ``step`` returns False. This costs one host synchronisation per step.
         array_module: ``"cupy"`` (default). ``"numpy"`` runs the same code on NumPy arrays on the CPU, the
             traced programs executed by NumPy instead of compiled: a test mode, not a fast path.
+        multi_tensor: ALTO, ALTO vanilla and Lamb only, opt-in: two launches per group of up to 16 tensors
+            with the norms fused into the first pass (``backends.cupy._multi_tensor``) instead of four launches
+            per tensor. Used when every parameter and gradient is C-contiguous (otherwise the step falls back
+            to the default path). Not yet run on a GPU: ``benchmarks/gpu_check.py`` checks and times it.
 
     Raises:
         RuntimeError: (``array_module="cupy"``) if CuPy is not installed or CUDA is not available.
@@ -109,7 +113,14 @@ class Optimizer:
 
     def __init__(self, params: Sequence[Any], factory: Callable[..., GradientTransformation], family: str,
                  hyperparameters: Dict[str, Any], *, skip_nonfinite: bool = False,
-                 array_module: str = "cupy") -> None:
+                 array_module: str = "cupy", multi_tensor: bool = False) -> None:
+        if not isinstance(multi_tensor, bool):
+            raise ValueError(f"multi_tensor={multi_tensor!r} violates multi_tensor is a bool")
+        if multi_tensor and family != LAMB_FAMILY:
+            raise ValueError("multi_tensor=True violates multi_tensor applies to ALTO, ALTOVanilla and Lamb")
+        if multi_tensor and array_module != "cupy":
+            raise ValueError("multi_tensor=True violates multi_tensor needs array_module='cupy'")
+        self.multi_tensor = multi_tensor
         self._engine = make_engine(array_module)
         self.transform = factory(**hyperparameters)  # validates with valley_core.validation
         bound = inspect.signature(factory).bind(**hyperparameters)
@@ -217,6 +228,15 @@ class Optimizer:
             scalars.update(alpha=float(evaluate(hp["alpha"], k)), beta1=beta1)
         decay = resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights")
         trust = resolve_mask(hp["trust_ratio_mask"], params, "scale_by_trust_ratio")
+        if self.multi_tensor and all(a.flags.c_contiguous for a in (*grads, *params)):
+            tensors = []
+            for i, (g, p) in enumerate(zip(grads, params)):
+                arrays = {"grad": g, "param": p, "first": buffers["first"][i], "second": buffers["second"][i]}
+                if adaptor:
+                    arrays["carry"] = buffers["carry"][i]
+                tensors.append(arrays)
+            self._engine.lamb_multi_tensor(tensors, adaptor, decay, trust, scalars)
+            return
         for i, (g, p) in enumerate(zip(grads, params)):
             arrays = {"grad": g, "param": p, "first": buffers["first"][i], "second": buffers["second"][i],
                       "direction": self._direction_buffer(p)}
@@ -289,15 +309,16 @@ FAMILIES = {"alto": LAMB_FAMILY, "alto_vanilla": LAMB_FAMILY, "lamb": LAMB_FAMIL
 
 
 def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:
-    """A named subclass ``name(params, *, skip_nonfinite=False, array_module="cupy", **hyperparameters)``."""
+    """A named subclass ``name(params, *, skip_nonfinite=False, array_module="cupy", multi_tensor=False, **hp)``."""
     family = FAMILIES[factory.__name__]
 
     def __init__(self, params: Sequence[Any], *, skip_nonfinite: bool = False, array_module: str = "cupy",
-                 **hyperparameters: Any) -> None:
+                 multi_tensor: bool = False, **hyperparameters: Any) -> None:
         Optimizer.__init__(self, params, factory, family, hyperparameters, skip_nonfinite=skip_nonfinite,
-                           array_module=array_module)
+                           array_module=array_module, multi_tensor=multi_tensor)
 
     doc = (f"CuPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
            f"``valley_core.{factory.__name__}``, fused into generated CUDA kernels.\n\n"
-           f"See ``Optimizer`` for ``skip_nonfinite`` and ``array_module``.\n\n{factory.__doc__}")
+           f"See ``Optimizer`` for ``skip_nonfinite``, ``array_module`` and ``multi_tensor``.\n\n"
+           f"{factory.__doc__}")
     return type(name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": module})

@@ -117,3 +117,31 @@ def program(kind: str, **flags: bool) -> Program:
                      arrays_inout=("param", "carry", "momentum"),
                      scalars=("alpha", "beta1", "beta2", "weight_decay", "lr"))
     raise ValueError(f"unknown program {kind!r}")
+
+
+def lamb_apply_from_moments(*, first, second, param, param_norm=None, direction_norm=None, eps, correction2,
+                            correction3, weight_decay=None, lr, trust_eps=None, norm_eps=None, xp, decay: bool,
+                            trust: bool) -> Dict[str, Any]:
+    """The Lamb family's update from the new moments: ``r`` recomputed, then ``theta + (-lr)(ratio r)``.
+
+    Used by the multi-tensor path, whose first pass stores ``b, m, v`` and the two norms but not ``r``;
+    recomputing ``r = m^/(sqrt(v^)+eps) [+ lambda theta]`` from the stored ``m, v`` repeats the first pass's
+    arithmetic exactly.
+    """
+    direction = elementwise.adam_direction(first, second, eps, correction2, correction3, xp)
+    if decay:
+        direction = elementwise.add_decay(direction, param, weight_decay)
+    if trust:
+        direction = elementwise.scale(direction, reductions.trust_ratio(param_norm, direction_norm, trust_eps,
+                                                                        norm_eps))
+    return {"param": _apply(param, elementwise.scale(direction, -lr))}
+
+
+@lru_cache(maxsize=None)
+def apply_from_moments_program(decay: bool, trust: bool) -> Program:
+    """The traced ``lamb_apply_from_moments`` for the given flags."""
+    scalars = ("eps", "correction2", "correction3") + (("weight_decay",) if decay else ()) + ("lr",)
+    scalars += ("trust_eps", "norm_eps") if trust else ()
+    arrays_in = ("first", "second") + (("param_norm", "direction_norm") if trust else ())
+    return trace(lamb_apply_from_moments, f"valley_lamb_apply_d{int(decay)}_t{int(trust)}", arrays_in=arrays_in,
+                 arrays_inout=("param",), scalars=scalars, static={"decay": decay, "trust": trust})
