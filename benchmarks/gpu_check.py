@@ -73,6 +73,11 @@ ADAMW_MIN_BYTES_PER_PARAM = 7 * 4
 #: What backends.cupy's Lamb-family step moves per parameter: direction kernel (read g, theta, b, m, v;
 #: write b, m, v, r), two norms (read theta, r), update (read r, theta; write theta).
 CUPY_ALTO_BYTES_PER_PARAM = 14 * 4
+#: The same for its multi_tensor path: first pass (read g, theta, b, m, v; write b, m, v), second pass
+#: (read m, v, theta; write theta).
+CUPY_MULTI_TENSOR_BYTES_PER_PARAM = 12 * 4
+#: Optimizers with backends.cupy's multi_tensor path.
+MULTI_TENSOR_OPTIMIZERS = ("alto", "alto_vanilla", "lamb")
 TARGET_FRACTION = 0.70
 #: Share of the time budget parity may use (torch.compile can be slow); timing gets the rest.
 PARITY_SHARE = 0.5
@@ -342,12 +347,14 @@ def path_label(options: Dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
 
 
-def run_cupy_backend(device: Device, name: str, hyperparameters, params, grads, dtype: str):
+def run_cupy_backend(device: Device, name: str, hyperparameters, params, grads, dtype: str,
+                     multi_tensor: bool = False):
     from backends import cupy as vcp
 
     xp = device.array_xp
     device_params = [xp.array(np.array(p, dtype=dtype)) for p in params]  # copies: params are shared
-    optimizer = vcp.OPTIMIZERS[name](device_params, array_module=device.cupy_module, **hyperparameters)
+    optimizer = vcp.OPTIMIZERS[name](device_params, array_module=device.cupy_module, multi_tensor=multi_tensor,
+                                     **hyperparameters)
     for step in grads:
         optimizer.step([xp.array(np.array(g, dtype=dtype)) for g in step])
     device.sync()
@@ -385,8 +392,10 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
                      "error": f"not run: {torch_problem}"})
     for name, hyperparameters in PARITY_CONFIGS.items():
         reference = core_reference(name, hyperparameters, params, grads)
-        runs = [("backends.cupy" + (" (CPU mode)" if device.dry_run else ""), None, dtype)
-                for dtype in ("float64", "float32") if "cupy" in backends]
+        runs: List[Any] = [("backends.cupy" + (" (CPU mode)" if device.dry_run else ""), None, dtype)
+                           for dtype in ("float64", "float32") if "cupy" in backends]
+        if "cupy" in backends and not device.dry_run and name in MULTI_TENSOR_OPTIMIZERS:
+            runs += [("backends.cupy [multi_tensor]", "multi_tensor", dtype) for dtype in ("float64", "float32")]
         runs += [(f"backends.torch [{path_label(options)}]", options, dtype)
                  for options in paths if path_applies(name, options) for dtype in ("float64", "float32")]
         for backend, options, dtype in runs:
@@ -396,8 +405,9 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
                 rows.append(row)
                 continue
             try:
-                if options is None:
-                    out_params, out_state = run_cupy_backend(device, name, hyperparameters, params, grads, dtype)
+                if options is None or options == "multi_tensor":
+                    out_params, out_state = run_cupy_backend(device, name, hyperparameters, params, grads, dtype,
+                                                             multi_tensor=options == "multi_tensor")
                 else:
                     out_params, out_state = run_torch_backend(device, name, options, hyperparameters, params,
                                                               grads, dtype, reference[1])
@@ -441,7 +451,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
     rows: List[Dict[str, Any]] = []
     alto_hp = dict(lr=1e-3, alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=1e-4)
 
-    def cupy_alto(count):
+    def cupy_alto(count, multi_tensor=False):
         def setup():
             from backends import cupy as vcp
 
@@ -450,8 +460,9 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
             shapes = _timing_shapes(total, count)
             params = [rng.standard_normal(shape).astype("float32") for shape in shapes]
             grads = [rng.standard_normal(shape).astype("float32") for shape in shapes]
-            optimizer = vcp.ALTO(params, array_module=device.cupy_module, **alto_hp)
-            return lambda: optimizer.step(grads), CUPY_ALTO_BYTES_PER_PARAM
+            optimizer = vcp.ALTO(params, array_module=device.cupy_module, multi_tensor=multi_tensor, **alto_hp)
+            moved = CUPY_MULTI_TENSOR_BYTES_PER_PARAM if multi_tensor else CUPY_ALTO_BYTES_PER_PARAM
+            return lambda: optimizer.step(grads), moved
         return setup
 
     def torch_setup(make_optimizer, bytes_per_param, count):
@@ -484,6 +495,9 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
     if "cupy" in backends:
         candidates.append((f"backends.cupy ALTO{' (CPU mode)' if device.dry_run else ''}", tensors,
                            ALTO_MIN_BYTES_PER_PARAM, cupy_alto(tensors), True))
+        if not device.dry_run:
+            candidates.append(("backends.cupy ALTO [multi_tensor]", tensors, ALTO_MIN_BYTES_PER_PARAM,
+                               cupy_alto(tensors, multi_tensor=True), True))
     paths: List[Dict[str, Any]] = []
     if "torch" in backends:
         try:
@@ -504,6 +518,8 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
         if "cupy" in backends:
             candidates.append((f"backends.cupy ALTO, {count} tensors (launch-overhead check)", count,
                                ALTO_MIN_BYTES_PER_PARAM, cupy_alto(count), True))
+            candidates.append((f"backends.cupy ALTO [multi_tensor], {count} tensors", count,
+                               ALTO_MIN_BYTES_PER_PARAM, cupy_alto(count, multi_tensor=True), True))
         for options in paths[-1:]:
             candidates.append((f"backends.torch ALTO [{path_label(options)}], {count} tensors", count,
                                ALTO_MIN_BYTES_PER_PARAM, torch_setup(backend_torch(options), None, count), True))
@@ -590,7 +606,7 @@ def markdown(report: Dict[str, Any]) -> str:
               "Effective bandwidth = minimum bytes of the algorithm (ALTO: read theta, g, b, m, v and write "
               "theta, b, m, v = 36 B/param in float32; AdamW: 28 B/param) / best step time. The authors' ALTO is "
               "given ALTO's minimum although it moves more. 'moved' counts what backends.cupy's kernels "
-              "actually read and write (56 B/param).", "",
+              "actually read and write (56 B/param; 48 with multi_tensor).", "",
               "'host ms' is the time the host spends issuing a step (close to the step time: launch-bound).", "",
               "| implementation | params | tensors | step ms (best) | step ms (median) | host ms | effective GB/s | "
               "% of copy | >= 70% target | moved GB/s | error |", "|---|---|---|---|---|---|---|---|---|---|---|"]

@@ -120,7 +120,8 @@ def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatc
     module.empty = lambda n, dtype=None: on_device(np.empty(n, dtype=dtype))
     module.array = module.asarray = lambda value, dtype=None, copy=True: on_device(np.asarray(value), dtype)
     module.copyto = lambda dst, src: np.copyto(np.asarray(dst), np.asarray(src))
-    module.float32 = np.float32
+    module.float32, module.float64 = np.float32, np.float64
+    module.RawKernel = fake.FakeRawKernel  # the multi-tensor kernels, compiled for the host
     module.random = types.SimpleNamespace(standard_normal=lambda shape: on_device(np.random.standard_normal(shape)))
     module.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
     device = types.SimpleNamespace(synchronize=lambda: None, id=0)
@@ -141,8 +142,11 @@ def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatc
     assert {"cupy_memcpy", "cupy_elementwise_copy"} <= set(report["copy_bandwidth"])
     cupy_rows = [r for r in report["parity"] if r["backend"] == "backends.cupy"]
     assert len(cupy_rows) == 12 and all(r["passed"] for r in cupy_rows), cupy_rows
+    multi_rows = [r for r in report["parity"] if r["backend"] == "backends.cupy [multi_tensor]"]
+    assert len(multi_rows) == 6 and all(r["passed"] for r in multi_rows), multi_rows
     timing = {r["implementation"]: r for r in report["timing"]}
     assert "step_ms_best" in timing["backends.cupy ALTO"]
     assert "meets_70_percent_target" in timing["backends.cupy ALTO"]
     assert "step_ms_best" in timing["backends.cupy ALTO, 8 tensors (launch-overhead check)"]
+    assert timing["backends.cupy ALTO [multi_tensor]"]["moved_bytes_per_param"] == 48
     assert "torch unavailable" in timing["torch.optim.AdamW(fused=True)"]["error"]
