@@ -23,6 +23,7 @@ from backends.keras import ALTO, ESGD, ALTOVanilla, EAdam, EAdamW, Lamb, keras_n
 from tests.keras._harness import relative_error  # noqa: E402
 
 ALL = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD)
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SHAPES = [(5, 3), (3,)]
 
 
@@ -117,6 +118,24 @@ def test_keras_decoupled_weight_decay_is_off():
     optimizer.weight_decay = 0.1  # would make Keras decay a second time: refused at the first step
     with pytest.raises(ValueError, match="must stay None"):
         apply_sequence(optimizer, gradient_sequence(1))
+
+
+def test_exclusion_by_variable_equals_exclusion_by_name():
+    grads = gradient_sequence(10)
+    by_name = apply_sequence(ALTO(learning_rate=0.01, weight_decay=0.1, weight_decay_exclude_names=["bias"],
+                                  trust_ratio_exclude_names=["bias"]), grads)
+    rng = np.random.default_rng(1)
+    variables = [keras.Variable(rng.normal(size=s).astype("float32"), name=n)
+                 for s, n in zip(SHAPES, ("kernel", "bias"))]
+    optimizer = ALTO(learning_rate=0.01, weight_decay=0.1)
+    optimizer.exclude_from_weight_decay(var_list=[variables[1]])
+    optimizer.exclude_from_trust_ratio(var_list=[variables[1]])
+    for step in grads:
+        optimizer.apply_gradients(zip([tf.constant(g) for g in step], variables))
+    for a, b in zip(by_name, variables):
+        np.testing.assert_array_equal(a, b.numpy())
+    everything = apply_sequence(ALTO(learning_rate=0.01, weight_decay=0.1), grads)
+    assert relative_error(everything[1], by_name[1]) > 1e-3  # the exclusion changed the bias's update
 
 
 def test_exclusions_only_before_build():
