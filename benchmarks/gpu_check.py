@@ -379,7 +379,7 @@ def run_torch_backend(device: Device, name: str, options, hyperparameters, param
 
 
 def parity(device: Device, steps: int, backends: Sequence[str], torch_implementations: Sequence[str],
-           deadline: float) -> List[Dict[str, Any]]:
+           deadline: float, optimizers: Sequence[str] = tuple(PARITY_CONFIGS)) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     params, grads = parity_problem(steps)
     try:
@@ -390,7 +390,8 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
     if torch_problem:
         rows.append({"backend": "backends.torch", "optimizer": "all", "dtype": "-", "passed": None,
                      "error": f"not run: {torch_problem}"})
-    for name, hyperparameters in PARITY_CONFIGS.items():
+    for name in optimizers:
+        hyperparameters = PARITY_CONFIGS[name]
         reference = core_reference(name, hyperparameters, params, grads)
         runs: List[Any] = [("backends.cupy" + (" (CPU mode)" if device.dry_run else ""), None, dtype)
                            for dtype in ("float64", "float32") if "cupy" in backends]
@@ -652,6 +653,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         help="skip a section (repeatable)")
     parser.add_argument("--backends", default="cupy,torch,authors,adamw",
                         help="comma-separated subset of cupy,torch,authors,adamw (authors/adamw: timing only)")
+    parser.add_argument("--optimizers", default=",".join(PARITY_CONFIGS),
+                        help=f"parity: comma-separated subset of {','.join(PARITY_CONFIGS)}")
     parser.add_argument("--torch-implementations", default="core,compiled",
                         help="backends.torch implementation= values to run (default core,compiled)")
     args = parser.parse_args(argv)
@@ -668,6 +671,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--backends: unknown {unknown}; choose from cupy, torch, authors, adamw")
     args.torch_implementations = [i for i in args.torch_implementations.split(",") if i]
+    args.optimizers = [o for o in args.optimizers.split(",") if o]
+    unknown = sorted(set(args.optimizers) - set(PARITY_CONFIGS))
+    if unknown:
+        parser.error(f"--optimizers: unknown {unknown}; choose from {', '.join(PARITY_CONFIGS)}")
     return args
 
 
@@ -697,7 +704,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if "parity" not in args.skip:
         parity_deadline = start + PARITY_SHARE * args.budget_s  # leaves the rest of the budget to timing
         report["parity"] = Section(report, "parity", deadline).run(
-            lambda: parity(device, args.parity_steps, args.backends, args.torch_implementations, parity_deadline))
+            lambda: parity(device, args.parity_steps, args.backends, args.torch_implementations, parity_deadline,
+                           args.optimizers))
         checkpoint("parity")
     if "timing" not in args.skip:
         extra = () if args.cpu_dry_run else (8,)

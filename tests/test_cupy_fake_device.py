@@ -170,8 +170,13 @@ class FakeRawKernel:
     """Compiles a RawKernel's source for the host (sequential grid) and runs it on the arrays' memory."""
 
     folder = None
+    compiled = {}  # (name, source) -> (params, function): one compile per kernel and process
 
     def __init__(self, code, name):
+        cached = FakeRawKernel.compiled.get((name, code))
+        if cached is not None:
+            self.params, self.function = cached
+            return
         import ctypes
         import shutil
         import subprocess
@@ -194,6 +199,7 @@ class FakeRawKernel:
         subprocess.run([compiler, "-DVALLEY_HOST_EMULATION", "-O1", "-ffp-contract=off", "-shared", "-fPIC", source,
                         "-o", library], check=True, capture_output=True, timeout=120)
         self.function = getattr(ctypes.CDLL(library), f"{name}_emulate")
+        FakeRawKernel.compiled[(name, code)] = (self.params, self.function)
 
     def __call__(self, grid, block, args):
         import ctypes
