@@ -79,3 +79,21 @@ def test_gpu_checkpoint_round_trip_and_cross_load_from_cpu_mode():
 def test_cupy_mode_rejects_numpy_arrays():
     with pytest.raises(TypeError, match=r"params\[0\] is a ndarray, expected a cupy.ndarray"):
         vcp.ALTO([np.ones(3)])
+
+
+@pytest.mark.parametrize("config", ["alto_default", "alto_masks", "alto_vanilla", "lamb", "lamb_masks_no_bc"])
+def test_multi_tensor_kernels_match_the_core(config):
+    import cupy
+
+    name, hyperparameters = CONFIGS[config]
+    params, grads = _problem(15, seed=3)
+    expected_params, expected_state = _core_run(name, hyperparameters, params, grads)
+    device_params = [cupy.asarray(p) for p in params]
+    opt = vcp.OPTIMIZERS[name](device_params, multi_tensor=True, **hyperparameters)
+    for step in grads:
+        opt.step([cupy.asarray(g) for g in step])
+    for actual, want in zip(device_params, expected_params):
+        np.testing.assert_allclose(cupy.asnumpy(actual), want, rtol=1e-11, atol=1e-13)
+    state = opt.state_dict()["state"]
+    for key, want in vc.state_to_dict(expected_state).items():
+        np.testing.assert_allclose(state[key], np.asarray(want), rtol=1e-11, atol=1e-13, err_msg=key)
