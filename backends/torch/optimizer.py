@@ -200,9 +200,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         from backends.torch import fast_path
 
         reason = fast_path.unsupported_reason(self, group, entries)
-        if reason is None and self.implementation == "auto":
+        if reason is None:
             reason = fast_path.ensure_compiled(self, group, entries)
-            if reason is not None:
+            if reason is not None and self.implementation == "auto":
                 import warnings
 
                 warnings.warn(f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); "
