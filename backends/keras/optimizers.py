@@ -186,7 +186,7 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
             '''... the algorithm in a few lines of maths ...'''
             core_factory = staticmethod(vc.adam_cm)
 
-    Args (common to every subclass):
+    Args:
         learning_rate: a float, a ``keras.optimizers.schedules.LearningRateSchedule`` or a callable taking
             no arguments, as in every Keras optimizer.
         **hyperparameters: the ``valley_core`` factory's hyperparameters (``alpha``, ``betas``, ``eps``,
@@ -432,19 +432,41 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
 # --- the named optimizers ------------------------------------------------------------------------------
 
-_KERAS_NOTE = """
-    Keras specifics: ``learning_rate`` may be a ``LearningRateSchedule``; the core's step counter is
-    ``optimizer.iterations``; Keras' own decoupled weight decay is off (``optimizer.weight_decay`` is
-    ``None``) because the decay above is part of the core's update. Constructor keywords: the core's
-    hyperparameters listed above, ``weight_decay_exclude_names``{trust}, and Keras' optimizer keywords
-    (``clipnorm``, ``global_clipnorm``, ``use_ema``, ``gradient_accumulation_steps`` ...); see
-    ``ValleyOptimizer``.
-"""
+def _keras_args(cls: type) -> str:
+    """The Google-style ``Args:`` section of a named optimizer, generated from its core factory."""
+    factory = cls.__dict__["core_factory"]
+    factory = factory.__func__ if isinstance(factory, staticmethod) else factory
+    lines = [
+        "    Args:",
+        f"        learning_rate: a float (default {cls._default_learning_rate}), a Keras ``LearningRateSchedule`` or a",
+        "            callable taking no arguments.",
+    ]
+    lines += [f"        {name}: as in ``valley_core.{factory.__name__}`` (default {default!r})."
+              + (" Applied inside the core's update; Keras' own decoupled decay is off."
+                 if name == "weight_decay" else "")
+              for name, default in cls._core_defaults.items()]
+    lines += [
+        "        weight_decay_exclude_names: substrings of the names of variables without weight decay (saved in",
+        "            the config; ``exclude_from_weight_decay`` does the same).",
+    ]
+    if "trust_ratio_mask" in cls._core_masks:
+        lines += ["        trust_ratio_exclude_names: substrings of the names of variables without the trust ratio",
+                  "            (saved in the config; ``exclude_from_trust_ratio`` does the same)."]
+    lines += ["        **keras_kwargs: Keras' optimizer keywords (``name``, ``clipnorm``, ``clipvalue``,",
+              "            ``global_clipnorm``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,",
+              "            ``loss_scale_factor``, ``gradient_accumulation_steps``).", ""]
+    return "\n".join(lines)
 
 
 def _document(cls: type) -> type:
-    trust = ", ``trust_ratio_exclude_names``" if "trust_ratio_mask" in cls._core_masks else ""
-    cls.__doc__ = (cls.__doc__ or "") + _KERAS_NOTE.format(trust=trust)
+    """Inserts the generated ``Args:`` section before ``Example:``/``References:`` (or at the end)."""
+    doc = cls.__doc__ or ""
+    for section in ("    Example:", "    References:"):
+        if section in doc:
+            index = doc.index(section)
+            cls.__doc__ = doc[:index] + _keras_args(cls) + "\n" + doc[index:]
+            return cls
+    cls.__doc__ = doc.rstrip() + "\n\n" + _keras_args(cls)
     return cls
 
 
