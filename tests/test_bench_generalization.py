@@ -49,6 +49,14 @@ def test_every_optimizer_trained(tiny_study):
             assert not record["diverged"]
             assert record["final_train_loss"] < record["initial_train_loss"], (entry["optimizer"], record)
     assert [e["optimizer"] for e in results["lm"]] == list(bg.LM_OPTIMIZERS)
+    # the diagnostic: ALTO at Lamb's selected learning rate, one entry per setting, same seeds
+    assert len(results["matched"]) == 4 and len(results["lm_matched"]) == 1
+    for entry in results["matched"] + results["lm_matched"]:
+        lamb = next(e for e in results["digits"] + results["lm"] if e["optimizer"] == "Lamb"
+                    and (e["model"], e["batch_size"]) == (entry["model"], entry["batch_size"]))
+        assert entry["hyperparameters"]["lr"] == lamb["hyperparameters"]["lr"]
+        assert [r["seed"] for r in entry["finals"]] == [0, 1]
+        assert all(r["final_train_loss"] < r["initial_train_loss"] for r in entry["finals"])
 
 
 def test_tables_and_report(tiny_study):
@@ -63,7 +71,8 @@ def test_tables_and_report(tiny_study):
     assert len(tta_rows) == 4 and "ALTO steps" in tta_columns
     text = open(path, encoding="utf-8").read()
     for heading in ("## Verdict", "## Protocol", "## Digits: test accuracy after tuning",
-                    "## Time to accuracy: ALTO vs Lamb", "## Character-level language model", "## Reproduce"):
+                    "## Time to accuracy: ALTO vs Lamb", "## Diagnostic: ALTO at Lamb's learning rate",
+                    "## Character-level language model", "## Reproduce"):
         assert heading in text
     assert "valley bench generalization (test)" in text and "results/landscapes.md" in text
     assert "| model | batch" in text.replace("  ", " ")
@@ -108,3 +117,16 @@ def test_cli_quick_options():
     assert config.epochs == bg.quick_config().epochs
     full = bg.config_from_args(parser.parse_args([]))
     assert full.seeds == 5 and full.batch_sizes[0] == 32 and full.batch_sizes[-1] == 0
+
+
+@pytest.mark.slow
+def test_keras_backend_trains(monkeypatch):
+    pytest.importorskip("keras")
+    pytest.importorskip("backends.keras")
+    config = _tiny(backend="keras", lm=False, digits_models=("mlp",), batch_sizes=(0,),
+                   optimizers=("SGD", "AdamW", "Lamb", "ALTO"), seeds=1, jobs=1)
+    results = bg.run_study(config, log=lambda line: None)
+    assert [e["optimizer"] for e in results["digits"]] == ["SGD", "AdamW", "Lamb", "ALTO"]
+    for entry in results["digits"]:
+        record = entry["finals"][0]
+        assert not record["diverged"] and record["final_train_loss"] < record["initial_train_loss"]

@@ -606,13 +606,16 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
     Returns:
         A dict with ``digits`` (one entry per model, batch size and optimizer: the selected trial, its
         hyperparameters, every trial's validation accuracy and the final runs), ``lm`` (the same for the
-        language model), ``lm_files``, ``missing`` (optimizers left out and why), ``keras_skipped``.
+        language model), ``matched`` and ``lm_matched`` (ALTO at Lamb's selected learning rate, a
+        diagnostic outside the equal budget), ``lm_files``, ``missing`` (optimizers left out and why),
+        ``keras_skipped``.
     """
     from tqdm import tqdm
 
     data = demo.load_digits_split()
     n_train = len(data.y_train)
-    results: Dict[str, Any] = {"digits": [], "lm": [], "lm_files": [], "missing": {}, "keras_skipped": "",
+    results: Dict[str, Any] = {"digits": [], "lm": [], "matched": [], "lm_matched": [], "lm_files": [],
+                               "missing": {}, "keras_skipped": "",
                                "n_train": n_train}
     digits = True
     if config.backend == "keras":
@@ -636,6 +639,8 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
 
     total = sum(len(digits_optimizers(b)) * (config.grid + len(seeds) - 1) for _, b in settings)
     total += len(lm_names) * (config.lm_grid + config.lm_seeds - 1)
+    matched = {"ALTO", "Lamb"} <= set(names)
+    total += len(settings) * len(seeds) * matched + config.lm_seeds * ({"ALTO", "Lamb"} <= set(lm_names))
     runner = Runner(config, cache_path, resume)
     try:
         with tqdm(total=total, desc="valley bench generalization", unit="run", disable=not config.progress,
@@ -645,10 +650,18 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
                     grid = tuning_grid(name, batch_size, config.grid)
                     results["digits"].append(_tune_and_test(
                         runner, bar, "digits", model, batch_size, name, grid, seeds, higher_is_better=True))
+                if matched:
+                    results["matched"].append(_alto_at_lamb_lr(runner, bar, results["digits"], "digits", model,
+                                                               batch_size, tuning_grid("ALTO", batch_size, 2)[0],
+                                                               seeds))
             for name in lm_names:
                 grid = lm_tuning_grid(name, config.lm_grid)
                 results["lm"].append(_tune_and_test(runner, bar, "lm", "transformer", config.lm_batch, name, grid,
                                                     list(range(config.lm_seeds)), higher_is_better=False))
+            if {"ALTO", "Lamb"} <= set(lm_names):
+                results["lm_matched"].append(_alto_at_lamb_lr(runner, bar, results["lm"], "lm", "transformer",
+                                                              config.lm_batch, lm_tuning_grid("ALTO", 2)[0],
+                                                              list(range(config.lm_seeds))))
     finally:
         runner.close()
     return results
@@ -665,6 +678,47 @@ def _tune_and_test(runner: Runner, bar: Any, part: str, model: str, batch_size: 
             "hyperparameters": grid[best], "grid": grid,
             "trial_val": [record["val_accuracy"] for record in tuning],
             "trial_diverged": [record["diverged"] for record in tuning], "finals": finals}
+
+
+#: ``Task.trial`` offset of the diagnostic runs of ALTO at Lamb's selected learning rate.
+MATCHED_TRIAL = 100
+
+
+def _alto_at_lamb_lr(runner: Runner, bar: Any, entries: List[Dict[str, Any]], part: str, model: str,
+                     batch_size: int, alto_defaults: Dict[str, Any], seeds: List[int]) -> Dict[str, Any]:
+    """A diagnostic outside the equal budget: ALTO with the paper's defaults for the batch size (beta1
+    included) at the learning rate selected for Lamb, over the same seeds. It separates the E adaptor's
+    effect from the coarser learning-rate grid ALTO gets under the equal budget."""
+    lamb = next(e for e in entries if e["model"] == model and e["batch_size"] == batch_size
+                and e["optimizer"] == "Lamb")
+    hp = {**alto_defaults, "lr": lamb["hyperparameters"]["lr"]}
+    finals = runner.run([(Task(part, model, batch_size, "ALTO", MATCHED_TRIAL + lamb["selected"], seed), hp)
+                         for seed in seeds], bar)
+    return {"model": model, "batch_size": batch_size, "optimizer": "ALTO at Lamb's lr", "selected": 0,
+            "hyperparameters": hp, "grid": [hp], "trial_val": [finals[0]["val_accuracy"]],
+            "trial_diverged": [finals[0]["diverged"]], "finals": finals}
+
+
+def matched_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """Lamb (tuned) vs ALTO (equal budget) vs ALTO at Lamb's selected lr, per setting (digits and LM)."""
+    columns = ["model", "batch", "lr", "Lamb", "ALTO (equal budget)", "ALTO at Lamb's lr", "ALTO at Lamb's lr - Lamb"]
+    rows = []
+    for key, matched_key, scale, unit in (("digits", "matched", 100.0, "%"), ("lm", "lm_matched", 1.0, "ppl")):
+        for entry in results.get(matched_key, []):
+            def find(name: str) -> Dict[str, Any]:
+                return summarize(next(e for e in results[key] if e["model"] == entry["model"]
+                                      and e["batch_size"] == entry["batch_size"] and e["optimizer"] == name))
+
+            lamb, alto, at = find("Lamb"), find("ALTO"), summarize(entry)
+            rows.append({"model": entry["model"].upper(), "batch": str(entry["batch_size"]),
+                         "lr": str(entry["hyperparameters"]["lr"]),
+                         "Lamb": f"{scale * lamb['test'][0]:.2f} ± {scale * lamb['test'][1]:.2f} {unit}",
+                         "ALTO (equal budget)": f"{scale * alto['test'][0]:.2f} ± {scale * alto['test'][1]:.2f} {unit}",
+                         "ALTO at Lamb's lr": f"{scale * at['test'][0]:.2f} ± {scale * at['test'][1]:.2f} {unit}",
+                         "ALTO at Lamb's lr - Lamb": f"{scale * (at['test'][0] - lamb['test'][0]):+.2f} {unit}",
+                         "part": key, "gap": at["test"][0] - lamb["test"][0],
+                         "spread": math.hypot(at["test"][1], lamb["test"][1])})
+    return rows, columns
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -805,6 +859,14 @@ def verdict(results: Dict[str, Any]) -> List[str]:
         lines.append("**ALTO beats Lamb on digits here.**" if beats else
                      "**ALTO does not clearly beat Lamb on digits here**: the differences are mostly within the "
                      "seed-to-seed spread, or go the other way.")
+    rows, _ = matched_table(results)
+    digit_rows = [row for row in rows if row["part"] == "digits"]
+    if digit_rows:
+        ahead = sum(row["gap"] > 0 for row in digit_rows)
+        clear = sum(abs(row["gap"]) > row["spread"] for row in digit_rows)
+        lines.append(f"Same learning rate (a diagnostic outside the equal budget): ALTO with the paper's defaults "
+                     f"at the lr selected for Lamb is ahead of Lamb in {ahead} of {len(digit_rows)} digits "
+                     f"settings; the difference exceeds one combined standard deviation in {clear}.")
     lm = {e["optimizer"]: summarize(e) for e in results["lm"]}
     if "ALTO" in lm and "Lamb" in lm:
         a, l = lm["ALTO"]["test"], lm["Lamb"]["test"]
@@ -1017,6 +1079,14 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
             "positive saving means ALTO got there first.", "",
             f"![time to accuracy]({plots['time']})", "",
             demo.format_table(tta_rows, tta_columns)]
+    matched_rows, matched_columns = matched_table(results)
+    if matched_rows:
+        out += ["", "## Diagnostic: ALTO at Lamb's learning rate", "",
+                "Outside the equal budget: ALTO with the paper's defaults for the batch size (alpha, beta1 ...) "
+                "at the learning rate selected for Lamb, same seeds. Under the equal budget ALTO's learning-rate "
+                "grid is coarser than Lamb's (half the points, as it also tunes beta1), so this row separates "
+                "the E adaptor's own effect from that. Test accuracy (digits) or test perplexity (LM), "
+                "mean ± std.", "", demo.format_table(matched_rows, matched_columns)]
     if results["lm"]:
         out += ["", "## Character-level language model (large batch)", "",
                 f"![language model]({plots['lm']})", "",
