@@ -343,6 +343,16 @@ def path_applies(name: str, options: Dict[str, Any]) -> bool:
     return options.get("implementation") != "compiled" or name in COMPILED_PATH_OPTIMIZERS
 
 
+def reset_torch_compile(device: Device, options: Dict[str, Any]) -> None:
+    """Clears torch.compile's caches before a compiled run, so that each run is measured on its own (the
+    process compiles many shapes, dtypes and configurations; dynamo's recompile limit is per process)."""
+    if options.get("implementation") in ("compiled", "auto") and device.torch is not None:
+        try:
+            device.torch._dynamo.reset()
+        except Exception:  # noqa: BLE001 - best effort
+            pass
+
+
 def path_label(options: Dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
 
@@ -367,6 +377,7 @@ def run_torch_backend(device: Device, name: str, options, hyperparameters, param
     import backends.torch as bt
 
     torch_dtype = getattr(torch, dtype)
+    reset_torch_compile(device, options)
     tensors = [torch.nn.Parameter(torch.tensor(np.asarray(p), dtype=torch_dtype, device=device.torch_device))
                for p in params]
     optimizer = getattr(bt, CLASS_NAMES[name])(tensors, **hyperparameters, **options)
@@ -481,6 +492,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
         def make(params):
             import backends.torch as bt
 
+            reset_torch_compile(device, options)
             return bt.ALTO(params, **alto_hp, **options)
         return make
 
