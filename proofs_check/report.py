@@ -30,6 +30,11 @@ def _evidence_lines(evidence: Dict[str, Any], prefix: str = "") -> List[str]:
     return lines
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (``|`` escaped)."""
+    return str(text).replace("|", "\\|")
+
+
 def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefix: str = "") -> str:
     """The Markdown report; plots are linked as ``plot_prefix + file name``."""
     out = ["# Numerical checks of the paper's claims", "",
@@ -46,14 +51,16 @@ def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefi
            "| claim | verdict | checks passed | runtime (s) |", "|---|---|---|---|"]
     for r in results:
         passed = sum(c.passed for c in r.checks)
-        out.append(f"| [{r.title}](#{r.name}) | **{r.verdict}** | {passed}/{len(r.checks)} | {r.runtime_s:.1f} |")
+        out.append(f"| [{_cell(r.title)}](#{r.name}) | **{r.verdict}** | {passed}/{len(r.checks)} | "
+                   f"{r.runtime_s:.1f} |")
     for r in results:
         out += ["", f"<a id=\"{r.name}\"></a>", f"## {r.title}: {r.verdict}", "", f"**Claim.** {r.statement}", "",
                 "**Assumptions and how they are enforced.**", ""]
         out += [f"- {a}" for a in r.assumptions]
         out += ["", "**Checks.**", "", "| check | measured | threshold | pass |", "|---|---|---|---|"]
         for c in r.checks:
-            out.append(f"| {c.description} | {fmt(c.value)} | {c.threshold} | {'yes' if c.passed else '**no**'} |")
+            out.append(f"| {_cell(c.description)} | {_cell(fmt(c.value))} | {_cell(c.threshold)} | "
+                       f"{'yes' if c.passed else '**no**'} |")
         if r.notes:
             out += ["", "**Notes.**", ""] + [f"- {n}" for n in r.notes]
         out += ["", "**Code paths that ran the optimizers:** " + ", ".join(f"`{p}`" for p in r.runner_paths), ""]

@@ -110,11 +110,15 @@ def run(ctx: Context) -> ClaimResult:
     evidence["inside_count"] = inside_total
 
     plots = [_plot(ctx, grid, betas1, ratios, kappas)]
+    failures = [f"{name} kappa={kappa:g} at (beta1, alpha (1 - beta1)) = {b_r}" for name in OPTIMIZERS
+                for kappa in kappas for b_r in evidence[name][f"kappa={kappa:g}"]["inside_unstable_configs_beta1_r"]]
     notes = [
         "Reading the map: rows are r = alpha (1 - beta1), the rule's boundary is r = -1 and r = +1 (dashed).",
         "Outside-rule configurations that are stable show where the rule is conservative; inside-rule "
         "configurations that are not stable would show where it fails.",
     ]
+    if failures:
+        notes.append("Measured: inside the rule but not stable: " + "; ".join(failures) + ".")
     assumptions = [
         "Quadratic objectives f = 1/2 sum h_i theta_i^2, dim 10, h log-spaced in [1/kappa, 1] (enforced by "
         "construction; L = 1).",
