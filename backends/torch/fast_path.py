@@ -3,14 +3,16 @@
 Nothing here defines an update rule. Two kernels are compiled from ``valley_core`` functions:
 
 - ``first_pass``: ``valley_core.elementwise.alto_direction`` (or, for Lamb, ``adam_moments`` ->
-  ``adam_direction`` -> ``add_decay``), writing the new carry/m/v in place into the state buffers, and the
-  two norms ``||theta||``, ``||r||`` (``valley_core.reductions.l2_norm``) in the same loop;
-- ``second_pass``: ``r`` again from the new m, v and ``theta`` (``adam_direction`` + ``add_decay``), scaled
-  by the trust ratio (``valley_core.reductions.trust_ratio``, computed between the passes) and by ``-lr``
-  (``elementwise.scale``), added to ``theta`` in place.
+  ``adam_direction`` -> ``add_decay``), writing the new carry/m/v in place into the state buffers and ``r``
+  into a workspace, and the two norms ``||theta||``, ``||r||`` (``valley_core.reductions.l2_norm``), all in
+  the same loop;
+- ``second_pass``: ``r`` scaled by the trust ratio (``valley_core.reductions.trust_ratio``, computed between
+  the passes) and by ``-lr`` (``elementwise.scale``), added to ``theta`` in place.
 
-So a step reads g, carry, m, v, theta and writes carry, m, v (first pass), then reads m, v, theta and writes
-theta (second pass): no temporaries, no host synchronisation, and the state stays at three buffers. Each
+So a step reads g, carry, m, v, theta and writes carry, m, v, r (first pass), then reads r, theta and writes
+theta (second pass): no host synchronisation, the divisions and square roots are computed once, and the
+state stays at three buffers. The workspace for ``r`` is ONE transient buffer per param group, the size of
+the group's largest tensor, freed after the step (it is not optimizer state). Each
 kernel is compiled once per dtype with dynamic shapes (tensors are passed as flat 1-D views), and the
 hyperparameters are passed as Python floats, which torch.compile treats as graph inputs (no recompilation
 when an LR scheduler changes ``lr``). Bias corrections are computed on the host by
@@ -39,9 +41,12 @@ _FLOATS = (torch.float32, torch.float64)
 _compiled: Dict[str, Any] = {}
 
 
-def first_pass(grad, carry, first, second, param, alpha: float, beta1: float, beta2: float, beta3: float,
-               eps: float, correction2: float, correction3: float, weight_decay: float, has_e: bool):
-    """The element-wise part of the step; writes carry, m, v in place; returns ``(||theta||, ||r||)``."""
+def first_pass(grad, carry, first, second, param, workspace, alpha: float, beta1: float, beta2: float,
+               beta3: float, eps: float, correction2: float, correction3: float, weight_decay: float, has_e: bool):
+    """The element-wise part of the step; writes carry, m, v and ``r`` (into ``workspace``) in place.
+
+    Returns ``(||theta||, ||r||)``.
+    """
     xp = _state.namespace()
     if has_e:
         direction, new_carry, new_first, new_second = elementwise.alto_direction(
@@ -55,15 +60,12 @@ def first_pass(grad, carry, first, second, param, alpha: float, beta1: float, be
             weight_decay)
     first.copy_(new_first)
     second.copy_(new_second)
+    workspace.copy_(direction)
     return reductions.l2_norm(param, xp), reductions.l2_norm(direction, xp)
 
 
-def second_pass(first, second, param, ratio, eps: float, correction2: float, correction3: float,
-                weight_decay: float, lr: float):
-    """``theta <- theta + (-lr) * ratio * r`` with ``r`` recomputed from the new m, v (in place)."""
-    xp = _state.namespace()
-    direction = elementwise.add_decay(
-        elementwise.adam_direction(first, second, eps, correction2, correction3, xp), param, weight_decay)
+def second_pass(direction, param, ratio, lr: float):
+    """``theta <- theta + (-lr) * (ratio * r)`` in place (``r`` from the first pass's workspace)."""
     update = elementwise.scale(elementwise.scale(direction, ratio), -lr)
     param.copy_(param + update)
 
@@ -115,12 +117,12 @@ def ensure_compiled(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
     first, second = _kernels()
     p = entries[0][0]
     try:
-        tensors = [torch.ones(8, dtype=p.dtype, device=p.device) for _ in range(5)]
+        tensors = [torch.ones(8, dtype=p.dtype, device=p.device) for _ in range(6)]
         if not _HAS_E[type(optimizer).factory]:
             tensors[1] = _placeholder(p)
         norms = first(*tensors, 0.5, 0.5, 0.9, 0.99, 1e-6, 0.1, 0.01, 1e-4, _HAS_E[type(optimizer).factory])
         ratio = reductions.trust_ratio(norms[0], norms[1], 1e-6, 1e-10)
-        second(tensors[2], tensors[3], tensors[4], ratio, 1e-6, 0.1, 0.01, 1e-4, 1e-3)
+        second(tensors[5], tensors[4], ratio, 1e-3)
     except Exception as error:  # noqa: BLE001 - reported to the caller, who falls back to the core
         return f"torch.compile failed: {type(error).__name__}: {error}"
     _compiled[key] = True
@@ -138,6 +140,9 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
     eps, trust_eps, norm_eps = float(group["eps"]), float(group["trust_eps"]), float(group["norm_eps"])
     counters = []
     cache: Dict[int, tuple] = {}
+    # Transient workspace for r: one buffer the size of the group's largest tensor, freed after the step.
+    workspace = torch.empty(max(p.numel() for p, _ in entries), dtype=entries[0][0].dtype,
+                            device=entries[0][0].device)
     for p, g in entries:
         state = optimizer.state[p]
         step = state["step"]
@@ -152,13 +157,14 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
         first_buffer = state["AdamState.first"].view(-1)
         second_buffer = state["AdamState.second"].view(-1)
         carry = state["EState.carry"].view(-1) if has_e else _placeholder(p)
-        param_norm, update_norm = first(g.view(-1), carry, first_buffer, second_buffer, flat_p, alpha, beta1,
-                                        beta2, beta3, eps, correction2, correction3, weight_decay, has_e)
+        direction = workspace[:flat_p.numel()]
+        param_norm, update_norm = first(g.view(-1), carry, first_buffer, second_buffer, flat_p, direction, alpha,
+                                        beta1, beta2, beta3, eps, correction2, correction3, weight_decay, has_e)
         if use_trust:
             ratio = reductions.trust_ratio(param_norm, update_norm, trust_eps, norm_eps)
         else:
             ratio = torch.ones((), dtype=p.dtype, device=p.device)
-        second(first_buffer, second_buffer, flat_p, ratio, eps, correction2, correction3, weight_decay, lr)
+        second(direction, flat_p, ratio, lr)
         for key, value in state.items():
             if key != "step" and isinstance(value, torch.Tensor) and value.dim() == 0:
                 counters.append((state, key, value))

@@ -21,9 +21,10 @@ Implementations (``implementation=``):
   factory, dense CPU/CUDA tensors of any float dtype, and FSDP2 DTensor parameters (DTensor's own
   ``vector_norm`` all-reduces, so trust ratios use the norms of the full tensors).
 - ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
-  (``valley_core.elementwise.alto_direction`` ...), two fused passes per tensor, no temporaries. Available for
-  ALTO, ALTOVanilla and Lamb on plain float32/float64 tensors; ``tests/torch/test_torch_fast_path.py`` proves
-  it equal to the core (parameters and every state tensor, float64, 200+ steps).
+  (``valley_core.elementwise.alto_direction`` ...), two fused passes per tensor (``r`` kept in a transient
+  workspace). Available for ALTO, ALTOVanilla and Lamb on plain float32/float64 tensors;
+  ``tests/torch/test_torch_fast_path.py`` proves it equal to the core (parameters and every state tensor,
+  float64, 200+ steps).
 - ``"auto"`` (default): ``"compiled"`` where it is available, ``"core"`` elsewhere (and if compilation
   fails, with a warning).
 """
