@@ -53,6 +53,30 @@ def _full(tensor):
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
 
+class _shard_norms:
+    """Makes the DTensor namespace return norms of the local shard, replicated as if they were full norms."""
+
+    def __enter__(self):
+        from torch.distributed.tensor import DTensor, Replicate
+
+        from backends.torch import _state
+
+        self._state = _state
+        self._original = _state._ReplicatedNorms.vector_norm
+
+        def vector_norm(this, x, **kwargs):
+            if isinstance(x, DTensor):
+                local = torch.linalg.vector_norm(x.to_local(), **kwargs)
+                return DTensor.from_local(local, x.device_mesh, [Replicate()] * x.device_mesh.ndim)
+            return self._original(this, x, **kwargs)
+
+        _state._ReplicatedNorms.vector_norm = vector_norm
+        return self
+
+    def __exit__(self, *exc):
+        self._state._ReplicatedNorms.vector_norm = self._original
+
+
 def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
@@ -69,13 +93,13 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
         half = x.shape[0] // world_size
         x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
 
-        for name in ("ddp", "fsdp2", "zero"):
+        for name in ("ddp", "fsdp2", "zero", "fsdp2_shard_norms"):
             try:
                 model = make_model()
                 if name == "ddp":
                     wrapped = DistributedDataParallel(model)
                     optimizer = ALTO(wrapped.parameters(), implementation="core", **OPTIMIZER_ARGS)
-                elif name == "fsdp2":
+                elif name.startswith("fsdp2"):
                     from torch.distributed.device_mesh import init_device_mesh
                     from torch.distributed.fsdp import fully_shard
 
@@ -89,7 +113,12 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                     wrapped = DistributedDataParallel(model)
                     optimizer = ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=ALTO,
                                                         implementation="core", **OPTIMIZER_ARGS)
-                train(wrapped, optimizer, x, y)
+                if name == "fsdp2_shard_norms":
+                    # Negative control: norms of the LOCAL shard (the mistake the trust ratio must avoid).
+                    with _shard_norms():
+                        train(wrapped, optimizer, x, y)
+                else:
+                    train(wrapped, optimizer, x, y)
                 results[name] = [_full(p.detach()).clone() for p in model.parameters()]
                 if name == "fsdp2":
                     results["fsdp2_param_types"] = sorted({type(p).__name__ for p in model.parameters()})

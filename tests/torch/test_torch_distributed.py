@@ -52,3 +52,12 @@ def test_matches_single_process(scenario, distributed_results, reference):
 
 def test_fsdp2_parameters_were_dtensors(distributed_results):
     assert distributed_results[0].get("fsdp2_param_types") == ["DTensor"]
+
+
+def test_shard_norms_would_be_caught(distributed_results, reference):
+    # Negative control: with norms of the local shard instead of the full tensor, FSDP2 departs from the
+    # single-process run, so the FSDP2 comparison above does test the trust ratio's norms.
+    results = distributed_results[0]
+    assert "fsdp2_shard_norms_error" not in results, results.get("fsdp2_shard_norms_error")
+    difference = max(float((p - q).abs().max()) for p, q in zip(results["fsdp2_shard_norms"], reference))
+    assert difference > 1e-4
