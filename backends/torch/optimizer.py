@@ -285,7 +285,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
             raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} param groups, "
                              f"this optimizer has {len(groups)}")
         problems: List[str] = []
+        # The checkpoint's hyperparameters are restored (as in torch.optim), and they decide the state's layout
+        # (AdamCM's buffer size, say); where they are invalid, this optimizer's own group is used to check it.
+        layout_groups: List[Dict[str, Any]] = []
         for index, (group, saved) in enumerate(zip(groups, saved_groups)):
+            layout_groups.append(group)
             if len(group["params"]) != len(saved["params"]):
                 problems.append(f"param group {index} has {len(saved['params'])} parameters in the state dict, "
                                 f"{len(group['params'])} here")
@@ -293,14 +297,15 @@ class ValleyOptimizer(torch.optim.Optimizer):
             merged = {**self.defaults, **{k: v for k, v in saved.items() if k != "params"}}
             try:
                 self._validate_group(merged, f"param group {index}")
+                layout_groups[-1] = merged
             except ValueError as error:
                 problems.append(str(error))
         if any("parameters in the state dict" in problem for problem in problems):
             raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
         id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
                           chain.from_iterable(g["params"] for g in groups)))
-        # The state's layout depends on the optimizer class only: check it against this optimizer's groups.
-        group_of = {id(p): (i, g) for i, g in enumerate(groups) for p in g["params"]}
+        group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups))
+                    for p in g["params"]}
         for saved_id, value in state_dict["state"].items():
             if saved_id not in id_map:
                 problems.append(f"state for parameter id {saved_id!r}, which no param group lists")
