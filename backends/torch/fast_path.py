@@ -139,6 +139,7 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
     use_trust = bool(group.get("trust_ratio", True))
     eps, trust_eps, norm_eps = float(group["eps"]), float(group["trust_eps"]), float(group["norm_eps"])
     counters = []
+    shared_keys = optimizer.shared_state_keys(group)
     cache: Dict[int, tuple] = {}
     # Transient workspace for r: one buffer the size of the group's largest tensor, freed after the step.
     workspace = torch.empty(max(p.numel() for p, _ in entries), dtype=entries[0][0].dtype,
@@ -165,9 +166,9 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
         else:
             ratio = torch.ones((), dtype=p.dtype, device=p.device)
         second(direction, flat_p, ratio, lr)
-        for key, value in state.items():
-            if key != "step" and isinstance(value, torch.Tensor) and value.dim() == 0:
-                counters.append((state, key, value))
+        # The core's step counters, by name: the buffers of a 0-d parameter are 0-d tensors too.
+        for key in shared_keys:
+            counters.append((state, key, state[key]))
         state["step"] = step + 1
     if counters:
         incremented = torch._foreach_add([value for _, _, value in counters], 1)

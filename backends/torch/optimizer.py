@@ -252,6 +252,17 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 target.update(shared)
                 target["step"] = step + 1
 
+    def shared_state_keys(self, group: Dict[str, Any]) -> frozenset:
+        """The keys of ``self.state[p]`` that hold the core's shared scalars (step counters), for ``group``.
+
+        Decided by the core's state names (``"AdamState.count"`` has no tensor index), never by shape: the
+        buffers of a 0-d parameter are 0-d tensors too.
+        """
+        xp = _state.namespace()
+        template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=xp)
+        _, shared = _state.per_tensor_entries(vc.state_to_dict(template), 1)
+        return frozenset(shared)
+
     # ----------------------------------------------------------------------------------- checkpoints
     def _expected_state(self, group: Dict[str, Any], p: torch.Tensor) -> Dict[str, torch.Tensor]:
         """Template entries (meta tensors) of one parameter's state, by key."""

@@ -12,7 +12,8 @@ import torch
 
 import valley_core as vc
 from backends.torch import ALTO, ALTOVanilla, EAdam, Lamb
-from torch_helpers import assert_close, gradient_sequence, optimizer_state_as_core_dict, run_core, run_optimizer
+from torch_helpers import (assert_close, gradient_sequence, initial_params, optimizer_state_as_core_dict, run_core,
+                           run_optimizer)
 
 STEPS = 210
 
@@ -65,3 +66,28 @@ def test_auto_uses_the_core_where_there_is_no_kernel_and_compiled_refuses():
     EAdam([torch.nn.Parameter(torch.ones(3))], implementation="auto")
     with pytest.raises(RuntimeError, match="cannot run this group: dtype torch.bfloat16"):
         ALTO(params, implementation="compiled").step()
+
+
+#: 0-d and 1-element tensors among mixed sizes: the compiled path passes flat views, and 0-d buffers must never
+#: be mistaken for the core's 0-d step counters.
+SCALAR_SHAPES = [(), (4, 3), (1,), (), (1, 1), (5,), (2, 3, 2), (7,), ()]
+
+
+@pytest.mark.parametrize("case", ["alto", "lamb"])
+def test_compiled_path_equals_the_core_with_scalar_and_one_element_tensors(case):
+    cls, factory, kwargs = CASES[case]
+    count = len(SCALAR_SHAPES)
+    grads = gradient_sequence(STEPS, shapes=SCALAR_SHAPES, seed=3)
+    start = initial_params(SCALAR_SHAPES, seed=2)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
+    core_params, core_state = run_core(factory(**_core_kwargs(kwargs, count)), grads, params=start)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert p.shape == q.shape
+        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index} (shape {SCALAR_SHAPES[index]})")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert actual[key].shape == expected[key].shape, key
+        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    assert all(optimizer.state[p]["step"] == STEPS for p in params)

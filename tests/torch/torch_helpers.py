@@ -54,11 +54,14 @@ def run_core(transform, grads_sequence, params=None, dtype=torch.float64):
 def optimizer_state_as_core_dict(optimizer, params):
     """The torch optimizer's state in the core's flat naming (``"AdamState.first.3"``)."""
     flat = {}
+    group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for index, p in enumerate(params):
+        # Shared scalars (step counters) by the core's names, never by shape: a 0-d parameter has 0-d buffers.
+        shared = optimizer.shared_state_keys(group_of[id(p)])
         for key, value in optimizer.state[p].items():
             if key == "step":
                 continue
-            if isinstance(value, torch.Tensor) and value.dim() == 0:
+            if key in shared:
                 flat[key] = value
             else:
                 flat[f"{key}.{index}"] = value
