@@ -508,6 +508,7 @@ class Runner:
         self.config = config
         self.cache_path = cache_path
         self.records: Dict[str, Dict[str, Any]] = {}
+        self.reused = self.computed = 0
         if resume and cache_path and os.path.exists(cache_path):
             with open(cache_path, encoding="utf-8") as handle:
                 self.records = json.load(handle)
@@ -526,6 +527,8 @@ class Runner:
         """Runs ``jobs`` (task, hyperparameters); returns their records in order."""
         todo = [(task, hp) for task, hp in jobs if task.key not in self.records]
         bar.update(len(jobs) - len(todo))
+        self.reused += len(jobs) - len(todo)
+        self.computed += len(todo)
         if self.pool is None:
             for task, hp in todo:
                 bar.set_postfix_str(task.key)
@@ -664,6 +667,8 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
                                                               list(range(config.lm_seeds))))
     finally:
         runner.close()
+    results["runs_reused"], results["runs_computed"] = runner.reused, runner.computed
+    results["train_seconds"] = sum(record["wall_time"] for record in runner.records.values())
     return results
 
 
@@ -787,11 +792,14 @@ def time_to_accuracy(results: Dict[str, Any], margin: float = 0.01) -> Tuple[Lis
 
     The target of each (model, batch size) is ``margin`` below the lower of ALTO's and Lamb's mean final
     test accuracies, rounded down to 0.5 %, so that both can reach it. Means are over the seeds that reach it.
+    The last column gives the steps of the diagnostic runs (ALTO at Lamb's selected learning rate) to the
+    same target.
     """
     columns = ["model", "batch", "target (%)", "ALTO steps", "Lamb steps", "ALTO s", "Lamb s",
-               "time saved by ALTO"]
+               "time saved by ALTO", "ALTO at Lamb's lr steps"]
     rows = []
     by_key = {(e["model"], e["batch_size"], e["optimizer"]): e for e in results["digits"]}
+    by_key.update({(e["model"], e["batch_size"], "matched"): e for e in results.get("matched", [])})
     for model, batch_size in dict.fromkeys((e["model"], e["batch_size"]) for e in results["digits"]):
         alto, lamb = by_key.get((model, batch_size, "ALTO")), by_key.get((model, batch_size, "Lamb"))
         if not alto or not lamb:
@@ -799,7 +807,11 @@ def time_to_accuracy(results: Dict[str, Any], margin: float = 0.01) -> Tuple[Lis
         target = math.floor(200 * (min(summarize(alto)["test"][0], summarize(lamb)["test"][0]) - margin)) / 200
         row: Dict[str, Any] = {"model": model.upper(), "batch": str(batch_size), "target (%)": f"{100 * target:.1f}"}
         reached = {}
-        for label, entry in (("ALTO", alto), ("Lamb", lamb)):
+        row["ALTO at Lamb's lr steps"] = "-"
+        candidates = [("ALTO", alto), ("Lamb", lamb)]
+        if (model, batch_size, "matched") in by_key:
+            candidates.append(("ALTO at Lamb's lr", by_key[(model, batch_size, "matched")]))
+        for label, entry in candidates:
             hits = []
             for record in entry["finals"]:
                 for step, seconds, accuracy in record["curve"]:
@@ -816,7 +828,7 @@ def time_to_accuracy(results: Dict[str, Any], margin: float = 0.01) -> Tuple[Lis
             else:
                 row[f"{label} steps"] = f"not reached (0/{n})"
                 row[f"{label} s"] = "-"
-        if len(reached) == 2:
+        if "ALTO" in reached and "Lamb" in reached:
             saved_steps = 1 - reached["ALTO"][0] / reached["Lamb"][0]
             saved_time = 1 - reached["ALTO"][1] / reached["Lamb"][1]
             row["time saved by ALTO"] = f"{100 * saved_steps:+.1f} % steps, {100 * saved_time:+.1f} % time"
@@ -877,6 +889,10 @@ def verdict(results: Dict[str, Any]) -> List[str]:
                      f"{l[1]:.3f}: ALTO is {'better' if better else 'not better'}"
                      f"{' (by more than one combined standard deviation)' if clear else ' (within the spread)'};"
                      f" the best of {', '.join(lm)} is {best_name}.")
+        for entry in results.get("lm_matched", []):
+            m = summarize(entry)["test"]
+            lines.append(f"Language model at Lamb's learning rate ({entry['hyperparameters']['lr']}): ALTO (paper's "
+                         f"large-batch defaults) {m[0]:.3f} ± {m[1]:.3f} vs Lamb {l[0]:.3f} ± {l[1]:.3f}.")
     return lines
 
 
@@ -899,6 +915,12 @@ def plot_digits(results: Dict[str, Any], path: str) -> None:
             ax.errorbar([e["batch_size"] for e in entries], [100 * s[0] for s in stats],
                         yerr=[100 * s[1] for s in stats], marker="o", capsize=3, label=name,
                         linewidth=2.2 if name in ("ALTO", "Lamb") else 1.0)
+        matched = sorted((e for e in results.get("matched", []) if e["model"] == model), key=lambda e: e["batch_size"])
+        if matched:
+            stats = [summarize(e)["test"] for e in matched]
+            ax.errorbar([e["batch_size"] for e in matched], [100 * s[0] for s in stats],
+                        yerr=[100 * s[1] for s in stats], marker="x", capsize=3, linestyle="--", color="black",
+                        label="ALTO at Lamb's lr (diagnostic)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("test accuracy (%)")
@@ -921,17 +943,18 @@ def plot_time_to_accuracy(results: Dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         largest = max(e["batch_size"] for e in results["digits"] if e["model"] == model)
-        for e in results["digits"]:
-            if e["model"] != model or e["batch_size"] != largest or e["optimizer"] not in ("ALTO", "Lamb",
-                                                                                            "AdamW", "SGD"):
+        for e in results["digits"] + results.get("matched", []):
+            if e["model"] != model or e["batch_size"] != largest or e["optimizer"] not in (
+                    "ALTO", "Lamb", "AdamW", "SGD", "ALTO at Lamb's lr"):
                 continue
             length = min(len(r["curve"]) for r in e["finals"])
             if not length:
                 continue
             steps = [p[0] for p in e["finals"][0]["curve"][:length]]
             acc = np.mean([[p[2] for p in r["curve"][:length]] for r in e["finals"]], axis=0)
+            style = {"color": "black", "linestyle": "--"} if e["optimizer"] == "ALTO at Lamb's lr" else {}
             ax.plot(steps, 100 * acc, label=e["optimizer"], linewidth=2.2 if e["optimizer"] in ("ALTO", "Lamb")
-                    else 1.0)
+                    else 1.0, **style)
         ax.set_xlabel("step")
         ax.set_ylabel("test accuracy (%), mean over seeds")
         ax.set_title(f"digits {model.upper()}, batch {largest}")
@@ -951,15 +974,16 @@ def plot_lm(results: Dict[str, Any], path: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for entry in results["lm"]:
+    for entry in results["lm"] + results.get("lm_matched", []):
         length = min(len(r["batch_losses"]) for r in entry["finals"])
         losses = np.mean([r["batch_losses"][:length] for r in entry["finals"]], axis=0)
         steps = np.linspace(1, entry["finals"][0]["steps"], length)
-        line, = axes[0].plot(steps, losses, label=entry["optimizer"])
+        style = {"color": "black", "linestyle": "--"} if entry in results.get("lm_matched", []) else {}
+        line, = axes[0].plot(steps, losses, label=entry["optimizer"], **style)
         length = min(len(r["curve"]) for r in entry["finals"])
         perplexity = np.mean([[p[2] for p in r["curve"][:length]] for r in entry["finals"]], axis=0)
         axes[1].plot([p[0] for p in entry["finals"][0]["curve"][:length]], perplexity, marker="o",
-                     color=line.get_color(), label=entry["optimizer"])
+                     color=line.get_color(), linestyle=line.get_linestyle(), label=entry["optimizer"])
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("training loss (nats/char)")
     axes[1].set_xlabel("step")
@@ -1005,7 +1029,13 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     out = ["# Results: large-batch generalization", "",
            "<!-- Generated by `valley bench generalization`; do not edit by hand: rerun the command. -->", "",
-           f"Generated {now} by `{command}` in {elapsed / 60:.1f} minutes.", "",
+           f"Generated {now} by `{command}` in {elapsed / 60:.1f} minutes"
+           + (f" ({results['runs_computed']} runs trained now, {results['runs_reused']} reused from "
+              f"`{plots['json']}`, written by an earlier invocation of the same configuration)."
+              if results.get("runs_reused") else ".")
+           + f" The {results.get('runs_reused', 0) + results.get('runs_computed', 0)} training runs took "
+           f"{results.get('train_seconds', 0.0) / 60:.1f} minutes of training steps in total (evaluation "
+           "excluded).", "",
            f"Versions: {_versions()}. Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
            f"(shared with other work while this ran: wall times are indicative only), {config.jobs} worker "
            f"process(es).", "",
@@ -1018,7 +1048,8 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
         out.append(f"- Time-to-accuracy: ALTO needs fewer steps than Lamb to reach the target in "
                    f"{sum(s > 0 for s in tta_saved)} of {len(tta_saved)} settings where both reach it "
                    f"(median saving {100 * float(np.median(tta_saved)):+.1f} % of the steps; the paper reports "
-                   f"29.68 % of computation time saved on its own tasks).")
+                   f"29.68 % of computation time saved on its own tasks). See the table for ALTO at Lamb's "
+                   "learning rate.")
     if results["missing"]:
         out.append("- Left out: " + "; ".join(f"{k} ({v})" for k, v in results["missing"].items())
                    + (". Adam+CM was not included." if "AdamCM" in results["missing"] else "."))
@@ -1097,7 +1128,8 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
                                                      for hp, v, div in zip(e["grid"], e["trial_val"],
                                                                            e["trial_diverged"]))
                     for e in results["lm"])]
-    out += ["", "## Reproduce", "", "```", command, "```", "",
+    reproduce = " ".join(part for part in command.split() if part not in ("--resume", "--no-progress"))
+    out += ["", "## Reproduce", "", "```", reproduce, "```", "",
             f"Raw per-run records: `{plots['json']}`.", ""]
     return "\n".join(out)
 

@@ -666,7 +666,7 @@ def run(args: argparse.Namespace) -> int:
     rows, runs = run_demo(config)
     total = time.perf_counter() - started
     table = format_table(rows, DEMO_COLUMNS)
-    threads = f", {set_threads(config.threads)} torch threads" if config.backend == "torch" else ""
+    threads = f", torch threads: {set_threads(config.threads)}" if config.backend == "torch" else ""
     header = (f"digits ({len(load_digits_split().y_train)} training images), MLP 64-"
               f"{'-'.join(map(str, MLP_HIDDEN))}-10, {config.steps} steps per run, seeds "
               f"{list(config.seeds)}, backend {config.backend}{threads}")
