@@ -1078,7 +1078,7 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
             "AdamW (0.9, 0.999), decoupled weight decay 1e-4; Lamb betas (0.9, 0.99), eps 1e-6, weight decay "
             "1e-4, trust_eps 1e-6, norm_eps 1e-10 (ALTO with alpha = 0); EAdam alpha 0.5, beta1 0.01 "
             "(the paper's small-batch E), Adam's moments, run at batch sizes below 1024 only; Adam+CM its "
-            "defaults.",
+            "defaults (Adam's moments, 5 critical momenta, priority decay 0.7).",
             "- Implementations: ALTO, Lamb, EAdam (and Adam+CM) from `backends.torch` (`backends.keras` with "
             "`--backend keras`), i.e. the `valley_core` definitions; SGD, Adam, AdamW are the framework's own.",
             ]
@@ -1110,6 +1110,14 @@ def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, 
             "positive saving means ALTO got there first.", "",
             f"![time to accuracy]({plots['time']})", "",
             demo.format_table(tta_rows, tta_columns)]
+    out += ["", "## Limits", "",
+            "- Scale: 1197 training images and models of about 26k (MLP) and 38k (CNN) parameters; a 119k-"
+            "parameter language model trained for a few minutes. The paper's claims are about ImageNet- and "
+            "GPT-2-sized runs; these numbers test the same question on a CPU, not the paper's experiments.",
+            "- The tuning selects on one seed; a selected trial can be fragile on other seeds (large standard "
+            "deviations in the tables).",
+            "- Wall times come from a shared 2-core machine with two worker processes: use the step counts for "
+            "comparisons, the seconds only as an indication."]
     matched_rows, matched_columns = matched_table(results)
     if matched_rows:
         out += ["", "## Diagnostic: ALTO at Lamb's learning rate", "",
