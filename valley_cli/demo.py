@@ -535,13 +535,30 @@ def run_demo(config: DemoConfig) -> Tuple[List[Dict[str, Any]], List[RunResult]]
         numeric fields (``test_accuracy_mean``, ``test_accuracy_std``, ``final_train_loss_mean``,
         ``initial_train_loss_mean``, ``wall_time_mean``, ``diverged``), and every ``RunResult``.
     """
-    from tqdm import tqdm
-
     data = load_digits_split()
     n_train = len(data.y_train)
     sizes = (data.x_train.shape[1], *MLP_HIDDEN, 10)
     if config.backend == "torch":
         set_threads(config.threads)
+    with _blas_threads(config.threads or 1):
+        return _run_demo(config, data, n_train, sizes)
+
+
+def _blas_threads(threads: int):
+    """Limits NumPy's BLAS threads (small matrices: extra threads only contend) if threadpoolctl is there."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        import contextlib
+
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads)
+
+
+def _run_demo(config: DemoConfig, data: DigitsSplit, n_train: int,
+              sizes: Tuple[int, ...]) -> Tuple[List[Dict[str, Any]], List[RunResult]]:
+    from tqdm import tqdm
+
     runs: List[RunResult] = []
     rows: List[Dict[str, Any]] = []
     total = len(config.batch_sizes) * len(config.optimizers) * len(config.seeds) * config.steps
