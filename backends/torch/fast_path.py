@@ -1,32 +1,42 @@
 """The compiled fast path of ALTO, ALTOVanilla and Lamb: ``torch.compile`` of the core's element-wise maths.
 
-Nothing here defines an update rule. Two kernels are compiled from ``valley_core`` functions:
+Nothing here defines an update rule. Two functions are compiled, each over a chunk of :data:`CHUNK` tensors:
 
-- ``first_pass``: ``valley_core.elementwise.alto_direction`` (or, for Lamb, ``adam_moments`` ->
+- :func:`first_pass`: ``valley_core.elementwise.alto_direction`` (or, for Lamb, ``adam_moments`` ->
   ``adam_direction`` -> ``add_decay``), writing the new carry/m/v in place into the state buffers and ``r``
-  into a workspace, and the two norms ``||theta||``, ``||r||`` (``valley_core.reductions.l2_norm``), all in
-  the same loop;
-- ``second_pass``: ``r`` scaled by the trust ratio (``valley_core.reductions.trust_ratio``, computed between
-  the passes) and by ``-lr`` (``elementwise.scale``), added to ``theta`` in place.
+  into a workspace, and the norms ``||theta||``, ``||r||`` (``valley_core.reductions.l2_norm``), one loop per
+  tensor;
+- :func:`second_pass`: the trust ratio (``valley_core.reductions.trust_ratio``) and
+  ``theta <- theta + scale(scale(r, ratio), -lr)`` (``valley_core.elementwise.scale``) in place.
 
-So a step reads g, carry, m, v, theta and writes carry, m, v, r (first pass), then reads r, theta and writes
-theta (second pass): no host synchronisation, the divisions and square roots are computed once, and the
-state stays at three buffers. The workspace for ``r`` is ONE transient buffer per param group, the size of
-the group's largest tensor, freed after the step (it is not optimizer state). Each
-kernel is compiled once per dtype with dynamic shapes (tensors are passed as flat 1-D views), and the
-hyperparameters are passed as Python floats, which torch.compile treats as graph inputs (no recompilation
-when an LR scheduler changes ``lr``). Bias corrections are computed on the host by
-``valley_core.elementwise.bias_corrections`` from the Python step count.
+Horizontal fusion: one compiled call steps :data:`CHUNK` tensors (the last chunk of a group is padded with
+throw-away tensors), so the Python and guard cost of a call is paid once per chunk and not once per tensor.
+Tensors are passed as flat 1-D views with dynamic sizes; the hyperparameters of a step (``alpha``, betas,
+``eps``, bias corrections, ``lr``, weight decay, trust-ratio epsilons) travel in ONE float64 tensor, built on
+the host from the Python step count (``valley_core.elementwise.bias_corrections``, schedules evaluated by
+``valley_core.schedules.evaluate``), so a new ``lr`` or step never recompiles. The workspaces for ``r`` are
+transient (one per tensor slot of a chunk, freed after the step): not optimizer state.
+
+Recompilation: each static configuration (dtype, device, optimizer kind, trust ratio on/off, tensors of one
+element or more) gets its own code object, hence its own Dynamo cache and recompile limit, and needs one
+graph. Tensors with one element are stepped in their own chunks (Dynamo specialises size 1), tensors with no
+element need no kernel. Should compilation fail anyway (``FailOnRecompileLimitHit`` under ``fullgraph=True``,
+an Inductor error ...), it fails before the chunk's kernels run, and that chunk and the rest of the step are
+evaluated eagerly by the same Python function (the same core functions, op by op): a step is never left half
+written. The optimizer then warns and uses the core path from the next step on (``implementation="auto"``),
+or raises after completing the step (``implementation="compiled"``).
+Only Dynamo/Inductor exceptions count as compilation failures; anything else propagates.
 
 Scope: plain (non-DTensor) dense contiguous float32/float64 tensors, all on one device. Anything else
 (DTensor, bfloat16/float16, non-contiguous, other optimizers) takes the core path. The parity suite
 (``tests/torch/test_torch_fast_path.py``) checks parameters and every state buffer against the core in
-float64 over 200+ steps.
+float64 over 200+ steps, including 0-d and 1-element tensors.
 """
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import types
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -38,51 +48,99 @@ from valley_core.schedules import evaluate
 #: Factories with a compiled kernel, and whether their chain starts with the E adaptor.
 _HAS_E = {vc.alto: True, vc.alto_vanilla: True, vc.lamb: False}
 _FLOATS = (torch.float32, torch.float64)
-_compiled: Dict[str, Any] = {}
+#: Tensors per compiled call.
+CHUNK = 4
+#: Slots of the hyperparameter tensor.
+_ALPHA, _BETA1, _BETA2, _BETA3, _EPS, _C2, _C3, _DECAY, _LR, _TRUST_EPS, _NORM_EPS = range(11)
+
+#: One kernel per tensor and pass, in program order: a tensor's update runs right after its own first pass, while
+#: its data is still in cache (Inductor would otherwise fuse the chunk's first passes into one loop nest first).
+_INDUCTOR_OPTIONS = {"cpp.max_horizontal_fusion_size": 1}
+_compiled: Dict[Any, Any] = {}
+_padding: Dict[Any, torch.Tensor] = {}
 
 
-def first_pass(grad, carry, first, second, param, workspace, alpha: float, beta1: float, beta2: float,
-               beta3: float, eps: float, correction2: float, correction3: float, weight_decay: float, has_e: bool):
-    """The element-wise part of the step; writes carry, m, v and ``r`` (into ``workspace``) in place.
+class CompilationFailed(RuntimeError):
+    """A chunk could not be compiled; the step was completed eagerly (nothing is half written)."""
 
-    Returns ``(||theta||, ||r||)``.
+
+def first_pass(grads: Sequence[torch.Tensor], carries: Sequence[torch.Tensor], firsts: Sequence[torch.Tensor],
+               seconds: Sequence[torch.Tensor], params: Sequence[torch.Tensor], workspaces: Sequence[torch.Tensor],
+               hyper: torch.Tensor, has_e: bool) -> List[torch.Tensor]:
+    """The element-wise part of the step for a chunk of flat tensors: writes carry (ALTO), m, v in place and
+    ``r`` into ``workspaces``; returns ``[||theta_i||, ||r_i|| for each tensor]``.
+
+    ``hyper`` holds the step's scalars (see the ``_ALPHA`` ... slots); ``carries`` is empty without the E
+    adaptor (Lamb).
     """
     xp = _state.namespace()
-    if has_e:
-        direction, new_carry, new_first, new_second = elementwise.alto_direction(
-            grad, carry, first, second, param, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, eps=eps,
-            correction2=correction2, correction3=correction3, weight_decay=weight_decay, xp=xp)
-        carry.copy_(new_carry)
-    else:
-        new_first, new_second = elementwise.adam_moments(grad, first, second, beta2, beta3)
-        direction = elementwise.add_decay(
-            elementwise.adam_direction(new_first, new_second, eps, correction2, correction3, xp), param,
-            weight_decay)
-    first.copy_(new_first)
-    second.copy_(new_second)
-    workspace.copy_(direction)
-    return reductions.l2_norm(param, xp), reductions.l2_norm(direction, xp)
+    alpha, beta1, beta2, beta3 = hyper[_ALPHA], hyper[_BETA1], hyper[_BETA2], hyper[_BETA3]
+    eps, correction2, correction3, weight_decay = hyper[_EPS], hyper[_C2], hyper[_C3], hyper[_DECAY]
+    norms = []
+    for index, (grad, first, second, param) in enumerate(zip(grads, firsts, seconds, params)):
+        if has_e:
+            carry = carries[index]
+            direction, new_carry, new_first, new_second = elementwise.alto_direction(
+                grad, carry, first, second, param, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, eps=eps,
+                correction2=correction2, correction3=correction3, weight_decay=weight_decay, xp=xp)
+            carry.copy_(new_carry)
+        else:
+            new_first, new_second = elementwise.adam_moments(grad, first, second, beta2, beta3)
+            direction = elementwise.add_decay(
+                elementwise.adam_direction(new_first, new_second, eps, correction2, correction3, xp), param,
+                weight_decay)
+        first.copy_(new_first)
+        second.copy_(new_second)
+        workspaces[index].copy_(direction)
+        norms += [reductions.l2_norm(param, xp), reductions.l2_norm(direction, xp)]
+    return norms
 
 
-def second_pass(direction, param, ratio, lr: float):
-    """``theta <- theta + (-lr) * (ratio * r)`` in place (``r`` from the first pass's workspace)."""
-    update = elementwise.scale(elementwise.scale(direction, ratio), -lr)
-    param.copy_(param + update)
+def second_pass(workspaces: Sequence[torch.Tensor], params: Sequence[torch.Tensor], norms: Sequence[torch.Tensor],
+                hyper: torch.Tensor, use_trust: bool) -> None:
+    """``theta <- theta + scale(scale(r, trust ratio), -lr)`` in place for a chunk (``r`` from the first pass)."""
+    lr, trust_eps, norm_eps = hyper[_LR], hyper[_TRUST_EPS], hyper[_NORM_EPS]
+    for index, (direction, param) in enumerate(zip(workspaces, params)):
+        if use_trust:
+            ratio = reductions.trust_ratio(norms[2 * index], norms[2 * index + 1], trust_eps, norm_eps)
+            direction = elementwise.scale(direction, ratio.to(param.dtype))
+        param.copy_(param + elementwise.scale(direction, -lr))
 
 
-def _placeholder(like: torch.Tensor) -> torch.Tensor:
-    """An unused stand-in for the carry of optimizers without the E adaptor (Lamb)."""
-    key = ("placeholder", like.dtype, like.device)
+def _kernel(function, key):
+    """``torch.compile`` of ``function`` for one static configuration, on its own code object (so its own Dynamo
+    cache and recompile limit)."""
+    key = (function.__name__, *key)
     if key not in _compiled:
-        _compiled[key] = torch.zeros(2, dtype=like.dtype, device=like.device)
+        code = function.__code__.replace(co_name=f"{function.__name__}_{len(_compiled)}")
+        clone = types.FunctionType(code, function.__globals__, code.co_name)
+        _compiled[key] = torch.compile(clone, dynamic=True, fullgraph=True)
     return _compiled[key]
 
 
-def _kernels():
-    if not _compiled:
-        _compiled["first"] = torch.compile(first_pass, dynamic=True, fullgraph=True)
-        _compiled["second"] = torch.compile(second_pass, dynamic=True, fullgraph=True)
-    return _compiled["first"], _compiled["second"]
+def _pad(dtype: torch.dtype, device: torch.device, size: int, count: int) -> List[List[torch.Tensor]]:
+    """``count`` sets of 6 throw-away flat tensors (g, p, m, v, r, carry) that fill the last chunk of a group.
+
+    Separate allocations (inputs that alias each other would change the compiled graph); zeros, which the step
+    keeps finite and unchanged. Their values are irrelevant.
+    """
+    key = (dtype, device, size)
+    pads = _padding.setdefault(key, [])
+    while len(pads) < count:
+        pads.append([torch.zeros(size, dtype=dtype, device=device) for _ in range(6)])
+    return pads[:count]
+
+
+def _no_duck_shapes():
+    from torch.fx.experimental import _config
+
+    return _config.patch(use_duck_shape=False)
+
+
+def _is_compilation_error(error: BaseException) -> bool:
+    from torch._dynamo import exc
+
+    return isinstance(error, (exc.FailOnRecompileLimitHit, exc.TorchDynamoException))
 
 
 def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
@@ -105,72 +163,96 @@ def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[st
     return None
 
 
-def ensure_compiled(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
-    """Compiles (on tiny tensors of the group's dtype and device) before the first real step.
-
-    Returns None on success, else the error as text: a failed compilation must not leave a half-written
-    step, so it is found out here, on throw-away tensors.
-    """
-    key = ("ok", entries[0][0].dtype, entries[0][0].device.type, _HAS_E[type(optimizer).factory])
-    if key in _compiled:
-        return None
-    first, second = _kernels()
-    p = entries[0][0]
-    try:
-        tensors = [torch.ones(8, dtype=p.dtype, device=p.device) for _ in range(6)]
-        if not _HAS_E[type(optimizer).factory]:
-            tensors[1] = _placeholder(p)
-        norms = first(*tensors, 0.5, 0.5, 0.9, 0.99, 1e-6, 0.1, 0.01, 1e-4, _HAS_E[type(optimizer).factory])
-        ratio = reductions.trust_ratio(norms[0], norms[1], 1e-6, 1e-10)
-        second(tensors[5], tensors[4], ratio, 1e-3)
-    except Exception as error:  # noqa: BLE001 - reported to the caller, who falls back to the core
-        return f"torch.compile failed: {type(error).__name__}: {error}"
-    _compiled[key] = True
-    return None
-
-
-def step_group(optimizer, group: Dict[str, Any], entries) -> None:
-    """One step of a group on the compiled path (state already initialised by the optimizer)."""
-    first, second = _kernels()
-    has_e = _HAS_E[type(optimizer).factory]
+def _hyperparameters(optimizer, group: Dict[str, Any], has_e: bool, step: int, device) -> torch.Tensor:
     transform_args = optimizer._factory_kwargs(group, 1)
     beta1, beta2, beta3 = (group["betas"] if has_e else (0.0, *group["betas"]))
     bias_correction = transform_args.get("bias_correction", type(optimizer).factory is not vc.alto_vanilla)
+    k = float(step + 1)
+    correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, bias_correction)
+    values = [0.0] * 11
+    values[_ALPHA] = float(evaluate(group.get("alpha", 0.0), k))
+    values[_BETA1], values[_BETA2], values[_BETA3] = float(beta1), float(beta2), float(beta3)
+    values[_EPS], values[_C2], values[_C3] = float(group["eps"]), float(correction2), float(correction3)
+    values[_DECAY], values[_LR] = float(evaluate(group["weight_decay"], k)), float(evaluate(group["lr"], k))
+    values[_TRUST_EPS] = float(group.get("trust_eps", 0.0))
+    values[_NORM_EPS] = float(group.get("norm_eps", 0.0))
+    return torch.tensor(values, dtype=torch.float64).to(device, non_blocking=True)
+
+
+def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
+    """One step of a group on the compiled path (state already initialised by the optimizer).
+
+    Returns None, or (when a chunk could not be compiled and the step was completed eagerly) why.
+    """
+    has_e = _HAS_E[type(optimizer).factory]
     use_trust = bool(group.get("trust_ratio", True))
-    eps, trust_eps, norm_eps = float(group["eps"]), float(group["trust_eps"]), float(group["norm_eps"])
-    counters = []
+    dtype, device = entries[0][0].dtype, entries[0][0].device
     shared_keys = optimizer.shared_state_keys(group)
-    cache: Dict[int, tuple] = {}
-    # Transient workspace for r: one buffer the size of the group's largest tensor, freed after the step.
-    workspace = torch.empty(max(p.numel() for p, _ in entries), dtype=entries[0][0].dtype,
-                            device=entries[0][0].device)
+    # Tensors at different steps (some had no gradient at times) get their own scalars; size-1 tensors their
+    # own chunks (Dynamo specialises size 1); empty tensors need no kernel.
+    batches: Dict[tuple, list] = {}
     for p, g in entries:
         state = optimizer.state[p]
-        step = state["step"]
-        if step not in cache:
-            k = step + 1
-            correction2, correction3 = elementwise.bias_corrections(beta2, beta3, float(k), bias_correction)
-            cache[step] = (float(correction2), float(correction3), float(evaluate(group["lr"], float(k))),
-                           float(evaluate(group.get("alpha", 0.0), float(k))),
-                           float(evaluate(group["weight_decay"], float(k))))
-        correction2, correction3, lr, alpha, weight_decay = cache[step]
-        flat_p = p.detach().view(-1)
-        first_buffer = state["AdamState.first"].view(-1)
-        second_buffer = state["AdamState.second"].view(-1)
-        carry = state["EState.carry"].view(-1) if has_e else _placeholder(p)
-        direction = workspace[:flat_p.numel()]
-        param_norm, update_norm = first(g.view(-1), carry, first_buffer, second_buffer, flat_p, direction, alpha,
-                                        beta1, beta2, beta3, eps, correction2, correction3, weight_decay, has_e)
-        if use_trust:
-            ratio = reductions.trust_ratio(param_norm, update_norm, trust_eps, norm_eps)
-        else:
-            ratio = torch.ones((), dtype=p.dtype, device=p.device)
-        second(direction, flat_p, ratio, lr)
-        # The core's step counters, by name: the buffers of a 0-d parameter are 0-d tensors too.
-        for key in shared_keys:
-            counters.append((state, key, state[key]))
-        state["step"] = step + 1
-    if counters:
-        incremented = torch._foreach_add([value for _, _, value in counters], 1)
-        for (state, key, _), value in zip(counters, incremented):
-            state[key] = value
+        numel = p.numel()
+        if numel:
+            batches.setdefault((state["step"], numel == 1), []).append((p, g, state))
+    failure: Optional[str] = None
+    # No duck sizing: equal sizes of different tensors at the first call must not become a guard (another
+    # layout would recompile); each tensor's own buffers are equal by the maths, and Dynamo guards that.
+    duck_shapes_off = _no_duck_shapes()
+    for (step, single), items in batches.items():
+        hyper = _hyperparameters(optimizer, group, has_e, step, device)
+        key = (dtype, device, has_e, single)
+        chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+        # Transient workspaces for r: slot j is as large as the j-th tensor of the largest chunk; freed after
+        # the step (not optimizer state). Separate allocations: inputs that alias would change the graph.
+        sizes = [max(chunk[j][0].numel() if j < len(chunk) else 1 for chunk in chunks) for j in range(CHUNK)]
+        workspace = [torch.empty(size, dtype=dtype, device=device) for size in sizes]
+        for chunk in chunks:
+            grads = [g.view(-1) for _, g, _ in chunk]
+            params = [p.detach().view(-1) for p, _, _ in chunk]
+            firsts = [s["AdamState.first"].view(-1) for _, _, s in chunk]
+            seconds = [s["AdamState.second"].view(-1) for _, _, s in chunk]
+            carries = [s["EState.carry"].view(-1) for _, _, s in chunk] if has_e else []
+            workspaces = [buffer[:p.numel()] for buffer, p in zip(workspace, params)]
+            missing = CHUNK - len(chunk)
+            if missing:
+                for pad in _pad(dtype, device, 1 if single else 2, missing):
+                    grads.append(pad[0])
+                    params.append(pad[1])
+                    firsts.append(pad[2])
+                    seconds.append(pad[3])
+                    workspaces.append(pad[4])
+                    if has_e:
+                        carries.append(pad[5])
+            first_arguments = (grads, carries, firsts, seconds, params, workspaces, hyper, has_e)
+            norms = None
+            if failure is None:
+                try:
+                    with duck_shapes_off:
+                        norms = _kernel(first_pass, key)(*first_arguments)
+                        _kernel(second_pass, (*key, use_trust))(workspaces, params, norms, hyper, use_trust)
+                    continue
+                except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
+                    if not _is_compilation_error(error):
+                        raise
+                    failure = f"torch.compile failed: {type(error).__name__}: {error}".split("\n")[0]
+            # Eagerly, by the same functions op by op: the rest of the step, from where compilation failed (a
+            # pass that failed to compile has not run).
+            if norms is None:
+                norms = first_pass(*first_arguments)
+            second_pass(workspaces, params, norms, hyper, use_trust)
+    # The core's step counters (shared scalars) move on by one. Tensors at the same step share the counter
+    # tensors, as on the core path (which stores the same shared scalars in every tensor's state).
+    batch_states = [[state for _, _, state in items] for items in batches.values()]
+    batch_states += [[optimizer.state[p]] for p, _ in entries if not p.numel()]
+    if shared_keys and batch_states:
+        keys = sorted(shared_keys)
+        incremented = torch._foreach_add([states[0][key] for states in batch_states for key in keys], 1)
+        for index, states in enumerate(batch_states):
+            new_values = dict(zip(keys, incremented[index * len(keys):(index + 1) * len(keys)]))
+            for state in states:
+                state.update(new_values)
+    for p, _ in entries:
+        optimizer.state[p]["step"] += 1
+    return failure

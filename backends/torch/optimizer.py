@@ -21,12 +21,14 @@ Implementations (``implementation=``):
   factory, dense CPU/CUDA tensors of any float dtype, and FSDP2 DTensor parameters (DTensor's own
   ``vector_norm`` all-reduces, so trust ratios use the norms of the full tensors).
 - ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
-  (``valley_core.elementwise.alto_direction`` ...), two fused passes per tensor (``r`` kept in a transient
-  workspace). Available for ALTO, ALTOVanilla and Lamb on plain float32/float64 tensors;
-  ``tests/torch/test_torch_fast_path.py`` proves it equal to the core (parameters and every state tensor,
-  float64, 200+ steps).
-- ``"auto"`` (default): ``"compiled"`` where it is available, ``"core"`` elsewhere (and if compilation
-  fails, with a warning).
+  (``valley_core.elementwise.alto_direction`` ...) and reductions, two fused passes per tensor (``r`` kept in
+  a transient workspace), several tensors per compiled call. Available for ALTO, ALTOVanilla and Lamb on plain
+  float32/float64 tensors; ``tests/torch/test_torch_fast_path.py`` proves it equal to the core (parameters
+  and every state tensor, float64, 200+ steps, 0-d and 1-element tensors included).
+- ``"auto"`` (default): ``"compiled"`` where it is available, ``"core"`` elsewhere. If compilation fails (no C++
+  compiler, Dynamo's recompile limit ...), the step is completed eagerly by the same functions (never half
+  written), a ``RuntimeWarning`` is issued and later steps use the core path; ``"compiled"`` raises instead,
+  after completing the step.
 """
 
 from __future__ import annotations
@@ -190,7 +192,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if self._use_fast_path(group, entries):
                 from backends.torch import fast_path
 
-                fast_path.step_group(self, group, entries)
+                failure = fast_path.step_group(self, group, entries)
+                if failure is not None:
+                    self._fast_path_unavailable(failure, completed=True)
             else:
                 self._core_step(group, entries)
         return loss
@@ -201,17 +205,24 @@ class ValleyOptimizer(torch.optim.Optimizer):
         from backends.torch import fast_path
 
         reason = fast_path.unsupported_reason(self, group, entries)
-        if reason is None:
-            reason = fast_path.ensure_compiled(self, group, entries)
-            if reason is not None and self.implementation == "auto":
-                import warnings
-
-                warnings.warn(f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); "
-                              "using the core path", RuntimeWarning, stacklevel=3)
-                self._fast_path_failed = reason
         if reason is not None and self.implementation == "compiled":
             raise RuntimeError(f"{type(self).__name__}(implementation='compiled') cannot run this group: {reason}")
         return reason is None
+
+    def _fast_path_unavailable(self, reason: str, completed: bool) -> None:
+        """A compilation failed (before writing anything); the step was completed eagerly by the same maths.
+
+        ``"auto"`` warns and uses the core path from the next step on; ``"compiled"`` raises (the step that
+        failed to compile is complete: parameters and state are consistent).
+        """
+        if self.implementation == "compiled":
+            raise RuntimeError(f"{type(self).__name__}(implementation='compiled'): {reason} (this step was "
+                               "completed eagerly by the same functions; parameters and state are consistent)")
+        import warnings
+
+        warnings.warn(f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); this step was "
+                      "completed eagerly and later steps use the core path", RuntimeWarning, stacklevel=4)
+        self._fast_path_failed = reason
 
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor) -> None:
         xp = _state.namespace()

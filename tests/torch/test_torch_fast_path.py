@@ -91,3 +91,95 @@ def test_compiled_path_equals_the_core_with_scalar_and_one_element_tensors(case)
         assert actual[key].shape == expected[key].shape, key
         assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
     assert all(optimizer.state[p]["step"] == STEPS for p in params)
+
+
+# ----------------------------------------------------------------------------------- compilation failures
+#: Tensors of several elements first (their chunks run first), then 1-element tensors, whose chunks need
+#: kernels of their own: with the recompile limit at 0 those fail to compile in the middle of a step.
+FAILURE_SHAPES = [(4, 3), (5,), (2, 3, 2), (7,), (6,), (), (1,)]
+
+
+def _run_with_failing_compilation(implementation, steps=12):
+    import warnings
+
+    from torch._dynamo import config as dynamo_config
+
+    from backends.torch import fast_path
+
+    cls, factory, kwargs = CASES["alto"]
+    grads = gradient_sequence(steps, shapes=FAILURE_SHAPES, seed=5)
+    start = initial_params(FAILURE_SHAPES, seed=4)
+    # The kernels for tensors of several elements exist (compiled on other tensors of the same configuration).
+    run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), [[torch.ones(3, dtype=torch.float64)]],
+                  params=[torch.ones(3, dtype=torch.float64)])
+    params = [torch.nn.Parameter(p.clone()) for p in start]
+    optimizer = cls(params, implementation=implementation, **kwargs)
+    caught, errors = [], []
+    single_keys = [k for k in fast_path._compiled if len(k) > 4 and k[4] is True]
+    for key in single_keys:  # make sure the 1-element kernels have to be compiled (and fail)
+        del fast_path._compiled[key]
+    with dynamo_config.patch(recompile_limit=0), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for grads_k in grads:
+            for p, g in zip(params, grads_k):
+                p.grad = g.clone()
+            try:
+                optimizer.step()
+            except RuntimeError as error:
+                errors.append(str(error))
+    core_params, core_state = run_core(factory(**kwargs), grads, params=start)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index} (shape {FAILURE_SHAPES[index]})")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    return optimizer, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], errors
+
+
+def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_auto():
+    optimizer, warned, errors = _run_with_failing_compilation("auto")
+    assert not errors
+    assert len(warned) == 1 and "FailOnRecompileLimitHit" in warned[0] and "later steps use the core" in warned[0]
+    assert "FailOnRecompileLimitHit" in optimizer._fast_path_failed
+
+
+def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_compiled():
+    _, _, errors = _run_with_failing_compilation("compiled")
+    assert errors and all("FailOnRecompileLimitHit" in e and "parameters and state are consistent" in e
+                          for e in errors)
+
+
+def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypatch):
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from backends.torch import fast_path
+
+    cls, factory, kwargs = CASES["alto"]
+    grads = gradient_sequence(6)
+    kernel = fast_path._kernel
+    calls = {"second": 0}
+
+    def failing_kernel(function, key):
+        compiled = kernel(function, key)
+        if function is not fast_path.second_pass:
+            return compiled
+
+        def second(*args):
+            calls["second"] += 1
+            if calls["second"] == 4:  # step 4: the first pass has run, the second cannot compile
+                raise FailOnRecompileLimitHit("simulated")
+            return compiled(*args)
+        return second
+
+    monkeypatch.setattr(fast_path, "_kernel", failing_kernel)
+    with pytest.warns(RuntimeWarning, match="simulated"):
+        params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="auto", **kwargs), grads)
+    core_params, core_state = run_core(factory(**kwargs), grads)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index}")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    for key in expected:
+        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
