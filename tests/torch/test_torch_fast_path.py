@@ -183,3 +183,24 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
     actual = optimizer_state_as_core_dict(optimizer, params)
     for key in expected:
         assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+
+
+def test_many_configurations_in_one_process_do_not_hit_the_recompile_limit():
+    """dtypes x optimizers x trust ratio x layouts (0-d, 1-element, mixed) in one process: no recompile limit hit
+    (each configuration has its own compiled code; lr and the step count are data, not constants)."""
+    import itertools
+    import warnings
+
+    layouts = [[(3,), (4, 2)], [(), (1,), (5,)], [(2, 2), (3,), (), (9,)], [(6,)] * 9, [(1, 1), (0,), (8,)]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        for dtype, cls, trust, layout in itertools.product([torch.float32, torch.float64], [ALTO, Lamb],
+                                                           [True, False], layouts):
+            params = [torch.nn.Parameter(torch.ones(shape, dtype=dtype)) for shape in layout]
+            optimizer = cls(params, implementation="compiled", trust_ratio=trust, lr=0.01)
+            for k in range(3):
+                for p in params:
+                    p.grad = torch.full_like(p, 0.1 * (k + 1))
+                optimizer.param_groups[0]["lr"] = 0.01 / (k + 1)
+                optimizer.step()
+            assert all(torch.isfinite(p).all() for p in params)
