@@ -13,7 +13,10 @@ fi
 stamp="$venv/.valley-installed-$(echo "$extras" | tr ',' '-')"
 digest="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-    "$venv/bin/python" -m pip install --quiet --upgrade pip >&2
-    "$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[$extras]" >&2
+    echo "valley: installing the project with extras [$extras] into .venv (first run only)" >&2
+    # Quiet pip; drop its notes about index locations a machine-wide pip.conf names but that do not exist.
+    { "$venv/bin/python" -m pip install --quiet --upgrade pip 2>&1 || exit 1; } | { grep -v "^WARNING: Location" || true; } >&2
+    { "$venv/bin/python" -m pip install --quiet -c "$root/constraints.txt" -e "$root[$extras]" 2>&1 || exit 1; } \
+        | { grep -v "^WARNING: Location" || true; } >&2
     echo "$digest" > "$stamp"
 fi
