@@ -933,7 +933,7 @@ def plot_digits(results: Dict[str, Any], path: str) -> None:
 
 
 def plot_time_to_accuracy(results: Dict[str, Any], path: str) -> None:
-    """Test accuracy vs training seconds, ALTO vs Lamb, at the largest batch of each model (seed means)."""
+    """Test accuracy vs training step, ALTO vs Lamb (and AdamW, SGD), at the largest batch of each model (seed means)."""
     import matplotlib
 
     matplotlib.use("Agg")
