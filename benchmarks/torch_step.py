@@ -80,8 +80,10 @@ def implementations(device: str):
     """(name, algorithm, constructor) for every implementation measured."""
     alto_args = dict(lr=1e-3, alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=1e-4)
     items = [
+        ("valley ALTO (fused)", "alto", lambda ps: ALTO(ps, implementation="fused", **alto_args)),
         ("valley ALTO (compiled)", "alto", lambda ps: ALTO(ps, implementation="compiled", **alto_args)),
         ("valley ALTO (core)", "alto", lambda ps: ALTO(ps, implementation="core", **alto_args)),
+        ("valley Lamb (fused)", "lamb", lambda ps: Lamb(ps, lr=1e-3, implementation="fused")),
         ("valley Lamb (compiled)", "lamb", lambda ps: Lamb(ps, lr=1e-3, implementation="compiled")),
     ]
     try:

@@ -22,8 +22,8 @@ import subprocess
 import numpy as np
 import pytest
 
-from backends.cupy import _programs
-from backends.cupy._trace import Symbol, render_cuda, run_numpy, trace
+from backends.kernels import programs as _programs
+from backends.kernels.trace import Symbol, render_cuda, run_numpy, trace
 from valley_core import elementwise
 
 VARIANTS = [

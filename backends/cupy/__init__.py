@@ -11,7 +11,7 @@ How it is built (see ``docs/cupy.md``):
 
 - the hyperparameters are validated and the state is laid out by the ``valley_core`` factories;
 - the element-wise part of a step is a composition of ``valley_core.elementwise`` functions, traced once
-  (``backends.cupy._trace``) and compiled as one CuPy ``ElementwiseKernel`` per program that updates the
+  (``backends.kernels.trace``) and compiled as one CuPy ``ElementwiseKernel`` per program that updates the
   state in place; norms are a CuPy ``ReductionKernel``; the trust ratio stays on the device, so a step never
   waits for the GPU;
 - ``array_module="numpy"`` runs exactly the same code on NumPy arrays (the traced programs interpreted by

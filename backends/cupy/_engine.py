@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from backends.cupy._trace import Program, render_cuda, run_numpy
+from backends.kernels.trace import Program, render_cuda, run_numpy
 
 #: Floating dtypes the kernels are generated for.
 SUPPORTED_DTYPES = ("float32", "float64")
@@ -152,7 +152,7 @@ class CupyEngine:
             scalars: every scalar the programs take, by name.
         """
         from backends.cupy import _multi_tensor as mt
-        from backends.cupy._programs import apply_from_moments_program, program
+        from backends.kernels.programs import apply_from_moments_program, program
 
         sums = self._sums.get(len(tensors))
         if sums is None:

@@ -11,7 +11,7 @@ The default path launches four kernels per tensor. This one launches two per gro
 
 Traffic per float32 parameter: 32 + 16 = 48 bytes (the per-tensor path moves 56; the minimum is 36).
 
-The bodies are the same generated code as the default path (``backends.cupy._trace``); this module only
+The bodies are the same generated code as the default path (``backends.kernels.trace``); this module only
 adds the plumbing: selecting a tensor's pointers from ``blockIdx.y``, a grid-stride loop, and a warp-level
 sum of the two squared norms followed by one ``atomicAdd`` per warp. With ``-DVALLEY_HOST_EMULATION`` the
 same source compiles as C++ for the host (CUDA's indices become globals, the warp sum a plain add), which
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import List, Sequence, Tuple
 
-from backends.cupy._trace import Program, render_cuda
+from backends.kernels.trace import Program, render_cuda
 
 #: Tensors handled by one launch (``gridDim.y``); every launch passes this many pointer slots.
 TENSORS_PER_LAUNCH = 16

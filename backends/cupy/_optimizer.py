@@ -2,7 +2,7 @@
 
 The maths is ``valley_core``'s: hyperparameters are validated by the core's factories, the state has the
 layout of the core's ``init`` (so checkpoints are interchangeable with ``backends.numpy``), and every
-element-wise operation is a program traced from ``valley_core.elementwise`` (``backends.cupy._programs``).
+element-wise operation is a program traced from ``valley_core.elementwise`` (``backends.kernels.programs``).
 """
 
 from __future__ import annotations
@@ -13,17 +13,12 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 import valley_core as vc
-from valley_core import elementwise
 from valley_core.base import GradientTransformation
-from valley_core.schedules import evaluate
 from valley_core.transforms.weight_decay import resolve_mask
 
 from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
-from backends.cupy._programs import program
-
-LAMB_FAMILY = "lamb"
-ADAM_FAMILY = "adam"
-HEAVY_BALL_FAMILY = "heavy_ball"
+from backends.kernels.programs import program
+from backends.kernels.scalars import ADAM_FAMILY, FAMILIES, LAMB_FAMILY, step_scalars
 
 
 class _Spec:
@@ -194,38 +189,23 @@ class Optimizer:
         if self.skip_nonfinite and not self._engine.all_finite(grads):
             return False
         hp = self.hyperparameters
-        k = float(self._count + 1)
+        scalars = step_scalars(self.transform.name, hp, self._count + 1)
         params = tuple(self.params)
         buffers = _buffers(self.state)
         if self.family == LAMB_FAMILY:
-            self._lamb_step(grads, params, buffers, hp, k)
+            self._lamb_step(grads, params, buffers, hp, scalars)
         elif self.family == ADAM_FAMILY:
-            self._adam_step(grads, params, buffers, hp, k)
+            self._adam_step(grads, params, buffers, hp, scalars)
         else:
-            self._heavy_ball_step(grads, params, buffers, hp, k)
+            self._heavy_ball_step(grads, params, buffers, scalars)
         for count in _counts(self.state):
             count += 1  # in place: a 0-d array on the device, no synchronisation
         self._count += 1
         self.steps_taken += 1
         return True
 
-    def _betas(self) -> Tuple[float, ...]:
-        return tuple(float(b) for b in self.hyperparameters["betas"])
-
-    def _lamb_step(self, grads, params, buffers, hp, k) -> None:
+    def _lamb_step(self, grads, params, buffers, hp, scalars) -> None:
         adaptor = "alpha" in hp
-        if adaptor:
-            beta1, beta2, beta3 = self._betas()
-        else:
-            beta2, beta3 = self._betas()
-        bias_correction = hp.get("bias_correction", self.transform.name != "alto_vanilla")
-        correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, bias_correction)
-        scalars = {"beta2": beta2, "beta3": beta3, "eps": float(hp["eps"]), "correction2": float(correction2),
-                   "correction3": float(correction3), "weight_decay": float(evaluate(hp["weight_decay"], k)),
-                   "lr": float(evaluate(hp["lr"], k)), "trust_eps": float(hp["trust_eps"]),
-                   "norm_eps": float(hp["norm_eps"])}
-        if adaptor:
-            scalars.update(alpha=float(evaluate(hp["alpha"], k)), beta1=beta1)
         decay = resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights")
         trust = resolve_mask(hp["trust_ratio_mask"], params, "scale_by_trust_ratio")
         if self.multi_tensor and all(a.flags.c_contiguous for a in (*grads, *params)):
@@ -250,12 +230,7 @@ class Optimizer:
             else:
                 self._engine.run(program("apply_plain"), arrays, scalars)
 
-    def _adam_step(self, grads, params, buffers, hp, k) -> None:
-        beta1, beta2, beta3 = self._betas()
-        correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, hp["bias_correction"])
-        scalars = {"alpha": float(evaluate(hp["alpha"], k)), "beta1": beta1, "beta2": beta2, "beta3": beta3,
-                   "eps": float(hp["eps"]), "correction2": float(correction2), "correction3": float(correction3),
-                   "weight_decay": float(evaluate(hp["weight_decay"], k)), "lr": float(evaluate(hp["lr"], k))}
+    def _adam_step(self, grads, params, buffers, hp, scalars) -> None:
         decoupled = self.transform.name == "eadamw"
         decay = (resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights") if decoupled
                  else (True,) * len(params))
@@ -265,10 +240,7 @@ class Optimizer:
             variant = program("adam_step", l2=not decoupled, decoupled=decoupled and decay[i])
             self._engine.run(variant, arrays, scalars)
 
-    def _heavy_ball_step(self, grads, params, buffers, hp, k) -> None:
-        beta1, beta2 = self._betas()
-        scalars = {"alpha": float(evaluate(hp["alpha"], k)), "beta1": beta1, "beta2": beta2,
-                   "weight_decay": float(evaluate(hp["weight_decay"], k)), "lr": float(evaluate(hp["lr"], k))}
+    def _heavy_ball_step(self, grads, params, buffers, scalars) -> None:
         for i, (g, p) in enumerate(zip(grads, params)):
             arrays = {"grad": g, "param": p, "carry": buffers["carry"][i], "momentum": buffers["momentum"][i]}
             self._engine.run(program("heavy_ball_step"), arrays, scalars)
@@ -301,11 +273,6 @@ class Optimizer:
         self.state = state
         self._count = counts.pop()
         self.steps_taken = int(state_dict["steps_taken"])
-
-
-#: Optimizer family of each core factory the backend exposes.
-FAMILIES = {"alto": LAMB_FAMILY, "alto_vanilla": LAMB_FAMILY, "lamb": LAMB_FAMILY, "eadam": ADAM_FAMILY,
-            "eadamw": ADAM_FAMILY, "esgd": HEAVY_BALL_FAMILY}
 
 
 def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:

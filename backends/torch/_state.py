@@ -142,3 +142,22 @@ class DTensorNamespace:
 def namespace_for(tensors) -> Any:
     """:class:`DTensorNamespace` when any tensor is a DTensor, ``array_api_compat.torch`` otherwise."""
     return DTensorNamespace() if any(is_dtensor(t) for t in tensors) else namespace()
+
+
+def advance_counters(optimizer, shared_keys, batch_states, entries) -> None:
+    """After a fused step: the core's step counters (shared 0-d scalars) and ``"step"`` move on by one.
+
+    ``batch_states`` lists the states of tensors stepped together (at the same step); they share their counter
+    tensors, as on the core path (which stores the same shared scalars in every tensor's state). Tensors with no
+    element, which no kernel touches, count as stepped too.
+    """
+    batch_states = list(batch_states) + [[optimizer.state[p]] for p, _ in entries if not p.numel()]
+    if shared_keys and batch_states:
+        keys = sorted(shared_keys)
+        incremented = torch._foreach_add([states[0][key] for states in batch_states for key in keys], 1)
+        for index, states in enumerate(batch_states):
+            new_values = dict(zip(keys, incremented[index * len(keys):(index + 1) * len(keys)]))
+            for state in states:
+                state.update(new_values)
+    for p, _ in entries:
+        optimizer.state[p]["step"] += 1

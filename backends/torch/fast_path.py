@@ -242,17 +242,6 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
             if norms is None:
                 norms = first_pass(*first_arguments)
             second_pass(workspaces, params, norms, hyper, use_trust)
-    # The core's step counters (shared scalars) move on by one. Tensors at the same step share the counter
-    # tensors, as on the core path (which stores the same shared scalars in every tensor's state).
-    batch_states = [[state for _, _, state in items] for items in batches.values()]
-    batch_states += [[optimizer.state[p]] for p, _ in entries if not p.numel()]
-    if shared_keys and batch_states:
-        keys = sorted(shared_keys)
-        incremented = torch._foreach_add([states[0][key] for states in batch_states for key in keys], 1)
-        for index, states in enumerate(batch_states):
-            new_values = dict(zip(keys, incremented[index * len(keys):(index + 1) * len(keys)]))
-            for state in states:
-                state.update(new_values)
-    for p, _ in entries:
-        optimizer.state[p]["step"] += 1
+    _state.advance_counters(optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()],
+                            entries)
     return failure

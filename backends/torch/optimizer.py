@@ -46,7 +46,7 @@ from backends.torch import _state
 from valley_core.base import GradientTransformation
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
-IMPLEMENTATIONS = ("auto", "core", "compiled")
+IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
 
 
 class ValleyOptimizer(torch.optim.Optimizer):
@@ -99,6 +99,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         #: Steps skipped because a gradient was not finite (``skip_nonfinite=True``).
         self.skipped_steps = 0
         self._fast_path_failed: Optional[str] = None
+        self._fused_failed: Optional[str] = None
         super().__init__(params, defaults)
 
     # ----------------------------------------------------------------------------------- hyperparameters
@@ -189,7 +190,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
             for p, _ in entries:
                 if not self.state[p]:
                     self._init_state(group, p)
-            if self._use_fast_path(group, entries):
+            path = self._path_for(group, entries)
+            if path == "fused":
+                from backends.torch import fused_path
+
+                fused_path.step_group(self, group, entries)
+            elif path == "compiled":
                 from backends.torch import fast_path
 
                 failure = fast_path.step_group(self, group, entries)
@@ -199,15 +205,40 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 self._core_step(group, entries)
         return loss
 
-    def _use_fast_path(self, group: Dict[str, Any], entries) -> bool:
-        if self.implementation == "core" or self._fast_path_failed is not None:
-            return False
+    def _path_for(self, group: Dict[str, Any], entries) -> str:
+        """``"fused"``, ``"compiled"`` or ``"core"`` for this group (decided before anything is written)."""
+        if self.implementation == "core":
+            return "core"
+        if self.implementation in ("fused", "auto") and self._fused_failed is None:
+            from backends.kernels.cpu import KernelUnavailable
+            from backends.torch import fused_path
+
+            reason = fused_path.unsupported_reason(self, group, entries)
+            if reason is None:
+                try:
+                    fused_path.library()
+                    return "fused"
+                except KernelUnavailable as error:
+                    reason = f"the fused CPU kernels could not be built: {error}"
+                    if self.implementation == "auto":
+                        self._fused_unavailable(reason)
+            if self.implementation == "fused":
+                raise RuntimeError(f"{type(self).__name__}(implementation='fused') cannot run this group: {reason}")
+        if self._fast_path_failed is not None:
+            return "core"
         from backends.torch import fast_path
 
         reason = fast_path.unsupported_reason(self, group, entries)
         if reason is not None and self.implementation == "compiled":
             raise RuntimeError(f"{type(self).__name__}(implementation='compiled') cannot run this group: {reason}")
-        return reason is None
+        return "compiled" if reason is None else "core"
+
+    def _fused_unavailable(self, reason: str) -> None:
+        import warnings
+
+        warnings.warn(f"{type(self).__name__}: {reason}; using the compiled or core path instead",
+                      RuntimeWarning, stacklevel=5)
+        self._fused_failed = reason
 
     def _fast_path_unavailable(self, reason: str, completed: bool) -> None:
         """A compilation failed (before writing anything); the step was completed eagerly by the same maths.

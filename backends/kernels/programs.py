@@ -2,8 +2,9 @@
 
 Each program is the element-wise part of one step for ONE tensor, written as calls into
 ``valley_core.elementwise`` (and ``valley_core.reductions.trust_ratio``, ``valley_core.apply_updates``) in
-the order the core's transforms apply them. ``backends.cupy._trace`` records a program once and turns the
-recording into a CuPy ``ElementwiseKernel`` (GPU) or runs it with NumPy (CPU mode). No arithmetic is
+the order the core's transforms apply them. ``backends.kernels.trace`` records a program once; the recording
+becomes a CuPy ``ElementwiseKernel`` (``backends.cupy``), the loop body of the fused CPU kernels
+(``backends.kernels.cpu``, used by ``backends.torch``), or is run by NumPy (CuPy's CPU mode). No arithmetic is
 written here: only which core function feeds which.
 
 Families (``chain`` order of ``valley_core.optimizers``):
@@ -27,7 +28,7 @@ from typing import Any, Dict
 import valley_core as vc
 from valley_core import elementwise, reductions
 
-from backends.cupy._trace import Program, trace
+from backends.kernels.trace import Program, trace
 
 
 def _apply(param: Any, update: Any) -> Any:

@@ -1,7 +1,7 @@
 """Turns ``valley_core.elementwise`` compositions into straight-line kernel code.
 
 A *program* is a Python function made only of calls into ``valley_core.elementwise`` (and
-``valley_core.reductions.trust_ratio``); see ``backends.cupy._programs``. ``trace`` calls it once with
+``valley_core.reductions.trust_ratio``); see ``backends.kernels.programs``. ``trace`` calls it once with
 symbolic arguments and records every arithmetic operation the core performs, in the core's order, as a list
 of single-assignment statements. The same recording is then
 

@@ -1,0 +1,318 @@
+"""Multi-tensor CPU kernels generated from the traced core programs, compiled with the host C++ compiler.
+
+One call steps every tensor of a group. The loop bodies are ``backends.kernels.trace.render_cuda`` output for
+the programs of ``backends.kernels.programs``, i.e. the core's element-wise arithmetic in the core's order
+and types; this module adds only loops, loads and stores:
+
+- Lamb family (ALTO, ALTO vanilla, Lamb), per tensor, two passes over blocks of :data:`BLOCK` elements:
+  pass 1 runs ``lamb_direction`` (``valley_core.elementwise.alto_direction`` for ALTO), stores the new
+  carry/m/v in place and ``r`` in a workspace, and sums ``theta^2`` and ``r^2`` per block in double; the
+  block sums are added in block order (so the norms do not depend on the number of threads); pass 2 runs
+  ``apply_trust_ratio`` (the core's ``trust_ratio`` of the two norms, then ``theta + (-lr)(ratio r)``) or
+  ``apply_plain`` for a group without the trust ratio. A tensor's second pass follows its own first pass, so
+  ``r`` and ``theta`` of tensors that fit in the cache are read back from the cache.
+- Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
+
+Floating point: compiled with ``-ffp-contract=off`` (no fused multiply-add: every operation is rounded as in
+the core's op-by-op evaluation) and without ``-ffast-math``; ``-fno-math-errno`` only lets ``sqrt``
+vectorise. Element-wise results therefore equal the core's bit for bit on the same inputs; the norms are
+summed in another order (and in double for float32), which the parity suite bounds.
+
+Threads: OpenMP, ``threads`` per call (``torch.get_num_threads()`` from the torch backend); blocks are
+shared statically, so each thread updates in pass 2 the blocks it produced in pass 1. Without OpenMP the
+same source compiles single-threaded.
+
+Build: on first use the source is compiled into ``<cache>/valley-kernels-<hash>.so`` (cache: the
+``VALLEY_CACHE_DIR`` environment variable, else ``$XDG_CACHE_HOME/valley``, else ``~/.cache/valley``); the
+hash covers the source, the compiler, its flags and the CPU, and the file is written atomically, so
+concurrent processes (DDP ranks) can build at once. The compiler is ``VALLEY_CXX``, else ``CXX``, else
+``c++``/``g++`` from ``PATH``. :class:`KernelUnavailable` says why a build failed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, List, Sequence, Tuple
+
+from backends.kernels.programs import program
+from backends.kernels.trace import Program, render_cuda
+
+#: Elements per block: the unit of work sharing and of the norms' partial sums.
+BLOCK = 4096
+#: Every scalar any kernel reads, in the order of the ``scalars`` array passed to a kernel.
+SCALARS = ("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3", "weight_decay", "lr",
+           "trust_eps", "norm_eps")
+#: Per-tensor arrays in the order of the pointer table, for each kernel.
+ROLES: Dict[str, Tuple[str, ...]] = {
+    "lamb_e1": ("grad", "param", "carry", "first", "second"),
+    "lamb_e0": ("grad", "param", "first", "second"),
+    "adam_l2": ("grad", "param", "carry", "first", "second"),
+    "adam_decoupled": ("grad", "param", "carry", "first", "second"),
+    "heavy_ball": ("grad", "param", "carry", "momentum"),
+}
+_DTYPES = {"float32": "float", "float64": "double"}
+_FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
+
+
+class KernelUnavailable(RuntimeError):
+    """The CPU kernels could not be built or loaded (no compiler, a failed compilation ...)."""
+
+
+def _programs(kernel: str) -> Dict[str, Program]:
+    """The traced programs of ``kernel``: ``main`` (and for the Lamb family ``trust`` and ``plain``)."""
+    if kernel.startswith("lamb"):
+        return {"main": program("lamb_direction", adaptor=kernel == "lamb_e1", decay=True),
+                "trust": program("apply_trust_ratio"), "plain": program("apply_plain")}
+    if kernel.startswith("adam"):
+        return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
+    return {"main": program("heavy_ball_step")}
+
+
+def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = ()) -> str:
+    """The loop body for element ``i``: loads, the traced operation, stores.
+
+    ``pointers`` maps each array of the program to the C pointer holding it; names in ``broadcast`` are
+    loop-invariant values already declared (the norms).
+    """
+    _, _, operation = render_cuda(prog)
+    lines = [f"const T {name} = {pointers[name]}[i];" for name in prog.arrays_in if name not in broadcast]
+    lines += [f"T {name} = {pointers[name]}[i];" for name in prog.arrays_inout]
+    lines += [f"T {name};" for name in prog.arrays_out]
+    lines += operation.splitlines()
+    lines += [f"{pointers[name]}[i] = {name};" for name in (*prog.arrays_inout, *prog.arrays_out)]
+    return "\n".join("        " + line for line in lines)
+
+
+def _pointer_declarations(roles: Sequence[str]) -> str:
+    return "\n".join(f"    T* __restrict__ {role}_p = static_cast<T*>(arrays[{index} * count + t]);"
+                     for index, role in enumerate(roles))
+
+
+def _kernel_source(kernel: str) -> str:
+    roles = ROLES[kernel]
+    programs = _programs(kernel)
+    pointers = {role: f"{role}_p" for role in roles}
+    pointers["direction"] = "work_p"
+    unpack = "\n".join(f"  const double {name} = scalars[{index}];" for index, name in enumerate(SCALARS))
+    blocks = ("    const int64_t n = sizes[t];\n"
+              "    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;\n"
+              + _pointer_declarations(roles))
+    loop = ("      const int64_t lo = b * VALLEY_BLOCK;\n"
+            "      const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;\n")
+    if not kernel.startswith("lamb"):
+        body = f"""
+{blocks}
+    #pragma omp for schedule(static) nowait
+    for (int64_t b = 0; b < blocks; ++b) {{
+{loop}      #pragma omp simd
+      for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs["main"], pointers)}
+      }}
+    }}"""
+    else:
+        broadcast = ("param_norm", "direction_norm")
+        body = f"""
+{blocks}
+    #pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {{
+{loop}      double sum_param = 0.0, sum_direction = 0.0;
+      #pragma omp simd reduction(+:sum_param, sum_direction)
+      for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs["main"], pointers)}
+        sum_param += static_cast<double>(param) * static_cast<double>(param);
+        sum_direction += static_cast<double>(direction) * static_cast<double>(direction);
+      }}
+      sums[2 * b] = sum_param;
+      sums[2 * b + 1] = sum_direction;
+    }}
+    if (trust) {{
+      double total_param = 0.0, total_direction = 0.0;
+      for (int64_t b = 0; b < blocks; ++b) {{
+        total_param += sums[2 * b];
+        total_direction += sums[2 * b + 1];
+      }}
+      const T param_norm = static_cast<T>(sqrt(total_param));
+      const T direction_norm = static_cast<T>(sqrt(total_direction));
+      #pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) {{
+{loop}        #pragma omp simd
+        for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs["trust"], pointers, broadcast)}
+        }}
+      }}
+    }} else {{
+      #pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) {{
+{loop}        #pragma omp simd
+        for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs["plain"], pointers)}
+        }}
+      }}
+    }}"""
+    template = f"""
+template <typename T>
+static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, void* work, double* sums,
+                     const double* scalars, int trust, int threads) {{
+{unpack}
+  T* __restrict__ work_p = static_cast<T*>(work);
+  #pragma omp parallel num_threads(threads)
+  for (int64_t t = 0; t < count; ++t) {{{body}
+  }}
+}}
+"""
+    exports = "".join(
+        f"""
+extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
+                                      double* sums, const double* scalars, int trust, int threads) {{
+  {kernel}<{ctype}>(count, arrays, sizes, work, sums, scalars, trust, threads);
+}}
+""" for dtype, ctype in _DTYPES.items())
+    return template + exports
+
+
+@lru_cache(maxsize=None)
+def source() -> str:
+    """The whole C++ translation unit (every kernel, float32 and float64)."""
+    header = f"""// Generated by backends/kernels/cpu.py from the traced valley_core programs. Do not edit.
+#include <cmath>
+#include <cstdint>
+using std::sqrt;
+static const int64_t VALLEY_BLOCK = {BLOCK};
+#pragma GCC diagnostic ignored "-Wunused-variable"
+"""
+    return header + "".join(_kernel_source(kernel) for kernel in ROLES)
+
+
+def _compiler() -> str:
+    for candidate in (os.environ.get("VALLEY_CXX"), os.environ.get("CXX"), "c++", "g++"):
+        if candidate:
+            found = shutil.which(candidate)
+            if found:
+                return found
+            if os.environ.get("VALLEY_CXX") == candidate:
+                raise KernelUnavailable(f"VALLEY_CXX={candidate!r} is not an executable")
+    raise KernelUnavailable("no C++ compiler found (set VALLEY_CXX, or install g++)")
+
+
+def cache_dir() -> Path:
+    """Where built kernels are kept (see the module docstring)."""
+    if os.environ.get("VALLEY_CACHE_DIR"):
+        return Path(os.environ["VALLEY_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "valley"
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            lines = [line for line in info if line.startswith(("model name", "flags"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _build(compiler: str, flags: Sequence[str], target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        src = Path(scratch) / "valley_kernels.cpp"
+        src.write_text(source(), encoding="utf-8")
+        out = Path(scratch) / target.name
+        result = subprocess.run([compiler, *flags, str(src), "-o", str(out)], capture_output=True, text=True,
+                                check=False)
+        if result.returncode != 0:
+            raise KernelUnavailable(f"{compiler} failed ({' '.join(flags)}): "
+                                    f"{(result.stderr or result.stdout).strip()[:2000]}")
+        os.replace(out, target)  # atomic: another process sees the old file or the whole new one
+
+
+class Library:
+    """The loaded kernels. ``run`` steps ``count`` tensors of one dtype with one kernel."""
+
+    def __init__(self, path: Path, openmp: bool) -> None:
+        self.path = path
+        #: Whether the kernels were built with OpenMP (else ``threads`` is ignored: one thread).
+        self.openmp = openmp
+        self._cdll = ctypes.CDLL(str(path))
+        self._functions = {}
+        for kernel in ROLES:
+            for dtype in _DTYPES:
+                function = getattr(self._cdll, f"valley_{kernel}_{dtype}")
+                function.restype = None
+                function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                self._functions[kernel, dtype] = function
+
+    def run(self, kernel: str, dtype: str, pointers: Sequence[Sequence[int]], sizes: Sequence[int], work: int,
+            sums: int, scalars: Dict[str, float], trust: bool, threads: int) -> None:
+        """Steps the tensors in place.
+
+        Args:
+            kernel: a key of :data:`ROLES`.
+            dtype: ``"float32"`` or ``"float64"``.
+            pointers: for each role of ``ROLES[kernel]``, the data pointers of the tensors (contiguous).
+            sizes: the number of elements of each tensor (> 0).
+            work: (Lamb family) a buffer of ``max(sizes)`` elements of ``dtype`` for ``r``.
+            sums: (Lamb family) a buffer of ``2 * ceil(max(sizes) / BLOCK)`` doubles.
+            scalars: the step's scalars by name (``backends.kernels.scalars.step_scalars``); missing ones
+                are 0 and unread.
+            trust: (Lamb family) apply the trust ratio.
+            threads: OpenMP threads.
+        """
+        count = len(sizes)
+        roles = ROLES[kernel]
+        if len(pointers) != len(roles) or any(len(column) != count for column in pointers):
+            raise ValueError(f"{kernel}: expected {len(roles)} pointer lists ({', '.join(roles)}) of {count}")
+        table = (ctypes.c_void_p * (len(roles) * count))(*[p for column in pointers for p in column])
+        size_array = (ctypes.c_int64 * count)(*sizes)
+        scalar_array = (ctypes.c_double * len(SCALARS))(*[float(scalars.get(name, 0.0)) for name in SCALARS])
+        self._functions[kernel, dtype](count, table, size_array, work, sums, scalar_array, int(trust),
+                                       max(1, int(threads)))
+
+
+_lock = threading.Lock()
+_loaded: Dict[str, object] = {}
+
+
+def load() -> Library:
+    """The kernels, built on first use (then from the cache). Raises :class:`KernelUnavailable`."""
+    with _lock:
+        if "library" in _loaded:
+            return _loaded["library"]  # type: ignore[return-value]
+        if "error" in _loaded:
+            raise KernelUnavailable(_loaded["error"])
+        try:
+            library = _load_uncached()
+        except KernelUnavailable as error:
+            _loaded["error"] = str(error)
+            raise
+        _loaded["library"] = library
+        return library
+
+
+def _load_uncached() -> Library:
+    compiler = _compiler()
+    try:
+        version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
+    except OSError as error:
+        raise KernelUnavailable(f"cannot run {compiler}: {error}") from None
+    errors: List[str] = []
+    for openmp in (True, False):
+        flags = (*_FLAGS, "-fopenmp") if openmp else (*_FLAGS, "-fopenmp-simd")
+        key = hashlib.sha256("\n".join([source(), compiler, version, *flags, _cpu_signature()]).encode())
+        target = cache_dir() / f"valley-kernels-{key.hexdigest()[:24]}.so"
+        try:
+            if not target.exists():
+                _build(compiler, flags, target)
+            return Library(target, openmp)
+        except (KernelUnavailable, OSError) as error:
+            errors.append(str(error))
+    raise KernelUnavailable("; ".join(errors))
