@@ -279,23 +279,26 @@ class Library:
 
 
 _lock = threading.Lock()
-_loaded: Dict[str, object] = {}
+_loaded: Dict[tuple, object] = {}
 
 
 def load() -> Library:
-    """The kernels, built on first use (then from the cache). Raises :class:`KernelUnavailable`."""
+    """The kernels, built on first use (then from the cache). Raises :class:`KernelUnavailable`.
+
+    The outcome is remembered per process for the current ``VALLEY_CXX``/``CXX``/cache directory, so a build
+    that failed is not retried at every step, and changing those variables is seen at the next call.
+    """
+    key = (os.environ.get("VALLEY_CXX"), os.environ.get("CXX"), str(cache_dir()))
     with _lock:
-        if "library" in _loaded:
-            return _loaded["library"]  # type: ignore[return-value]
-        if "error" in _loaded:
-            raise KernelUnavailable(_loaded["error"])
-        try:
-            library = _load_uncached()
-        except KernelUnavailable as error:
-            _loaded["error"] = str(error)
-            raise
-        _loaded["library"] = library
-        return library
+        if key not in _loaded:
+            try:
+                _loaded[key] = _load_uncached()
+            except KernelUnavailable as error:
+                _loaded[key] = error
+        outcome = _loaded[key]
+    if isinstance(outcome, KernelUnavailable):
+        raise KernelUnavailable(str(outcome))
+    return outcome  # type: ignore[return-value]
 
 
 def _load_uncached() -> Library:

@@ -1,6 +1,7 @@
 """The compiled fast path equals the core: parameters and every state tensor, float64, 200+ steps.
 
-This is the proof that allows ``implementation="compiled"`` (and ``"auto"``) to exist; see
+This is the proof that allows ``implementation="compiled"`` (and ``"auto"`` where the fused CPU kernels cannot
+run) to exist; see
 ``backends/torch/fast_path.py``. The first test in a fresh process compiles the kernels (tens of seconds on a
 small CPU; torch's compilation cache makes later runs faster).
 """
@@ -138,9 +139,18 @@ def _run_with_failing_compilation(implementation, steps=12):
     return optimizer, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], errors
 
 
-def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_auto():
+def _without_fused_kernels(monkeypatch):
+    """"auto" prefers the fused CPU kernels; a compiler that does not exist makes them unavailable (really: the
+    build fails), so that "auto" takes the compiled path as it does where the fused kernels cannot run."""
+    monkeypatch.setenv("VALLEY_CXX", "/nonexistent/valley-test-c++")
+
+
+def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_auto(monkeypatch):
+    _without_fused_kernels(monkeypatch)
     optimizer, warned, errors = _run_with_failing_compilation("auto")
     assert not errors
+    assert any("fused CPU kernels could not be built" in w and "VALLEY_CXX" in w for w in warned)
+    warned = [w for w in warned if "fused CPU kernels" not in w]
     assert len(warned) == 1 and "FailOnRecompileLimitHit" in warned[0] and "later steps use the core" in warned[0]
     assert "FailOnRecompileLimitHit" in optimizer._fast_path_failed
 
@@ -174,6 +184,7 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
         return second
 
     monkeypatch.setattr(fast_path, "_kernel", failing_kernel)
+    _without_fused_kernels(monkeypatch)
     with pytest.warns(RuntimeWarning, match="simulated"):
         params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="auto", **kwargs), grads)
     core_params, core_state = run_core(factory(**kwargs), grads)
