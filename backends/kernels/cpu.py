@@ -288,7 +288,10 @@ def load() -> Library:
     The outcome is remembered per process for the current ``VALLEY_CXX``/``CXX``/cache directory, so a build
     that failed is not retried at every step, and changing those variables is seen at the next call.
     """
-    key = (os.environ.get("VALLEY_CXX"), os.environ.get("CXX"), str(cache_dir()))
+    key = tuple(os.environ.get(name) for name in ("VALLEY_CXX", "CXX", "VALLEY_CACHE_DIR", "XDG_CACHE_HOME"))
+    outcome = _loaded.get(key)
+    if isinstance(outcome, Library):
+        return outcome
     with _lock:
         if key not in _loaded:
             try:

@@ -49,8 +49,10 @@ def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[st
             return f"dtype {p.dtype} (grad {g.dtype}): the fused path handles float32/float64"
         if not (p.is_contiguous() and g.is_contiguous()):
             return "non-contiguous parameter or gradient"
-        for key, buffer in optimizer.state.get(p, {}).items():
-            if key in _BUFFER_KEYS and (buffer.dtype != p.dtype or not buffer.is_contiguous()):
+        state = optimizer.state.get(p, {})
+        for key in _BUFFER_KEYS:
+            buffer = state.get(key)
+            if buffer is not None and (buffer.dtype != p.dtype or not buffer.is_contiguous()):
                 return f"state {key} is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
     return None
 

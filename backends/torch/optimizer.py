@@ -47,6 +47,12 @@ from valley_core.base import GradientTransformation
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
 IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
+# Per factory: its defaults; the hyperparameter settings (``_group_key``) already validated; the shared state
+# keys of each setting. Validation and layout depend only on the factory and the setting, so these are shared
+# by every optimizer of a class and computed once per setting rather than at every step.
+_DEFAULTS: Dict[Any, Dict[str, Any]] = {}
+_VALID_GROUPS: Dict[Any, set] = {}
+_SHARED_KEYS: Dict[Any, Dict[tuple, frozenset]] = {}
 
 
 class ValleyOptimizer(torch.optim.Optimizer):
@@ -106,32 +112,53 @@ class ValleyOptimizer(torch.optim.Optimizer):
     @classmethod
     def hyperparameter_names(cls) -> Tuple[str, ...]:
         """The factory's hyperparameters in order (masks replaced by the ``trust_ratio`` group switch)."""
-        parameters = inspect.signature(cls.factory).parameters
-        names = [name for name in parameters if name not in _MASKS]
-        if "trust_ratio_mask" in parameters:
-            names.append("trust_ratio")
-        return tuple(names)
+        return tuple(cls.hyperparameter_defaults())
 
     @classmethod
     def hyperparameter_defaults(cls) -> Dict[str, Any]:
         """The factory's defaults (``trust_ratio=True`` for optimizers with a trust ratio)."""
-        parameters = inspect.signature(cls.factory).parameters
-        defaults = {name: p.default for name, p in parameters.items() if name not in _MASKS}
-        if "trust_ratio_mask" in parameters:
-            defaults["trust_ratio"] = True
-        return defaults
+        cached = _DEFAULTS.get(cls.factory)
+        if cached is None:
+            parameters = inspect.signature(cls.factory).parameters
+            cached = {name: p.default for name, p in parameters.items() if name not in _MASKS}
+            if "trust_ratio_mask" in parameters:
+                cached["trust_ratio"] = True
+            _DEFAULTS[cls.factory] = cached
+        return dict(cached)
 
     def _factory_kwargs(self, group: Dict[str, Any], count: int) -> Dict[str, Any]:
-        kwargs = {name: group[name] for name in self.hyperparameter_defaults() if name != "trust_ratio"}
-        if "trust_ratio" in group and "trust_ratio" in self.hyperparameter_defaults():
+        names = _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
+        kwargs = {name: group[name] for name in names if name != "trust_ratio"}
+        if "trust_ratio" in group and "trust_ratio" in names:
             kwargs["trust_ratio_mask"] = (group["trust_ratio"],) * count
         return kwargs
+
+    def _group_key(self, group: Dict[str, Any]) -> Optional[tuple]:
+        """The group's hyperparameters as a hashable key (None if a value is not hashable): what validation and
+        the state layout depend on, so that they are worked out once per setting and not at every step."""
+        key = tuple((name, group.get(name)) for name in _DEFAULTS.get(type(self).factory)
+                    or self.hyperparameter_defaults())
+        if any(isinstance(value, torch.Tensor) for _, value in key):
+            return None  # a tensor can change in place under the same identity
+        try:
+            hash(key)
+        except TypeError:
+            return None
+        return key
 
     def transform_for(self, group: Dict[str, Any], count: int = 1) -> GradientTransformation:
         """The core transform of ``group`` over ``count`` tensors (validates the group's hyperparameters)."""
         return type(self).factory(**self._factory_kwargs(group, count))
 
     def _validate_group(self, group: Dict[str, Any], where: str) -> None:
+        key = self._group_key(group)
+        if key is not None and key in _VALID_GROUPS.setdefault(type(self).factory, set()):
+            return
+        self._check_group(group, where)
+        if key is not None:
+            _VALID_GROUPS[type(self).factory].add(key)
+
+    def _check_group(self, group: Dict[str, Any], where: str) -> None:
         if "trust_ratio" in self.hyperparameter_defaults():
             value = group.get("trust_ratio")
             if not isinstance(value, bool):
@@ -300,9 +327,15 @@ class ValleyOptimizer(torch.optim.Optimizer):
         Decided by the core's state names (``"AdamState.count"`` has no tensor index), never by shape: the
         buffers of a 0-d parameter are 0-d tensors too.
         """
+        key = self._group_key(group)
+        cache = _SHARED_KEYS.setdefault(type(self).factory, {})
+        if key is not None and key in cache:
+            return cache[key]
         xp = _state.namespace()
         template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=xp)
         _, shared = _state.per_tensor_entries(vc.state_to_dict(template), 1)
+        if key is not None:
+            cache[key] = frozenset(shared)
         return frozenset(shared)
 
     # ----------------------------------------------------------------------------------- checkpoints
