@@ -213,11 +213,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if self.skip_nonfinite and not _state.all_finite(g for _, _, entries in work for _, g in entries):
             self.skipped_steps += 1
             return loss
-        for _, group, entries in work:
+        # Every group's path is decided (and refused, if it must be) before any state is created or written.
+        paths = [self._path_for(group, entries) for _, group, entries in work]
+        for (_, group, entries), path in zip(work, paths):
             for p, _ in entries:
                 if not self.state[p]:
                     self._init_state(group, p)
-            path = self._path_for(group, entries)
             if path == "fused":
                 from backends.torch import fused_path
 

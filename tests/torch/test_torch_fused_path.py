@@ -1,0 +1,221 @@
+"""The fused CPU path equals the core: parameters and every state tensor, float64, 200+ steps, every optimizer.
+
+This is the proof that allows ``implementation="fused"`` (and ``"auto"`` on the CPU) to exist; see
+``backends/torch/fused_path.py`` and ``backends/kernels/cpu.py``. The oracle is the core transform run op by
+op on torch tensors (``run_core``); the kernels are built once per machine (about a second) into a cache.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import valley_core as vc
+from backends.torch import ALTO, ALTOVanilla, EAdam, EAdamW, ESGD, Lamb
+from torch_helpers import (assert_close, assert_same_state, clone_state, gradient_sequence, initial_params,
+                           optimizer_state_as_core_dict, run_core, run_optimizer)
+
+STEPS = 210
+
+CASES = {
+    "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    "alto_paper_large_batch": (ALTO, vc.alto, dict(lr=0.01, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4)),
+    "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
+                                                trust_ratio=False)),
+    "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla, dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5,
+                                                                  betas=(0.5, 0.9, 0.999),
+                                                                  weight_decay=vc.exponential_decay(1e-2, 0.99))),
+    "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
+    "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    "eadam_schedules": (EAdam, vc.eadam, dict(lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99),
+                                              betas=(0.1, 0.9, 0.99), bias_correction=False)),
+    "eadamw": (EAdamW, vc.eadamw, dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.1)),
+    "esgd": (ESGD, vc.esgd, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
+}
+#: 0-d and 1-element tensors, a tensor over several blocks of the kernel (4096 elements) with a partial last
+#: block, and small ones.
+SHAPES = [(), (4, 3), (1,), (3, 4099), (5,), (1, 1), (2, 3, 2)]
+
+
+def _core_kwargs(kwargs, count):
+    kwargs = dict(kwargs)
+    if "trust_ratio" in kwargs:
+        kwargs["trust_ratio_mask"] = (kwargs.pop("trust_ratio"),) * count
+    return kwargs
+
+
+def _check_against_core(optimizer, params, factory, kwargs, grads, start, rtol=1e-12, atol=1e-14):
+    core_params, core_state = run_core(factory(**_core_kwargs(kwargs, len(params))), grads, params=start)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert p.shape == q.shape
+        assert_close(p, q, rtol=rtol, atol=atol, what=f"param {index} (shape {tuple(q.shape)})")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert actual[key].shape == expected[key].shape, key
+        assert_close(actual[key], expected[key], rtol=rtol, atol=atol, what=key)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_fused_path_equals_the_core(case):
+    cls, factory, kwargs = CASES[case]
+    grads = gradient_sequence(STEPS, shapes=SHAPES, seed=3)
+    start = initial_params(SHAPES, seed=2)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start)
+    _check_against_core(optimizer, params, factory, kwargs, grads, start)
+    assert all(optimizer.state[p]["step"] == STEPS for p in params)
+
+
+@pytest.mark.parametrize("case", ["eadam", "eadamw", "esgd"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_fused_steps_without_a_norm_are_bit_for_bit_the_core_on_numpy(case, dtype):
+    """No reduction in these steps, and no fused multiply-add in the kernels: every element is rounded as the
+    core's op-by-op evaluation on NumPy rounds it. (The core on torch tensors is not the reference here: torch's
+    vectorised kernels round a few elements of large tensors differently from NumPy.)"""
+    import numpy as np
+
+    cls, factory, kwargs = CASES[case]
+    grads = gradient_sequence(40, shapes=SHAPES, seed=3, dtype=dtype)
+    start = initial_params(SHAPES, seed=2, dtype=dtype)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start,
+                                      dtype=dtype)
+    transform = factory(**kwargs)
+    core_params = tuple(p.numpy().copy() for p in start)
+    state = transform.init(core_params)
+    for grads_k in grads:
+        updates, state = transform.update(tuple(g.numpy() for g in grads_k), state, core_params)
+        core_params = vc.apply_updates(core_params, updates)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert p.detach().numpy().dtype == q.dtype
+        assert np.array_equal(p.detach().numpy(), q), f"param {index}"
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    for key, value in vc.state_to_dict(state).items():
+        assert np.array_equal(actual[key].numpy(), np.asarray(value)), key
+
+
+def test_float32_stays_within_round_off_of_the_core():
+    for case in ("alto", "eadamw"):
+        cls, factory, kwargs = CASES[case]
+        grads = gradient_sequence(60, shapes=SHAPES, seed=3, dtype=torch.float32)
+        start = initial_params(SHAPES, seed=2, dtype=torch.float32)
+        params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads,
+                                          params=start, dtype=torch.float32)
+        core_params, _ = run_core(factory(**kwargs), grads, params=start, dtype=torch.float32)
+        for p, q in zip(params, core_params):
+            torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
+
+
+def test_results_do_not_depend_on_the_number_of_threads():
+    """Norms are summed per block of 4096 elements and the block sums in block order, whatever the threads."""
+    cls, _, kwargs = CASES["alto"]
+    shapes = [(5, 4096 + 7), (3,), (2, 9000)]
+    grads = gradient_sequence(20, shapes=shapes, seed=6)
+    start = initial_params(shapes, seed=7)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads,
+                                              params=start)
+            results.append((params, clone_state(optimizer)))
+    finally:
+        torch.set_num_threads(threads)
+    for params, _ in results[1:]:
+        for p, q in zip(params, results[0][0]):
+            assert torch.equal(p, q)
+
+
+def test_mixed_dtypes_and_tensors_at_different_steps_in_one_group():
+    """A tensor without a gradient at some steps falls behind (its own step count and bias corrections), and a
+    float32 tensor sits beside float64 ones: each batch gets its own scalars and kernel."""
+    cls, factory, kwargs = CASES["alto"]
+    shapes = [(4, 3), (5,), (6,)]
+    grads = gradient_sequence(30, shapes=shapes, seed=8)
+    start = initial_params(shapes, seed=9)
+    fused = [torch.nn.Parameter(p.clone()) for p in start]
+    core = [torch.nn.Parameter(p.clone()) for p in start]
+    fused[2].data = fused[2].data.float()
+    core[2].data = core[2].data.float()
+    optimizers = [cls(fused, implementation="fused", **kwargs), cls(core, implementation="core", **kwargs)]
+    for k, grads_k in enumerate(grads):
+        for params, optimizer in zip((fused, core), optimizers):
+            for index, (p, g) in enumerate(zip(params, grads_k)):
+                p.grad = None if (index == 1 and k % 3 == 0) else g.clone().to(p.dtype)
+            optimizer.step()
+    for p, q in zip(fused, core):
+        if p.dtype == torch.float64:
+            assert_close(p, q, rtol=1e-12, atol=1e-14, what="float64 param")
+        else:
+            torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-5, atol=1e-6)
+    assert [optimizers[0].state[p]["step"] for p in fused] == [30, 20, 30]
+    for p, q in zip(fused, core):
+        for key, value in optimizers[1].state[q].items():
+            if isinstance(value, torch.Tensor):
+                torch.testing.assert_close(optimizers[0].state[p][key], value, rtol=2e-6, atol=1e-12)
+            else:
+                assert optimizers[0].state[p][key] == value
+
+
+def test_empty_tensors_are_counted_but_not_touched():
+    cls, _, kwargs = CASES["alto"]
+    params = [torch.nn.Parameter(torch.zeros(0, 3, dtype=torch.float64)),
+              torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    optimizer = cls(params, implementation="fused", **kwargs)
+    for _ in range(3):
+        for p in params:
+            p.grad = torch.ones_like(p)
+        optimizer.step()
+    assert all(optimizer.state[p]["step"] == 3 for p in params)
+    assert int(optimizer.state[params[0]]["AdamState.count"]) == 3
+
+
+def test_resume_from_a_state_dict_equals_the_uninterrupted_run():
+    cls, _, kwargs = CASES["alto"]
+    grads = gradient_sequence(40, shapes=SHAPES, seed=3)
+    start = initial_params(SHAPES, seed=2)
+    full, _ = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start)
+    first, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads[:25], params=start)
+    saved = optimizer.state_dict()
+    resumed = [torch.nn.Parameter(p.detach().clone()) for p in first]
+    again = cls(resumed, implementation="fused", **kwargs)
+    again.load_state_dict(saved)
+    for grads_k in grads[25:]:
+        for p, g in zip(resumed, grads_k):
+            p.grad = g.clone()
+        again.step()
+    for p, q in zip(resumed, full):
+        assert torch.equal(p, q)
+
+
+def test_what_the_fused_path_cannot_run_is_refused_before_anything_changes():
+    bf16 = [torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))]
+    bf16[0].grad = torch.ones(3, dtype=torch.bfloat16)
+    optimizer = ALTO(bf16, implementation="fused")
+    with pytest.raises(RuntimeError, match=r"implementation='fused'\) cannot run this group: dtype torch.bfloat16"):
+        optimizer.step()
+    assert torch.equal(bf16[0], torch.ones(3, dtype=torch.bfloat16))
+    ALTO(bf16, implementation="auto").step()  # auto: the core path
+
+    strided = torch.nn.Parameter(torch.ones(4, 3, dtype=torch.float64).t())
+    strided.grad = torch.ones(3, 4, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match="non-contiguous"):
+        ALTO([strided], implementation="fused").step()
+
+
+def test_a_missing_compiler_is_a_clear_error_for_fused_and_a_warning_for_auto(monkeypatch):
+    monkeypatch.setenv("VALLEY_CXX", "/nonexistent/valley-test-c++")
+    params = [torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    params[0].grad = torch.full((3,), 0.5, dtype=torch.float64)
+    optimizer = ALTO(params, implementation="fused")
+    before = clone_state(optimizer)
+    with pytest.raises(RuntimeError, match="fused CPU kernels could not be built: VALLEY_CXX=.*not an executable"):
+        optimizer.step()
+    assert torch.equal(params[0], torch.ones(3, dtype=torch.float64))
+    assert_same_state(before, clone_state(optimizer))
+
+    auto = ALTO(params, implementation="auto", lr=0.1)
+    with pytest.warns(RuntimeWarning, match="fused CPU kernels could not be built"):
+        auto.step()
+    assert not torch.equal(params[0], torch.ones(3, dtype=torch.float64))  # stepped by another path
