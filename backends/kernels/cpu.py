@@ -6,11 +6,13 @@ and types; this module adds only loops, loads and stores:
 
 - Lamb family (ALTO, ALTO vanilla, Lamb), per tensor, two passes over blocks of :data:`BLOCK` elements:
   pass 1 runs ``lamb_direction`` (``valley_core.elementwise.alto_direction`` for ALTO), stores the new
-  carry/m/v in place and ``r`` in a workspace, and sums ``theta^2`` and ``r^2`` per block in double; the
-  block sums are added in block order (so the norms do not depend on the number of threads); pass 2 runs
-  ``apply_trust_ratio`` (the core's ``trust_ratio`` of the two norms, then ``theta + (-lr)(ratio r)``) or
-  ``apply_plain`` for a group without the trust ratio. A tensor's second pass follows its own first pass, so
-  ``r`` and ``theta`` of tensors that fit in the cache are read back from the cache.
+  carry/m/v in place and, for a tensor of at most :data:`STORE_LIMIT_BYTES`, ``r`` in a workspace, and sums
+  ``theta^2`` and ``r^2`` per block in double; the block sums are added in block order (so the norms do not
+  depend on the number of threads); pass 2 runs ``apply_trust_ratio`` (the core's ``trust_ratio`` of the two
+  norms, then ``theta + (-lr)(ratio r)``), or ``apply_plain`` for a group without the trust ratio, on the
+  stored ``r`` (a small tensor's second pass follows its own first pass, so ``r`` and ``theta`` are read back
+  from the cache) or, for a larger tensor, on ``r`` recomputed from the new m, v by
+  ``lamb_apply_from_moments`` (the first pass's own arithmetic, so the same ``r`` bit for bit).
 - Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
 
 Floating point: compiled with ``-ffp-contract=off`` (no fused multiply-add: every operation is rounded as in
@@ -43,11 +45,16 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from backends.kernels.programs import program
+from backends.kernels.programs import apply_from_moments_program, program
 from backends.kernels.trace import Program, render_cuda
 
 #: Elements per block: the unit of work sharing and of the norms' partial sums.
 BLOCK = 4096
+#: Lamb family: a tensor of at most this many bytes keeps ``r`` in a workspace between the two passes (its
+#: ``r`` and theta are still in the cache for the second pass); a larger one recomputes ``r`` from the new m, v
+#: in the second pass, which moves fewer bytes than writing ``r`` to memory and reading it back, and needs no
+#: workspace as large as the largest tensor.
+STORE_LIMIT_BYTES = 2 << 20
 #: Every scalar any kernel reads, in the order of the ``scalars`` array passed to a kernel.
 SCALARS = ("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3", "weight_decay", "lr",
            "trust_eps", "norm_eps")
@@ -68,27 +75,33 @@ class KernelUnavailable(RuntimeError):
 
 
 def _programs(kernel: str) -> Dict[str, Program]:
-    """The traced programs of ``kernel``: ``main`` (and for the Lamb family ``trust`` and ``plain``)."""
+    """The traced programs of ``kernel``: ``main``, and for the Lamb family the second passes ``trust`` and
+    ``plain`` (from a stored ``r``) and ``trust_recompute`` and ``plain_recompute`` (``r`` recomputed from the
+    new m, v: the same arithmetic as the first pass, ``valley_core.elementwise.adam_direction`` + decay)."""
     if kernel.startswith("lamb"):
         return {"main": program("lamb_direction", adaptor=kernel == "lamb_e1", decay=True),
-                "trust": program("apply_trust_ratio"), "plain": program("apply_plain")}
+                "trust": program("apply_trust_ratio"), "plain": program("apply_plain"),
+                "trust_recompute": apply_from_moments_program(True, True),
+                "plain_recompute": apply_from_moments_program(True, False)}
     if kernel.startswith("adam"):
         return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
     return {"main": program("heavy_ball_step")}
 
 
-def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = ()) -> str:
+def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = (),
+             keep: Sequence[str] = ()) -> str:
     """The loop body for element ``i``: loads, the traced operation, stores.
 
     ``pointers`` maps each array of the program to the C pointer holding it; names in ``broadcast`` are
-    loop-invariant values already declared (the norms).
+    loop-invariant values already declared (the norms); outputs in ``keep`` stay local (not stored).
     """
     _, _, operation = render_cuda(prog)
     lines = [f"const T {name} = {pointers[name]}[i];" for name in prog.arrays_in if name not in broadcast]
     lines += [f"T {name} = {pointers[name]}[i];" for name in prog.arrays_inout]
     lines += [f"T {name};" for name in prog.arrays_out]
     lines += operation.splitlines()
-    lines += [f"{pointers[name]}[i] = {name};" for name in (*prog.arrays_inout, *prog.arrays_out)]
+    lines += [f"{pointers[name]}[i] = {name};" for name in (*prog.arrays_inout, *prog.arrays_out)
+              if name not in keep]
     return "\n".join("        " + line for line in lines)
 
 
@@ -120,19 +133,37 @@ def _kernel_source(kernel: str) -> str:
     }}"""
     else:
         broadcast = ("param_norm", "direction_norm")
+
+        def first_pass(store: bool) -> str:
+            return f"""
+      #pragma omp for schedule(static)
+      for (int64_t b = 0; b < blocks; ++b) {{
+{loop}        double sum_param = 0.0, sum_direction = 0.0;
+        #pragma omp simd reduction(+:sum_param, sum_direction)
+        for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs["main"], pointers, keep=() if store else ("direction",))}
+          sum_param += static_cast<double>(param) * static_cast<double>(param);
+          sum_direction += static_cast<double>(direction) * static_cast<double>(direction);
+        }}
+        sums[2 * b] = sum_param;
+        sums[2 * b + 1] = sum_direction;
+      }}"""
+
+        def second_pass(name: str) -> str:
+            return f"""
+        #pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {{
+{loop}          #pragma omp simd
+          for (int64_t i = lo; i < hi; ++i) {{
+{_element(programs[name], pointers, broadcast)}
+          }}
+        }}"""
+
         body = f"""
 {blocks}
-    #pragma omp for schedule(static)
-    for (int64_t b = 0; b < blocks; ++b) {{
-{loop}      double sum_param = 0.0, sum_direction = 0.0;
-      #pragma omp simd reduction(+:sum_param, sum_direction)
-      for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["main"], pointers)}
-        sum_param += static_cast<double>(param) * static_cast<double>(param);
-        sum_direction += static_cast<double>(direction) * static_cast<double>(direction);
-      }}
-      sums[2 * b] = sum_param;
-      sums[2 * b + 1] = sum_direction;
+    const bool store = n <= work_capacity;
+    if (store) {{{first_pass(True)}
+    }} else {{{first_pass(False)}
     }}
     if (trust) {{
       double total_param = 0.0, total_direction = 0.0;
@@ -142,26 +173,16 @@ def _kernel_source(kernel: str) -> str:
       }}
       const T param_norm = static_cast<T>(sqrt(total_param));
       const T direction_norm = static_cast<T>(sqrt(total_direction));
-      #pragma omp for schedule(static)
-      for (int64_t b = 0; b < blocks; ++b) {{
-{loop}        #pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["trust"], pointers, broadcast)}
-        }}
+      if (store) {{{second_pass("trust")}
+      }} else {{{second_pass("trust_recompute")}
       }}
-    }} else {{
-      #pragma omp for schedule(static)
-      for (int64_t b = 0; b < blocks; ++b) {{
-{loop}        #pragma omp simd
-        for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["plain"], pointers)}
-        }}
-      }}
+    }} else if (store) {{{second_pass("plain")}
+    }} else {{{second_pass("plain_recompute")}
     }}"""
     template = f"""
 template <typename T>
-static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, void* work, double* sums,
-                     const double* scalars, int trust, int threads) {{
+static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
+                     int64_t work_capacity, double* sums, const double* scalars, int trust, int threads) {{
 {unpack}
   T* __restrict__ work_p = static_cast<T*>(work);
   #pragma omp parallel num_threads(threads)
@@ -172,8 +193,9 @@ static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, v
     exports = "".join(
         f"""
 extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
-                                      double* sums, const double* scalars, int trust, int threads) {{
-  {kernel}<{ctype}>(count, arrays, sizes, work, sums, scalars, trust, threads);
+                                      int64_t work_capacity, double* sums, const double* scalars, int trust,
+                                      int threads) {{
+  {kernel}<{ctype}>(count, arrays, sizes, work, work_capacity, sums, scalars, trust, threads);
 }}
 """ for dtype, ctype in _DTYPES.items())
     return template + exports
@@ -248,11 +270,11 @@ class Library:
                 function = getattr(self._cdll, f"valley_{kernel}_{dtype}")
                 function.restype = None
                 function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                                     ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
                 self._functions[kernel, dtype] = function
 
     def run(self, kernel: str, dtype: str, pointers: Sequence[Sequence[int]], sizes: Sequence[int], work: int,
-            sums: int, scalars: Dict[str, float], trust: bool, threads: int) -> None:
+            work_capacity: int, sums: int, scalars: Dict[str, float], trust: bool, threads: int) -> None:
         """Steps the tensors in place.
 
         Args:
@@ -260,7 +282,10 @@ class Library:
             dtype: ``"float32"`` or ``"float64"``.
             pointers: for each role of ``ROLES[kernel]``, the data pointers of the tensors (contiguous).
             sizes: the number of elements of each tensor (> 0).
-            work: (Lamb family) a buffer of ``max(sizes)`` elements of ``dtype`` for ``r``.
+            work: (Lamb family) a buffer of ``work_capacity`` elements of ``dtype`` for ``r``.
+            work_capacity: (Lamb family) tensors of at most this many elements store ``r`` in ``work`` and
+                read it back in the second pass; larger ones recompute it there from the new m, v (see
+                :data:`STORE_LIMIT_BYTES`).
             sums: (Lamb family) a buffer of ``2 * ceil(max(sizes) / BLOCK)`` doubles.
             scalars: the step's scalars by name (``backends.kernels.scalars.step_scalars``); missing ones
                 are 0 and unread.
@@ -274,8 +299,8 @@ class Library:
         table = (ctypes.c_void_p * (len(roles) * count))(*[p for column in pointers for p in column])
         size_array = (ctypes.c_int64 * count)(*sizes)
         scalar_array = (ctypes.c_double * len(SCALARS))(*[float(scalars.get(name, 0.0)) for name in SCALARS])
-        self._functions[kernel, dtype](count, table, size_array, work, sums, scalar_array, int(trust),
-                                       max(1, int(threads)))
+        self._functions[kernel, dtype](count, table, size_array, work, int(work_capacity), sums, scalar_array,
+                                       int(trust), max(1, int(threads)))
 
 
 _lock = threading.Lock()

@@ -83,8 +83,10 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
         dtype_name = _DTYPES[dtype]
         scalars = step_scalars(factory_name, hyperparameters, step + 1, dtype_name)
         sizes = [p.numel() for p, _, _ in items]
-        # r and the norms' block sums: transient workspaces for the Lamb family (not optimizer state).
-        work = torch.empty(max(sizes) if lamb else 0, dtype=dtype)
+        # Transient workspaces of the Lamb family (not optimizer state), freed after the step: r of the tensors
+        # up to STORE_LIMIT_BYTES (larger ones recompute it), and the norms' block sums.
+        capacity = cpu.STORE_LIMIT_BYTES // dtype.itemsize if lamb else 0
+        work = torch.empty(min(capacity, max(sizes)), dtype=dtype)
         sums = torch.empty(2 * (-(-max(sizes) // cpu.BLOCK)) if lamb else 0, dtype=torch.float64)
         columns: List[List[int]] = []
         for role in roles:
@@ -94,6 +96,7 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
                 columns.append([p.data_ptr() for p, _, _ in items])
             else:
                 columns.append([state[STATE_KEYS[role]].data_ptr() for _, _, state in items])
-        lib.run(kernel, dtype_name, columns, sizes, work.data_ptr(), sums.data_ptr(), scalars, trust, threads)
+        lib.run(kernel, dtype_name, columns, sizes, work.data_ptr(), work.numel(), sums.data_ptr(), scalars, trust,
+                threads)
     _state.advance_counters(optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()],
                             entries)

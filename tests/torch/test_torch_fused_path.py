@@ -67,6 +67,16 @@ def test_fused_path_equals_the_core(case):
     assert all(optimizer.state[p]["step"] == STEPS for p in params)
 
 
+@pytest.mark.parametrize("case", ["alto", "alto_no_trust_ratio", "lamb"])
+def test_fused_path_equals_the_core_when_large_tensors_recompute_r(case, monkeypatch):
+    """Tensors above ``STORE_LIMIT_BYTES`` (2 MiB) recompute ``r`` in the second pass instead of storing it; the
+    limit is lowered so that the (3, 4099) tensor takes that branch and the small ones keep storing ``r``."""
+    from backends.kernels import cpu
+
+    monkeypatch.setattr(cpu, "STORE_LIMIT_BYTES", 100 * 8)
+    test_fused_path_equals_the_core(case)
+
+
 @pytest.mark.parametrize("case", ["eadam", "eadamw", "esgd"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_fused_steps_without_a_norm_are_bit_for_bit_the_core_on_numpy(case, dtype):
