@@ -21,7 +21,9 @@ The gradients are scaled to a global norm of 0.5 so that the gradient clipping h
 Implementations: valley ALTO (``implementation="core"``: the valley_core transforms on torch tensors;
 ``"compiled"``: the torch.compile fast path; ``"fused"``: the generated multi-tensor C++ kernels, CPU only),
 valley Lamb (fused, compiled), the authors' ALTO (``e-optimizer-adaptor``),
-``torch.optim.AdamW(fused=True)`` and ``pytorch_optimizer.Lamb``.
+``torch.optim.AdamW(fused=True)`` and ``pytorch_optimizer.Lamb``; for comparison (no target), valley EAdam (fused,
+auto), the authors' ``E`` around ``torch.optim.Adam(fused=True)`` and ``torch.optim.Adam(fused=True)`` (EAdam is
+charged 9 arrays per element like ALTO, Adam 7).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.torch import ALTO, Lamb  # noqa: E402
+from backends.torch import ALTO, EAdam, Lamb  # noqa: E402
 
 
 def uniform_shapes() -> List[Tuple[int, ...]]:
@@ -63,7 +65,7 @@ LAYOUTS: Dict[str, Callable[[], List[Tuple[int, ...]]]] = {
 }
 
 #: Full-size arrays an ideal single pass reads + writes per element.
-ARRAYS_PER_ELEMENT = {"alto": 9, "adamw": 7, "lamb": 7}
+ARRAYS_PER_ELEMENT = {"alto": 9, "adamw": 7, "lamb": 7, "eadam": 9}
 
 
 def make_params(shapes: Sequence[Tuple[int, ...]], device: str) -> List[torch.nn.Parameter]:
@@ -100,6 +102,21 @@ def implementations(device: str):
         print("e-optimizer-adaptor is not installed: the authors' ALTO is left out", file=sys.stderr)
     items.append(("torch AdamW (fused)", "adamw",
                   lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, fused=True)))
+    # EAdam (not a target of the issue, for comparison): valley's fused EAdam, the authors' E around torch's
+    # fused Adam, and torch's fused Adam alone.
+    eadam_args = dict(lr=1e-3, alpha=-1.0, betas=(0.5, 0.9, 0.999), weight_decay=0.0)
+    if device == "cpu":
+        items.append(("valley EAdam (fused)", "eadam", lambda ps: EAdam(ps, implementation="fused", **eadam_args)))
+    items.append(("valley EAdam (auto)", "eadam", lambda ps: EAdam(ps, **eadam_args)))
+    try:
+        from E import E as AuthorsE
+
+        items.append(("authors' E(torch Adam fused) (e-optimizer-adaptor)", "eadam",
+                      lambda ps: GradientRestoring(AuthorsE(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0,
+                                                            beta=0.5))))
+    except ImportError:
+        pass
+    items.append(("torch Adam (fused)", "adamw", lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)))
     try:
         from pytorch_optimizer import Lamb as PLamb
 
@@ -107,6 +124,28 @@ def implementations(device: str):
     except ImportError:
         print("pytorch-optimizer is not installed: its Lamb is left out", file=sys.stderr)
     return items
+
+
+class GradientRestoring:
+    """The authors' ``E`` replaces ``p.grad`` by the adapted gradient and leaves it there; the implementations here
+    share parameters and gradients, so this puts every ``p.grad`` back after each step (inside the timed step:
+    a few microseconds). ``state`` covers E's buffers and the base optimizer's."""
+
+    def __init__(self, optimizer) -> None:
+        self.optimizer = optimizer
+        self.params = [p for group in optimizer.opt.param_groups for p in group["params"]]
+
+    def step(self) -> None:
+        grads = [p.grad for p in self.params]
+        self.optimizer.step()
+        for p, g in zip(self.params, grads):
+            p.grad = g
+
+    @property
+    def state(self):
+        merged = {("E", id(p)): s for p, s in self.optimizer.state.items()}
+        merged.update({("base", id(p)): s for p, s in self.optimizer.opt.state.items()})
+        return merged
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
