@@ -12,21 +12,13 @@ import pytest
 import torch
 
 import valley_core as vc
-from backends.torch import ALTO, ALTOVanilla, EAdam, Lamb
-from torch_helpers import (assert_close, gradient_sequence, initial_params, optimizer_state_as_core_dict, run_core,
-                           run_optimizer)
+from backends.torch import ALTO, EAdam, Lamb
+from torch_helpers import (assert_close, gradient_sequence, initial_params, lamb_family_cases,
+                           optimizer_state_as_core_dict, run_core, run_optimizer)
 
 STEPS = 210
 
-CASES = {
-    "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-    "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
-                                                trust_ratio=False)),
-    "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla, dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5,
-                                                                  betas=(0.5, 0.9, 0.999),
-                                                                  weight_decay=vc.exponential_decay(1e-2, 0.99))),
-    "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
-}
+CASES = lamb_family_cases()
 
 
 def _core_kwargs(kwargs, count=3):

@@ -11,21 +11,15 @@ import pytest
 import torch
 
 import valley_core as vc
-from backends.torch import ALTO, ALTOVanilla, EAdam, EAdamW, ESGD, Lamb
+from backends.torch import ALTO, EAdam, EAdamW, ESGD
 from torch_helpers import (assert_close, assert_same_state, clone_state, gradient_sequence, initial_params,
-                           optimizer_state_as_core_dict, run_core, run_optimizer)
+                           lamb_family_cases, optimizer_state_as_core_dict, run_core, run_optimizer)
 
 STEPS = 210
 
 CASES = {
-    "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    **lamb_family_cases(),
     "alto_paper_large_batch": (ALTO, vc.alto, dict(lr=0.01, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4)),
-    "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
-                                                trust_ratio=False)),
-    "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla, dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5,
-                                                                  betas=(0.5, 0.9, 0.999),
-                                                                  weight_decay=vc.exponential_decay(1e-2, 0.99))),
-    "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
     "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
     "eadam_schedules": (EAdam, vc.eadam, dict(lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99),
                                               betas=(0.1, 0.9, 0.99), bias_correction=False)),

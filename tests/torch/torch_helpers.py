@@ -90,3 +90,19 @@ def assert_same_state(before, after):
                 assert torch.equal(value, other), key
             else:
                 assert value == other, key
+
+
+def lamb_family_cases():
+    """(class, core factory, hyperparameters) of the Lamb-family settings every fast path is checked on: ALTO with
+    and without the trust ratio, ALTOVanilla with schedules, Lamb with non-zero epsilons."""
+    from backends.torch import ALTO, ALTOVanilla, Lamb
+
+    return {
+        "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+        "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
+                                                    trust_ratio=False)),
+        "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla,
+                                   dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999),
+                                        weight_decay=vc.exponential_decay(1e-2, 0.99))),
+        "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
+    }
