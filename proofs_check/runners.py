@@ -4,7 +4,8 @@ The checks own their problems (losses, gradients, Hessians written in NumPy); th
 comes from ``valley_core``, run through one of the backends:
 
 - ``numpy``: ``backends.numpy`` (``ALTO([w], ...)``, ``opt.step([grad])``), the reference adapter.
-- ``torch``: ``backends.torch`` (``torch.optim.Optimizer`` subclasses, ``implementation="core"``, float64
+- ``torch``: ``backends.torch`` (``torch.optim.Optimizer`` subclasses, their default ``implementation="auto"``:
+  the fused CPU kernels where they run, the core's update op by op elsewhere; float64
   CPU tensors) when it imports and has the class; otherwise ``valley_core`` itself on torch float64 tensors
   through array-api-compat (the core accepts torch tensors directly). Which path ran is recorded.
 - ``cupy``: ``backends.cupy`` on CUDA float64 arrays; without CuPy or CUDA, :func:`check_backend` raises
@@ -129,16 +130,16 @@ class NumpyStepper(Stepper):
 
 
 class TorchBackendStepper(Stepper):
-    """``backends.torch`` optimizers (``implementation="core"``) on float64 CPU tensors."""
+    """``backends.torch`` optimizers (their default path, ``implementation="auto"``) on float64 CPU tensors."""
 
     def __init__(self, name: str, params: Sequence[np.ndarray], hyperparameters: Dict[str, Any], cls: Any) -> None:
         import torch
 
         self.name = name
         self.tensors = [torch.tensor(np.asarray(p, dtype=np.float64), dtype=torch.float64) for p in params]
-        self.optimizer = cls(self.tensors, implementation="core", **hyperparameters)
+        self.optimizer = cls(self.tensors, **hyperparameters)
         self._views = [t.detach().numpy() for t in self.tensors]  # share storage with the tensors
-        self.path = f"backends.torch.{cls.__name__}(implementation='core')"
+        self.path = f"backends.torch.{cls.__name__}(implementation='auto')"
 
     @property
     def params(self) -> List[np.ndarray]:
