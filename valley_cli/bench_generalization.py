@@ -305,34 +305,27 @@ def train_lm(optimizer: str, hp: Dict[str, Any], text: Dict[str, np.ndarray], co
     rng = np.random.default_rng(seed + 104729)
     offsets = torch.arange(context + 1)
     checkpoints = set(np.linspace(1, steps, num=min(10, steps), dtype=int).tolist())
-    losses: List[float] = []
-    curve: List[Tuple[int, float, float]] = []
-    elapsed, diverged = 0.0, False
-    for step in range(1, steps + 1):
-        starts = torch.from_numpy(rng.integers(0, len(train) - context - 1, size=config.lm_batch))
-        start = time.perf_counter()
+    batch_starts = (torch.from_numpy(rng.integers(0, len(train) - context - 1, size=config.lm_batch))
+                    for _ in range(steps))
+
+    def step(starts) -> float:
         batch = train[starts[:, None] + offsets]
         opt.zero_grad(set_to_none=True)
         loss = loss_of(batch)
         loss.backward()
         opt.step()
         scheduler.step()
-        value = loss.detach().item()
-        elapsed += time.perf_counter() - start
-        losses.append(value)
-        if on_step:
-            on_step()
-        if not math.isfinite(value):
-            diverged = True
-            break
-        if step in checkpoints:
-            curve.append((step, elapsed, math.exp(min(evaluate(val_windows), 50.0))))
+        return loss.detach().item()
+
+    def checkpoint(number: int) -> Optional[float]:
+        return math.exp(min(evaluate(val_windows), 50.0)) if number in checkpoints else None
+
+    loop = demo.training_loop(batch_starts, step, checkpoint, on_step)
     val_loss, test_loss, final_loss = evaluate(val_windows), evaluate(test_windows), evaluate(train_windows)
-    diverged = diverged or not math.isfinite(val_loss)
     perplexity = (lambda x: math.exp(min(x, 50.0)) if math.isfinite(x) else float("inf"))
-    return RunResult(optimizer, config.lm_batch, seed, dict(hp), len(losses), initial,
-                     final_loss, perplexity(val_loss), perplexity(test_loss), val_loss, elapsed,
-                     losses, curve, diverged)
+    return RunResult(optimizer, config.lm_batch, seed, dict(hp), len(loop.losses), initial,
+                     final_loss, perplexity(val_loss), perplexity(test_loss), val_loss, loop.elapsed,
+                     loop.losses, loop.curve, loop.diverged or not math.isfinite(val_loss))
 
 
 # ---------------------------------------------------------------------------------------- keras (digits)

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -374,6 +374,41 @@ class RunResult:
     diverged: bool = False
 
 
+class LoopOutcome(NamedTuple):
+    """What a training loop records: per-step losses, ``(step, seconds, metric)`` points, time, divergence."""
+
+    losses: List[float]
+    curve: List[Tuple[int, float, float]]
+    elapsed: float
+    diverged: bool
+
+
+def training_loop(batches: Iterable[Any], step: Callable[[Any], float],
+                  checkpoint: Optional[Callable[[int], Optional[float]]] = None,
+                  on_step: Optional[Callable[[], None]] = None) -> LoopOutcome:
+    """Runs ``step(batch)`` (one optimizer step, returning the loss) over ``batches``, timing only the steps.
+
+    Stops at the first non-finite loss (``diverged``). After step ``k`` (1-based) ``checkpoint(k)`` may return a
+    metric, recorded with the training time so far; evaluations are not timed.
+    """
+    losses: List[float] = []
+    curve: List[Tuple[int, float, float]] = []
+    elapsed = 0.0
+    for number, batch in enumerate(batches, start=1):
+        start = time.perf_counter()
+        value = float(step(batch))
+        elapsed += time.perf_counter() - start
+        losses.append(value)
+        if on_step:
+            on_step()
+        if not math.isfinite(value):
+            return LoopOutcome(losses, curve, elapsed, True)
+        metric = checkpoint(number) if checkpoint else None
+        if metric is not None:
+            curve.append((number, elapsed, metric))
+    return LoopOutcome(losses, curve, elapsed, False)
+
+
 def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict[str, Any], data: DigitsSplit,
                            batch_size: int, steps: int, seed: int, eval_every: int = 0,
                            reshape: Optional[Tuple[int, ...]] = None, lr_decay: bool = True,
@@ -420,12 +455,8 @@ def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict
     opt = make_torch_optimizer(optimizer, model.parameters(), hp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_decay_factor(s + 1, steps)) \
         if lr_decay else None
-    batch_losses: List[float] = []
-    curve: List[Tuple[int, float, float]] = []
-    elapsed = 0.0
-    diverged = False
-    for step, idx in enumerate(batch_indices(len(y_train), batch_size, steps, seed), start=1):
-        start = time.perf_counter()
+
+    def step(idx: np.ndarray) -> float:
         index = torch.from_numpy(idx)
         xb, yb = (x_train, y_train) if len(idx) == len(y_train) else (x_train[index], y_train[index])
         opt.zero_grad(set_to_none=True)
@@ -434,23 +465,18 @@ def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        value = loss.detach().item()
-        elapsed += time.perf_counter() - start
-        batch_losses.append(value)
-        if on_step:
-            on_step()
-        if not math.isfinite(value):
-            diverged = True
-            break
-        if eval_every and step % eval_every == 0:
-            curve.append((step, elapsed, evaluate(x_test, y_test)[1]))
+        return loss.detach().item()
+
+    def checkpoint(number: int) -> Optional[float]:
+        return evaluate(x_test, y_test)[1] if eval_every and number % eval_every == 0 else None
+
+    loop = training_loop(batch_indices(len(y_train), batch_size, steps, seed), step, checkpoint, on_step)
     final_loss, _ = evaluate(x_train, y_train)
     val_loss, val_acc = evaluate(x_val, y_val)
     _, test_acc = evaluate(x_test, y_test)
-    if not math.isfinite(final_loss):
-        diverged = True
-    return RunResult(optimizer, batch_size, seed, dict(hp), len(batch_losses), initial_loss, final_loss,
-                     val_acc, test_acc, val_loss, elapsed, batch_losses, curve, diverged)
+    return RunResult(optimizer, batch_size, seed, dict(hp), len(loop.losses), initial_loss, final_loss,
+                     val_acc, test_acc, val_loss, loop.elapsed, loop.losses, loop.curve,
+                     loop.diverged or not math.isfinite(final_loss))
 
 
 def train_numpy_mlp(optimizer: str, hp: Dict[str, Any], data: DigitsSplit, batch_size: int, steps: int,
@@ -464,31 +490,22 @@ def train_numpy_mlp(optimizer: str, hp: Dict[str, Any], data: DigitsSplit, batch
     if lr_decay:
         built["lr"] = linear_decay(hp["lr"], steps)
     opt = make_numpy_optimizer(optimizer, model.params, built)
-    batch_losses: List[float] = []
-    curve: List[Tuple[int, float, float]] = []
-    elapsed = 0.0
-    diverged = False
+
+    def step(idx: np.ndarray) -> float:
+        loss, grads = model.loss_and_grads(data.x_train[idx], data.y_train[idx])
+        opt.step(grads)
+        return loss
+
+    def checkpoint(number: int) -> Optional[float]:
+        return model.accuracy(data.x_test, data.y_test) if eval_every and number % eval_every == 0 else None
+
     with np.errstate(over="ignore", invalid="ignore"):
-        for step, idx in enumerate(batch_indices(len(data.y_train), batch_size, steps, seed), start=1):
-            start = time.perf_counter()
-            loss, grads = model.loss_and_grads(data.x_train[idx], data.y_train[idx])
-            opt.step(grads)
-            elapsed += time.perf_counter() - start
-            batch_losses.append(loss)
-            if on_step:
-                on_step()
-            if not math.isfinite(loss):
-                diverged = True
-                break
-            if eval_every and step % eval_every == 0:
-                curve.append((step, elapsed, model.accuracy(data.x_test, data.y_test)))
+        loop = training_loop(batch_indices(len(data.y_train), batch_size, steps, seed), step, checkpoint, on_step)
         final_loss = model.loss(data.x_train, data.y_train)
         val_loss = model.loss(data.x_val, data.y_val)
-    if not math.isfinite(final_loss):
-        diverged = True
-    return RunResult(optimizer, batch_size, seed, dict(hp), len(batch_losses), initial_loss, final_loss,
+    return RunResult(optimizer, batch_size, seed, dict(hp), len(loop.losses), initial_loss, final_loss,
                      model.accuracy(data.x_val, data.y_val), model.accuracy(data.x_test, data.y_test),
-                     val_loss, elapsed, batch_losses, curve, diverged)
+                     val_loss, loop.elapsed, loop.losses, loop.curve, loop.diverged or not math.isfinite(final_loss))
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:

@@ -13,7 +13,7 @@ schedule ``k -> value`` (``valley_core.schedules``).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Tuple
+from typing import Callable, Dict, Tuple
 
 from valley_core.base import GradientTransformation, chain
 from valley_core.schedules import ScalarOrSchedule
