@@ -14,6 +14,7 @@ and types; this module adds only loops, loads and stores:
   from the cache) or, for a larger tensor, on ``r`` recomputed from the new m, v by
   ``lamb_apply_from_moments`` (the first pass's own arithmetic, so the same ``r`` bit for bit).
 - Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
+- The E adaptor alone (``backends.torch.E``): one pass, ``e_adaptor``, into new arrays.
 
 Floating point: compiled with ``-ffp-contract=off`` (no fused multiply-add: every operation is rounded as in
 the core's op-by-op evaluation) and without ``-ffast-math``; ``-fno-math-errno`` only lets ``sqrt``
@@ -65,6 +66,7 @@ ROLES: Dict[str, Tuple[str, ...]] = {
     "adam_l2": ("grad", "param", "carry", "first", "second"),
     "adam_decoupled": ("grad", "param", "carry", "first", "second"),
     "heavy_ball": ("grad", "param", "carry", "momentum"),
+    "e_adaptor": ("grad", "carry", "adapted", "new_carry"),
 }
 _DTYPES = {"float32": "float", "float64": "double"}
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
@@ -85,6 +87,8 @@ def _programs(kernel: str) -> Dict[str, Program]:
                 "plain_recompute": apply_from_moments_program(True, False)}
     if kernel.startswith("adam"):
         return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
+    if kernel == "e_adaptor":
+        return {"main": program("e_adaptor")}
     return {"main": program("heavy_ball_step")}
 
 

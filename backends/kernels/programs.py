@@ -18,6 +18,7 @@ Families (``chain`` order of ``valley_core.optimizers``):
   (decoupled)] -> scale_by_learning_rate -> apply, in place (EAdam, EAdamW).
 - ``heavy_ball_step``: add_decayed_weights (L2) -> e_adaptor -> trace -> scale_by_learning_rate -> apply,
   in place (ESGD).
+- ``e_adaptor``: the E adaptor alone, into new arrays (``backends.torch.E``).
 """
 
 from __future__ import annotations
@@ -90,6 +91,13 @@ def heavy_ball_step(*, grad, param, carry, momentum, alpha, beta1, beta2, weight
     return {"param": _apply(param, elementwise.scale(momentum, -lr)), "carry": carry, "momentum": momentum}
 
 
+def e_adaptor(*, grad, carry, alpha, beta1, xp) -> Dict[str, Any]:
+    """The E adaptor alone (``backends.torch.E`` in front of any optimizer): the adapted gradient and the next
+    carry, both written to new arrays (the wrapper commits the carry only once the base optimizer has stepped)."""
+    adapted, new_carry = elementwise.e_adaptor_step(grad, carry, alpha, beta1)
+    return {"adapted": adapted, "new_carry": new_carry}
+
+
 @lru_cache(maxsize=None)
 def program(kind: str, **flags: bool) -> Program:
     """The traced program ``kind`` (one of the functions above) for the given static flags."""
@@ -117,6 +125,9 @@ def program(kind: str, **flags: bool) -> Program:
         return trace(heavy_ball_step, "valley_heavy_ball_step", arrays_in=("grad",),
                      arrays_inout=("param", "carry", "momentum"),
                      scalars=("alpha", "beta1", "beta2", "weight_decay", "lr"))
+    if kind == "e_adaptor":
+        return trace(e_adaptor, "valley_e_adaptor", arrays_in=("grad", "carry"), arrays_out=("adapted", "new_carry"),
+                     scalars=("alpha", "beta1"))
     raise ValueError(f"unknown program {kind!r}")
 
 

@@ -27,11 +27,13 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from backends.torch import _state
+from backends.torch import fused_path as _fused_path
 from valley_core import elementwise
 from valley_core.schedules import ScalarOrSchedule, evaluate
 from valley_core.validation import validate_hyperparameters
 
 _CARRY = "EState.carry"
+_IMPLEMENTATIONS = ("auto", "core", "fused")
 
 
 class E(torch.optim.Optimizer):
@@ -51,6 +53,10 @@ class E(torch.optim.Optimizer):
         beta1: persistence of the EMA of gradient differences, in ``[0, 1)``.
         allow_unstable: skip the rule ``|alpha| < 1/(1 - beta1)``.
         skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite.
+        implementation: where the adaptor's arithmetic runs: ``"auto"`` (default: the fused CPU kernel
+            generated from ``valley_core.elementwise.e_adaptor_step``, ``backends.kernels.cpu``, for plain
+            contiguous float32/float64 CPU tensors, op by op elsewhere), ``"core"`` (op by op) or ``"fused"``
+            (the kernel, or ``RuntimeError``). Both give the same values bit for bit (tested).
 
     Optimizers whose ``step`` re-evaluates the closure several times (``torch.optim.LBFGS``) are refused:
     ``E`` evaluates the closure once and adapts that gradient.
@@ -69,7 +75,10 @@ class E(torch.optim.Optimizer):
     """
 
     def __init__(self, base_optimizer: torch.optim.Optimizer, alpha: ScalarOrSchedule = 0.5,
-                 beta1: float = 0.01, *, allow_unstable: bool = False, skip_nonfinite: bool = False) -> None:
+                 beta1: float = 0.01, *, allow_unstable: bool = False, skip_nonfinite: bool = False,
+                 implementation: str = "auto") -> None:
+        if implementation not in _IMPLEMENTATIONS:
+            raise ValueError(f"implementation={implementation!r} violates implementation in {_IMPLEMENTATIONS}")
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"E needs a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, torch.optim.LBFGS):
@@ -83,6 +92,8 @@ class E(torch.optim.Optimizer):
         self.beta1 = beta1
         self.allow_unstable = allow_unstable
         self.skip_nonfinite = skip_nonfinite
+        self.implementation = implementation
+        self._fused_failed: Optional[str] = None
         self.skipped_steps = 0
         self._initialising = True
         super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
@@ -125,21 +136,34 @@ class E(torch.optim.Optimizer):
         if self.skip_nonfinite and not _state.all_finite(p.grad for p in params):
             self.skipped_steps += 1
             return loss
+        fused = self._fused_params(params)  # decided (and refused, if it must be) before anything is written
         originals: Dict[torch.Tensor, torch.Tensor] = {}
         new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
+        batches: Dict[tuple, list] = {}
         for p in params:
             state = self.state[p]
             grad = p.grad
             dtype = _state.state_dtype(p)
-            if not state:
-                state = {_CARRY: torch.zeros_like(p.detach(), dtype=dtype), "step": 0}
-            step = state["step"]
+            carry = state[_CARRY] if state else torch.zeros_like(p.detach(), dtype=dtype)
+            step = state["step"] if state else 0
             alpha = evaluate(self.alpha, float(step + 1))
-            adapted, carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), state[_CARRY], alpha,
-                                                        self.beta1)
             originals[p] = grad
-            new_state[p] = {_CARRY: carry, "step": step + 1}
+            if p in fused:
+                adapted, new_carry = torch.empty_like(grad), torch.empty_like(carry)
+                batches.setdefault((step, dtype), []).append((grad, carry, adapted, new_carry))
+            else:
+                adapted, new_carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), carry, alpha,
+                                                                self.beta1)
+            new_state[p] = {_CARRY: new_carry, "step": step + 1}
             p.grad = adapted.to(grad.dtype)
+        for (step, dtype), items in batches.items():
+            items = [item for item in items if item[0].numel()]
+            if items:
+                _fused_path.library().run(
+                    "e_adaptor", _fused_path.dtype_name(dtype), [[t.data_ptr() for t in column] for column in zip(*items)],
+                    [item[0].numel() for item in items], 0, 0, 0,
+                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)}, False,
+                    torch.get_num_threads())
         try:
             self.base_optimizer.step()
         finally:
@@ -148,6 +172,40 @@ class E(torch.optim.Optimizer):
         for p, state in new_state.items():
             self.state[p] = state
         return loss
+
+    def _fused_params(self, params: List[torch.Tensor]) -> set:
+        """The parameters whose adaptor step runs in the fused CPU kernel (``backends.kernels.cpu``).
+
+        ``"auto"``: plain contiguous float32/float64 CPU tensors (gradient of the parameter's dtype) when the
+        kernels can be built (if not, a ``RuntimeWarning`` once, then the core's functions). ``"fused"``: all of
+        them, or ``RuntimeError`` naming the first that cannot (before anything is written). ``"core"``: none.
+        """
+        if self.implementation == "core" or self._fused_failed is not None or not params:
+            return set()
+        from backends.kernels.cpu import KernelUnavailable
+
+        eligible = set()
+        for p in params:
+            state = self.state[p]
+            reason = _fused_path.tensor_reason(p, p.grad, [state[_CARRY]] if state else [])
+            if reason is None:
+                eligible.add(p)
+            elif self.implementation == "fused":
+                raise RuntimeError(f"E(implementation='fused') cannot adapt a parameter of shape {tuple(p.shape)}: "
+                                   f"{reason}")
+        if eligible:
+            try:
+                _fused_path.library()
+            except KernelUnavailable as error:
+                reason = f"the fused CPU kernels could not be built: {error}"
+                if self.implementation == "fused":
+                    raise RuntimeError(f"E(implementation='fused'): {reason}") from None
+                import warnings
+
+                warnings.warn(f"E: {reason}; the adaptor runs op by op instead", RuntimeWarning, stacklevel=3)
+                self._fused_failed = reason
+                return set()
+        return eligible
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _index_of(self) -> Dict[int, torch.Tensor]:

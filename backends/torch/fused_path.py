@@ -35,25 +35,37 @@ _BUFFER_KEYS = frozenset(STATE_KEYS.values())
 _DTYPES = {torch.float32: "float32", torch.float64: "float64"}
 
 
+def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers) -> Optional[str]:
+    """None when the fused kernels can step ``p`` (gradient ``g``, state ``buffers``), else why not."""
+    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
+        return "tensor subclasses (DTensor ...) use the core path"
+    if p.device.type != "cpu" or g.device.type != "cpu":
+        return f"parameter on {p.device}, gradient on {g.device}: the fused kernels run on the CPU"
+    if p.dtype not in _DTYPES or g.dtype != p.dtype:
+        return f"dtype {p.dtype} (grad {g.dtype}): the fused path handles float32/float64"
+    if not (p.is_contiguous() and g.is_contiguous()):
+        return "non-contiguous parameter or gradient"
+    for buffer in buffers:
+        if buffer.dtype != p.dtype or not buffer.is_contiguous():
+            return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
+    return None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """The kernels' name of a float32/float64 torch dtype."""
+    return _DTYPES[dtype]
+
+
 def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
     """None when the fused path can run this group, else why not (checked before anything is written)."""
     name = getattr(type(optimizer).factory, "__name__", "")
     if name not in KERNELS:
         return f"no fused kernel for valley_core.{name}"
     for p, g in entries:
-        if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
-            return "tensor subclasses (DTensor ...) use the core path"
-        if p.device.type != "cpu" or g.device.type != "cpu":
-            return f"parameter on {p.device}, gradient on {g.device}: the fused kernels run on the CPU"
-        if p.dtype not in _DTYPES or g.dtype != p.dtype:
-            return f"dtype {p.dtype} (grad {g.dtype}): the fused path handles float32/float64"
-        if not (p.is_contiguous() and g.is_contiguous()):
-            return "non-contiguous parameter or gradient"
         state = optimizer.state.get(p, {})
-        for key in _BUFFER_KEYS:
-            buffer = state.get(key)
-            if buffer is not None and (buffer.dtype != p.dtype or not buffer.is_contiguous()):
-                return f"state {key} is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
+        reason = tensor_reason(p, g, [state[key] for key in _BUFFER_KEYS if key in state])
+        if reason is not None:
+            return reason
     return None
 
 
