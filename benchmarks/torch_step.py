@@ -41,7 +41,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backends.torch import ALTO, EAdam, Lamb  # noqa: E402
+from backends.torch import ALTO, E, EAdam, Lamb  # noqa: E402
 
 
 def uniform_shapes() -> List[Tuple[int, ...]]:
@@ -116,6 +116,8 @@ def implementations(device: str):
                                                             beta=0.5))))
     except ImportError:
         pass
+    items.append(("valley E(torch Adam fused)", "eadam",
+                  lambda ps: E(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0, beta1=0.5)))
     items.append(("torch Adam (fused)", "adamw", lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)))
     try:
         from pytorch_optimizer import Lamb as PLamb
@@ -149,8 +151,13 @@ class GradientRestoring:
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the optimizer's per-parameter tensors (for valley's ``E``, its carry and the base optimizer's)."""
+    states = list(optimizer.state.values())
+    base = getattr(optimizer, "base_optimizer", None)
+    if base is not None:
+        states += list(base.state.values())
     total = 0
-    for state in optimizer.state.values():
+    for state in states:
         for value in state.values():
             if isinstance(value, torch.Tensor):
                 total += value.numel() * value.element_size()
