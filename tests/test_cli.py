@@ -13,6 +13,7 @@ def test_info_reports_versions_backends_and_gpu(capsys):
     for name in ("numpy", "torch", "backends.numpy", "backends.torch", "backends.keras", "backends.cupy", "GPU"):
         assert f"  {name}" in out
     assert "backends.numpy     imports" in out
+    assert "  fused CPU kernels  ok (" in out and "valley-kernels-" in out  # g++ is on every machine we run on
 
 
 def test_every_subcommand_is_listed_in_help():

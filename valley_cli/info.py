@@ -1,4 +1,4 @@
-"""``valley info``: versions, which backends import, whether a GPU is visible."""
+"""``valley info``: versions, which backends import, whether the fused CPU kernels build, whether a GPU is visible."""
 
 from __future__ import annotations
 
@@ -38,6 +38,17 @@ def _gpu() -> str:
     return "; ".join(found) if found else "none visible"
 
 
+def _fused_kernels() -> str:
+    """Whether ``backends.kernels.cpu`` builds (or finds in its cache) the fused CPU kernels, and where."""
+    try:
+        from backends.kernels import cpu
+
+        library = cpu.load()
+    except Exception as error:  # noqa: BLE001 - report why, whatever it is
+        return f"not available ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+    return f"ok ({library.path}{'' if library.openmp else ', without OpenMP: one thread'})"
+
+
 def run(args: argparse.Namespace) -> int:
     import valley_core
 
@@ -47,5 +58,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {label:18s} {_probe(module)}")
     for backend in ("backends.numpy", "backends.torch", "backends.keras", "backends.cupy"):
         print(f"  {backend:18s} {'imports' if _probe(backend).startswith('ok') else _probe(backend)}")
+    print(f"  fused CPU kernels  {_fused_kernels()}")
     print(f"  GPU                {_gpu()}")
     return 0
