@@ -55,12 +55,30 @@ from valley_core.base import GradientTransformation
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
 IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
-# Per factory: its defaults; the hyperparameter settings (``_group_key``) already validated; the shared state
-# keys of each setting. Validation and layout depend only on the factory and the setting, so these are shared
-# by every optimizer of a class and computed once per setting rather than at every step.
+# Per factory: its defaults; the hyperparameter settings (``_group_key``) most recently validated, and the shared
+# state keys of recent settings. Validation and layout depend only on the factory and the setting, so they are
+# worked out once per setting rather than at every step. Bounded: an LR scheduler makes a new setting at every
+# step, and those must not accumulate.
 _DEFAULTS: Dict[Any, Dict[str, Any]] = {}
-_VALID_GROUPS: Dict[Any, set] = {}
+_CACHE_SIZE = 64
+_VALID_GROUPS: Dict[Any, Dict[tuple, None]] = {}
 _SHARED_KEYS: Dict[Any, Dict[tuple, frozenset]] = {}
+
+
+def _layout_value(value: Any) -> Any:
+    """``value`` with every float replaced by the type ``float`` (tuples element by element)."""
+    if isinstance(value, float):
+        return float
+    if isinstance(value, tuple):
+        return tuple(_layout_value(item) for item in value)
+    return value
+
+
+def _remember(cache: Dict[tuple, Any], key: tuple, value: Any) -> None:
+    """Stores ``key`` in a small insertion-ordered cache, dropping the oldest entry beyond ``_CACHE_SIZE``."""
+    cache[key] = value
+    if len(cache) > _CACHE_SIZE:
+        del cache[next(iter(cache))]
 
 
 class ValleyOptimizer(torch.optim.Optimizer):
@@ -160,11 +178,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
 
     def _validate_group(self, group: Dict[str, Any], where: str) -> None:
         key = self._group_key(group)
-        if key is not None and key in _VALID_GROUPS.setdefault(type(self).factory, set()):
+        validated = _VALID_GROUPS.setdefault(type(self).factory, {})
+        if key is not None and key in validated:
             return
         self._check_group(group, where)
         if key is not None:
-            _VALID_GROUPS[type(self).factory].add(key)
+            _remember(validated, key, None)
 
     def _check_group(self, group: Dict[str, Any], where: str) -> None:
         if "trust_ratio" in self.hyperparameter_defaults():
@@ -337,6 +356,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
         buffers of a 0-d parameter are 0-d tensors too.
         """
         key = self._group_key(group)
+        if key is not None:
+            # The layout comes from the factory's structure and its non-float settings (AdamCM's top_c ...), never
+            # from a float's value (no transform's init reads one): an LR scheduler's new lr reuses the entry.
+            key = tuple((name, _layout_value(value)) for name, value in key)
         cache = _SHARED_KEYS.setdefault(type(self).factory, {})
         if key is not None and key in cache:
             return cache[key]
@@ -344,7 +367,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=xp)
         _, shared = _state.per_tensor_entries(vc.state_to_dict(template), 1)
         if key is not None:
-            cache[key] = frozenset(shared)
+            _remember(cache, key, frozenset(shared))
         return frozenset(shared)
 
     # ----------------------------------------------------------------------------------- checkpoints
