@@ -335,8 +335,8 @@ def torch_paths(wanted: Sequence[str]) -> List[Dict[str, Any]]:
     return [{"implementation": name} for name in wanted if name in offered]
 
 
-#: backends.torch's "compiled" path exists for the Lamb family only (its docs); elsewhere it is not run.
-COMPILED_PATH_OPTIMIZERS = ("alto", "alto_vanilla", "lamb")
+#: backends.torch's "compiled" path exists for these (its docs); elsewhere it is not run.
+COMPILED_PATH_OPTIMIZERS = ("alto", "alto_vanilla", "lamb", "eadam", "eadamw", "esgd")
 
 
 def path_applies(name: str, options: Dict[str, Any]) -> bool:

@@ -1,6 +1,7 @@
-"""The compiled fast path of ALTO, ALTOVanilla and Lamb: ``torch.compile`` of the core's element-wise maths.
+"""The compiled fast path: ``torch.compile`` of the core's element-wise maths (the path for CUDA tensors).
 
-Nothing here defines an update rule. Two functions are compiled, each over a chunk of :data:`CHUNK` tensors:
+Nothing here defines an update rule. For ALTO, ALTOVanilla and Lamb two functions are compiled, each over a
+chunk of :data:`CHUNK` tensors:
 
 - :func:`first_pass`: ``valley_core.elementwise.alto_direction`` (or, for Lamb, ``adam_moments`` ->
   ``adam_direction`` -> ``add_decay``), writing the new carry/m/v in place into the state buffers and ``r``
@@ -8,6 +9,10 @@ Nothing here defines an update rule. Two functions are compiled, each over a chu
   tensor;
 - :func:`second_pass`: the trust ratio (``valley_core.reductions.trust_ratio``) and
   ``theta <- theta + scale(scale(r, ratio), -lr)`` (``valley_core.elementwise.scale``) in place.
+
+For EAdam, EAdamW and ESGD one function, :func:`one_pass`, runs the whole step: the traced programs'
+compositions of ``backends.kernels.programs`` (``adam_step``, ``heavy_ball_step``: calls into
+``valley_core.elementwise`` only), evaluated on torch tensors and compiled.
 
 Horizontal fusion: one compiled call steps :data:`CHUNK` tensors (the last chunk of a group is padded with
 throw-away tensors), so the Python and guard cost of a call is paid once per chunk and not once per tensor.
@@ -27,10 +32,10 @@ written. The optimizer then warns and uses the core path from the next step on (
 or raises after completing the step (``implementation="compiled"``).
 Only Dynamo/Inductor exceptions count as compilation failures; anything else propagates.
 
-Scope: plain (non-DTensor) dense contiguous float32/float64 tensors, all on one device. Anything else
-(DTensor, bfloat16/float16, non-contiguous, other optimizers) takes the core path. The parity suite
-(``tests/torch/test_torch_fast_path.py``) checks parameters and every state buffer against the core in
-float64 over 200+ steps, including 0-d and 1-element tensors.
+Scope: ALTO, ALTOVanilla, Lamb, EAdam, EAdamW and ESGD on plain (non-DTensor) dense contiguous float32/float64
+tensors, all of one dtype on one device. Anything else (DTensor, bfloat16/float16, non-contiguous, other
+optimizers) takes the core path. The parity suite (``tests/torch/test_torch_fast_path.py``) checks parameters
+and every state buffer against the core in float64 over 200+ steps, including 0-d and 1-element tensors.
 """
 
 from __future__ import annotations
@@ -42,16 +47,26 @@ import torch
 
 import valley_core as vc
 from backends.torch import _state
+from backends.kernels import programs
+from backends.kernels.scalars import step_scalars
 from valley_core import elementwise, reductions
-from valley_core.schedules import evaluate
 
-#: Factories with a compiled kernel, and whether their chain starts with the E adaptor.
+#: Lamb-family factories (two passes), and whether their chain starts with the E adaptor.
 _HAS_E = {vc.alto: True, vc.alto_vanilla: True, vc.lamb: False}
+#: One-pass factories: the traced program of ``backends.kernels.programs`` that is their whole step, its flags,
+#: and the state buffers it updates, in the program's argument order.
+_ONE_PASS = {vc.eadam: ("adam_step", (("l2", True), ("decoupled", False)), ("EState.carry", "AdamState.first",
+                                                                              "AdamState.second")),
+             vc.eadamw: ("adam_step", (("l2", False), ("decoupled", True)), ("EState.carry", "AdamState.first",
+                                                                                "AdamState.second")),
+             vc.esgd: ("heavy_ball_step", (), ("EState.carry", "TraceState.momentum"))}
 _FLOATS = (torch.float32, torch.float64)
 #: Tensors per compiled call.
 CHUNK = 4
 #: Slots of the hyperparameter tensor.
 _ALPHA, _BETA1, _BETA2, _BETA3, _EPS, _C2, _C3, _DECAY, _LR, _TRUST_EPS, _NORM_EPS = range(11)
+_SLOT_NAMES = ("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3", "weight_decay", "lr",
+               "trust_eps", "norm_eps")
 
 #: One kernel per tensor and pass, in program order: a tensor's update runs right after its own first pass, while
 #: its data is still in cache (Inductor would otherwise fuse the chunk's first passes into one loop nest first).
@@ -107,6 +122,29 @@ def second_pass(workspaces: Sequence[torch.Tensor], params: Sequence[torch.Tenso
         param.copy_(param + elementwise.scale(direction, -lr))
 
 
+def one_pass(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], buffers: Sequence[Sequence[torch.Tensor]],
+             hyper: torch.Tensor, kind: str, flags: tuple) -> None:
+    """A whole EAdam/EAdamW (``kind="adam_step"``) or ESGD (``"heavy_ball_step"``) step for a chunk of flat
+    tensors, in place: the program of ``backends.kernels.programs`` (calls into ``valley_core.elementwise`` and
+    ``valley_core.apply_updates`` only) on torch tensors. ``buffers[j][i]``: the j-th state buffer of tensor i
+    (carry, m, v; or carry, momentum)."""
+    xp = _state.namespace()
+    scalars = dict(alpha=hyper[_ALPHA], beta1=hyper[_BETA1], beta2=hyper[_BETA2], weight_decay=hyper[_DECAY],
+                   lr=hyper[_LR])
+    if kind == "adam_step":
+        scalars.update(beta3=hyper[_BETA3], eps=hyper[_EPS], correction2=hyper[_C2], correction3=hyper[_C3])
+        names = ("carry", "first", "second")
+    else:
+        names = ("carry", "momentum")
+    function = getattr(programs, kind)
+    for index, (grad, param) in enumerate(zip(grads, params)):
+        arrays = {name: buffers[j][index] for j, name in enumerate(names)}
+        outputs = function(grad=grad, param=param, **arrays, **scalars, xp=xp, **dict(flags))
+        param.copy_(outputs["param"])
+        for name, buffer in arrays.items():
+            buffer.copy_(outputs[name])
+
+
 def _kernel(function, key):
     """``torch.compile`` of ``function`` for one static configuration, on its own code object (so its own Dynamo
     cache and recompile limit)."""
@@ -146,9 +184,11 @@ def _is_compilation_error(error: BaseException) -> bool:
 def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
     """None when the compiled path can run this group, else why not."""
     factory = type(optimizer).factory
-    if factory not in _HAS_E:
+    if factory not in _HAS_E and factory not in _ONE_PASS:
         return f"no compiled kernel for valley_core.{getattr(factory, '__name__', factory)}"
     device = None
+    if len({p.dtype for p, _ in entries}) > 1:
+        return "parameters of several dtypes in one group"
     for p, g in entries:
         if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
             return "tensor subclasses (DTensor ...) use the core path"
@@ -163,20 +203,45 @@ def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[st
     return None
 
 
-def _hyperparameters(optimizer, group: Dict[str, Any], has_e: bool, step: int, device) -> torch.Tensor:
-    transform_args = optimizer._factory_kwargs(group, 1)
-    beta1, beta2, beta3 = (group["betas"] if has_e else (0.0, *group["betas"]))
-    bias_correction = transform_args.get("bias_correction", type(optimizer).factory is not vc.alto_vanilla)
-    k = float(step + 1)
-    correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, bias_correction)
+def _hyperparameters(optimizer, group: Dict[str, Any], step: int, dtype: torch.dtype, device) -> torch.Tensor:
+    """The step's scalars (``backends.kernels.scalars.step_scalars``: the core's bias corrections and schedules)
+    in one float64 tensor, by the ``_ALPHA`` ... slots (0 for a scalar the optimizer does not have)."""
+    named = step_scalars(type(optimizer).factory.__name__, optimizer._factory_kwargs(group, 1), step + 1,
+                         str(dtype).replace("torch.", ""))
     values = [0.0] * 11
-    values[_ALPHA] = float(evaluate(group.get("alpha", 0.0), k))
-    values[_BETA1], values[_BETA2], values[_BETA3] = float(beta1), float(beta2), float(beta3)
-    values[_EPS], values[_C2], values[_C3] = float(group["eps"]), float(correction2), float(correction3)
-    values[_DECAY], values[_LR] = float(evaluate(group["weight_decay"], k)), float(evaluate(group["lr"], k))
-    values[_TRUST_EPS] = float(group.get("trust_eps", 0.0))
-    values[_NORM_EPS] = float(group.get("norm_eps", 0.0))
+    for slot, name in enumerate(_SLOT_NAMES):
+        values[slot] = float(named.get(name, 0.0))
     return torch.tensor(values, dtype=torch.float64).to(device, non_blocking=True)
+
+
+def _one_pass_chunks(chunks, hyper: torch.Tensor, spec, dtype, device, single: bool, failure: Optional[str],
+                     duck_shapes_off) -> Optional[str]:
+    """EAdam/EAdamW/ESGD: :func:`one_pass` compiled over each chunk (padded to :data:`CHUNK` tensors); after a
+    compilation failure (raised before the chunk is written) the rest runs eagerly by the same function."""
+    kind, flags, keys = spec
+    key = (dtype, device, kind, flags, single)
+    for chunk in chunks:
+        grads = [g.view(-1) for _, g, _ in chunk]
+        params = [p.detach().view(-1) for p, _, _ in chunk]
+        buffers = [[state[name].view(-1) for _, _, state in chunk] for name in keys]
+        missing = CHUNK - len(chunk)
+        for pad in (_pad(dtype, device, 1 if single else 2, missing) if missing else []):
+            grads.append(pad[0])
+            params.append(pad[1])
+            for column, tensor in zip(buffers, pad[2:]):
+                column.append(tensor)
+        arguments = (grads, params, buffers, hyper, kind, flags)
+        if failure is None:
+            try:
+                with duck_shapes_off:
+                    _kernel(one_pass, key)(*arguments)
+                continue
+            except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
+                if not _is_compilation_error(error):
+                    raise
+                failure = f"torch.compile failed: {type(error).__name__}: {error}".split("\n")[0]
+        one_pass(*arguments)
+    return failure
 
 
 def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
@@ -184,7 +249,9 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
 
     Returns None, or (when a chunk could not be compiled and the step was completed eagerly) why.
     """
-    has_e = _HAS_E[type(optimizer).factory]
+    factory = type(optimizer).factory
+    spec = _ONE_PASS.get(factory)
+    has_e = _HAS_E.get(factory, False)
     use_trust = bool(group.get("trust_ratio", True))
     dtype, device = entries[0][0].dtype, entries[0][0].device
     shared_keys = optimizer.shared_state_keys(group)
@@ -201,9 +268,12 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
     # layout would recompile); each tensor's own buffers are equal by the maths, and Dynamo guards that.
     duck_shapes_off = _no_duck_shapes()
     for (step, single), items in batches.items():
-        hyper = _hyperparameters(optimizer, group, has_e, step, device)
-        key = (dtype, device, has_e, single)
+        hyper = _hyperparameters(optimizer, group, step, dtype, device)
         chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+        if spec is not None:
+            failure = _one_pass_chunks(chunks, hyper, spec, dtype, device, single, failure, duck_shapes_off)
+            continue
+        key = (dtype, device, has_e, single)
         # Transient workspaces for r: slot j is as large as the j-th tensor of the largest chunk; freed after
         # the step (not optimizer state). Separate allocations: inputs that alias would change the graph.
         sizes = [max(chunk[j][0].numel() if j < len(chunk) else 1 for chunk in chunks) for j in range(CHUNK)]

@@ -28,9 +28,10 @@ Implementations (``implementation=``):
   state tensor, float64, 210 steps; bit for bit with the NumPy core where a step has no norm).
 - ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
   (``valley_core.elementwise.alto_direction`` ...) and reductions, two fused passes per tensor (``r`` kept in
-  a transient workspace), several tensors per compiled call. Available for ALTO, ALTOVanilla and Lamb on plain
-  float32/float64 tensors (CPU or CUDA); ``tests/torch/test_torch_fast_path.py`` proves it equal to the core
-  (parameters and every state tensor, float64, 200+ steps, 0-d and 1-element tensors included).
+  a transient workspace), several tensors per compiled call; for EAdam, EAdamW and ESGD one compiled function
+  per chunk. ALTO, ALTOVanilla, Lamb, EAdam, EAdamW and ESGD on plain float32/float64 tensors (CPU or CUDA);
+  ``tests/torch/test_torch_fast_path.py`` proves it equal to the core (parameters and every state tensor,
+  float64, 200+ steps, 0-d and 1-element tensors included).
 - ``"auto"`` (default): ``"fused"`` where it can run (CPU), else ``"compiled"`` where it can run (CUDA, or a CPU
   whose fused kernels could not be built), else ``"core"``. If the fused kernels cannot be built (no C++
   compiler), a ``RuntimeWarning`` says why, before anything is written. If compilation fails (Dynamo's

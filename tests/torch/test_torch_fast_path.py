@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import valley_core as vc
-from backends.torch import ALTO, EAdam, Lamb
+from backends.torch import ALTO, EAdam, EAdamW, ESGD, Lamb
 from torch_helpers import (assert_close, gradient_sequence, initial_params, lamb_family_cases,
                            optimizer_state_as_core_dict, run_core, run_optimizer)
 
@@ -41,6 +41,31 @@ def test_compiled_path_equals_the_core(case):
     assert set(actual) == set(expected)
     for key in expected:
         assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+
+
+ONE_PASS_CASES = {
+    "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
+    "eadamw_schedules": (EAdamW, vc.eadamw, dict(lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99),
+                                                 betas=(0.01, 0.9, 0.999), weight_decay=0.1)),
+    "esgd": (ESGD, vc.esgd, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_PASS_CASES))
+def test_compiled_one_pass_equals_the_core(case):
+    """EAdam, EAdamW, ESGD: the whole step compiled in one function, 0-d and 1-element tensors among others."""
+    cls, factory, kwargs = ONE_PASS_CASES[case]
+    grads = gradient_sequence(STEPS, shapes=SCALAR_SHAPES, seed=3)
+    start = initial_params(SCALAR_SHAPES, seed=2)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
+    core_params, core_state = run_core(factory(**kwargs), grads, params=start)
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert_close(p, q, rtol=1e-12, atol=1e-14, what=f"param {index} (shape {SCALAR_SHAPES[index]})")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert_close(actual[key], expected[key], rtol=1e-12, atol=1e-14, what=key)
 
 
 def test_compiled_float32_stays_close_to_the_core():
@@ -189,7 +214,7 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
 
 
 def test_many_configurations_in_one_process_do_not_hit_the_recompile_limit():
-    """dtypes x optimizers x trust ratio x layouts (0-d, 1-element, mixed) in one process: no recompile limit hit
+    """dtypes x optimizers (x trust ratio) x layouts (0-d, 1-element, mixed) in one process: no recompile limit hit
     (each configuration has its own compiled code; lr and the step count are data, not constants)."""
     import itertools
     import warnings
@@ -197,10 +222,12 @@ def test_many_configurations_in_one_process_do_not_hit_the_recompile_limit():
     layouts = [[(3,), (4, 2)], [(), (1,), (5,)], [(2, 2), (3,), (), (9,)], [(6,)] * 9, [(1, 1), (0,), (8,)]]
     with warnings.catch_warnings():
         warnings.simplefilter("error", RuntimeWarning)
-        for dtype, cls, trust, layout in itertools.product([torch.float32, torch.float64], [ALTO, Lamb],
-                                                           [True, False], layouts):
+        configurations = [(cls, {"trust_ratio": trust}) for cls in (ALTO, Lamb) for trust in (True, False)]
+        configurations += [(EAdam, {}), (ESGD, {})]
+        for dtype, (cls, options), layout in itertools.product([torch.float32, torch.float64], configurations,
+                                                               layouts):
             params = [torch.nn.Parameter(torch.ones(shape, dtype=dtype)) for shape in layout]
-            optimizer = cls(params, implementation="compiled", trust_ratio=trust, lr=0.01)
+            optimizer = cls(params, implementation="compiled", lr=0.01, **options)
             for k in range(3):
                 for p in params:
                     p.grad = torch.full_like(p, 0.1 * (k + 1))
