@@ -16,6 +16,10 @@ and types; this module adds only loops, loads and stores:
 - Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
 - The E adaptor alone (``backends.torch.E``): one pass, ``e_adaptor``, into new arrays.
 
+Types: each kernel is a template over the compute and state type ``T`` and the storage type ``P`` of the
+parameter and its gradient: float32/float32, float64/float64, and float32 with bfloat16 or float16 parameters
+(loaded into float32, stored rounded to nearest even, as the core path's float32 working copies are).
+
 Floating point: compiled with ``-ffp-contract=off`` (no fused multiply-add: every operation is rounded as in
 the core's op-by-op evaluation) and without ``-ffast-math``; ``-fno-math-errno`` only lets ``sqrt``
 vectorise. Element-wise results therefore equal the core's bit for bit on the same inputs; the norms are
@@ -68,7 +72,13 @@ ROLES: Dict[str, Tuple[str, ...]] = {
     "heavy_ball": ("grad", "param", "carry", "momentum"),
     "e_adaptor": ("grad", "carry", "adapted", "new_carry"),
 }
-_DTYPES = {"float32": "float", "float64": "double"}
+#: Parameter dtypes: (compute and state type ``T``, storage type ``P`` of the parameter and its gradient).
+#: bfloat16/float16 parameters are computed with float32 state, as the core path does (working copies in
+#: float32, the result rounded to nearest even into the parameter); float16 needs the compiler's ``_Float16``.
+_DTYPES = {"float32": ("float", "float"), "float64": ("double", "double"), "bfloat16": ("float", "valley_bf16"),
+           "float16": ("float", "_Float16")}
+#: The arrays stored in the parameter's dtype (the others, state and workspace, are in the compute type).
+_STORAGE_ROLES = frozenset({"grad", "param"})
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
 
 
@@ -100,18 +110,28 @@ def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] =
     loop-invariant values already declared (the norms); outputs in ``keep`` stay local (not stored).
     """
     _, _, operation = render_cuda(prog)
-    lines = [f"const T {name} = {pointers[name]}[i];" for name in prog.arrays_in if name not in broadcast]
-    lines += [f"T {name} = {pointers[name]}[i];" for name in prog.arrays_inout]
+
+    def load(name: str) -> str:
+        return f"widen({pointers[name]}[i])" if name in _STORAGE_ROLES else f"{pointers[name]}[i]"
+
+    def store(name: str) -> str:
+        value = f"narrow<P>({name})" if name in _STORAGE_ROLES else name
+        return f"{pointers[name]}[i] = {value};"
+
+    lines = [f"const T {name} = {load(name)};" for name in prog.arrays_in if name not in broadcast]
+    lines += [f"T {name} = {load(name)};" for name in prog.arrays_inout]
     lines += [f"T {name};" for name in prog.arrays_out]
     lines += operation.splitlines()
-    lines += [f"{pointers[name]}[i] = {name};" for name in (*prog.arrays_inout, *prog.arrays_out)
-              if name not in keep]
+    lines += [store(name) for name in (*prog.arrays_inout, *prog.arrays_out) if name not in keep]
     return "\n".join("        " + line for line in lines)
 
 
 def _pointer_declarations(roles: Sequence[str]) -> str:
-    return "\n".join(f"    T* __restrict__ {role}_p = static_cast<T*>(arrays[{index} * count + t]);"
-                     for index, role in enumerate(roles))
+    lines = []
+    for index, role in enumerate(roles):
+        ctype = "P" if role in _STORAGE_ROLES else "T"
+        lines.append(f"    {ctype}* __restrict__ {role}_p = static_cast<{ctype}*>(arrays[{index} * count + t]);")
+    return "\n".join(lines)
 
 
 def _kernel_source(kernel: str) -> str:
@@ -184,7 +204,7 @@ def _kernel_source(kernel: str) -> str:
     }} else {{{second_pass("plain_recompute")}
     }}"""
     template = f"""
-template <typename T>
+template <typename T, typename P>
 static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
                      int64_t work_capacity, double* sums, const double* scalars, int trust, int threads) {{
 {unpack}
@@ -194,15 +214,17 @@ static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, v
   }}
 }}
 """
-    exports = "".join(
-        f"""
-extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
+    exports = []
+    for dtype, (ctype, storage) in _DTYPES.items():
+        guard_open, guard_close = ("#ifdef __FLT16_MAX__\n", "#endif\n") if storage == "_Float16" else ("", "")
+        exports.append(f"""
+{guard_open}extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
                                       int64_t work_capacity, double* sums, const double* scalars, int trust,
                                       int threads) {{
-  {kernel}<{ctype}>(count, arrays, sizes, work, work_capacity, sums, scalars, trust, threads);
+  {kernel}<{ctype}, {storage}>(count, arrays, sizes, work, work_capacity, sums, scalars, trust, threads);
 }}
-""" for dtype, ctype in _DTYPES.items())
-    return template + exports
+{guard_close}""")
+    return template + "".join(exports)
 
 
 @lru_cache(maxsize=None)
@@ -211,8 +233,32 @@ def source() -> str:
     header = f"""// Generated by backends/kernels/cpu.py from the traced valley_core programs. Do not edit.
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 using std::sqrt;
 static const int64_t VALLEY_BLOCK = {BLOCK};
+
+// Storage conversions. bfloat16: the upper half of a float32, rounded to nearest even (NaN -> 0x7FC0), as
+// c10::BFloat16 does; float16: the compiler's _Float16 conversions (IEEE, round to nearest even).
+struct valley_bf16 {{ uint16_t bits; }};
+static inline float widen(float x) {{ return x; }}
+static inline double widen(double x) {{ return x; }}
+static inline float widen(valley_bf16 x) {{
+  const uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}}
+#ifdef __FLT16_MAX__
+static inline float widen(_Float16 x) {{ return static_cast<float>(x); }}
+#endif
+template <typename P, typename T> static inline P narrow(T x) {{ return static_cast<P>(x); }}
+template <> inline valley_bf16 narrow<valley_bf16, float>(float x) {{
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if (x != x) return valley_bf16{{0x7FC0u}};
+  u += ((u >> 16) & 1u) + 0x7FFFu;
+  return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
+}}
 #pragma GCC diagnostic ignored "-Wunused-variable"
 """
     return header + "".join(_kernel_source(kernel) for kernel in ROLES)
@@ -271,11 +317,17 @@ class Library:
         self._functions = {}
         for kernel in ROLES:
             for dtype in _DTYPES:
-                function = getattr(self._cdll, f"valley_{kernel}_{dtype}")
+                function = getattr(self._cdll, f"valley_{kernel}_{dtype}", None)
+                if function is None:  # float16 where the compiler has no _Float16
+                    continue
                 function.restype = None
                 function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
                                      ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
                 self._functions[kernel, dtype] = function
+
+    def supports(self, dtype: str) -> bool:
+        """Whether the kernels exist for parameters of ``dtype`` (float16 needs the compiler's ``_Float16``)."""
+        return (next(iter(ROLES)), dtype) in self._functions
 
     def run(self, kernel: str, dtype: str, pointers: Sequence[Sequence[int]], sizes: Sequence[int], work: int,
             work_capacity: int, sums: int, scalars: Dict[str, float], trust: bool, threads: int) -> None:
@@ -283,7 +335,8 @@ class Library:
 
         Args:
             kernel: a key of :data:`ROLES`.
-            dtype: ``"float32"`` or ``"float64"``.
+            dtype: the parameters' dtype: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"`` (the
+                state and ``work`` are then float32).
             pointers: for each role of ``ROLES[kernel]``, the data pointers of the tensors (contiguous).
             sizes: the number of elements of each tensor (> 0).
             work: (Lamb family) a buffer of ``work_capacity`` elements of ``dtype`` for ``r``.

@@ -187,7 +187,7 @@ class E(torch.optim.Optimizer):
         eligible = set()
         for p in params:
             state = self.state[p]
-            reason = _fused_path.tensor_reason(p, p.grad, [state[_CARRY]] if state else [])
+            reason = _fused_path.tensor_reason(p, p.grad, [state[_CARRY]] if state else [], low_precision=False)
             if reason is None:
                 eligible.add(p)
             elif self.implementation == "fused":

@@ -23,7 +23,7 @@ Implementations (``implementation=``):
 - ``"fused"``: ``backends.torch.fused_path``: multi-tensor C++ kernels generated from the core's traced
   element-wise functions (``backends.kernels.cpu``), one call per group and step, OpenMP threads
   (``torch.get_num_threads()``). CPU only; ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD on plain contiguous
-  float32/float64 tensors. Built with the host C++ compiler on first use (about a second, then cached).
+  float32/float64 tensors, and bfloat16/float16 ones with float32 state (as on the core path). Built with the host C++ compiler on first use (about a second, then cached).
   ``tests/torch/test_torch_fused_path.py`` proves it equal to the core (every optimizer, parameters and every
   state tensor, float64, 210 steps; bit for bit with the NumPy core where a step has no norm).
 - ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
