@@ -14,7 +14,8 @@ and types; this module adds only loops, loads and stores:
   from the cache) or, for a larger tensor, on ``r`` recomputed from the new m, v by
   ``lamb_apply_from_moments`` (the first pass's own arithmetic, so the same ``r`` bit for bit).
 - Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
-- The E adaptor alone (``backends.torch.E``): one pass, ``e_adaptor``, into new arrays.
+- The E adaptor alone (``backends.torch.E``), in two parts of the ``e_adaptor`` program: ``e_adapted`` writes
+  the adapted gradient before the base optimizer's step, ``e_commit`` the next carry, in place, after it.
 
 Types: each kernel is a template over the compute and state type ``T`` and the storage type ``P`` of the
 parameter and its gradient: float32/float32, float64/float64, and float32 with bfloat16 or float16 parameters
@@ -70,8 +71,12 @@ ROLES: Dict[str, Tuple[str, ...]] = {
     "adam_l2": ("grad", "param", "carry", "first", "second"),
     "adam_decoupled": ("grad", "param", "carry", "first", "second"),
     "heavy_ball": ("grad", "param", "carry", "momentum"),
-    "e_adaptor": ("grad", "carry", "adapted", "new_carry"),
+    "e_adapted": ("grad", "carry", "adapted"),
+    "e_commit": ("grad", "carry"),
 }
+#: Kernels that run a program only in part: outputs kept local (not stored), outputs stored into another role.
+_PARTIAL = {"e_adapted": {"keep": ("new_carry",), "alias": {}},
+            "e_commit": {"keep": ("adapted",), "alias": {"new_carry": "carry"}}}
 #: Parameter dtypes: (compute and state type ``T``, storage type ``P`` of the parameter and its gradient).
 #: bfloat16/float16 parameters are computed with float32 state, as the core path does (working copies in
 #: float32, the result rounded to nearest even into the parameter); float16 needs the compiler's ``_Float16``.
@@ -97,7 +102,7 @@ def _programs(kernel: str) -> Dict[str, Program]:
                 "plain_recompute": apply_from_moments_program(True, False)}
     if kernel.startswith("adam"):
         return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
-    if kernel == "e_adaptor":
+    if kernel.startswith("e_"):
         return {"main": program("e_adaptor")}
     return {"main": program("heavy_ball_step")}
 
@@ -139,6 +144,8 @@ def _kernel_source(kernel: str) -> str:
     programs = _programs(kernel)
     pointers = {role: f"{role}_p" for role in roles}
     pointers["direction"] = "work_p"
+    partial = _PARTIAL.get(kernel, {"keep": (), "alias": {}})
+    pointers.update({name: f"{role}_p" for name, role in partial["alias"].items()})
     unpack = "\n".join(f"  const double {name} = scalars[{index}];" for index, name in enumerate(SCALARS))
     blocks = ("    const int64_t n = sizes[t];\n"
               "    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;\n"
@@ -152,7 +159,7 @@ def _kernel_source(kernel: str) -> str:
     for (int64_t b = 0; b < blocks; ++b) {{
 {loop}      #pragma omp simd
       for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["main"], pointers)}
+{_element(programs["main"], pointers, keep=partial["keep"])}
       }}
     }}"""
     else:

@@ -18,7 +18,7 @@ Families (``chain`` order of ``valley_core.optimizers``):
   (decoupled)] -> scale_by_learning_rate -> apply, in place (EAdam, EAdamW).
 - ``heavy_ball_step``: add_decayed_weights (L2) -> e_adaptor -> trace -> scale_by_learning_rate -> apply,
   in place (ESGD).
-- ``e_adaptor``: the E adaptor alone, into new arrays (``backends.torch.E``).
+- ``e_adaptor``: the E adaptor alone (``backends.torch.E``).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def heavy_ball_step(*, grad, param, carry, momentum, alpha, beta1, beta2, weight
 
 def e_adaptor(*, grad, carry, alpha, beta1, xp) -> Dict[str, Any]:
     """The E adaptor alone (``backends.torch.E`` in front of any optimizer): the adapted gradient and the next
-    carry, both written to new arrays (the wrapper commits the carry only once the base optimizer has stepped)."""
+    carry (the wrapper writes the carry only once the base optimizer has stepped)."""
     adapted, new_carry = elementwise.e_adaptor_step(grad, carry, alpha, beta1)
     return {"adapted": adapted, "new_carry": new_carry}
 

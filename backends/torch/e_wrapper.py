@@ -8,11 +8,13 @@ For every parameter with a gradient, the base optimizer sees the adapted gradien
 computed by ``valley_core.elementwise.e_adaptor_step`` in the core's one-buffer form (one carry buffer per
 parameter instead of ``a`` and ``g_{k-1}``).
 
-What ``step()`` does with ``p.grad``, exactly: for each parameter with a gradient it computes ``g~`` into a
-NEW tensor, sets ``p.grad = g~`` for the duration of ``base_optimizer.step()``, and then puts the user's
+What ``step()`` does with ``p.grad``, exactly: for each parameter with a gradient it computes ``g~`` into
+another tensor, sets ``p.grad = g~`` for the duration of ``base_optimizer.step()``, and then puts the user's
 original gradient tensor back (``p.grad is`` the same object, with the same values, as before the call). So
 gradient accumulation, clipping after the step, logging of ``p.grad`` and ``GradScaler`` all see the true
-gradient. Cost: one temporary gradient-sized tensor per parameter during the step.
+gradient. Cost: one gradient-sized tensor per parameter: on the fused CPU path a scratch buffer kept between
+steps (reused, not optimizer state, not in ``state_dict``), elsewhere a temporary one per step. E's carry
+changes only once the base optimizer's step has returned.
 
 Differences from the authors' ``E`` (``e-optimizer-adaptor``): the adaptor's state is saved and restored by
 ``state_dict()``/``load_state_dict()`` (theirs is lost on checkpoint), ``p.grad`` is left as the user's
@@ -94,6 +96,8 @@ class E(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.implementation = implementation
         self._fused_failed: Optional[str] = None
+        #: Fused path: the adapted gradient of each parameter, reused at every step (not optimizer state).
+        self._scratch: Dict[torch.Tensor, torch.Tensor] = {}
         self.skipped_steps = 0
         self._initialising = True
         super().__init__(base_optimizer.param_groups, base_optimizer.defaults)
@@ -149,29 +153,40 @@ class E(torch.optim.Optimizer):
             alpha = evaluate(self.alpha, float(step + 1))
             originals[p] = grad
             if p in fused:
-                adapted, new_carry = torch.empty_like(grad), torch.empty_like(carry)
-                batches.setdefault((step, dtype), []).append((grad, carry, adapted, new_carry))
+                # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step
+                # is page-faulted: slower than the step itself for large tensors); the carry is updated in place
+                # after the base optimizer's step (the "e_commit" kernel below).
+                adapted = self._scratch.get(p)
+                if adapted is None or adapted.shape != grad.shape or adapted.dtype != grad.dtype:
+                    adapted = self._scratch[p] = torch.empty_like(grad)
+                new_carry = carry
+                batches.setdefault((step, dtype), []).append((grad, carry, adapted))
             else:
                 adapted, new_carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), carry, alpha,
                                                                 self.beta1)
             new_state[p] = {_CARRY: new_carry, "step": step + 1}
             p.grad = adapted.to(grad.dtype)
-        for (step, dtype), items in batches.items():
-            items = [item for item in items if item[0].numel()]
-            if items:
-                _fused_path.library().run(
-                    "e_adaptor", _fused_path.dtype_name(dtype), [[t.data_ptr() for t in column] for column in zip(*items)],
-                    [item[0].numel() for item in items], 0, 0, 0,
-                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)}, False,
-                    torch.get_num_threads())
+        self._run_fused("e_adapted", batches)
         try:
             self.base_optimizer.step()
         finally:
             for p, grad in originals.items():
                 p.grad = grad
+        self._run_fused("e_commit", {key: [item[:2] for item in items] for key, items in batches.items()})
         for p, state in new_state.items():
             self.state[p] = state
         return loss
+
+    def _run_fused(self, kernel: str, batches: Dict[tuple, list]) -> None:
+        """Runs an E kernel of ``backends.kernels.cpu`` on batches of (step, dtype) -> [(grad, carry, ...)]."""
+        for (step, dtype), items in batches.items():
+            items = [item for item in items if item[0].numel()]
+            if items:
+                _fused_path.library().run(
+                    kernel, _fused_path.dtype_name(dtype), [[t.data_ptr() for t in column] for column in zip(*items)],
+                    [item[0].numel() for item in items], 0, 0, 0,
+                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)}, False,
+                    torch.get_num_threads())
 
     def _fused_params(self, params: List[torch.Tensor]) -> set:
         """The parameters whose adaptor step runs in the fused CPU kernel (``backends.kernels.cpu``).
