@@ -13,8 +13,8 @@ import torch
 
 import valley_core as vc
 from backends.torch import ALTO, EAdam, EAdamW, ESGD, Lamb
-from torch_helpers import (assert_close, gradient_sequence, initial_params, lamb_family_cases,
-                           optimizer_state_as_core_dict, run_core, run_optimizer)
+from torch_helpers import (assert_matches_core, gradient_sequence, initial_params, lamb_family_cases, run_core,
+                           run_optimizer)
 
 STEPS = 210
 
@@ -34,13 +34,7 @@ def test_compiled_path_equals_the_core(case):
     grads = gradient_sequence(STEPS)
     params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads)
     core_params, core_state = run_core(factory(**_core_kwargs(kwargs)), grads)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index}")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
 
 
 ONE_PASS_CASES = {
@@ -59,13 +53,7 @@ def test_compiled_one_pass_equals_the_core(case):
     start = initial_params(SCALAR_SHAPES, seed=2)
     params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
     core_params, core_state = run_core(factory(**kwargs), grads, params=start)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert_close(p, q, rtol=1e-12, atol=1e-14, what=f"param {index} (shape {SCALAR_SHAPES[index]})")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert_close(actual[key], expected[key], rtol=1e-12, atol=1e-14, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-12, atol=1e-14)
 
 
 def test_compiled_float32_stays_close_to_the_core():
@@ -99,15 +87,7 @@ def test_compiled_path_equals_the_core_with_scalar_and_one_element_tensors(case)
     start = initial_params(SCALAR_SHAPES, seed=2)
     params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
     core_params, core_state = run_core(factory(**_core_kwargs(kwargs, count)), grads, params=start)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert p.shape == q.shape
-        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index} (shape {SCALAR_SHAPES[index]})")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert actual[key].shape == expected[key].shape, key
-        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
     assert all(optimizer.state[p]["step"] == STEPS for p in params)
 
 
@@ -146,13 +126,7 @@ def _run_with_failing_compilation(implementation, steps=12):
             except RuntimeError as error:
                 errors.append(str(error))
     core_params, core_state = run_core(factory(**kwargs), grads, params=start)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index} (shape {FAILURE_SHAPES[index]})")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
     return optimizer, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], errors
 
 
@@ -205,12 +179,7 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
     with pytest.warns(RuntimeWarning, match="simulated"):
         params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="auto", **kwargs), grads)
     core_params, core_state = run_core(factory(**kwargs), grads)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert_close(p, q, rtol=1e-11, atol=1e-13, what=f"param {index}")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    for key in expected:
-        assert_close(actual[key], expected[key], rtol=1e-11, atol=1e-13, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
 
 
 def test_many_configurations_in_one_process_do_not_hit_the_recompile_limit():

@@ -12,7 +12,7 @@ import torch
 
 import valley_core as vc
 from backends.torch import ALTO, EAdam, EAdamW, ESGD
-from torch_helpers import (assert_close, assert_same_state, clone_state, gradient_sequence, initial_params,
+from torch_helpers import (assert_close, assert_matches_core, assert_same_state, clone_state, gradient_sequence, initial_params,
                            lamb_family_cases, optimizer_state_as_core_dict, run_core, run_optimizer)
 
 STEPS = 210
@@ -40,15 +40,7 @@ def _core_kwargs(kwargs, count):
 
 def _check_against_core(optimizer, params, factory, kwargs, grads, start, rtol=1e-12, atol=1e-14):
     core_params, core_state = run_core(factory(**_core_kwargs(kwargs, len(params))), grads, params=start)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert p.shape == q.shape
-        assert_close(p, q, rtol=rtol, atol=atol, what=f"param {index} (shape {tuple(q.shape)})")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert actual[key].shape == expected[key].shape, key
-        assert_close(actual[key], expected[key], rtol=rtol, atol=atol, what=key)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=rtol, atol=atol)
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

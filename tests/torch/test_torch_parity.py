@@ -10,8 +10,8 @@ import torch
 import valley_core as vc
 from backends.torch import ALTO, ALTOVanilla, E, EAdam, EAdamW, ESGD, Lamb, core_masks, lamb_param_groups
 from tests.core import transcription
-from torch_helpers import (assert_close, gradient_sequence, initial_params, optimizer_state_as_core_dict,
-                           run_core, run_optimizer)
+from torch_helpers import (assert_close, assert_matches_core, gradient_sequence, initial_params, run_core,
+                           run_optimizer)
 
 STEPS = 220
 
@@ -40,13 +40,7 @@ def test_parameters_and_every_state_tensor_equal_the_core(case, grads):
     cls, factory, kwargs = CASES[case]
     params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="core", **kwargs), grads)
     core_params, core_state = run_core(factory(**kwargs), grads)
-    for index, (p, q) in enumerate(zip(params, core_params)):
-        assert_close(p, q, what=f"param {index}")
-    expected = vc.state_to_dict(core_state)
-    actual = optimizer_state_as_core_dict(optimizer, params)
-    assert set(actual) == set(expected)
-    for key in expected:
-        assert_close(actual[key], expected[key], what=key)
+    assert_matches_core(optimizer, params, core_params, core_state)
     assert all(optimizer.state[p]["step"] == STEPS for p in params)
 
 

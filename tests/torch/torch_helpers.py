@@ -74,6 +74,20 @@ def assert_close(actual, expected, rtol=1e-12, atol=1e-14, what=""):
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol, msg=lambda m: f"{what}: {m}")
 
 
+def assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-12, atol=1e-14):
+    """Parameters and every state tensor of a torch optimizer against a core run: same shapes, same state keys,
+    values within ``rtol``/``atol``."""
+    for index, (p, q) in enumerate(zip(params, core_params)):
+        assert p.shape == q.shape, f"param {index}"
+        assert_close(p, q, rtol=rtol, atol=atol, what=f"param {index} (shape {tuple(q.shape)})")
+    expected = vc.state_to_dict(core_state)
+    actual = optimizer_state_as_core_dict(optimizer, params)
+    assert set(actual) == set(expected)
+    for key in expected:
+        assert actual[key].shape == expected[key].shape, key
+        assert_close(actual[key], expected[key], rtol=rtol, atol=atol, what=key)
+
+
 def clone_state(optimizer):
     """A deep copy of ``optimizer.state`` (tensor values cloned), keyed like the original."""
     return {p: {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
