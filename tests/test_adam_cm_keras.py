@@ -27,6 +27,7 @@ def _worker() -> None:  # runs in the subprocess
     from backends.keras import AdamCM
     from tests.core.helpers import relative_error, run_core
     from tests.keras._harness import Checks
+    from tests.keras._parity import run_keras as run_keras_optimizer
     from tests.test_adam_cm import AdamCMTranscription, _grads, _params
 
     keras.config.set_floatx("float64")
@@ -35,20 +36,7 @@ def _worker() -> None:  # runs in the subprocess
     grads = _grads(40)
 
     def run_keras(kwargs, params, grads, mode="eager"):
-        variables = [keras.Variable(np.asarray(p, dtype="float64"), dtype="float64", name=f"w{i}")
-                     for i, p in enumerate(params)]
-        optimizer = AdamCM(learning_rate=LR, **kwargs)
-        optimizer.build(variables)
-        if mode == "jit":
-            import tensorflow as tf
-
-            step = tf.function(lambda g: optimizer.apply(g, variables), jit_compile=True)
-        else:
-            def step(g):
-                optimizer.apply(g, variables)
-        for step_grads in grads:
-            step([keras.ops.convert_to_tensor(np.asarray(g, dtype="float64")) for g in step_grads])
-        return optimizer, variables
+        return run_keras_optimizer(AdamCM, dict(learning_rate=LR, **kwargs), params, grads, mode)
 
     def parity(mode):
         core_params, core_state = run_core(vc.adam_cm(lr=LR, synced=False, **hp), _params(), grads, np)

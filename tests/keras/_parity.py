@@ -73,7 +73,10 @@ def run_core(factory, kwargs, params, grads):
 
 
 def run_keras(cls, kwargs, params, grads, mode):
-    variables = [keras.Variable(np.array(p), name=n, dtype="float64") for p, n in zip(params, NAMES)]
+    """Builds ``cls(**kwargs)`` over float64 variables holding ``params`` (named from ``NAMES``, then ``w3``,
+    ``w4`` ...) and applies ``grads`` eagerly or under ``tf.function(jit_compile=True)`` (``mode="jit"``)."""
+    names = [*NAMES, *(f"w{i}" for i in range(len(NAMES), len(params)))]
+    variables = [keras.Variable(np.array(p, dtype="float64"), name=n, dtype="float64") for p, n in zip(params, names)]
     optimizer = cls(**kwargs)
     optimizer.build(variables)
     if mode == "jit":
