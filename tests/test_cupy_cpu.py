@@ -13,6 +13,7 @@ import valley_core as vc
 from backends import cupy as vcp
 from backends import numpy as vnp
 from tests.core import transcription as golden
+from tests.core.helpers import assert_resume_equals_uninterrupted
 
 SHAPES = [(3, 4), (5,), (), (2, 1, 3)]
 
@@ -136,22 +137,7 @@ def test_step_updates_the_callers_arrays_in_place():
 @pytest.mark.parametrize("name", sorted(vcp.OPTIMIZERS))
 def test_resume_from_state_dict_equals_uninterrupted_run(name):
     params, grads = _problem(20, seed=1)
-    uninterrupted = [p.copy() for p in params]
-    opt = _cpu(name, uninterrupted)
-    for step in grads:
-        opt.step(step)
-    first_half = [p.copy() for p in params]
-    opt_a = _cpu(name, first_half)
-    for step in grads[:8]:
-        opt_a.step(step)
-    checkpoint = opt_a.state_dict()
-    opt_b = _cpu(name, first_half)
-    opt_b.load_state_dict(checkpoint)
-    for step in grads[8:]:
-        opt_b.step(step)
-    for a, b in zip(first_half, uninterrupted):
-        np.testing.assert_array_equal(a, b)
-    assert opt_b.steps_taken == 20
+    assert_resume_equals_uninterrupted(lambda arrays: _cpu(name, arrays), params, grads, split=8)
 
 
 def test_checkpoints_are_interchangeable_with_the_numpy_backend():

@@ -32,3 +32,25 @@ def relative_error(actual, expected):
     scale = np.linalg.norm(expected)
     difference = np.linalg.norm(actual - expected)
     return float(difference / scale) if scale > 0 else float(difference)
+
+
+def assert_resume_equals_uninterrupted(make, params, grads, split):
+    """For optimizers that update NumPy-like arrays in place with ``step(grads)``: stopping after ``split``
+    steps, saving ``state_dict()``, and continuing with a new optimizer loaded from it (``make(arrays)`` builds
+    one) gives the uninterrupted run's arrays bit for bit and the full step count."""
+    uninterrupted = [p.copy() for p in params]
+    opt = make(uninterrupted)
+    for step_grads in grads:
+        opt.step(step_grads)
+    resumed = [p.copy() for p in params]
+    first = make(resumed)
+    for step_grads in grads[:split]:
+        first.step(step_grads)
+    checkpoint = first.state_dict()
+    second = make(resumed)
+    second.load_state_dict(checkpoint)
+    for step_grads in grads[split:]:
+        second.step(step_grads)
+    for a, b in zip(resumed, uninterrupted):
+        np.testing.assert_array_equal(a, b)
+    assert second.steps_taken == len(grads)
