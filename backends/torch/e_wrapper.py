@@ -150,7 +150,6 @@ class E(torch.optim.Optimizer):
             dtype = _state.state_dtype(p)
             carry = state[_CARRY] if state else torch.zeros_like(p.detach(), dtype=dtype)
             step = state["step"] if state else 0
-            alpha = evaluate(self.alpha, float(step + 1))
             originals[p] = grad
             if p in fused:
                 # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step
@@ -162,6 +161,7 @@ class E(torch.optim.Optimizer):
                 new_carry = carry
                 batches.setdefault((step, dtype), []).append((grad, carry, adapted))
             else:
+                alpha = evaluate(self.alpha, float(step + 1))  # the fused kernels get it per batch (_run_fused)
                 adapted, new_carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), carry, alpha,
                                                                 self.beta1)
             new_state[p] = {_CARRY: new_carry, "step": step + 1}
