@@ -33,8 +33,9 @@ class Optimizer:
             state untouched) and ``step`` returns False. If False (default), no check is made.
     """
 
-    def __init__(self, params: Sequence[np.ndarray], transform: GradientTransformation, *,
-                 skip_nonfinite: bool = False) -> None:
+    def __init__(
+        self, params: Sequence[np.ndarray], transform: GradientTransformation, *, skip_nonfinite: bool = False
+    ) -> None:
         params = list(params)
         if not params:
             raise ValueError("params is empty: give at least one array to optimize")
@@ -83,8 +84,11 @@ class Optimizer:
 
     def state_dict(self) -> Dict[str, Any]:
         """A checkpoint: the transform's name, the step count and copies of every state array."""
-        return {"optimizer": self.transform.name, "steps_taken": self.steps_taken,
-                "state": {key: np.array(value, copy=True) for key, value in vc.state_to_dict(self.state).items()}}
+        return {
+            "optimizer": self.transform.name,
+            "steps_taken": self.steps_taken,
+            "state": {key: np.array(value, copy=True) for key, value in vc.state_to_dict(self.state).items()},
+        }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a checkpoint; raises ``ValueError`` naming every mismatch, changing nothing on error."""
@@ -93,8 +97,9 @@ class Optimizer:
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
-        state = vc.state_from_dict(self.state, state_dict["state"],
-                                   convert=lambda value, like: np.array(value, dtype=like.dtype, copy=True))
+        state = vc.state_from_dict(
+            self.state, state_dict["state"], convert=lambda value, like: np.array(value, dtype=like.dtype, copy=True)
+        )
         self.state = state
         self.steps_taken = int(state_dict["steps_taken"])
 
@@ -109,8 +114,10 @@ def _optimizer_class(name: str, factory: Callable[..., GradientTransformation]) 
     def __init__(self, params: Sequence[np.ndarray], *, skip_nonfinite: bool = False, **hyperparameters: Any):
         Optimizer.__init__(self, params, factory(**hyperparameters), skip_nonfinite=skip_nonfinite)
 
-    doc = (f"NumPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
-           f"``valley_core.{factory.__name__}``.\n\n{factory.__doc__}")
+    doc = (
+        f"NumPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
+        f"``valley_core.{factory.__name__}``.\n\n{factory.__doc__}"
+    )
     return type(name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 

@@ -48,8 +48,10 @@ if ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-DRY_RUN_LABEL = ("CPU DRY RUN - NOT A GPU RESULT: NumPy and torch on the CPU at tiny sizes, to test this "
-                 "script; its numbers say nothing about any GPU")
+DRY_RUN_LABEL = (
+    "CPU DRY RUN - NOT A GPU RESULT: NumPy and torch on the CPU at tiny sizes, to test this "
+    "script; its numbers say nothing about any GPU"
+)
 
 #: Parity configurations: core name -> hyperparameters (names of the valley_core factories).
 PARITY_CONFIGS: Dict[str, Dict[str, Any]] = {
@@ -61,8 +63,14 @@ PARITY_CONFIGS: Dict[str, Dict[str, Any]] = {
     "esgd": dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3),
 }
 #: Class names of each core optimizer in backends.torch (and backends.cupy).
-CLASS_NAMES = {"alto": "ALTO", "alto_vanilla": "ALTOVanilla", "lamb": "Lamb", "eadam": "EAdam",
-               "eadamw": "EAdamW", "esgd": "ESGD"}
+CLASS_NAMES = {
+    "alto": "ALTO",
+    "alto_vanilla": "ALTOVanilla",
+    "lamb": "Lamb",
+    "eadam": "EAdam",
+    "eadamw": "EAdamW",
+    "esgd": "ESGD",
+}
 PARITY_SHAPES = [(64, 33), (33,), (), (7, 5, 3), (1000,)]
 #: Relative-error tolerances (per tensor, after the parity steps) against the float64 core.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
@@ -84,6 +92,7 @@ PARITY_SHARE = 0.5
 
 
 # -- small helpers ---------------------------------------------------------------------------------------
+
 
 def relative_error(actual: Any, expected: Any) -> float:
     """``||actual - expected|| / ||expected||`` in float64 (the absolute difference when ``expected`` is 0)."""
@@ -133,9 +142,14 @@ def compare(params: Sequence[Any], state: Dict[str, Any], reference, dtype: str)
     missing = sorted(set(buffers) - set(state))
     state_error = max(state_errors.values()) if state_errors else None
     tolerance = TOLERANCE[dtype]
-    passed = (param_error <= tolerance and not missing and state_error is not None and state_error <= tolerance)
-    return {"param_rel_err": param_error, "state_rel_err": state_error, "state_missing": missing,
-            "tolerance": tolerance, "passed": bool(passed)}
+    passed = param_error <= tolerance and not missing and state_error is not None and state_error <= tolerance
+    return {
+        "param_rel_err": param_error,
+        "state_rel_err": state_error,
+        "state_missing": missing,
+        "tolerance": tolerance,
+        "passed": bool(passed),
+    }
 
 
 def match_torch_state(optimizer: Any, params: Sequence[Any], ref_state: Dict[str, Any]) -> Dict[str, Any]:
@@ -182,14 +196,16 @@ class Section:
         except Exception as error:  # noqa: BLE001 - recorded, the script goes on
             entry["status"] = "error"
             entry["error"] = f"{type(error).__name__}: {error}"
-            self.report["errors"].append({"section": self.name, "error": entry["error"],
-                                          "traceback": traceback.format_exc(limit=6)})
+            self.report["errors"].append(
+                {"section": self.name, "error": entry["error"], "traceback": traceback.format_exc(limit=6)}
+            )
             return None
         finally:
             entry["elapsed_s"] = round(time.perf_counter() - start, 3)
 
 
 # -- devices -----------------------------------------------------------------------------------------------
+
 
 class Device:
     """What differs between the GPU run and the CPU dry run: array creation, synchronisation, names."""
@@ -244,19 +260,32 @@ class Device:
 
 # -- sections ----------------------------------------------------------------------------------------------
 
+
 def environment(device: Device) -> Dict[str, Any]:
-    info: Dict[str, Any] = {"python": platform.python_version(), "numpy": np.__version__,
-                            "platform": platform.platform(), "dry_run": device.dry_run}
+    info: Dict[str, Any] = {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "dry_run": device.dry_run,
+    }
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                                            text=True, timeout=10).stdout.strip() or None
+        info["git_commit"] = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
     except Exception:  # noqa: BLE001
         info["git_commit"] = None
     from importlib import metadata
 
-    for key, distributions in (("array_api_compat", ("array-api-compat",)), ("ALTO", ("e-optimizer-adaptor",)),
-                               ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")), ("torch", ("torch",)),
-                               ("jax", ("jax",))):
+    for key, distributions in (
+        ("array_api_compat", ("array-api-compat",)),
+        ("ALTO", ("e-optimizer-adaptor",)),
+        ("cupy", ("cupy-cuda13x", "cupy-cuda12x", "cupy")),
+        ("torch", ("torch",)),
+        ("jax", ("jax",)),
+    ):
         found = None
         for distribution in distributions:  # metadata only: nothing is imported (JAX stays off the GPU)
             try:
@@ -266,8 +295,9 @@ def environment(device: Device) -> Dict[str, Any]:
                 continue
         info[f"{key}_version"] = found or "not available"
     if "not available" in str(info["array_api_compat_version"]):
-        info["hint"] = ("array-api-compat is missing: pip install --no-deps --no-index <carried wheel> "
-                        "(see docs/results/gpu.md)")
+        info["hint"] = (
+            "array-api-compat is missing: pip install --no-deps --no-index <carried wheel> (see docs/results/gpu.md)"
+        )
     if device.cupy is not None:
         cupy = device.cupy
         properties = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
@@ -357,29 +387,29 @@ def path_label(options: Dict[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in options.items()) or "default"
 
 
-def run_cupy_backend(device: Device, name: str, hyperparameters, params, grads, dtype: str,
-                     multi_tensor: bool = False):
+def run_cupy_backend(device: Device, name: str, hyperparameters, params, grads, dtype: str, multi_tensor: bool = False):
     from backends import cupy as vcp
 
     xp = device.array_xp
     device_params = [xp.array(np.array(p, dtype=dtype)) for p in params]  # copies: params are shared
-    optimizer = vcp.OPTIMIZERS[name](device_params, array_module=device.cupy_module, multi_tensor=multi_tensor,
-                                     **hyperparameters)
+    optimizer = vcp.OPTIMIZERS[name](
+        device_params, array_module=device.cupy_module, multi_tensor=multi_tensor, **hyperparameters
+    )
     for step in grads:
         optimizer.step([xp.array(np.array(g, dtype=dtype)) for g in step])
     device.sync()
     return [_to_numpy(p) for p in device_params], optimizer.state_dict()["state"]
 
 
-def run_torch_backend(device: Device, name: str, options, hyperparameters, params, grads, dtype: str,
-                      ref_state):
+def run_torch_backend(device: Device, name: str, options, hyperparameters, params, grads, dtype: str, ref_state):
     torch = device.require_torch()
     import backends.torch as bt
 
     torch_dtype = getattr(torch, dtype)
     reset_torch_compile(device, options)
-    tensors = [torch.nn.Parameter(torch.tensor(np.asarray(p), dtype=torch_dtype, device=device.torch_device))
-               for p in params]
+    tensors = [
+        torch.nn.Parameter(torch.tensor(np.asarray(p), dtype=torch_dtype, device=device.torch_device)) for p in params
+    ]
     optimizer = getattr(bt, CLASS_NAMES[name])(tensors, **hyperparameters, **options)
     for step in grads:
         for t, g in zip(tensors, step):
@@ -389,8 +419,14 @@ def run_torch_backend(device: Device, name: str, options, hyperparameters, param
     return [_to_numpy(t) for t in tensors], match_torch_state(optimizer, tensors, ref_state)
 
 
-def parity(device: Device, steps: int, backends: Sequence[str], torch_implementations: Sequence[str],
-           deadline: float, optimizers: Sequence[str] = tuple(PARITY_CONFIGS)) -> List[Dict[str, Any]]:
+def parity(
+    device: Device,
+    steps: int,
+    backends: Sequence[str],
+    torch_implementations: Sequence[str],
+    deadline: float,
+    optimizers: Sequence[str] = tuple(PARITY_CONFIGS),
+) -> List[Dict[str, Any]]:
     rows: List[Dict[str, Any]] = []
     params, grads = parity_problem(steps)
     try:
@@ -399,17 +435,31 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
     except Exception as error:  # noqa: BLE001
         paths, torch_problem = [], f"{type(error).__name__}: {error}"
     if torch_problem:
-        rows.append({"backend": "backends.torch", "optimizer": "all", "dtype": "-", "passed": None,
-                     "error": f"not run: {torch_problem}"})
+        rows.append(
+            {
+                "backend": "backends.torch",
+                "optimizer": "all",
+                "dtype": "-",
+                "passed": None,
+                "error": f"not run: {torch_problem}",
+            }
+        )
     for name in optimizers:
         hyperparameters = PARITY_CONFIGS[name]
         reference = core_reference(name, hyperparameters, params, grads)
-        runs: List[Any] = [("backends.cupy" + (" (CPU mode)" if device.dry_run else ""), None, dtype)
-                           for dtype in ("float64", "float32") if "cupy" in backends]
+        runs: List[Any] = [
+            ("backends.cupy" + (" (CPU mode)" if device.dry_run else ""), None, dtype)
+            for dtype in ("float64", "float32")
+            if "cupy" in backends
+        ]
         if "cupy" in backends and not device.dry_run and name in MULTI_TENSOR_OPTIMIZERS:
             runs += [("backends.cupy [multi_tensor]", "multi_tensor", dtype) for dtype in ("float64", "float32")]
-        runs += [(f"backends.torch [{path_label(options)}]", options, dtype)
-                 for options in paths if path_applies(name, options) for dtype in ("float64", "float32")]
+        runs += [
+            (f"backends.torch [{path_label(options)}]", options, dtype)
+            for options in paths
+            if path_applies(name, options)
+            for dtype in ("float64", "float32")
+        ]
         for backend, options, dtype in runs:
             row: Dict[str, Any] = {"backend": backend, "optimizer": name, "dtype": dtype, "steps": steps}
             if time.perf_counter() > deadline:
@@ -418,11 +468,13 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
                 continue
             try:
                 if options is None or options == "multi_tensor":
-                    out_params, out_state = run_cupy_backend(device, name, hyperparameters, params, grads, dtype,
-                                                             multi_tensor=options == "multi_tensor")
+                    out_params, out_state = run_cupy_backend(
+                        device, name, hyperparameters, params, grads, dtype, multi_tensor=options == "multi_tensor"
+                    )
                 else:
-                    out_params, out_state = run_torch_backend(device, name, options, hyperparameters, params,
-                                                              grads, dtype, reference[1])
+                    out_params, out_state = run_torch_backend(
+                        device, name, options, hyperparameters, params, grads, dtype, reference[1]
+                    )
                 row.update(compare(out_params, out_state, reference, dtype))
             except Exception as error:  # noqa: BLE001
                 row.update(passed=False, error=f"{type(error).__name__}: {error}")
@@ -432,7 +484,7 @@ def parity(device: Device, steps: int, backends: Sequence[str], torch_implementa
 
 def _timing_shapes(total: int, tensors: int):
     per = max(total // tensors, 1)
-    side = int(round(per ** 0.5))
+    side = int(round(per**0.5))
     if side * side == per:
         return [(side, side)] * tensors
     return [(per,)] * tensors
@@ -452,13 +504,25 @@ def time_steps(device: Device, step: Callable[[], Any], warmup: int, steps: int,
         per_step.append((time.perf_counter() - start) / steps)
         issue.append((issued - start) / steps)
     # host_issue_ms close to step_ms: the step is bound by the host (launch overhead), not by the device.
-    return {"step_ms_best": 1e3 * min(per_step), "step_ms_median": 1e3 * sorted(per_step)[len(per_step) // 2],
-            "host_issue_ms_best": 1e3 * min(issue)}
+    return {
+        "step_ms_best": 1e3 * min(per_step),
+        "step_ms_median": 1e3 * sorted(per_step)[len(per_step) // 2],
+        "host_issue_ms_best": 1e3 * min(issue),
+    }
 
 
-def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, copy_gb_s: Optional[float],
-           deadline: float, backends: Sequence[str], torch_implementations: Sequence[str],
-           extra_tensor_counts: Sequence[int] = ()) -> List[Dict[str, Any]]:
+def timing(
+    device: Device,
+    total: int,
+    tensors: int,
+    warmup: int,
+    steps: int,
+    copy_gb_s: Optional[float],
+    deadline: float,
+    backends: Sequence[str],
+    torch_implementations: Sequence[str],
+    extra_tensor_counts: Sequence[int] = (),
+) -> List[Dict[str, Any]]:
     """ALTO step time for each implementation; AdamW fused as the yardstick of a tuned optimizer."""
     rows: List[Dict[str, Any]] = []
     alto_hp = dict(lr=1e-3, alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=1e-4)
@@ -475,6 +539,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
             optimizer = vcp.ALTO(params, array_module=device.cupy_module, multi_tensor=multi_tensor, **alto_hp)
             moved = CUPY_MULTI_TENSOR_BYTES_PER_PARAM if multi_tensor else CUPY_ALTO_BYTES_PER_PARAM
             return lambda: optimizer.step(grads), moved
+
         return setup
 
     def torch_setup(make_optimizer, bytes_per_param, count):
@@ -486,6 +551,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
                 p.grad = torch.randn_like(p)
             optimizer = make_optimizer(params)
             return optimizer.step, bytes_per_param
+
         return setup
 
     def backend_torch(options):
@@ -494,6 +560,7 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
 
             reset_torch_compile(device, options)
             return bt.ALTO(params, **alto_hp, **options)
+
         return make
 
     def authors(params):
@@ -506,40 +573,101 @@ def timing(device: Device, total: int, tensors: int, warmup: int, steps: int, co
 
     candidates = []
     if "cupy" in backends:
-        candidates.append((f"backends.cupy ALTO{' (CPU mode)' if device.dry_run else ''}", tensors,
-                           ALTO_MIN_BYTES_PER_PARAM, cupy_alto(tensors), True))
+        candidates.append(
+            (
+                f"backends.cupy ALTO{' (CPU mode)' if device.dry_run else ''}",
+                tensors,
+                ALTO_MIN_BYTES_PER_PARAM,
+                cupy_alto(tensors),
+                True,
+            )
+        )
         if not device.dry_run:
-            candidates.append(("backends.cupy ALTO [multi_tensor]", tensors, ALTO_MIN_BYTES_PER_PARAM,
-                               cupy_alto(tensors, multi_tensor=True), True))
+            candidates.append(
+                (
+                    "backends.cupy ALTO [multi_tensor]",
+                    tensors,
+                    ALTO_MIN_BYTES_PER_PARAM,
+                    cupy_alto(tensors, multi_tensor=True),
+                    True,
+                )
+            )
     paths: List[Dict[str, Any]] = []
     if "torch" in backends:
         try:
             paths = torch_paths(torch_implementations)
         except Exception as error:  # noqa: BLE001
-            rows.append({"implementation": "backends.torch ALTO",
-                         "error": f"not run: {type(error).__name__}: {error}"})
+            rows.append({"implementation": "backends.torch ALTO", "error": f"not run: {type(error).__name__}: {error}"})
     if "adamw" in backends:
-        candidates.append(("torch.optim.AdamW(fused=True)", tensors, ADAMW_MIN_BYTES_PER_PARAM,
-                           torch_setup(adamw_fused, None, tensors), False))
+        candidates.append(
+            (
+                "torch.optim.AdamW(fused=True)",
+                tensors,
+                ADAMW_MIN_BYTES_PER_PARAM,
+                torch_setup(adamw_fused, None, tensors),
+                False,
+            )
+        )
     if "authors" in backends:
-        candidates.append(("authors' ALTO (e-optimizer-adaptor 0.1.0)", tensors, ALTO_MIN_BYTES_PER_PARAM,
-                           torch_setup(authors, None, tensors), False))
+        candidates.append(
+            (
+                "authors' ALTO (e-optimizer-adaptor 0.1.0)",
+                tensors,
+                ALTO_MIN_BYTES_PER_PARAM,
+                torch_setup(authors, None, tensors),
+                False,
+            )
+        )
     for options in paths:
-        candidates.append((f"backends.torch ALTO [{path_label(options)}]", tensors, ALTO_MIN_BYTES_PER_PARAM,
-                           torch_setup(backend_torch(options), None, tensors), True))
+        candidates.append(
+            (
+                f"backends.torch ALTO [{path_label(options)}]",
+                tensors,
+                ALTO_MIN_BYTES_PER_PARAM,
+                torch_setup(backend_torch(options), None, tensors),
+                True,
+            )
+        )
     for count in extra_tensor_counts:
         if "cupy" in backends:
-            candidates.append((f"backends.cupy ALTO, {count} tensors (launch-overhead check)", count,
-                               ALTO_MIN_BYTES_PER_PARAM, cupy_alto(count), True))
-            candidates.append((f"backends.cupy ALTO [multi_tensor], {count} tensors", count,
-                               ALTO_MIN_BYTES_PER_PARAM, cupy_alto(count, multi_tensor=True), True))
+            candidates.append(
+                (
+                    f"backends.cupy ALTO, {count} tensors (launch-overhead check)",
+                    count,
+                    ALTO_MIN_BYTES_PER_PARAM,
+                    cupy_alto(count),
+                    True,
+                )
+            )
+            candidates.append(
+                (
+                    f"backends.cupy ALTO [multi_tensor], {count} tensors",
+                    count,
+                    ALTO_MIN_BYTES_PER_PARAM,
+                    cupy_alto(count, multi_tensor=True),
+                    True,
+                )
+            )
         for options in paths[-1:]:
-            candidates.append((f"backends.torch ALTO [{path_label(options)}], {count} tensors", count,
-                               ALTO_MIN_BYTES_PER_PARAM, torch_setup(backend_torch(options), None, count), True))
+            candidates.append(
+                (
+                    f"backends.torch ALTO [{path_label(options)}], {count} tensors",
+                    count,
+                    ALTO_MIN_BYTES_PER_PARAM,
+                    torch_setup(backend_torch(options), None, count),
+                    True,
+                )
+            )
 
     for label, count, min_bytes, setup, is_valley in candidates:
-        row: Dict[str, Any] = {"implementation": label, "params": total, "tensors": count, "dtype": "float32",
-                               "min_bytes_per_param": min_bytes, "valley_fused_path": is_valley}
+        row: Dict[str, Any] = {
+            "implementation": label,
+            "params": total,
+            "tensors": count,
+            "dtype": "float32",
+            "min_bytes_per_param": min_bytes,
+            "valley_fused_path": is_valley,
+        }
         if time.perf_counter() > deadline:
             row["error"] = "skipped: time budget spent"
             rows.append(row)
@@ -578,6 +706,7 @@ def _free(device: Device) -> None:
 
 # -- output ------------------------------------------------------------------------------------------------
 
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -594,8 +723,13 @@ def markdown(report: Dict[str, Any]) -> str:
     if report["dry_run"]:
         lines += [f"**{DRY_RUN_LABEL}.**", ""]
     env = report.get("environment") or {}
-    lines += [f"- date (UTC): {report['started']}", f"- device: {env.get('device', 'unknown')}",
-              f"- git commit: {env.get('git_commit')}", f"- total time: {_fmt(report.get('elapsed_s'))} s", ""]
+    lines += [
+        f"- date (UTC): {report['started']}",
+        f"- device: {env.get('device', 'unknown')}",
+        f"- git commit: {env.get('git_commit')}",
+        f"- total time: {_fmt(report.get('elapsed_s'))} s",
+        "",
+    ]
     lines += ["| library | version |", "|---|---|"]
     lines += [f"| {k[:-8]} | {v} |" for k, v in env.items() if k.endswith("_version")]
     lines.append("")
@@ -603,35 +737,51 @@ def markdown(report: Dict[str, Any]) -> str:
     lines += ["## Copy bandwidth", ""]
     if copy:
         lines += ["| method | best ms | GB/s (read + write) |", "|---|---|---|"]
-        lines += [f"| {k} | {_fmt(v['best_ms'])} | {_fmt(v['GB_s'], 4)} |" for k, v in copy.items()
-                  if isinstance(v, dict)]
+        lines += [
+            f"| {k} | {_fmt(v['best_ms'])} | {_fmt(v['GB_s'], 4)} |" for k, v in copy.items() if isinstance(v, dict)
+        ]
         lines += ["", f"Device copy bandwidth used below: **{_fmt(copy['copy_GB_s'], 4)} GB/s**.", ""]
     else:
         lines += ["not measured (see errors)", ""]
-    lines += ["## Parity with the float64 NumPy core", "",
-              f"Relative error per tensor (worst tensor) after the parity steps; tolerance {TOLERANCE}.", "",
-              "| backend | optimizer | dtype | params rel. err | state rel. err | pass | error |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "## Parity with the float64 NumPy core",
+        "",
+        f"Relative error per tensor (worst tensor) after the parity steps; tolerance {TOLERANCE}.",
+        "",
+        "| backend | optimizer | dtype | params rel. err | state rel. err | pass | error |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for row in report.get("parity") or []:
-        lines.append(f"| {row['backend']} | {row['optimizer']} | {row['dtype']} | {_fmt(row.get('param_rel_err'))} "
-                     f"| {_fmt(row.get('state_rel_err'))} | {_fmt(row.get('passed'))} | {row.get('error', '')} |")
-    lines += ["", "## ALTO step time", "",
-              "Effective bandwidth = minimum bytes of the algorithm (ALTO: read theta, g, b, m, v and write "
-              "theta, b, m, v = 36 B/param in float32; AdamW: 28 B/param) / best step time. The authors' ALTO is "
-              "given ALTO's minimum although it moves more. 'moved' counts what backends.cupy's kernels "
-              "actually read and write (56 B/param; 48 with multi_tensor).", "",
-              "'host ms' is the time the host spends issuing a step (close to the step time: launch-bound).", "",
-              "| implementation | params | tensors | step ms (best) | step ms (median) | host ms | effective GB/s | "
-              "% of copy | >= 70% target | moved GB/s | error |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines.append(
+            f"| {row['backend']} | {row['optimizer']} | {row['dtype']} | {_fmt(row.get('param_rel_err'))} "
+            f"| {_fmt(row.get('state_rel_err'))} | {_fmt(row.get('passed'))} | {row.get('error', '')} |"
+        )
+    lines += [
+        "",
+        "## ALTO step time",
+        "",
+        "Effective bandwidth = minimum bytes of the algorithm (ALTO: read theta, g, b, m, v and write "
+        "theta, b, m, v = 36 B/param in float32; AdamW: 28 B/param) / best step time. The authors' ALTO is "
+        "given ALTO's minimum although it moves more. 'moved' counts what backends.cupy's kernels "
+        "actually read and write (56 B/param; 48 with multi_tensor).",
+        "",
+        "'host ms' is the time the host spends issuing a step (close to the step time: launch-bound).",
+        "",
+        "| implementation | params | tensors | step ms (best) | step ms (median) | host ms | effective GB/s | "
+        "% of copy | >= 70% target | moved GB/s | error |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in report.get("timing") or []:
         fraction = row.get("fraction_of_copy")
-        lines.append(f"| {row['implementation']} | {_fmt(row.get('params'))} | {_fmt(row.get('tensors'))} | "
-                     f"{_fmt(row.get('step_ms_best'))} | {_fmt(row.get('step_ms_median'))} | "
-                     f"{_fmt(row.get('host_issue_ms_best'))} | "
-                     f"{_fmt(row.get('effective_GB_s'), 4)} | "
-                     f"{_fmt(100 * fraction if fraction is not None else None)} | "
-                     f"{_fmt(row.get('meets_70_percent_target'))} | {_fmt(row.get('moved_GB_s'), 4)} | "
-                     f"{row.get('error', '')} |")
+        lines.append(
+            f"| {row['implementation']} | {_fmt(row.get('params'))} | {_fmt(row.get('tensors'))} | "
+            f"{_fmt(row.get('step_ms_best'))} | {_fmt(row.get('step_ms_median'))} | "
+            f"{_fmt(row.get('host_issue_ms_best'))} | "
+            f"{_fmt(row.get('effective_GB_s'), 4)} | "
+            f"{_fmt(100 * fraction if fraction is not None else None)} | "
+            f"{_fmt(row.get('meets_70_percent_target'))} | {_fmt(row.get('moved_GB_s'), 4)} | "
+            f"{row.get('error', '')} |"
+        )
     lines += ["", "## Sections", "", "| section | status | seconds |", "|---|---|---|"]
     lines += [f"| {k} | {v['status']} | {_fmt(v.get('elapsed_s'))} |" for k, v in report["sections"].items()]
     if report["errors"]:
@@ -650,10 +800,14 @@ def write_outputs(report: Dict[str, Any], out: str) -> None:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="valley GPU check: parity with the core and ALTO step timing")
-    parser.add_argument("--out", default=os.environ.get("OUT") or "gpu_check_out",
-                        help="output folder (default: $OUT, else ./gpu_check_out)")
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="NumPy/torch-CPU at tiny sizes: tests the script, NOT a GPU result")
+    parser.add_argument(
+        "--out",
+        default=os.environ.get("OUT") or "gpu_check_out",
+        help="output folder (default: $OUT, else ./gpu_check_out)",
+    )
+    parser.add_argument(
+        "--cpu-dry-run", action="store_true", help="NumPy/torch-CPU at tiny sizes: tests the script, NOT a GPU result"
+    )
     parser.add_argument("--params", type=int, default=None, help="timing: parameters (default 50M; dry run 200k)")
     parser.add_argument("--tensors", type=int, default=None, help="timing: tensors (default 200; dry run 20)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per repeat (default 20; dry run 2)")
@@ -661,18 +815,34 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     parser.add_argument("--parity-steps", type=int, default=None, help="parity steps (default 30; dry run 5)")
     parser.add_argument("--copy-mib", type=int, default=None, help="copy buffer MiB (default 1024; dry run 8)")
     parser.add_argument("--budget-s", type=float, default=270.0, help="stop starting new work after this")
-    parser.add_argument("--skip", action="append", default=[], choices=("copy", "parity", "timing"),
-                        help="skip a section (repeatable)")
-    parser.add_argument("--backends", default="cupy,torch,authors,adamw",
-                        help="comma-separated subset of cupy,torch,authors,adamw (authors/adamw: timing only)")
-    parser.add_argument("--optimizers", default=",".join(PARITY_CONFIGS),
-                        help=f"parity: comma-separated subset of {','.join(PARITY_CONFIGS)}")
-    parser.add_argument("--torch-implementations", default="core,compiled",
-                        help="backends.torch implementation= values to run (default core,compiled)")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=("copy", "parity", "timing"), help="skip a section (repeatable)"
+    )
+    parser.add_argument(
+        "--backends",
+        default="cupy,torch,authors,adamw",
+        help="comma-separated subset of cupy,torch,authors,adamw (authors/adamw: timing only)",
+    )
+    parser.add_argument(
+        "--optimizers",
+        default=",".join(PARITY_CONFIGS),
+        help=f"parity: comma-separated subset of {','.join(PARITY_CONFIGS)}",
+    )
+    parser.add_argument(
+        "--torch-implementations",
+        default="core,compiled",
+        help="backends.torch implementation= values to run (default core,compiled)",
+    )
     args = parser.parse_args(argv)
     dry = args.cpu_dry_run
-    for name, gpu_default, dry_default in (("params", 50_000_000, 200_000), ("tensors", 200, 20), ("steps", 20, 2),
-                                           ("warmup", 5, 1), ("parity_steps", 30, 5), ("copy_mib", 1024, 8)):
+    for name, gpu_default, dry_default in (
+        ("params", 50_000_000, 200_000),
+        ("tensors", 200, 20),
+        ("steps", 20, 2),
+        ("warmup", 5, 1),
+        ("parity_steps", 30, 5),
+        ("copy_mib", 1024, 8),
+    ):
         if getattr(args, name) is None:
             setattr(args, name, dry_default if dry else gpu_default)
     for name in ("params", "tensors", "steps", "parity_steps", "copy_mib"):
@@ -694,10 +864,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     start = time.perf_counter()
     deadline = start + args.budget_s
-    report: Dict[str, Any] = {"dry_run": bool(args.cpu_dry_run),
-                              "label": DRY_RUN_LABEL if args.cpu_dry_run else "GPU run",
-                              "started": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
-                              "arguments": vars(args), "sections": {}, "errors": []}
+    report: Dict[str, Any] = {
+        "dry_run": bool(args.cpu_dry_run),
+        "label": DRY_RUN_LABEL if args.cpu_dry_run else "GPU run",
+        "started": _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds"),
+        "arguments": vars(args),
+        "sections": {},
+        "errors": [],
+    }
     device = Device(args.cpu_dry_run)
 
     def checkpoint(section: str) -> None:  # partial results survive a kill
@@ -710,21 +884,34 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     copy = None
     if "copy" not in args.skip:
         copy = Section(report, "copy_bandwidth", deadline).run(
-            lambda: copy_bandwidth(device, args.copy_mib * 2 ** 20, repeats=5))
+            lambda: copy_bandwidth(device, args.copy_mib * 2**20, repeats=5)
+        )
     report["copy_bandwidth"] = copy
     checkpoint("copy bandwidth")
     if "parity" not in args.skip:
         parity_deadline = start + PARITY_SHARE * args.budget_s  # leaves the rest of the budget to timing
         report["parity"] = Section(report, "parity", deadline).run(
-            lambda: parity(device, args.parity_steps, args.backends, args.torch_implementations, parity_deadline,
-                           args.optimizers))
+            lambda: parity(
+                device, args.parity_steps, args.backends, args.torch_implementations, parity_deadline, args.optimizers
+            )
+        )
         checkpoint("parity")
     if "timing" not in args.skip:
         extra = () if args.cpu_dry_run else (8,)
         report["timing"] = Section(report, "timing", deadline).run(
-            lambda: timing(device, args.params, args.tensors, args.warmup, args.steps,
-                           copy["copy_GB_s"] if copy else None, deadline, args.backends,
-                           args.torch_implementations, extra))
+            lambda: timing(
+                device,
+                args.params,
+                args.tensors,
+                args.warmup,
+                args.steps,
+                copy["copy_GB_s"] if copy else None,
+                deadline,
+                args.backends,
+                args.torch_implementations,
+                extra,
+            )
+        )
     report["elapsed_s"] = round(time.perf_counter() - start, 2)
     write_outputs(report, args.out)
     print(markdown(report))

@@ -53,22 +53,36 @@ def optimizers() -> Dict[str, Callable[[], keras.optimizers.Optimizer]]:
     paper = vc.defaults_for_batch_size(BATCH)
     return {
         "valley ALTO": lambda: ALTO(learning_rate=1e-3, **paper),
-        "valley Lamb": lambda: Lamb(learning_rate=1e-3, betas=paper["betas"][1:], eps=paper["eps"],
-                                    weight_decay=paper["weight_decay"]),
+        "valley Lamb": lambda: Lamb(
+            learning_rate=1e-3, betas=paper["betas"][1:], eps=paper["eps"], weight_decay=paper["weight_decay"]
+        ),
         "keras Lamb": lambda: keras.optimizers.Lamb(learning_rate=1e-3),
         "keras AdamW": lambda: keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4),
     }
 
 
 def mlp() -> keras.Model:
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(256, activation="relu"),
-                             keras.layers.Dense(256, activation="relu"), keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(256, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 def cnn() -> keras.Model:
-    return keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
-                             keras.layers.Conv2D(64, 3, activation="relu"), keras.layers.Flatten(),
-                             keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(32, 3, padding="same", activation="relu"),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10),
+        ]
+    )
 
 
 MODELS = {"mlp": (mlp, lambda x: x), "cnn": (cnn, lambda x: x.reshape(-1, 8, 8, 1))}
@@ -79,8 +93,12 @@ def build(model_fn, make_optimizer, initial_weights):
     model = model_fn()
     if initial_weights is not None:
         model.set_weights(initial_weights)
-    model.compile(optimizer=make_optimizer(), jit_compile=True, steps_per_execution=STEPS_PER_EXECUTION,
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=make_optimizer(),
+        jit_compile=True,
+        steps_per_execution=STEPS_PER_EXECUTION,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -132,8 +150,9 @@ def measure(model_name: str, rounds: int) -> List[dict]:
                 apply_times[name].append(apply_time)
     parameters = applies["keras Lamb"][1]
     rows = []
-    reference = {stat: (stat(fit_times["keras Lamb"]), stat(apply_times["keras Lamb"]))
-                 for stat in (statistics.median, min)}
+    reference = {
+        stat: (stat(fit_times["keras Lamb"]), stat(apply_times["keras Lamb"])) for stat in (statistics.median, min)
+    }
     for name in makers:
         row = dict(model=model_name, parameters=parameters, optimizer=name)
         for label, stat in (("median", statistics.median), ("min", min)):
@@ -155,17 +174,24 @@ def main(argv=None) -> int:
     rows = []
     for model_name in args.models.split(","):
         rows += measure(model_name.strip(), args.rounds)
-    print(f"# Keras {keras.__version__}, TensorFlow {tf.__version__}, {platform.machine()}, {os.cpu_count()} CPUs; "
-          f"batch {BATCH}; {args.rounds} rounds; load average before {load_before:.1f}, after "
-          f"{os.getloadavg()[0]:.1f}; ratios vs keras Lamb")
-    print("| model (params) | optimizer | fit step median (ms) | ratio | fit step min (ms) | ratio "
-          "| apply only median (ms) | ratio | apply only min (ms) | ratio |")
+    print(
+        f"# Keras {keras.__version__}, TensorFlow {tf.__version__}, {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"batch {BATCH}; {args.rounds} rounds; load average before {load_before:.1f}, after "
+        f"{os.getloadavg()[0]:.1f}; ratios vs keras Lamb"
+    )
+    print(
+        "| model (params) | optimizer | fit step median (ms) | ratio | fit step min (ms) | ratio "
+        "| apply only median (ms) | ratio | apply only min (ms) | ratio |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['model']} ({r['parameters']:,}) | {r['optimizer']} "
-              f"| {r['fit_median_ms']:.3f} | {r['fit_median_ratio']:.2f} | {r['fit_min_ms']:.3f} | {r['fit_min_ratio']:.2f} "
-              f"| {r['apply_median_ms']:.3f} | {r['apply_median_ratio']:.2f} "
-              f"| {r['apply_min_ms']:.3f} | {r['apply_min_ratio']:.2f} |")
+        print(
+            f"| {r['model']} ({r['parameters']:,}) | {r['optimizer']} "
+            f"| {r['fit_median_ms']:.3f} | {r['fit_median_ratio']:.2f} "
+            f"| {r['fit_min_ms']:.3f} | {r['fit_min_ratio']:.2f} "
+            f"| {r['apply_median_ms']:.3f} | {r['apply_median_ratio']:.2f} "
+            f"| {r['apply_min_ms']:.3f} | {r['apply_min_ratio']:.2f} |"
+        )
     alto = [r for r in rows if r["optimizer"] == "valley ALTO"]
     met = all(r["fit_median_ratio"] <= 1.25 and r["fit_min_ratio"] <= 1.25 for r in alto)
     summary = ", ".join(f"{r['model']} {r['fit_median_ratio']:.2f}x (min {r['fit_min_ratio']:.2f}x)" for r in alto)

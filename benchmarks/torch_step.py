@@ -60,7 +60,8 @@ def gpt2_small_shapes() -> List[Tuple[int, ...]]:
 
 
 LAYOUTS: Dict[str, Callable[[], List[Tuple[int, ...]]]] = {
-    "uniform": uniform_shapes, "gpt2": gpt2_small_shapes,
+    "uniform": uniform_shapes,
+    "gpt2": gpt2_small_shapes,
     "small": lambda: [(250, 200)] * 20,  # 1M parameters: a quick check that the script runs
 }
 
@@ -95,13 +96,18 @@ def implementations(device: str):
     try:
         from ALTO import ALTO as AuthorsALTO
 
-        items.append(("authors' ALTO (e-optimizer-adaptor)", "alto",
-                      lambda ps: AuthorsALTO(ps, lr=1e-3, betas=(0.99, 0.9, 0.99), alp=-5.0, eps=1e-6,
-                                             weight_decay=1e-4)))
+        items.append(
+            (
+                "authors' ALTO (e-optimizer-adaptor)",
+                "alto",
+                lambda ps: AuthorsALTO(ps, lr=1e-3, betas=(0.99, 0.9, 0.99), alp=-5.0, eps=1e-6, weight_decay=1e-4),
+            )
+        )
     except ImportError:
         print("e-optimizer-adaptor is not installed: the authors' ALTO is left out", file=sys.stderr)
-    items.append(("torch AdamW (fused)", "adamw",
-                  lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, fused=True)))
+    items.append(
+        ("torch AdamW (fused)", "adamw", lambda ps: torch.optim.AdamW(ps, lr=1e-3, weight_decay=1e-2, fused=True))
+    )
     # EAdam (not a target of the issue, for comparison): valley's fused EAdam, the authors' E around torch's
     # fused Adam, and torch's fused Adam alone.
     eadam_args = dict(lr=1e-3, alpha=-1.0, betas=(0.5, 0.9, 0.999), weight_decay=0.0)
@@ -111,13 +117,22 @@ def implementations(device: str):
     try:
         from E import E as AuthorsE
 
-        items.append(("authors' E(torch Adam fused) (e-optimizer-adaptor)", "eadam",
-                      lambda ps: GradientRestoring(AuthorsE(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0,
-                                                            beta=0.5))))
+        items.append(
+            (
+                "authors' E(torch Adam fused) (e-optimizer-adaptor)",
+                "eadam",
+                lambda ps: GradientRestoring(AuthorsE(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0, beta=0.5)),
+            )
+        )
     except ImportError:
         pass
-    items.append(("valley E(torch Adam fused)", "eadam",
-                  lambda ps: E(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0, beta1=0.5)))
+    items.append(
+        (
+            "valley E(torch Adam fused)",
+            "eadam",
+            lambda ps: E(torch.optim.Adam(ps, lr=1e-3, fused=True), alpha=-1.0, beta1=0.5),
+        )
+    )
     items.append(("torch Adam (fused)", "adamw", lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True)))
     try:
         from pytorch_optimizer import Lamb as PLamb
@@ -192,8 +207,10 @@ def measure_round_robin(constructors, shapes, device: str, warmup: int, repeats:
             optimizer.step()
             synchronize(device)
             times[name].append(time.perf_counter() - start)
-    results = {name: (statistics.median(times[name]), min(times[name]), state_bytes(optimizer) / param_bytes)
-               for name, optimizer in optimizers}
+    results = {
+        name: (statistics.median(times[name]), min(times[name]), state_bytes(optimizer) / param_bytes)
+        for name, optimizer in optimizers
+    }
     del optimizers, params
     gc.collect()
     return results, times
@@ -203,24 +220,34 @@ def run_layout(layout: str, device: str, warmup: int, repeats: int, only: Sequen
     shapes = LAYOUTS[layout]()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
-    print(f"\n### {layout}: {numel / 1e6:.1f}M float32 parameters in {len(shapes)} tensors, device {device}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads, warm-up {warmup}, median of {repeats} "
-          f"(in turns), load average {load:.1f} at start on {os.cpu_count()} CPUs\n")
-    selected = [(name, algorithm, constructor) for name, algorithm, constructor in implementations(device)
-                if not only or any(word.lower() in name.lower() for word in only)]
-    measured, times = measure_round_robin([(name, constructor) for name, _, constructor in selected], shapes,
-                                          device, warmup, repeats)
+    print(
+        f"\n### {layout}: {numel / 1e6:.1f}M float32 parameters in {len(shapes)} tensors, device {device}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, warm-up {warmup}, median of {repeats} "
+        f"(in turns), load average {load:.1f} at start on {os.cpu_count()} CPUs\n"
+    )
+    selected = [
+        (name, algorithm, constructor)
+        for name, algorithm, constructor in implementations(device)
+        if not only or any(word.lower() in name.lower() for word in only)
+    ]
+    measured, times = measure_round_robin(
+        [(name, constructor) for name, _, constructor in selected], shapes, device, warmup, repeats
+    )
     rows = []
     for name, algorithm, _ in selected:
         median, fastest, ratio = measured[name]
         moved = ARRAYS_PER_ELEMENT[algorithm] * 4 * numel / 1e9
         rows.append((name, median, fastest, ratio, moved / median, moved / fastest))
-    print("| implementation | median step (ms) | min step (ms) | state bytes / param bytes "
-          "| effective bandwidth, median (GB/s) | effective bandwidth, min (GB/s) |")
+    print(
+        "| implementation | median step (ms) | min step (ms) | state bytes / param bytes "
+        "| effective bandwidth, median (GB/s) | effective bandwidth, min (GB/s) |"
+    )
     print("|---|---:|---:|---:|---:|---:|")
     for name, median, fastest, ratio, bandwidth, best_bandwidth in rows:
-        print(f"| {name} | {median * 1e3:.1f} | {fastest * 1e3:.1f} | {ratio:.2f} | {bandwidth:.2f} "
-              f"| {best_bandwidth:.2f} |")
+        print(
+            f"| {name} | {median * 1e3:.1f} | {fastest * 1e3:.1f} | {ratio:.2f} | {bandwidth:.2f} "
+            f"| {best_bandwidth:.2f} |"
+        )
     print_targets({row[0]: row[1:] for row in rows}, times)
 
 
@@ -236,38 +263,47 @@ def print_targets(by_name, times) -> None:
         if authors:
             per_round = statistics.median(v / a for v, a in zip(times[name], times[authors_name]))
             values = [valley[0] / authors[0], valley[1] / authors[1], per_round]
-            print(f"- {name} step time / authors' ALTO: median {values[0]:.3f}, min {values[1]:.3f}, per-round "
-                  f"median {values[2]:.3f} (target <= 0.30: {'met' if max(values) <= 0.30 else 'MISSED'}"
-                  f"{'' if max(values) <= 0.30 or min(values) > 0.30 else ' on some measures'})")
+            print(
+                f"- {name} step time / authors' ALTO: median {values[0]:.3f}, min {values[1]:.3f}, per-round "
+                f"median {values[2]:.3f} (target <= 0.30: {'met' if max(values) <= 0.30 else 'MISSED'}"
+                f"{'' if max(values) <= 0.30 or min(values) > 0.30 else ' on some measures'})"
+            )
         if adamw:
             per_round = statistics.median(bytes_ratio * a / v for v, a in zip(times[name], times[adamw_name]))
             values = [valley[3] / adamw[3], valley[4] / adamw[4], per_round]
-            print(f"- {name} effective bandwidth / fused AdamW's: median {values[0]:.2f}, min {values[1]:.2f}, "
-                  f"per-round median {values[2]:.2f} (target >= 0.70: {'met' if min(values) >= 0.70 else 'MISSED'}"
-                  f"{'' if min(values) >= 0.70 or max(values) < 0.70 else ' on some measures'})")
+            print(
+                f"- {name} effective bandwidth / fused AdamW's: median {values[0]:.2f}, min {values[1]:.2f}, "
+                f"per-round median {values[2]:.2f} (target >= 0.70: {'met' if min(values) >= 0.70 else 'MISSED'}"
+                f"{'' if min(values) >= 0.70 or max(values) < 0.70 else ' on some measures'})"
+            )
         theirs = f"; authors': {authors[2]:.2f}" if authors else ""
-        print(f"- {name} state / parameter bytes: {valley[2]:.2f} (target <= 3: "
-              f"{'met' if valley[2] <= 3.0 + 1e-3 else 'MISSED'}){theirs}")
+        print(
+            f"- {name} state / parameter bytes: {valley[2]:.2f} (target <= 3: "
+            f"{'met' if valley[2] <= 3.0 + 1e-3 else 'MISSED'}){theirs}"
+        )
     if hasattr(os, "getloadavg"):
         print(f"- load average at the end: {os.getloadavg()[0]:.1f}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--layout", choices=[*LAYOUTS, "all"], default="all",
-                        help="'all' runs uniform and gpt2")
+    parser.add_argument("--layout", choices=[*LAYOUTS, "all"], default="all", help="'all' runs uniform and gpt2")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", nargs="*", default=(), help="substrings of implementation names to run")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="torch.set_num_threads (0: torch's default); on an oversubscribed CPU 1 is steadier")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch.set_num_threads (0: torch's default); on an oversubscribed CPU 1 is steadier",
+    )
     args = parser.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
-    for layout in (["uniform", "gpt2"] if args.layout == "all" else [args.layout]):
+    for layout in ["uniform", "gpt2"] if args.layout == "all" else [args.layout]:
         run_layout(layout, args.device, args.warmup, args.repeats, args.only)
 
 

@@ -28,8 +28,7 @@ def load_digits_split(seed: int):
 
     data = load_digits()
     x = (data.data / 16.0).astype(np.float32)
-    return train_test_split(x, data.target.astype(np.int64), test_size=0.25, random_state=seed,
-                            stratify=data.target)
+    return train_test_split(x, data.target.astype(np.int64), test_size=0.25, random_state=seed, stratify=data.target)
 
 
 def init_params(xp, rng, sizes):
@@ -75,8 +74,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--array-module", choices=("cupy", "numpy"), default="cupy",
-                        help="numpy: run the same script on the CPU (a logic check, not a GPU result)")
+    parser.add_argument(
+        "--array-module",
+        choices=("cupy", "numpy"),
+        default="cupy",
+        help="numpy: run the same script on the CPU (a logic check, not a GPU result)",
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
@@ -103,23 +106,33 @@ def main(argv=None) -> int:
     hyperparameters = defaults_for_batch_size(args.batch_size)  # the paper's small-batch ALTO defaults
     # Biases start at zero: keep them out of the trust ratio and the decay (see valley_core.reductions).
     is_matrix = [p.ndim > 1 for p in params]
-    optimizer = ALTO(params, lr=args.lr, weight_decay_mask=is_matrix, trust_ratio_mask=is_matrix,
-                     array_module=args.array_module, **hyperparameters)
+    optimizer = ALTO(
+        params,
+        lr=args.lr,
+        weight_decay_mask=is_matrix,
+        trust_ratio_mask=is_matrix,
+        array_module=args.array_module,
+        **hyperparameters,
+    )
     start = time.perf_counter()
     n = x_train.shape[0]
     for epoch in range(1, args.epochs + 1):
         order = xp.asarray(rng.permutation(n))
         total = xp.zeros((), dtype=xp.float32)  # summed on the device: no host sync per batch
         for first in range(0, n, args.batch_size):
-            batch = order[first:first + args.batch_size]
+            batch = order[first : first + args.batch_size]
             loss, grads = forward_backward(xp, params, x_train[batch], y_train[batch])
             optimizer.step(grads)
             total += loss * batch.shape[0]
         if epoch == 1 or epoch % 5 == 0 or epoch == args.epochs:
-            print(f"epoch {epoch:3d}  train loss {float(total) / n:.4f}  test accuracy "
-                  f"{accuracy(xp, params, x_test, y_test):.4f}")
-    print(f"final test accuracy {accuracy(xp, params, x_test, y_test):.4f} "
-          f"({args.array_module}, {time.perf_counter() - start:.1f} s)")
+            print(
+                f"epoch {epoch:3d}  train loss {float(total) / n:.4f}  test accuracy "
+                f"{accuracy(xp, params, x_test, y_test):.4f}"
+            )
+    print(
+        f"final test accuracy {accuracy(xp, params, x_test, y_test):.4f} "
+        f"({args.array_module}, {time.perf_counter() - start:.1f} s)"
+    )
     return 0
 
 

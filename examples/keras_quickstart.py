@@ -30,8 +30,7 @@ from backends.keras import ALTO  # noqa: E402
 
 def make_model() -> keras.Model:
     keras.utils.set_random_seed(0)  # the same initial weights for every optimizer
-    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"),
-                             keras.layers.Dense(10)])
+    return keras.Sequential([keras.Input((64,)), keras.layers.Dense(128, activation="relu"), keras.layers.Dense(10)])
 
 
 def main(argv=None) -> int:
@@ -42,15 +41,20 @@ def main(argv=None) -> int:
 
     data = load_digits()
     x = (data.data / 16.0).astype("float32")
-    x_train, x_test, y_train, y_test = train_test_split(x, data.target, test_size=0.25, random_state=0,
-                                                        stratify=data.target)
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, data.target, test_size=0.25, random_state=0, stratify=data.target
+    )
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
     # The paper's defaults for this batch size (alpha > 0 below batch 1024, alpha < 0 from 1024 on).
     hyperparameters = vc.defaults_for_batch_size(args.batch_size)
-    alto = ALTO(learning_rate=1e-2, **hyperparameters,
-                # Biases start at zero: the paper's trust ratio would keep them there (phi = norm_eps).
-                weight_decay_exclude_names=["bias"], trust_ratio_exclude_names=["bias"])
+    alto = ALTO(
+        learning_rate=1e-2,
+        **hyperparameters,
+        # Biases start at zero: the paper's trust ratio would keep them there (phi = norm_eps).
+        weight_decay_exclude_names=["bias"],
+        trust_ratio_exclude_names=["bias"],
+    )
     optimizers = {"ALTO": alto, "AdamW": keras.optimizers.AdamW(learning_rate=1e-3, weight_decay=1e-4)}
 
     models = {}
@@ -67,9 +71,11 @@ def main(argv=None) -> int:
         path = os.path.join(folder, "alto_digits.keras")
         models["ALTO"].save(path)
         restored = keras.models.load_model(path)
-    print(f"restored optimizer: {type(restored.optimizer).__name__}, "
-          f"{int(keras.ops.convert_to_numpy(restored.optimizer.iterations))} steps taken, "
-          f"hyperparameters {dict(restored.optimizer.hyperparameters)}")
+    print(
+        f"restored optimizer: {type(restored.optimizer).__name__}, "
+        f"{int(keras.ops.convert_to_numpy(restored.optimizer.iterations))} steps taken, "
+        f"hyperparameters {dict(restored.optimizer.hyperparameters)}"
+    )
     restored.fit(x_train, y_train, batch_size=args.batch_size, epochs=1, verbose=0)
     _, accuracy = restored.evaluate(x_test, y_test, verbose=0)
     print(f"ALTO   test accuracy after one more epoch: {accuracy:.4f}")

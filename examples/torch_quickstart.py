@@ -39,7 +39,7 @@ def train_epoch(model, optimizer, x, y, batch_size, generator) -> float:
     order = torch.randperm(len(x), generator=generator)
     total = 0.0
     for start in range(0, len(x), batch_size):
-        index = order[start:start + batch_size]
+        index = order[start : start + batch_size]
         optimizer.zero_grad()
         loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
         loss.backward()
@@ -58,8 +58,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--implementation", choices=["auto", "core", "compiled"], default="core",
-                        help="valley's implementation path ('compiled' spends a while compiling first)")
+    parser.add_argument(
+        "--implementation",
+        choices=["auto", "core", "compiled"],
+        default="core",
+        help="valley's implementation path ('compiled' spends a while compiling first)",
+    )
     args = parser.parse_args(argv)
 
     data = load_digits()
@@ -73,9 +77,16 @@ def main(argv=None) -> int:
 
     def make_alto(model):
         groups = lamb_param_groups(model, weight_decay=defaults["weight_decay"])
-        return ALTO(groups, lr=1e-2, alpha=defaults["alpha"], betas=defaults["betas"], eps=defaults["eps"],
-                    trust_eps=defaults["trust_eps"], norm_eps=defaults["norm_eps"],
-                    implementation=args.implementation)
+        return ALTO(
+            groups,
+            lr=1e-2,
+            alpha=defaults["alpha"],
+            betas=defaults["betas"],
+            eps=defaults["eps"],
+            trust_eps=defaults["trust_eps"],
+            norm_eps=defaults["norm_eps"],
+            implementation=args.implementation,
+        )
 
     runs = {
         "valley ALTO": make_alto,
@@ -103,8 +114,10 @@ def main(argv=None) -> int:
     optimizer.load_state_dict(checkpoint["optimizer"])
     steps = next(iter(optimizer.state.values()))["step"]
     loss = train_epoch(model, optimizer, x_train, y_train, args.batch_size, torch.Generator().manual_seed(2))
-    print(f"resumed ALTO from step {steps}: one more epoch, train loss {loss:.4f}, "
-          f"test accuracy {accuracy(model, x_test, y_test):.3f}")
+    print(
+        f"resumed ALTO from step {steps}: one more epoch, train loss {loss:.4f}, "
+        f"test accuracy {accuracy(model, x_test, y_test):.3f}"
+    )
     return 0
 
 

@@ -32,14 +32,15 @@ CLAIMS = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``valley proofs`` / ``python -m proofs_check`` to ``parser``."""
     parser.add_argument("--quick", action="store_true", help="small version of every check (<= 2 min on 2 cores)")
-    parser.add_argument("--backend", choices=BACKENDS, default="numpy",
-                        help="which backend runs the optimizers (default numpy)")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default="numpy", help="which backend runs the optimizers (default numpy)"
+    )
     parser.add_argument("--out", default="proofs_report", help="output folder (report.md, report.json, plots)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    parser.add_argument("--claims", default=",".join(CLAIMS),
-                        help=f"comma-separated subset of: {', '.join(CLAIMS)}")
-    parser.add_argument("--docs-md", default=None,
-                        help="also write this Markdown page with plot links relative to it (docs/proofs.md)")
+    parser.add_argument("--claims", default=",".join(CLAIMS), help=f"comma-separated subset of: {', '.join(CLAIMS)}")
+    parser.add_argument(
+        "--docs-md", default=None, help="also write this Markdown page with plot links relative to it (docs/proofs.md)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -93,20 +94,27 @@ def run(args: argparse.Namespace) -> int:
         if hasattr(outer, "set_postfix_str"):
             outer.set_postfix_str(name)
         results.append(importlib.import_module(CLAIMS[name]).run(ctx))
-    meta = {"command": _command(args), "quick": args.quick, "seed": args.seed, "backend": args.backend,
-            "backend_description": description, "versions": _versions(),
-            "runtime_s": time.perf_counter() - started, "claims": names}
+    meta = {
+        "command": _command(args),
+        "quick": args.quick,
+        "seed": args.seed,
+        "backend": args.backend,
+        "backend_description": description,
+        "versions": _versions(),
+        "runtime_s": time.perf_counter() - started,
+        "claims": names,
+    }
     write_reports(args.out, meta, results, args.docs_md)
     for r in results:
-        print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, "
-              f"{r.runtime_s:.1f} s)")
+        print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, {r.runtime_s:.1f} s)")
     print(f"overall: {overall(results)}; report: {args.out}/report.md")
     return 0 if overall(results) == "PASS" else 1
 
 
 def main(argv: List[str] | None = None) -> int:
     """Entry point of ``python -m proofs_check``."""
-    parser = argparse.ArgumentParser(prog="python -m proofs_check",
-                                     description="Numerical checks of the paper's convergence and behaviour claims.")
+    parser = argparse.ArgumentParser(
+        prog="python -m proofs_check", description="Numerical checks of the paper's convergence and behaviour claims."
+    )
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -49,11 +49,19 @@ class ClaimResult:
         return "PASS" if self.checks and all(c.passed for c in self.checks) else "FAIL"
 
     def to_json(self) -> Dict[str, Any]:
-        return {"name": self.name, "title": self.title, "statement": self.statement,
-                "assumptions": self.assumptions, "evidence": to_jsonable(self.evidence),
-                "checks": [to_jsonable(dataclasses.asdict(c)) for c in self.checks], "verdict": self.verdict,
-                "plots": self.plots, "notes": self.notes, "runner_paths": self.runner_paths,
-                "runtime_s": round(self.runtime_s, 2)}
+        return {
+            "name": self.name,
+            "title": self.title,
+            "statement": self.statement,
+            "assumptions": self.assumptions,
+            "evidence": to_jsonable(self.evidence),
+            "checks": [to_jsonable(dataclasses.asdict(c)) for c in self.checks],
+            "verdict": self.verdict,
+            "plots": self.plots,
+            "notes": self.notes,
+            "runner_paths": self.runner_paths,
+            "runtime_s": round(self.runtime_s, 2),
+        }
 
 
 class Context:
@@ -67,8 +75,14 @@ class Context:
         progress: a callable ``(iterable, total, desc) -> iterable`` (a tqdm wrapper) or None.
     """
 
-    def __init__(self, backend: str = "numpy", quick: bool = True, seed: int = 0, out_dir: str = ".",
-                 progress: Optional[Callable[..., Iterable]] = None) -> None:
+    def __init__(
+        self,
+        backend: str = "numpy",
+        quick: bool = True,
+        seed: int = 0,
+        out_dir: str = ".",
+        progress: Optional[Callable[..., Iterable]] = None,
+    ) -> None:
         self.backend = backend
         self.quick = quick
         self.seed = seed

@@ -29,8 +29,7 @@ TITLE = "Flatness and speed: alpha < 0 slower and flatter, alpha > 0 faster and 
 ALPHAS = (-5.0, 0.0, 5.0)
 BETA1 = 0.9
 TOL = 1e-3
-LANDSCAPE_OPTIMIZERS = {"esgd": {"lr": 0.01, "betas_tail": (0.0,)},
-                        "eadam": {"lr": 0.01, "betas_tail": (0.9, 0.999)}}
+LANDSCAPE_OPTIMIZERS = {"esgd": {"lr": 0.01, "betas_tail": (0.0,)}, "eadam": {"lr": 0.01, "betas_tail": (0.9, 0.999)}}
 MLP_SETTINGS = {
     "alto(alpha=-5,beta1=0.99)": ("alto", {"alpha": -5.0, "betas": (0.99, 0.9, 0.99)}),
     "lamb": ("lamb", {"betas": (0.9, 0.99)}),
@@ -40,22 +39,35 @@ MLP_SETTINGS = {
 
 def _landscape(dim: int):
     if dim == 1:
-        return (problems.sharp_flat_1d, problems.sharp_flat_1d_grad,
-                lambda x: problems.sharp_flat_1d_hess(x), np.array([-1.0]), np.array([1.5]))
-    return (problems.sharp_flat_2d, problems.sharp_flat_2d_grad,
-            lambda p: np.linalg.eigvalsh(problems.sharp_flat_2d_hess(p))[..., -1],
-            np.array([-1.0, 0.0]), np.array([1.2, 0.0]))
+        return (
+            problems.sharp_flat_1d,
+            problems.sharp_flat_1d_grad,
+            lambda x: problems.sharp_flat_1d_hess(x),
+            np.array([-1.0]),
+            np.array([1.5]),
+        )
+    return (
+        problems.sharp_flat_2d,
+        problems.sharp_flat_2d_grad,
+        lambda p: np.linalg.eigvalsh(problems.sharp_flat_2d_hess(p))[..., -1],
+        np.array([-1.0, 0.0]),
+        np.array([1.2, 0.0]),
+    )
 
 
 def _minimum(f, grad, guess: np.ndarray) -> np.ndarray:
     from scipy.optimize import minimize
 
-    return minimize(lambda p: float(f(p)), guess, jac=lambda p: np.asarray(grad(p), dtype=float).ravel(),
-                    method="BFGS", options={"gtol": 1e-12}).x
+    return minimize(
+        lambda p: float(f(p)),
+        guess,
+        jac=lambda p: np.asarray(grad(p), dtype=float).ravel(),
+        method="BFGS",
+        options={"gtol": 1e-12},
+    ).x
 
 
-def _landscape_runs(ctx: Context, dim: int, name: str, alpha: float, starts: np.ndarray, steps: int
-                    ) -> Dict[str, Any]:
+def _landscape_runs(ctx: Context, dim: int, name: str, alpha: float, starts: np.ndarray, steps: int) -> Dict[str, Any]:
     f, grad, top_eig, sharp_guess, flat_guess = _landscape(dim)
     if dim == 1:
         f1 = lambda p: f(p[0])  # noqa: E731
@@ -87,11 +99,14 @@ def _landscape_runs(ctx: Context, dim: int, name: str, alpha: float, starts: np.
     first = np.where(reached, np.argmax(stays, axis=0), -1)
     with np.errstate(all="ignore"):
         eig = top_eig(final if dim == 1 else point)
-    return {"flat_rate": float(np.mean(flat)), "diverged": float(np.mean(~finite)),
-            "mean_top_eig": float(np.mean(eig[finite])) if finite.any() else float("nan"),
-            "reached_fraction": float(np.mean(reached)),
-            "median_steps_to_tol": float(np.median(first[reached])) if reached.any() else float("nan"),
-            "final": point}
+    return {
+        "flat_rate": float(np.mean(flat)),
+        "diverged": float(np.mean(~finite)),
+        "mean_top_eig": float(np.mean(eig[finite])) if finite.any() else float("nan"),
+        "reached_fraction": float(np.mean(reached)),
+        "median_steps_to_tol": float(np.median(first[reached])) if reached.any() else float("nan"),
+        "final": point,
+    }
 
 
 def _digits(seed: int):
@@ -111,8 +126,12 @@ def _mlp_run(ctx: Context, setting: str, seed_index: int, steps: int, power_iter
     name, hyper = MLP_SETTINGS[setting]
     x_train, y_train, x_test, y_test = _digits(ctx.seed * 1000 + seed_index)
     rng = ctx.rng(5, seed_index)
-    init = [rng.standard_normal((32, 64)) / 8.0, rng.standard_normal(32) * 0.01,
-            rng.standard_normal((10, 32)) / np.sqrt(32), rng.standard_normal(10) * 0.01]
+    init = [
+        rng.standard_normal((32, 64)) / 8.0,
+        rng.standard_normal(32) * 0.01,
+        rng.standard_normal((10, 32)) / np.sqrt(32),
+        rng.standard_normal(10) * 0.01,
+    ]
     stepper = ctx.stepper(name, init, lr=1e-2, weight_decay=1e-4, **hyper)
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)
 
@@ -172,8 +191,11 @@ def _run(ctx: Context, started: float) -> ClaimResult:
     for kind, a, b, c in ctx.progress(jobs, total=len(jobs), desc=NAME):
         if kind == "landscape":
             rng = ctx.rng(5, a)
-            starts = (rng.uniform(-3.0, 3.5, n_starts) if a == 1
-                      else np.column_stack([rng.uniform(-2.5, 3.0, n_starts), rng.uniform(-2.0, 2.0, n_starts)]))
+            starts = (
+                rng.uniform(-3.0, 3.5, n_starts)
+                if a == 1
+                else np.column_stack([rng.uniform(-2.5, 3.0, n_starts), rng.uniform(-2.0, 2.0, n_starts)])
+            )
             results[(a, b, c)] = _landscape_runs(ctx, a, b, c, starts, steps)
         else:
             results[("mlp", a, b)] = _mlp_run(ctx, b, a, mlp_steps, power)
@@ -181,29 +203,57 @@ def _run(ctx: Context, started: float) -> ClaimResult:
         for name in LANDSCAPE_OPTIMIZERS:
             neg, zero, pos = (results[(dim, name, a)] for a in ALPHAS)
             key = f"{dim}d/{name}"
-            evidence[key] = {f"alpha={a:g}": {k: v for k, v in results[(dim, name, a)].items() if k != "final"}
-                             for a in ALPHAS}
-            checks.append(Check(f"{key}: flat-basin rate, alpha<0 > alpha=0",
-                                f"{neg['flat_rate']:.3f} vs {zero['flat_rate']:.3f}", ">",
-                                neg["flat_rate"] > zero["flat_rate"]))
-            checks.append(Check(f"{key}: mean final top Hessian eigenvalue, alpha<0 < alpha=0",
-                                f"{neg['mean_top_eig']:.7g} vs {zero['mean_top_eig']:.7g}", "<",
-                                neg["mean_top_eig"] < zero["mean_top_eig"]))
-            checks.append(Check(f"{key}: mean final top Hessian eigenvalue, alpha>0 >= alpha=0 (sharper)",
-                                f"{pos['mean_top_eig']:.7g} vs {zero['mean_top_eig']:.7g}", ">=",
-                                pos["mean_top_eig"] >= zero["mean_top_eig"]))
-            checks.append(Check(f"{key}: median steps to loss tolerance, alpha>0 < alpha=0 < alpha<0",
-                                f"{pos['median_steps_to_tol']:.0f} < {zero['median_steps_to_tol']:.0f} < "
-                                f"{neg['median_steps_to_tol']:.0f}", "strict order",
-                                pos["median_steps_to_tol"] < zero["median_steps_to_tol"] < neg["median_steps_to_tol"]))
-    mlp = {s: {k: [results[("mlp", i, s)][k] for i in range(seeds)] for k in ("top_eig", "train_loss",
-                                                                             "test_accuracy")}
-           for s in MLP_SETTINGS}
+            evidence[key] = {
+                f"alpha={a:g}": {k: v for k, v in results[(dim, name, a)].items() if k != "final"} for a in ALPHAS
+            }
+            checks.append(
+                Check(
+                    f"{key}: flat-basin rate, alpha<0 > alpha=0",
+                    f"{neg['flat_rate']:.3f} vs {zero['flat_rate']:.3f}",
+                    ">",
+                    neg["flat_rate"] > zero["flat_rate"],
+                )
+            )
+            checks.append(
+                Check(
+                    f"{key}: mean final top Hessian eigenvalue, alpha<0 < alpha=0",
+                    f"{neg['mean_top_eig']:.7g} vs {zero['mean_top_eig']:.7g}",
+                    "<",
+                    neg["mean_top_eig"] < zero["mean_top_eig"],
+                )
+            )
+            checks.append(
+                Check(
+                    f"{key}: mean final top Hessian eigenvalue, alpha>0 >= alpha=0 (sharper)",
+                    f"{pos['mean_top_eig']:.7g} vs {zero['mean_top_eig']:.7g}",
+                    ">=",
+                    pos["mean_top_eig"] >= zero["mean_top_eig"],
+                )
+            )
+            checks.append(
+                Check(
+                    f"{key}: median steps to loss tolerance, alpha>0 < alpha=0 < alpha<0",
+                    f"{pos['median_steps_to_tol']:.0f} < {zero['median_steps_to_tol']:.0f} < "
+                    f"{neg['median_steps_to_tol']:.0f}",
+                    "strict order",
+                    pos["median_steps_to_tol"] < zero["median_steps_to_tol"] < neg["median_steps_to_tol"],
+                )
+            )
+    mlp = {
+        s: {k: [results[("mlp", i, s)][k] for i in range(seeds)] for k in ("top_eig", "train_loss", "test_accuracy")}
+        for s in MLP_SETTINGS
+    }
     evidence["mlp"] = {s: {**v, "mean_top_eig": float(np.mean(v["top_eig"]))} for s, v in mlp.items()}
     evidence["mlp_steps"], evidence["mlp_seeds"], evidence["power_iterations"] = mlp_steps, seeds, power
     explore, lamb = np.mean(mlp["alto(alpha=-5,beta1=0.99)"]["top_eig"]), np.mean(mlp["lamb"]["top_eig"])
-    checks.append(Check(f"MLP on digits (batch 1024, {seeds} seeds): mean top Hessian eigenvalue, "
-                        "ALTO(alpha=-5) < Lamb", f"{explore:.4g} vs {lamb:.4g}", "<", explore < lamb))
+    checks.append(
+        Check(
+            f"MLP on digits (batch 1024, {seeds} seeds): mean top Hessian eigenvalue, ALTO(alpha=-5) < Lamb",
+            f"{explore:.4g} vs {lamb:.4g}",
+            "<",
+            explore < lamb,
+        )
+    )
     plots = [_plot_landscapes(ctx, results), _plot_mlp(ctx, mlp)]
     assumptions = [
         "Landscapes: two Gaussian wells of equal depth (sharp: widths 0.15 in 1-D, (0.12, 0.4) in 2-D; flat: 0.8, "
@@ -219,18 +269,37 @@ def _run(ctx: Context, started: float) -> ClaimResult:
         f"{power} power iterations on autograd Hessian-vector products (float64).",
         "Thresholds fixed in advance: strict orderings as stated in each check.",
     ]
-    notes = ["Sharpness is compared at the end of equal step budgets, not at equal training loss; the final "
-             "training losses are reported next to the eigenvalues."]
-    spreads = {key: max(r) - min(r) for key, r in (
-        (f"{d}d/{n}", [results[(d, n, a)]["flat_rate"] for a in ALPHAS]) for d in (1, 2) for n in LANDSCAPE_OPTIMIZERS)}
+    notes = [
+        "Sharpness is compared at the end of equal step budgets, not at equal training loss; the final "
+        "training losses are reported next to the eigenvalues."
+    ]
+    spreads = {
+        key: max(r) - min(r)
+        for key, r in (
+            (f"{d}d/{n}", [results[(d, n, a)]["flat_rate"] for a in ALPHAS])
+            for d in (1, 2)
+            for n in LANDSCAPE_OPTIMIZERS
+        )
+    }
     unchanged = [key for key, spread in spreads.items() if spread <= 0.01]
     if unchanged:
-        notes.append(f"Measured: on {', '.join(unchanged)} the flat-basin rate moves by at most 0.01 across alpha: with "
-                     "deterministic gradients and these step sizes the start, not the sign of alpha, decides the basin.")
-    return ClaimResult(NAME, TITLE,
-                       "Remark: alpha < 0 converges slower but to flatter minima (lower top Hessian eigenvalue); "
-                       "alpha > 0 converges faster but to sharper minima.",
-                       assumptions, evidence, checks, plots, notes, ctx.take_paths(), time.perf_counter() - started)
+        notes.append(
+            f"Measured: on {', '.join(unchanged)} the flat-basin rate moves by at most 0.01 across alpha: with "
+            "deterministic gradients and these step sizes the start, not the sign of alpha, decides the basin."
+        )
+    return ClaimResult(
+        NAME,
+        TITLE,
+        "Remark: alpha < 0 converges slower but to flatter minima (lower top Hessian eigenvalue); "
+        "alpha > 0 converges faster but to sharper minima.",
+        assumptions,
+        evidence,
+        checks,
+        plots,
+        notes,
+        ctx.take_paths(),
+        time.perf_counter() - started,
+    )
 
 
 def _plot_landscapes(ctx: Context, results) -> str:
@@ -241,8 +310,13 @@ def _plot_landscapes(ctx: Context, results) -> str:
     for a, color in zip(ALPHAS, ("tab:blue", "tab:gray", "tab:red")):
         final = results[(1, "esgd", a)]["final"].ravel()
         final = final[np.isfinite(final)]
-        axes[0].plot(final, problems.sharp_flat_1d(final) + 0.05 * (ALPHAS.index(a) + 1), "|", color=color,
-                     label=f"ESGD end points, alpha={a:g}")
+        axes[0].plot(
+            final,
+            problems.sharp_flat_1d(final) + 0.05 * (ALPHAS.index(a) + 1),
+            "|",
+            color=color,
+            label=f"ESGD end points, alpha={a:g}",
+        )
     axes[0].set_title("1-D landscape, ESGD end points")
     axes[0].legend(fontsize=7)
     gx, gy = np.meshgrid(np.linspace(-2.5, 3, 200), np.linspace(-2, 2, 160))

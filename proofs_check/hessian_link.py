@@ -19,16 +19,21 @@ from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slop
 
 NAME = "hessian_link"
 TITLE = "Hessian link: g_k - g_{k-1} ~ H_k (theta_k - theta_{k-1})"
-OPTIMIZERS = {"alto": {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0},
-              "eadam": {"alpha": -1.0, "betas": (0.9, 0.9, 0.999)}}
+OPTIMIZERS = {
+    "alto": {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0},
+    "eadam": {"alpha": -1.0, "betas": (0.9, 0.9, 0.999)},
+}
 
 
 def _problems(ctx: Context) -> Dict[str, Dict[str, Any]]:
     tanh = problems.TanhRegression(ctx.rng(4, 1), n=1024, dim=16)
     return {
         "tanh_regression": {"grad": tanh.grad, "hvp": tanh.hvp, "start": ctx.rng(4, 2).standard_normal(16)},
-        "rosenbrock_valley": {"grad": problems.rosenbrock_valley_grad,
-                              "hvp": problems.rosenbrock_valley_hvp, "start": np.array([-1.2, 0.5])},
+        "rosenbrock_valley": {
+            "grad": problems.rosenbrock_valley_grad,
+            "hvp": problems.rosenbrock_valley_hvp,
+            "start": np.array([-1.2, 0.5]),
+        },
     }
 
 
@@ -64,9 +69,12 @@ def run(ctx: Context) -> ClaimResult:
     table: Dict[tuple, Dict[str, float]] = {}
     for problem, name, lr in ctx.progress(jobs, total=len(jobs), desc=NAME):
         t = _trajectory(ctx, name, specs[problem], lr, steps)
-        table[(problem, name, lr)] = {"median_cos": float(np.median(t["cos"])), "min_cos": float(np.min(t["cos"])),
-                                      "median_rel": float(np.median(t["rel"])),
-                                      "median_step": float(np.median(t["step"]))}
+        table[(problem, name, lr)] = {
+            "median_cos": float(np.median(t["cos"])),
+            "min_cos": float(np.min(t["cos"])),
+            "median_rel": float(np.median(t["rel"])),
+            "median_step": float(np.median(t["step"])),
+        }
     evidence: Dict[str, Any] = {"lrs": lrs, "steps": steps}
     checks: List[Check] = []
     for problem in specs:
@@ -75,11 +83,22 @@ def run(ctx: Context) -> ClaimResult:
             slope = loglog_slope([r["median_step"] for r in rows], [r["median_rel"] for r in rows])
             evidence[f"{problem}/{name}"] = {k: [r[k] for r in rows] for k in rows[0]} | {"slope_rel_vs_step": slope}
             smallest = rows[-1]
-            checks.append(Check(f"{problem}, {name}: median cosine at the smallest step "
-                                f"({smallest['median_step']:.2g})", smallest["median_cos"], ">= 0.99",
-                                smallest["median_cos"] >= 0.99))
-            checks.append(Check(f"{problem}, {name}: log-log slope of the relative error against the step size "
-                                "(Taylor: 1)", slope, "in [0.7, 1.3]", 0.7 <= slope <= 1.3))
+            checks.append(
+                Check(
+                    f"{problem}, {name}: median cosine at the smallest step ({smallest['median_step']:.2g})",
+                    smallest["median_cos"],
+                    ">= 0.99",
+                    smallest["median_cos"] >= 0.99,
+                )
+            )
+            checks.append(
+                Check(
+                    f"{problem}, {name}: log-log slope of the relative error against the step size (Taylor: 1)",
+                    slope,
+                    "in [0.7, 1.3]",
+                    0.7 <= slope <= 1.3,
+                )
+            )
     plots = [_plot(ctx, specs, lrs, table)]
     assumptions = [
         "Smooth non-quadratic problems (tanh regression n = 1024, dim 16; Rosenbrock valley 10 (y - x^2)^2), "
@@ -92,10 +111,19 @@ def run(ctx: Context) -> ClaimResult:
         "Thresholds fixed in advance: median cosine >= 0.99 at the smallest steps; relative-error slope in "
         "[0.7, 1.3] (Taylor predicts 1).",
     ]
-    return ClaimResult(NAME, TITLE,
-                       "Why E works: g_k - g_{k-1} ~ H_k (theta_k - theta_{k-1}), a Hessian-vector product for "
-                       "free, so alpha a_k adds curvature information without computing the Hessian.",
-                       assumptions, evidence, checks, plots, [], ctx.take_paths(), time.perf_counter() - started)
+    return ClaimResult(
+        NAME,
+        TITLE,
+        "Why E works: g_k - g_{k-1} ~ H_k (theta_k - theta_{k-1}), a Hessian-vector product for "
+        "free, so alpha a_k adds curvature information without computing the Hessian.",
+        assumptions,
+        evidence,
+        checks,
+        plots,
+        [],
+        ctx.take_paths(),
+        time.perf_counter() - started,
+    )
 
 
 def _plot(ctx, specs, lrs, table) -> str:

@@ -33,13 +33,23 @@ C_BATCH, C_STEPS = 0.1, 4.0
 OPTIMIZERS = {"alto": {"alpha": -5.0, "betas": (0.99, 0.9, BETA3)}, "lamb": {"betas": (0.9, BETA3)}}
 
 
-def _run(ctx: Context, problem: TanhRegression, name: str, batch: int, min_steps: int, cap: int, target: float,
-         seed_index: int, stride: int = 1) -> Dict[str, Any]:
+def _run(
+    ctx: Context,
+    problem: TanhRegression,
+    name: str,
+    batch: int,
+    min_steps: int,
+    cap: int,
+    target: float,
+    seed_index: int,
+    stride: int = 1,
+) -> Dict[str, Any]:
     rng = ctx.rng(3, seed_index, batch, list(OPTIMIZERS).index(name))
     start = ctx.rng(3, seed_index).standard_normal(problem.dim) * 0.5
     eps1 = math.sqrt(1.0 - BETA3) * problem.g_inf / MU
-    stepper = ctx.stepper(name, [start], lr=LR, eps=eps1, weight_decay=vc.exponential_decay(WD, 1.0 - MU),
-                          **OPTIMIZERS[name])
+    stepper = ctx.stepper(
+        name, [start], lr=LR, eps=eps1, weight_decay=vc.exponential_decay(WD, 1.0 - MU), **OPTIMIZERS[name]
+    )
     norms: List[float] = []
     total, reached, max_inf = 0.0, None, 0.0
     for k in range(cap):
@@ -56,8 +66,14 @@ def _run(ctx: Context, problem: TanhRegression, name: str, batch: int, min_steps
         if k + 1 >= min_steps and reached is not None:
             break
     norms_arr = np.array(norms)
-    return {"norms": norms_arr, "running": np.cumsum(norms_arr) / np.arange(1, len(norms_arr) + 1),
-            "stride": stride, "reached": reached, "max_grad_inf": max_inf, "steps": k + 1}
+    return {
+        "norms": norms_arr,
+        "running": np.cumsum(norms_arr) / np.arange(1, len(norms_arr) + 1),
+        "stride": stride,
+        "reached": reached,
+        "max_grad_inf": max_inf,
+        "steps": k + 1,
+    }
 
 
 def run(ctx: Context) -> ClaimResult:
@@ -84,7 +100,7 @@ def run(ctx: Context) -> ClaimResult:
         batches[i] = batch
         if name == "b-sweep":
             result = _run(ctx, problem, "alto", batch, b_steps, b_steps, -1.0, seed_index)
-            tail[i] += float(np.mean(result["norms"][b_steps // 2:])) / seeds
+            tail[i] += float(np.mean(result["norms"][b_steps // 2 :])) / seeds
             continue
         steps = int(math.ceil(C_STEPS / eps2))
         result = _run(ctx, problem, name, batch, steps, 4 * steps, eps2, seed_index)
@@ -104,30 +120,58 @@ def run(ctx: Context) -> ClaimResult:
     p_T = loglog_slope(t_grid, running[t_grid - 1])
     p_b = loglog_slope(batches, tail)
     exponents = {name: loglog_slope(inv_eps, reach[name]) for name in OPTIMIZERS}
-    evidence.update({
-        "G_inf_analytic": g_inf, "max_minibatch_grad_inf_seen": max_inf,
-        "eps1_from_mu": math.sqrt(1.0 - BETA3) * g_inf / MU, "batch_per_eps": batches,
-        "steps_per_eps": [int(math.ceil(C_STEPS / e)) for e in eps2_grid],
-        "A_alto": A["alto"], "A_lamb": A["lamb"], "slope_A_vs_eps2_alto": slope_A,
-        "slope_A_vs_eps2_lamb": loglog_slope(eps2_grid, A["lamb"]),
-        "T_grid_fixed_b": t_grid, "running_avg_fixed_b": running[t_grid - 1], "exponent_T": p_T,
-        "b_sweep_steps": b_steps, "second_half_avg_per_b": tail, "exponent_b": p_b,
-        "steps_to_eps_alto": reach["alto"], "steps_to_eps_lamb": reach["lamb"],
-        "steps_to_eps_exponent_alto": exponents["alto"], "steps_to_eps_exponent_lamb": exponents["lamb"],
-        "censored_runs": censored,
-    })
+    evidence.update(
+        {
+            "G_inf_analytic": g_inf,
+            "max_minibatch_grad_inf_seen": max_inf,
+            "eps1_from_mu": math.sqrt(1.0 - BETA3) * g_inf / MU,
+            "batch_per_eps": batches,
+            "steps_per_eps": [int(math.ceil(C_STEPS / e)) for e in eps2_grid],
+            "A_alto": A["alto"],
+            "A_lamb": A["lamb"],
+            "slope_A_vs_eps2_alto": slope_A,
+            "slope_A_vs_eps2_lamb": loglog_slope(eps2_grid, A["lamb"]),
+            "T_grid_fixed_b": t_grid,
+            "running_avg_fixed_b": running[t_grid - 1],
+            "exponent_T": p_T,
+            "b_sweep_steps": b_steps,
+            "second_half_avg_per_b": tail,
+            "exponent_b": p_b,
+            "steps_to_eps_alto": reach["alto"],
+            "steps_to_eps_lamb": reach["lamb"],
+            "steps_to_eps_exponent_alto": exponents["alto"],
+            "steps_to_eps_exponent_lamb": exponents["lamb"],
+            "censored_runs": censored,
+        }
+    )
     checks = [
-        Check("ALTO: slope of log A(eps) against log eps^2 (A = O(eps^2) means slope >= 1)", slope_A, ">= 0.75",
-              slope_A >= 0.75),
-        Check(f"ALTO: exponent of the running average in T at fixed b = {batches[-1]}", p_T, "<= -0.1 (falls)",
-              p_T <= -0.1),
-        Check(f"ALTO: exponent in b of the second-half average over {b_steps} steps", p_b, "<= -0.1 (falls)",
-              p_b <= -0.1),
-        Check("ALTO: exponent of steps-to-eps in 1/eps (claim: 2)", exponents["alto"], "<= 2.5 and no censored run",
-              exponents["alto"] <= 2.5 and censored["alto"] == 0),
-        Check("ALTO's steps-to-eps exponent no worse than Lamb's (claim: 2 against 4)",
-              f"{exponents['alto']:.3g} vs {exponents['lamb']:.3g}", "alto <= lamb + 0.25",
-              exponents["alto"] <= exponents["lamb"] + 0.25),
+        Check(
+            "ALTO: slope of log A(eps) against log eps^2 (A = O(eps^2) means slope >= 1)",
+            slope_A,
+            ">= 0.75",
+            slope_A >= 0.75,
+        ),
+        Check(
+            f"ALTO: exponent of the running average in T at fixed b = {batches[-1]}",
+            p_T,
+            "<= -0.1 (falls)",
+            p_T <= -0.1,
+        ),
+        Check(
+            f"ALTO: exponent in b of the second-half average over {b_steps} steps", p_b, "<= -0.1 (falls)", p_b <= -0.1
+        ),
+        Check(
+            "ALTO: exponent of steps-to-eps in 1/eps (claim: 2)",
+            exponents["alto"],
+            "<= 2.5 and no censored run",
+            exponents["alto"] <= 2.5 and censored["alto"] == 0,
+        ),
+        Check(
+            "ALTO's steps-to-eps exponent no worse than Lamb's (claim: 2 against 4)",
+            f"{exponents['alto']:.3g} vs {exponents['lamb']:.3g}",
+            "alto <= lamb + 0.25",
+            exponents["alto"] <= exponents["lamb"] + 0.25,
+        ),
     ]
     plots = [_plot(ctx, eps2_grid, A, reach, t_grid, running, batches, tail)]
     assumptions = [
@@ -151,12 +195,21 @@ def run(ctx: Context) -> ClaimResult:
         "The b-exponent is measured on the second half of equal-length runs, where the batch-independent "
         "transient has died out; the full-run average at a fixed T is dominated by that transient.",
     ]
-    return ClaimResult(NAME, TITLE,
-                       "Theorem 1: with L-smooth losses, unbiased bounded-variance bounded gradients, "
-                       "mu = sqrt(1-beta3) G_inf/eps1 <= 1, lambda_k = lambda (1-mu)^k, b = O(G_inf/eps^2), a small "
-                       "constant lr and T >= O(G_inf^1.5/eps^2), the average expected squared gradient norm is "
-                       "O(eps^2); Lamb's analysis needs T and b of order eps^-4.",
-                       assumptions, evidence, checks, plots, notes, ctx.take_paths(), time.perf_counter() - started)
+    return ClaimResult(
+        NAME,
+        TITLE,
+        "Theorem 1: with L-smooth losses, unbiased bounded-variance bounded gradients, "
+        "mu = sqrt(1-beta3) G_inf/eps1 <= 1, lambda_k = lambda (1-mu)^k, b = O(G_inf/eps^2), a small "
+        "constant lr and T >= O(G_inf^1.5/eps^2), the average expected squared gradient norm is "
+        "O(eps^2); Lamb's analysis needs T and b of order eps^-4.",
+        assumptions,
+        evidence,
+        checks,
+        plots,
+        notes,
+        ctx.take_paths(),
+        time.perf_counter() - started,
+    )
 
 
 def _plot(ctx, eps2_grid, A, reach, t_grid, running, batches, tail) -> str:

@@ -12,8 +12,9 @@ import numpy as np
 
 
 # ------------------------------------------------------------------------------------------ online convex
-def logistic_stream(rng: np.random.Generator, steps: int, dim: int, label_noise: float = 0.1
-                    ) -> Tuple[np.ndarray, np.ndarray]:
+def logistic_stream(
+    rng: np.random.Generator, steps: int, dim: int, label_noise: float = 0.1
+) -> Tuple[np.ndarray, np.ndarray]:
     """An online logistic-regression stream: ``x_t`` uniform on the unit sphere, ``y_t in {-1, +1}``.
 
     Labels follow ``sign(x . w*)`` with ``||w*|| = 2``, flipped with probability ``label_noise``.
@@ -48,8 +49,9 @@ def logistic_hess(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray
     return (x * (s * (1.0 - s))[:, None]).T @ x
 
 
-def least_squares_stream(rng: np.random.Generator, steps: int, dim: int, noise: float = 0.3
-                         ) -> Tuple[np.ndarray, np.ndarray]:
+def least_squares_stream(
+    rng: np.random.Generator, steps: int, dim: int, noise: float = 0.3
+) -> Tuple[np.ndarray, np.ndarray]:
     """An online least-squares stream: ``x_t`` uniform on the unit sphere, ``y_t = x_t . w* + noise``."""
     x = rng.standard_normal((steps, dim))
     x /= np.linalg.norm(x, axis=1, keepdims=True)
@@ -82,8 +84,9 @@ class TanhRegression:
     gradient then obeys ``||g||_inf <= G_inf = (1 + y_max) + 0.65 rho`` (``|2t/(1+t^2)^2| <= 0.6496``).
     """
 
-    def __init__(self, rng: np.random.Generator, n: int = 4096, dim: int = 16, rho: float = 0.01,
-                 noise: float = 0.2) -> None:
+    def __init__(
+        self, rng: np.random.Generator, n: int = 4096, dim: int = 16, rho: float = 0.01, noise: float = 0.2
+    ) -> None:
         self.x = rng.uniform(-1.0, 1.0, (n, dim)) / np.sqrt(dim / 3.0)
         self.x = np.clip(self.x, -1.0, 1.0)
         theta_star = rng.standard_normal(dim) * 1.5
@@ -95,10 +98,10 @@ class TanhRegression:
 
     def loss(self, theta: np.ndarray) -> float:
         t = np.tanh(self.x @ theta)
-        return float(0.5 * np.mean((t - self.y) ** 2) + self.rho * np.sum(theta ** 2 / (1.0 + theta ** 2)))
+        return float(0.5 * np.mean((t - self.y) ** 2) + self.rho * np.sum(theta**2 / (1.0 + theta**2)))
 
     def _reg_grad(self, theta: np.ndarray) -> np.ndarray:
-        return self.rho * 2.0 * theta / (1.0 + theta ** 2) ** 2
+        return self.rho * 2.0 * theta / (1.0 + theta**2) ** 2
 
     def grad(self, theta: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         """The full gradient, or the mini-batch gradient over the rows ``index`` (unbiased)."""
@@ -112,7 +115,7 @@ class TanhRegression:
         t = np.tanh(self.x @ theta)
         s = 1.0 - t * t
         second = s * (s - 2.0 * t * (t - self.y))
-        reg = self.rho * 2.0 * (1.0 - 3.0 * theta ** 2) / (1.0 + theta ** 2) ** 3
+        reg = self.rho * 2.0 * (1.0 - 3.0 * theta**2) / (1.0 + theta**2) ** 3
         return self.x.T @ (second * (self.x @ v)) / self.n + reg * v
 
 
@@ -144,8 +147,8 @@ def rosenbrock_valley_position(p: np.ndarray) -> np.ndarray:
     x, y = p[..., 0], p[..., 1]
     u = np.array(x, dtype=float, copy=True)
     for _ in range(12):
-        value = 2.0 * u ** 3 + (1.0 - 2.0 * y) * u - x
-        slope = 6.0 * u ** 2 + (1.0 - 2.0 * y)
+        value = 2.0 * u**3 + (1.0 - 2.0 * y) * u - x
+        slope = 6.0 * u**2 + (1.0 - 2.0 * y)
         slope = np.where(np.abs(slope) < 1e-8, 1e-8, slope)
         u = u - value / slope
     root = np.sqrt(1.0 + 4.0 * u * u)
@@ -184,19 +187,21 @@ def cardioid_valley_position(p: np.ndarray, a: float = 1.0) -> np.ndarray:
 def sharp_flat_1d(x: np.ndarray) -> np.ndarray:
     """Two Gaussian wells of equal depth, sharp at ``-1`` (width 0.15) and flat at ``+1.5`` (width 0.8),
     in a weak bowl: ``-exp(-(x+1)^2/(2 0.15^2)) - exp(-(x-1.5)^2/(2 0.8^2)) + 0.02 x^2``."""
-    return (-np.exp(-(x + 1.0) ** 2 / (2 * 0.15 ** 2)) - np.exp(-(x - 1.5) ** 2 / (2 * 0.8 ** 2))
-            + 0.02 * x ** 2)
+    return -np.exp(-((x + 1.0) ** 2) / (2 * 0.15**2)) - np.exp(-((x - 1.5) ** 2) / (2 * 0.8**2)) + 0.02 * x**2
 
 
 def sharp_flat_1d_grad(x: np.ndarray) -> np.ndarray:
-    return ((x + 1.0) / 0.15 ** 2 * np.exp(-(x + 1.0) ** 2 / (2 * 0.15 ** 2))
-            + (x - 1.5) / 0.8 ** 2 * np.exp(-(x - 1.5) ** 2 / (2 * 0.8 ** 2)) + 0.04 * x)
+    return (
+        (x + 1.0) / 0.15**2 * np.exp(-((x + 1.0) ** 2) / (2 * 0.15**2))
+        + (x - 1.5) / 0.8**2 * np.exp(-((x - 1.5) ** 2) / (2 * 0.8**2))
+        + 0.04 * x
+    )
 
 
 def sharp_flat_1d_hess(x: np.ndarray) -> np.ndarray:
     def well(center: float, width: float) -> np.ndarray:
         d = x - center
-        return (1.0 / width ** 2 - d * d / width ** 4) * np.exp(-d * d / (2 * width ** 2))
+        return (1.0 / width**2 - d * d / width**4) * np.exp(-d * d / (2 * width**2))
 
     return well(-1.0, 0.15) + well(1.5, 0.8) + 0.04
 
@@ -231,5 +236,5 @@ def sharp_flat_2d_hess(p: np.ndarray) -> np.ndarray:
         d = (p - center) / width
         e = np.exp(-0.5 * np.sum(d * d, axis=-1))[..., None, None]
         scaled = d / width
-        hess = hess + e * (np.diag(1.0 / width ** 2) - scaled[..., :, None] * scaled[..., None, :])
+        hess = hess + e * (np.diag(1.0 / width**2) - scaled[..., :, None] * scaled[..., None, :])
     return hess

@@ -34,8 +34,17 @@ import valley_core as vc
 BACKENDS = ("numpy", "torch", "cupy")
 
 #: core factory name -> class name in the backends.
-CLASS_NAMES = {"alto": "ALTO", "alto_vanilla": "ALTOVanilla", "lamb": "Lamb", "eadam": "EAdam", "adam": "Adam",
-               "eadamw": "EAdamW", "adamw": "AdamW", "esgd": "ESGD", "sgd": "SGD"}
+CLASS_NAMES = {
+    "alto": "ALTO",
+    "alto_vanilla": "ALTOVanilla",
+    "lamb": "Lamb",
+    "eadam": "EAdam",
+    "adam": "Adam",
+    "eadamw": "EAdamW",
+    "adamw": "AdamW",
+    "esgd": "ESGD",
+    "sgd": "SGD",
+}
 
 
 class BackendUnavailable(RuntimeError):
@@ -63,8 +72,10 @@ def check_backend(backend: str) -> str:
         except ImportError as error:
             raise BackendUnavailable(f"--backend cupy: backends.cupy does not import ({error})") from None
         if not cuda_available():
-            raise BackendUnavailable("--backend cupy needs CuPy and a CUDA device; neither a CuPy install with "
-                                     "a visible GPU was found here. No results were produced.")
+            raise BackendUnavailable(
+                "--backend cupy needs CuPy and a CUDA device; neither a CuPy install with "
+                "a visible GPU was found here. No results were produced."
+            )
         return "backends.cupy (float64 CuPy arrays on the GPU)"
     raise ValueError(f"backend={backend!r} violates backend in {BACKENDS}")
 
@@ -162,8 +173,7 @@ class TorchBackendStepper(Stepper):
 class TorchCoreStepper(Stepper):
     """``valley_core`` run directly on torch float64 tensors (array-api-compat resolves the namespace)."""
 
-    def __init__(self, name: str, params: Sequence[np.ndarray], hyperparameters: Dict[str, Any],
-                 reason: str) -> None:
+    def __init__(self, name: str, params: Sequence[np.ndarray], hyperparameters: Dict[str, Any], reason: str) -> None:
         import torch
 
         self.name = name
@@ -195,6 +205,7 @@ class CupyStepper(Stepper):
 
     def __init__(self, name: str, params: Sequence[np.ndarray], hyperparameters: Dict[str, Any]) -> None:
         import cupy as cp
+
         import backends.cupy as bc
 
         if name not in bc.OPTIMIZERS:

@@ -34,8 +34,9 @@ def _quadratic(kappa: float, dim: int) -> np.ndarray:
     return np.logspace(0.0, -np.log10(kappa), dim)
 
 
-def _run(ctx: Context, name: str, alpha: float, beta1: float, curvature: np.ndarray, start: np.ndarray,
-         steps: int) -> Dict[str, float]:
+def _run(
+    ctx: Context, name: str, alpha: float, beta1: float, curvature: np.ndarray, start: np.ndarray, steps: int
+) -> Dict[str, float]:
     spec = dict(OPTIMIZERS[name])
     tail = spec.pop("betas_tail")
     stepper = ctx.stepper(name, [start], alpha=alpha, betas=(beta1, *tail), allow_unstable=True, **spec)
@@ -72,8 +73,13 @@ def run(ctx: Context) -> ClaimResult:
         alpha = ratio / (1.0 - beta1)
         outcomes[(name, kappa, beta1, ratio)] = _run(ctx, name, alpha, beta1, _quadratic(kappa, dim), start, steps)
 
-    evidence: Dict[str, object] = {"steps": steps, "dim": dim, "kappas": kappas, "betas1": betas1,
-                                   "ratios_alpha_times_1_minus_beta1": ratios}
+    evidence: Dict[str, object] = {
+        "steps": steps,
+        "dim": dim,
+        "kappas": kappas,
+        "betas1": betas1,
+        "ratios_alpha_times_1_minus_beta1": ratios,
+    }
     checks: List[Check] = []
     inside_unstable_total = 0
     inside_total = 0
@@ -84,34 +90,57 @@ def run(ctx: Context) -> ClaimResult:
             outside = [outcomes[(name, kappa, b, r)] for b in betas1 for r in ratios if abs(r) >= 1]
             stable = lambda o: o["finite"] and o["final"] <= o["f0"]  # noqa: E731
             converged = lambda o: o["finite"] and o["final"] <= 1e-2 * o["f0"]  # noqa: E731
-            unstable_inside = [(b, r) for b in betas1 for r in ratios
-                               if abs(r) < 1 and not stable(outcomes[(name, kappa, b, r)])]
+            unstable_inside = [
+                (b, r) for b in betas1 for r in ratios if abs(r) < 1 and not stable(outcomes[(name, kappa, b, r)])
+            ]
             per[f"kappa={kappa:g}"] = {
                 "inside_stable_fraction": float(np.mean([stable(o) for o in inside])),
                 "inside_converged_fraction": float(np.mean([converged(o) for o in inside])),
                 "outside_stable_fraction": float(np.mean([stable(o) for o in outside])),
                 "outside_converged_fraction": float(np.mean([converged(o) for o in outside])),
-                "outside_stable_negative_alpha": float(np.mean(
-                    [stable(outcomes[(name, kappa, b, r)]) for b in betas1 for r in ratios if r <= -1])),
-                "outside_stable_positive_alpha": float(np.mean(
-                    [stable(outcomes[(name, kappa, b, r)]) for b in betas1 for r in ratios if r >= 1])),
+                "outside_stable_negative_alpha": float(
+                    np.mean([stable(outcomes[(name, kappa, b, r)]) for b in betas1 for r in ratios if r <= -1])
+                ),
+                "outside_stable_positive_alpha": float(
+                    np.mean([stable(outcomes[(name, kappa, b, r)]) for b in betas1 for r in ratios if r >= 1])
+                ),
                 "inside_unstable_configs_beta1_r": unstable_inside,
             }
             inside_unstable_total += len(unstable_inside)
             inside_total += len(inside)
             grid.setdefault(name, {})[kappa] = [
-                [(2 if converged(outcomes[(name, kappa, b, r)]) else 1 if stable(outcomes[(name, kappa, b, r)])
-                  else 0) for b in betas1] for r in ratios]
+                [
+                    (
+                        2
+                        if converged(outcomes[(name, kappa, b, r)])
+                        else 1
+                        if stable(outcomes[(name, kappa, b, r)])
+                        else 0
+                    )
+                    for b in betas1
+                ]
+                for r in ratios
+            ]
         evidence[name] = per
         fractions = [per[k]["inside_stable_fraction"] for k in per]
-        checks.append(Check(f"{name}: fraction of configurations inside the rule that are stable (min over kappa)",
-                            min(fractions), "== 1 (the rule is sufficient)", min(fractions) == 1.0))
+        checks.append(
+            Check(
+                f"{name}: fraction of configurations inside the rule that are stable (min over kappa)",
+                min(fractions),
+                "== 1 (the rule is sufficient)",
+                min(fractions) == 1.0,
+            )
+        )
     evidence["inside_unstable_count"] = inside_unstable_total
     evidence["inside_count"] = inside_total
 
     plots = [_plot(ctx, grid, betas1, ratios, kappas)]
-    failures = [f"{name} kappa={kappa:g} at (beta1, alpha (1 - beta1)) = {b_r}" for name in OPTIMIZERS
-                for kappa in kappas for b_r in evidence[name][f"kappa={kappa:g}"]["inside_unstable_configs_beta1_r"]]
+    failures = [
+        f"{name} kappa={kappa:g} at (beta1, alpha (1 - beta1)) = {b_r}"
+        for name in OPTIMIZERS
+        for kappa in kappas
+        for b_r in evidence[name][f"kappa={kappa:g}"]["inside_unstable_configs_beta1_r"]
+    ]
     notes = [
         "Reading the map: rows are r = alpha (1 - beta1), the rule's boundary is r = -1 and r = +1 (dashed).",
         "Outside-rule configurations that are stable show where the rule is conservative; inside-rule "
@@ -129,11 +158,18 @@ def run(ctx: Context) -> ClaimResult:
         "Configurations outside the rule are built with allow_unstable=True (the validator would reject them).",
         "Stable := all iterates finite and f(theta_N) <= f(theta_0); converged := f(theta_N) <= 1e-2 f(theta_0).",
     ]
-    return ClaimResult(NAME, TITLE,
-                       "Remark (stability): the E adaptor is stable when |alpha| < 1/(1 - beta1) (from a "
-                       "simplified ODE argument).",
-                       assumptions, evidence, checks, plots, notes, ctx.take_paths(),
-                       time.perf_counter() - started)
+    return ClaimResult(
+        NAME,
+        TITLE,
+        "Remark (stability): the E adaptor is stable when |alpha| < 1/(1 - beta1) (from a simplified ODE argument).",
+        assumptions,
+        evidence,
+        checks,
+        plots,
+        notes,
+        ctx.take_paths(),
+        time.perf_counter() - started,
+    )
 
 
 def _plot(ctx: Context, grid, betas1, ratios, kappas) -> str:
@@ -141,14 +177,20 @@ def _plot(ctx: Context, grid, betas1, ratios, kappas) -> str:
     from matplotlib.colors import ListedColormap
 
     names = list(grid)
-    fig, axes = plt.subplots(len(names), len(kappas), figsize=(3.2 * len(kappas), 2.8 * len(names)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(names), len(kappas), figsize=(3.2 * len(kappas), 2.8 * len(names)), squeeze=False)
     cmap = ListedColormap(["#d62728", "#ffdd57", "#2ca02c"])
     for i, name in enumerate(names):
         for j, kappa in enumerate(kappas):
             ax = axes[i][j]
-            ax.imshow(np.array(grid[name][kappa]), origin="lower", aspect="auto", cmap=cmap, vmin=0, vmax=2,
-                      extent=(-0.5, len(betas1) - 0.5, -0.5, len(ratios) - 0.5))
+            ax.imshow(
+                np.array(grid[name][kappa]),
+                origin="lower",
+                aspect="auto",
+                cmap=cmap,
+                vmin=0,
+                vmax=2,
+                extent=(-0.5, len(betas1) - 0.5, -0.5, len(ratios) - 0.5),
+            )
             for bound in (-1.0, 1.0):
                 position = np.interp(bound, ratios, np.arange(len(ratios)))
                 ax.axhline(position, color="k", linestyle="--", linewidth=1)
@@ -161,7 +203,9 @@ def _plot(ctx: Context, grid, betas1, ratios, kappas) -> str:
                 ax.set_ylabel("alpha (1 - beta1)")
             if i == len(names) - 1:
                 ax.set_xlabel("beta1")
-    fig.suptitle("green: converged, yellow: stable (loss not increased), red: unstable; dashed: |alpha| = 1/(1-beta1)",
-                 fontsize=9)
+    fig.suptitle(
+        "green: converged, yellow: stable (loss not increased), red: unstable; dashed: |alpha| = 1/(1-beta1)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return save_figure(ctx, fig, "stability_map.png")

@@ -22,12 +22,12 @@ from proofs_check.common import Check, ClaimResult, Context, figure, save_figure
 NAME = "valley_travel"
 TITLE = "Valley travel (Figure 1): E-optimizers move further along a valley of minima"
 LOW = 1e-4
-PAIRS = {"sgd_vs_esgd": (("sgd", {"lr": 0.002}), ("esgd", {"lr": 0.002, "alpha": -5.0, "betas": (0.9, 0.0)})),
-         "adam_vs_eadam": (("adam", {"lr": 0.01}),
-                           ("eadam", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.999)}))}
+PAIRS = {
+    "sgd_vs_esgd": (("sgd", {"lr": 0.002}), ("esgd", {"lr": 0.002, "alpha": -5.0, "betas": (0.9, 0.0)})),
+    "adam_vs_eadam": (("adam", {"lr": 0.01}), ("eadam", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.999)})),
+}
 VALLEYS = {
-    "rosenbrock": (problems.rosenbrock_valley, problems.rosenbrock_valley_grad,
-                   problems.rosenbrock_valley_position),
+    "rosenbrock": (problems.rosenbrock_valley, problems.rosenbrock_valley_grad, problems.rosenbrock_valley_position),
     "cardioid": (problems.cardioid_valley, problems.cardioid_valley_grad, problems.cardioid_valley_position),
 }
 TRACKED = 3
@@ -43,8 +43,9 @@ def _starts(ctx: Context, valley: str, n: int) -> np.ndarray:
     return np.column_stack([r * np.cos(phi), r * np.sin(phi)])
 
 
-def _travel(ctx: Context, valley: str, name: str, hyper: Dict[str, Any], starts: np.ndarray, steps: int
-            ) -> Dict[str, Any]:
+def _travel(
+    ctx: Context, valley: str, name: str, hyper: Dict[str, Any], starts: np.ndarray, steps: int
+) -> Dict[str, Any]:
     f, grad, position = VALLEYS[valley]
     stepper = ctx.stepper(name, [starts], **hyper)
     n = len(starts)
@@ -69,8 +70,13 @@ def _travel(ctx: Context, valley: str, name: str, hyper: Dict[str, Any], starts:
         final = np.array(stepper.params[0], copy=True)
     net = np.abs(position(final) - first_low)
     net = np.where(reached & np.all(np.isfinite(final), axis=1), net, np.nan)
-    return {"reached": reached, "net": net, "path": np.where(reached, path, np.nan), "tracks": np.array(tracks),
-            "final_loss": f(final)}
+    return {
+        "reached": reached,
+        "net": net,
+        "path": np.where(reached, path, np.nan),
+        "tracks": np.array(tracks),
+        "final_loss": f(final),
+    }
 
 
 def run(ctx: Context) -> ClaimResult:
@@ -93,17 +99,24 @@ def run(ctx: Context) -> ClaimResult:
             for label, r in (("base", base), ("E", explorer)):
                 entry[f"{label}_reached_fraction"] = float(np.mean(r["reached"]))
                 entry[f"{label}_median_net_travel"] = float(np.nanmedian(r["net"])) if r["reached"].any() else None
-                entry[f"{label}_median_path_along_floor"] = (float(np.nanmedian(r["path"])) if r["reached"].any()
-                                                            else None)
+                entry[f"{label}_median_path_along_floor"] = (
+                    float(np.nanmedian(r["path"])) if r["reached"].any() else None
+                )
                 entry[f"{label}_median_final_loss"] = float(np.nanmedian(r["final_loss"]))
-            entry["fraction_E_travels_further"] = float(np.mean(explorer["net"][both] > base["net"][both])) \
-                if both.any() else None
+            entry["fraction_E_travels_further"] = (
+                float(np.mean(explorer["net"][both] > base["net"][both])) if both.any() else None
+            )
             evidence[f"{valley}/{pair}"] = entry
             e_med, b_med = entry["E_median_net_travel"], entry["base_median_net_travel"]
             passed = e_med is not None and b_med is not None and e_med > b_med
-            checks.append(Check(f"{valley}, {pair}: median distance along the floor after first loss <= {LOW:g}, "
-                                "E > base", f"{e_med if e_med is None else f'{e_med:.4g}'} vs "
-                                f"{b_med if b_med is None else f'{b_med:.4g}'}", "E > base", passed))
+            checks.append(
+                Check(
+                    f"{valley}, {pair}: median distance along the floor after first loss <= {LOW:g}, E > base",
+                    f"{e_med if e_med is None else f'{e_med:.4g}'} vs {b_med if b_med is None else f'{b_med:.4g}'}",
+                    "E > base",
+                    passed,
+                )
+            )
     plots = [_plot(ctx, results)]
     assumptions = [
         "Valleys with a continuum of minima (zero-loss floors) by construction: 10 (y - x^2)^2 and c(x, y)^2 with "
@@ -116,10 +129,19 @@ def run(ctx: Context) -> ClaimResult:
         "point's polar angle (an approximation near the curve).",
         "Threshold fixed in advance: median net distance along the floor of E strictly above the base's.",
     ]
-    return ClaimResult(NAME, TITLE,
-                       "Figure 1: on valleys of minima, E-adapted optimizers (alpha < 0) keep moving along the "
-                       "valley floor after reaching it, where SGD and Adam stop.",
-                       assumptions, evidence, checks, plots, [], ctx.take_paths(), time.perf_counter() - started)
+    return ClaimResult(
+        NAME,
+        TITLE,
+        "Figure 1: on valleys of minima, E-adapted optimizers (alpha < 0) keep moving along the "
+        "valley floor after reaching it, where SGD and Adam stop.",
+        assumptions,
+        evidence,
+        checks,
+        plots,
+        [],
+        ctx.take_paths(),
+        time.perf_counter() - started,
+    )
 
 
 def _plot(ctx: Context, results) -> str:
@@ -137,8 +159,9 @@ def _plot(ctx: Context, results) -> str:
                 tracks = results[(valley, pair, i)]["tracks"]
                 name = PAIRS[pair][i][0]
                 for j in range(tracks.shape[1]):
-                    ax.plot(tracks[:, j, 0], tracks[:, j, 1], "-", color=color, linewidth=1,
-                            label=name if j == 0 else None)
+                    ax.plot(
+                        tracks[:, j, 0], tracks[:, j, 1], "-", color=color, linewidth=1, label=name if j == 0 else None
+                    )
                     ax.plot(tracks[-1, j, 0], tracks[-1, j, 1], "o", color=color, markersize=4)
             ax.set_xlim(*box[0])
             ax.set_ylim(*box[1])

@@ -20,6 +20,7 @@ TOLERANCE = 1e-10
 
 # --- the oracle: a transcription of the reference -------------------------------------------------------
 
+
 class TensorListTranscription:
     """``cmoptimizer.prioritydict.TensorList`` (the methods Adam_CM uses), NumPy float64."""
 
@@ -157,18 +158,72 @@ def _core_cm_state(state):
 
 
 CASES = {
-    "reference_defaults": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, top_c=5, decay=0.7,
-                               kappa=1.0, synced=True, critical_test=0.0),
-    "small_buffer_weight_decay": dict(lr=1e-2, betas=(0.8, 0.99), eps=1e-8, weight_decay=1e-2, top_c=3,
-                                      decay=0.9, kappa=1.0, synced=True, critical_test=0.0),
-    "unsynced": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, top_c=4, decay=0.7, kappa=1.0,
-                     synced=False, critical_test=0.0),
-    "overwrite_slot_zero": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3, top_c=3, decay=0.7,
-                                kappa=1.0, synced=True, critical_test=1.0),
-    "one_slot_no_decay": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, top_c=1, decay=1.0,
-                              kappa=1.0, synced=False, critical_test=0.0),
-    "kappa_half_extension": dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, top_c=5, decay=0.99,
-                                 kappa=0.5, synced=True, critical_test=0.0),
+    "reference_defaults": dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        top_c=5,
+        decay=0.7,
+        kappa=1.0,
+        synced=True,
+        critical_test=0.0,
+    ),
+    "small_buffer_weight_decay": dict(
+        lr=1e-2,
+        betas=(0.8, 0.99),
+        eps=1e-8,
+        weight_decay=1e-2,
+        top_c=3,
+        decay=0.9,
+        kappa=1.0,
+        synced=True,
+        critical_test=0.0,
+    ),
+    "unsynced": dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-6,
+        weight_decay=0.0,
+        top_c=4,
+        decay=0.7,
+        kappa=1.0,
+        synced=False,
+        critical_test=0.0,
+    ),
+    "overwrite_slot_zero": dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-3,
+        top_c=3,
+        decay=0.7,
+        kappa=1.0,
+        synced=True,
+        critical_test=1.0,
+    ),
+    "one_slot_no_decay": dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        top_c=1,
+        decay=1.0,
+        kappa=1.0,
+        synced=False,
+        critical_test=0.0,
+    ),
+    "kappa_half_extension": dict(
+        lr=1e-2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        top_c=5,
+        decay=0.99,
+        kappa=0.5,
+        synced=True,
+        critical_test=0.0,
+    ),
 }
 
 
@@ -197,11 +252,21 @@ def test_core_matches_the_reference_transcription(xp, case):
 
 def test_closed_loop_trajectory_matches_the_reference():
     """Gradients computed from each implementation's own iterate (a non-convex function), 150 steps."""
+
     def gradient(params):
         return [2 * 0.3 * p + np.cos(3 * p) * 3 for p in params]
 
-    hp = dict(lr=5e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3, top_c=5, decay=0.7, kappa=1.0,
-              synced=True, critical_test=0.0)
+    hp = dict(
+        lr=5e-2,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=1e-3,
+        top_c=5,
+        decay=0.7,
+        kappa=1.0,
+        synced=True,
+        critical_test=0.0,
+    )
     oracle = AdamCMTranscription(_params(5), **hp)
     transform = vc.adam_cm(**hp)
     params = tuple(_params(5))
@@ -326,19 +391,22 @@ def test_numpy_backend_state_dict_round_trip():
         other.load_state_dict(checkpoint)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(top_c=0), r"^top_c=0 violates top_c is an integer >= 1$"),
-    (dict(top_c=2.5), r"^top_c=2\.5 violates top_c is an integer >= 1$"),
-    (dict(top_c=True), r"^top_c=True violates top_c is an integer >= 1$"),
-    (dict(decay=1.5), r"^decay=1\.5 violates 0 <= decay <= 1$"),
-    (dict(decay=-0.1), r"^decay=-0\.1 violates 0 <= decay <= 1$"),
-    (dict(kappa=-1.0), r"^kappa=-1\.0 violates kappa >= 0$"),
-    (dict(kappa=float("nan")), r"^kappa=nan violates kappa is finite$"),
-    (dict(critical_test=0.5), r"^critical_test=0\.5 violates critical_test is 0\.0 \(priority replacement\)"),
-    (dict(synced="yes"), r"^synced='yes' violates synced is a bool$"),
-    (dict(betas=(0.9, 1.0)), r"^beta2=1\.0 violates 0 <= beta2 < 1$"),
-    (dict(lr=-1.0), r"^lr=-1\.0 violates lr >= 0$"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(top_c=0), r"^top_c=0 violates top_c is an integer >= 1$"),
+        (dict(top_c=2.5), r"^top_c=2\.5 violates top_c is an integer >= 1$"),
+        (dict(top_c=True), r"^top_c=True violates top_c is an integer >= 1$"),
+        (dict(decay=1.5), r"^decay=1\.5 violates 0 <= decay <= 1$"),
+        (dict(decay=-0.1), r"^decay=-0\.1 violates 0 <= decay <= 1$"),
+        (dict(kappa=-1.0), r"^kappa=-1\.0 violates kappa >= 0$"),
+        (dict(kappa=float("nan")), r"^kappa=nan violates kappa is finite$"),
+        (dict(critical_test=0.5), r"^critical_test=0\.5 violates critical_test is 0\.0 \(priority replacement\)"),
+        (dict(synced="yes"), r"^synced='yes' violates synced is a bool$"),
+        (dict(betas=(0.9, 1.0)), r"^beta2=1\.0 violates 0 <= beta2 < 1$"),
+        (dict(lr=-1.0), r"^lr=-1\.0 violates lr >= 0$"),
+    ],
+)
 def test_invalid_hyperparameters_name_parameter_value_and_rule(kwargs, message):
     with pytest.raises(ValueError, match=message):
         vc.adam_cm(**kwargs)

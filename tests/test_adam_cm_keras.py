@@ -13,10 +13,17 @@ import sys
 
 import pytest
 
-LR = 2.0 ** -7
+LR = 2.0**-7
 TOLERANCE = 1e-11
-CHECKS = ["parity-eager", "parity-jit", "transcription", "one-variable-is-the-reference-default",
-          "kappa-zero-is-adamw", "config-round-trip", "synced-true-is-refused"]
+CHECKS = [
+    "parity-eager",
+    "parity-jit",
+    "transcription",
+    "one-variable-is-the-reference-default",
+    "kappa-zero-is-adamw",
+    "config-round-trip",
+    "synced-true-is-refused",
+]
 
 
 def _worker() -> None:  # runs in the subprocess
@@ -74,8 +81,9 @@ def _worker() -> None:  # runs in the subprocess
         assert relative_error(keras.ops.convert_to_numpy(variables[0]), oracle.params[0]) < 1e-10
 
     def kappa_zero():
-        core_params, _ = run_core(vc.adamw(lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3), _params(),
-                                  grads, np)
+        core_params, _ = run_core(
+            vc.adamw(lr=LR, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3), _params(), grads, np
+        )
         _, variables = run_keras(dict(hp, kappa=0.0), _params(), grads)
         for variable, expected in zip(variables, core_params):
             assert relative_error(keras.ops.convert_to_numpy(variable), expected) < TOLERANCE
@@ -121,15 +129,27 @@ def results():
 
     from tests.keras._harness import MARKER, ROOT
 
-    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="2", PYTHONHASHSEED="0",
-               PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "tests.test_adam_cm_keras"], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        KERAS_BACKEND="tensorflow",
+        TF_CPP_MIN_LOG_LEVEL="2",
+        PYTHONHASHSEED="0",
+        PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.test_adam_cm_keras"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    pytest.fail(f"worker produced no results, exit code {proc.returncode}\n{proc.stdout[-3000:]}\n"
-                f"{proc.stderr[-6000:]}")
+            return json.loads(line[len(MARKER) :])
+    pytest.fail(
+        f"worker produced no results, exit code {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    )
 
 
 @pytest.mark.parametrize("check", CHECKS)

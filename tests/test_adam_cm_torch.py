@@ -11,8 +11,17 @@ import valley_core as vc  # noqa: E402
 from tests.core.helpers import relative_error, run_core  # noqa: E402
 from tests.test_adam_cm import SHAPES, AdamCMTranscription, _grads, _params  # noqa: E402
 
-HP = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3, top_c=3, decay=0.7, kappa=1.0, synced=True,
-          critical_test=0.0)
+HP = dict(
+    lr=1e-2,
+    betas=(0.9, 0.999),
+    eps=1e-8,
+    weight_decay=1e-3,
+    top_c=3,
+    decay=0.7,
+    kappa=1.0,
+    synced=True,
+    critical_test=0.0,
+)
 
 
 def _torch_run(grads, steps=None, **hp):

@@ -16,9 +16,22 @@ from valley_cli import bench_generalization as bg  # noqa: E402
 
 
 def _tiny(**overrides) -> bg.StudyConfig:
-    config = bg.StudyConfig(digits_models=("mlp", "cnn"), batch_sizes=(256, 0), epochs=2, grid=2, seeds=2,
-                            lm_steps=8, lm_batch=4, lm_context=8, lm_grid=2, lm_seeds=2, lm_eval_windows=4,
-                            lm_size=(8, 2, 1, 16), threads=1, progress=False)
+    config = bg.StudyConfig(
+        digits_models=("mlp", "cnn"),
+        batch_sizes=(256, 0),
+        epochs=2,
+        grid=2,
+        seeds=2,
+        lm_steps=8,
+        lm_batch=4,
+        lm_context=8,
+        lm_grid=2,
+        lm_seeds=2,
+        lm_eval_windows=4,
+        lm_size=(8, 2, 1, 16),
+        threads=1,
+        progress=False,
+    )
     for key, value in overrides.items():
         setattr(config, key, value)
     return config
@@ -52,8 +65,11 @@ def test_every_optimizer_trained(tiny_study):
     # the diagnostic: ALTO at Lamb's selected learning rate, one entry per setting, same seeds
     assert len(results["matched"]) == 4 and len(results["lm_matched"]) == 1
     for entry in results["matched"] + results["lm_matched"]:
-        lamb = next(e for e in results["digits"] + results["lm"] if e["optimizer"] == "Lamb"
-                    and (e["model"], e["batch_size"]) == (entry["model"], entry["batch_size"]))
+        lamb = next(
+            e
+            for e in results["digits"] + results["lm"]
+            if e["optimizer"] == "Lamb" and (e["model"], e["batch_size"]) == (entry["model"], entry["batch_size"])
+        )
         assert entry["hyperparameters"]["lr"] == lamb["hyperparameters"]["lr"]
         assert [r["seed"] for r in entry["finals"]] == [0, 1]
         assert all(r["final_train_loss"] < r["initial_train_loss"] for r in entry["finals"])
@@ -70,9 +86,15 @@ def test_tables_and_report(tiny_study):
     tta_rows, tta_columns = bg.time_to_accuracy(results)
     assert len(tta_rows) == 4 and "ALTO steps" in tta_columns
     text = open(path, encoding="utf-8").read()
-    for heading in ("## Verdict", "## Protocol", "## Digits: test accuracy after tuning",
-                    "## Time to accuracy: ALTO vs Lamb", "## Diagnostic: ALTO at Lamb's learning rate",
-                    "## Character-level language model", "## Reproduce"):
+    for heading in (
+        "## Verdict",
+        "## Protocol",
+        "## Digits: test accuracy after tuning",
+        "## Time to accuracy: ALTO vs Lamb",
+        "## Diagnostic: ALTO at Lamb's learning rate",
+        "## Character-level language model",
+        "## Reproduce",
+    ):
         assert heading in text
     assert "valley bench generalization (test)" in text and "results/landscapes.md" in text
     assert "| model | batch" in text.replace("  ", " ")
@@ -123,8 +145,15 @@ def test_cli_quick_options():
 def test_keras_backend_trains(monkeypatch):
     pytest.importorskip("keras")
     pytest.importorskip("backends.keras")
-    config = _tiny(backend="keras", lm=False, digits_models=("mlp",), batch_sizes=(0,),
-                   optimizers=("SGD", "AdamW", "Lamb", "ALTO"), seeds=1, jobs=1)
+    config = _tiny(
+        backend="keras",
+        lm=False,
+        digits_models=("mlp",),
+        batch_sizes=(0,),
+        optimizers=("SGD", "AdamW", "Lamb", "ALTO"),
+        seeds=1,
+        jobs=1,
+    )
     results = bg.run_study(config, log=lambda line: None)
     assert [e["optimizer"] for e in results["digits"]] == ["SGD", "AdamW", "Lamb", "ALTO"]
     for entry in results["digits"]:

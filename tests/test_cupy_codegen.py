@@ -39,8 +39,19 @@ VARIANTS = [
     ("heavy_ball_step", {}),
 ]
 
-SCALARS = dict(alpha=-0.7, beta1=0.6, beta2=0.9, beta3=0.999, eps=1e-6, correction2=1 - 0.9 ** 3,
-               correction3=1 - 0.999 ** 3, weight_decay=1e-2, lr=3e-3, trust_eps=1e-6, norm_eps=1e-10)
+SCALARS = dict(
+    alpha=-0.7,
+    beta1=0.6,
+    beta2=0.9,
+    beta3=0.999,
+    eps=1e-6,
+    correction2=1 - 0.9**3,
+    correction3=1 - 0.999**3,
+    weight_decay=1e-2,
+    lr=3e-3,
+    trust_eps=1e-6,
+    norm_eps=1e-10,
+)
 SIZE = 257
 
 
@@ -63,10 +74,21 @@ def test_traced_alto_direction_equals_the_core_bit_for_bit(dtype):
     arrays, scalars = _inputs(program, dtype)
     result = run_numpy(program, arrays, scalars)
     direct = elementwise.alto_direction(
-        arrays["grad"], arrays["carry"], arrays["first"], arrays["second"], arrays["param"],
-        alpha=scalars["alpha"], beta1=scalars["beta1"], beta2=scalars["beta2"], beta3=scalars["beta3"],
-        eps=scalars["eps"], correction2=scalars["correction2"], correction3=scalars["correction3"],
-        weight_decay=scalars["weight_decay"], xp=np)
+        arrays["grad"],
+        arrays["carry"],
+        arrays["first"],
+        arrays["second"],
+        arrays["param"],
+        alpha=scalars["alpha"],
+        beta1=scalars["beta1"],
+        beta2=scalars["beta2"],
+        beta3=scalars["beta3"],
+        eps=scalars["eps"],
+        correction2=scalars["correction2"],
+        correction3=scalars["correction3"],
+        weight_decay=scalars["weight_decay"],
+        xp=np,
+    )
     for name, want in zip(("direction", "carry", "first", "second"), direct):
         assert result[name].dtype == dtype
         np.testing.assert_array_equal(result[name], want, err_msg=name)
@@ -131,20 +153,30 @@ def _harness_source(programs, device: bool) -> str:
             body.append(f"T& {a} = {a}_out[i];")
         body.append("{\n" + operation + "\n}")
         prefix = "__global__ " if device else ""
-        loop_head = ("long i = blockIdx.x * (long)blockDim.x + threadIdx.x; if (i >= n) return;" if device
-                     else "for (long i = 0; i < n; ++i) {")
+        loop_head = (
+            "long i = blockIdx.x * (long)blockDim.x + threadIdx.x; if (i >= n) return;"
+            if device
+            else "for (long i = 0; i < n; ++i) {"
+        )
         loop_tail = "" if device else "}"
-        lines.append(f"template <typename T> {prefix}void {program.name}({', '.join(params)}) {{\n"
-                     f"{loop_head}\n" + "\n".join(body) + f"\n{loop_tail}\n}}")
+        lines.append(
+            f"template <typename T> {prefix}void {program.name}({', '.join(params)}) {{\n"
+            f"{loop_head}\n" + "\n".join(body) + f"\n{loop_tail}\n}}"
+        )
         for ctype, suffix in (("float", "f32"), ("double", "f64")):
             concrete = ", ".join(p.replace("T*", f"{ctype}*") for p in params)
-            call = ", ".join(["n"] + [x for a in program.arrays_in for x in (f"{a}_in", f"{a}_stride")]
-                             + list(program.scalars) + [f"{a}_out" for a in outs])
+            call = ", ".join(
+                ["n"]
+                + [x for a in program.arrays_in for x in (f"{a}_in", f"{a}_stride")]
+                + list(program.scalars)
+                + [f"{a}_out" for a in outs]
+            )
             if device:
                 lines.append(f"template __global__ void {program.name}<{ctype}>({concrete});")
             else:
-                lines.append(f'extern "C" void {program.name}_{suffix}({concrete}) '
-                             f"{{ {program.name}<{ctype}>({call}); }}")
+                lines.append(
+                    f'extern "C" void {program.name}_{suffix}({concrete}) {{ {program.name}<{ctype}>({call}); }}'
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -157,8 +189,12 @@ def host_library(tmp_path_factory):
     folder = tmp_path_factory.mktemp("kernels")
     source, library = folder / "kernels.cpp", folder / "kernels.so"
     source.write_text(_harness_source(programs, device=False))
-    subprocess.run([compiler, "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", str(source),
-                    "-o", str(library)], check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [compiler, "-O1", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC", str(source), "-o", str(library)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return ctypes.CDLL(str(library))
 
 
@@ -190,8 +226,12 @@ def test_rendered_bodies_compile_for_a_gpu_with_nvcc(tmp_path):
     programs = [_programs.program(kind, **flags) for kind, flags in VARIANTS]
     source = tmp_path / "kernels.cu"
     source.write_text(_harness_source(programs, device=True))
-    completed = subprocess.run([nvcc, "-ptx", "-arch=compute_80", str(source), "-o", str(tmp_path / "k.ptx")],
-                               capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [nvcc, "-ptx", "-arch=compute_80", str(source), "-o", str(tmp_path / "k.ptx")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr
     ptx = (tmp_path / "k.ptx").read_text()
     assert "sqrt.rn.f32" in ptx and "sqrt.rn.f64" in ptx
@@ -222,15 +262,33 @@ def test_cupys_own_kernel_source_for_every_program_compiles_with_nvcc(tmp_path):
                     else:
                         arginfos.append(_kernel._ArgInfo(1, cupy.ndarray, dtype, 2, False, True))
                 code = _kernel._get_elementwise_kernel_code(
-                    tuple(arginfos), _kernel._TypeMap((("T", dtype),)), kernel.params, kernel.operation,
-                    f"{program.name}_{dtype.__name__}", kernel.preamble)
+                    tuple(arginfos),
+                    _kernel._TypeMap((("T", dtype),)),
+                    kernel.params,
+                    kernel.operation,
+                    f"{program.name}_{dtype.__name__}",
+                    kernel.preamble,
+                )
                 parts.append(f"namespace {program.name}_{dtype.__name__}_ns {{\n{code}\n}}")
     except (AttributeError, TypeError, ImportError, AssertionError) as error:
         pytest.skip(f"CuPy's private kernel code generator changed ({type(error).__name__}: {error})")
     source = tmp_path / "cupy_kernels.cu"
     source.write_text("\n".join(parts))
-    completed = subprocess.run([nvcc, "-ptx", "-arch=compute_80", "-std=c++17", f"-I{include}", str(source), "-o",
-                                str(tmp_path / "cupy_kernels.ptx")], capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [
+            nvcc,
+            "-ptx",
+            "-arch=compute_80",
+            "-std=c++17",
+            f"-I{include}",
+            str(source),
+            "-o",
+            str(tmp_path / "cupy_kernels.ptx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert (tmp_path / "cupy_kernels.ptx").read_text().count(".entry") == 2 * len(VARIANTS)
 
@@ -256,8 +314,12 @@ def test_multi_tensor_kernels_compile_with_nvcc(tmp_path):
                 sources.append((name, _multi_tensor.second_pass_source(second, name, ctype)[0]))
     source = tmp_path / "multi_tensor.cu"
     source.write_text("\n".join(f"namespace {name}_ns {{\n{code}\n}}" for name, code in sources))
-    completed = subprocess.run([nvcc, "-ptx", "-arch=compute_80", str(source), "-o", str(tmp_path / "mt.ptx")],
-                               capture_output=True, text=True, timeout=300)
+    completed = subprocess.run(
+        [nvcc, "-ptx", "-arch=compute_80", str(source), "-o", str(tmp_path / "mt.ptx")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     ptx = (tmp_path / "mt.ptx").read_text()
     assert ptx.count(".entry") == len(sources)

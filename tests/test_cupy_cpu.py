@@ -20,21 +20,39 @@ SHAPES = [(3, 4), (5,), (), (2, 1, 3)]
 #: (core name, hyperparameters) covering every optimizer, masks, schedules, both signs of alpha.
 CONFIGS = {
     "alto_default": ("alto", {}),
-    "alto_exploit_wd": ("alto", dict(lr=vc.inverse_sqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.999),
-                                     weight_decay=1e-2)),
-    "alto_masks": ("alto", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2,
-                                weight_decay_mask=[True, False, True, False],
-                                trust_ratio_mask=lambda params: [p.ndim > 1 for p in params])),
+    "alto_exploit_wd": ("alto", dict(lr=vc.inverse_sqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=1e-2)),
+    "alto_masks": (
+        "alto",
+        dict(
+            lr=1e-2,
+            alpha=-0.5,
+            betas=(0.5, 0.9, 0.999),
+            weight_decay=1e-2,
+            weight_decay_mask=[True, False, True, False],
+            trust_ratio_mask=lambda params: [p.ndim > 1 for p in params],
+        ),
+    ),
     "alto_vanilla": ("alto_vanilla", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999))),
     "lamb": ("lamb", dict(lr=vc.inverse_sqrt(0.02), betas=(0.9, 0.999), weight_decay=1e-3)),
-    "lamb_masks_no_bc": ("lamb", dict(lr=1e-2, bias_correction=False, weight_decay_mask=[False, True, True, True],
-                                      trust_ratio_mask=[True, True, False, True])),
+    "lamb_masks_no_bc": (
+        "lamb",
+        dict(
+            lr=1e-2,
+            bias_correction=False,
+            weight_decay_mask=[False, True, True, True],
+            trust_ratio_mask=[True, True, False, True],
+        ),
+    ),
     "eadam": ("eadam", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=1e-3)),
-    "eadam_explore_no_bc": ("eadam", dict(lr=0.005, alpha=vc.inverse_sqrt(-0.5), betas=(0.5, 0.9, 0.999),
-                                          bias_correction=False)),
+    "eadam_explore_no_bc": (
+        "eadam",
+        dict(lr=0.005, alpha=vc.inverse_sqrt(-0.5), betas=(0.5, 0.9, 0.999), bias_correction=False),
+    ),
     "eadamw": ("eadamw", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-    "eadamw_mask": ("eadamw", dict(lr=0.005, weight_decay=vc.exponential_decay(1e-2, 0.99),
-                                   weight_decay_mask=[True, True, False, False])),
+    "eadamw_mask": (
+        "eadamw",
+        dict(lr=0.005, weight_decay=vc.exponential_decay(1e-2, 0.99), weight_decay_mask=[True, True, False, False]),
+    ),
     "esgd": ("esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3)),
     "esgd_explore": ("esgd", dict(lr=vc.inverse_sqrt(1e-3), alpha=-0.3, betas=(0.5, 0.5))),
 }
@@ -43,8 +61,7 @@ CONFIGS = {
 def _problem(steps=25, seed=0, dtype=np.float64):
     rng = np.random.default_rng(seed)
     params = [np.asarray(rng.normal(size=shape), dtype=dtype) for shape in SHAPES]
-    grads = [[np.asarray(g, dtype=dtype) for g in step]
-             for step in golden.drifting_gradients(SHAPES, steps, seed)]
+    grads = [[np.asarray(g, dtype=dtype) for g in step] for step in golden.drifting_gradients(SHAPES, steps, seed)]
     return params, grads
 
 
@@ -96,14 +113,14 @@ def test_cpu_mode_matches_the_float64_core_params_and_state(config):
     actual_state, want_state = vc.state_to_dict(opt.state), vc.state_to_dict(expected_state)
     assert actual_state.keys() == want_state.keys()
     for key, want in want_state.items():
-        np.testing.assert_allclose(np.asarray(actual_state[key]), np.asarray(want), rtol=1e-12, atol=1e-14,
-                                   err_msg=key)
+        np.testing.assert_allclose(np.asarray(actual_state[key]), np.asarray(want), rtol=1e-12, atol=1e-14, err_msg=key)
 
 
 def test_cpu_mode_alto_matches_the_independent_transcription():
     params, grads = _problem(40, seed=3)
-    expected, _ = golden.alto([p.copy() for p in params], grads, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6,
-                              1e-10, True)
+    expected, _ = golden.alto(
+        [p.copy() for p in params], grads, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6, 1e-10, True
+    )
     opt = _cpu("alto", params, lr=1e-2)
     for step in grads:
         opt.step(step)
@@ -175,18 +192,30 @@ def test_state_dict_is_a_host_copy():
         np.testing.assert_array_equal(value, before[key])
 
 
-@pytest.mark.parametrize("corrupt,pattern", [
-    (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
-    (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
-    (lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
-     r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)"),
-    (lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
-     r"EState\.carry\.1: dtype float32 does not match the optimizer's float64"),
-    (lambda sd: sd.__setitem__("optimizer", "lamb"), r"state_dict is for optimizer 'lamb', this optimizer is 'alto'"),
-    (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
-    (lambda sd: sd["state"].__setitem__("AdamState.count", np.asarray(7, dtype=np.int32)),
-     r"inconsistent step counts \[5, 7\]"),
-])
+@pytest.mark.parametrize(
+    "corrupt,pattern",
+    [
+        (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
+        (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
+        (
+            lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
+            r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)",
+        ),
+        (
+            lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
+            r"EState\.carry\.1: dtype float32 does not match the optimizer's float64",
+        ),
+        (
+            lambda sd: sd.__setitem__("optimizer", "lamb"),
+            r"state_dict is for optimizer 'lamb', this optimizer is 'alto'",
+        ),
+        (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
+        (
+            lambda sd: sd["state"].__setitem__("AdamState.count", np.asarray(7, dtype=np.int32)),
+            r"inconsistent step counts \[5, 7\]",
+        ),
+    ],
+)
 def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
     params, grads = _problem(6)
     source = _cpu("alto", [p.copy() for p in params])

@@ -14,8 +14,10 @@ from backends import cupy as vcp
 from tests.core import transcription as golden
 from tests.test_cupy_cpu import CONFIGS, SHAPES, _core_run
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not vcp.cuda_available(), reason="needs CuPy with a CUDA device (none here)")]
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(not vcp.cuda_available(), reason="needs CuPy with a CUDA device (none here)"),
+]
 
 
 def _problem(steps=25, seed=0):

@@ -24,8 +24,13 @@ def gpu_check():
 def test_arguments_defaults_out_folder_and_errors(gpu_check, monkeypatch, capsys):
     monkeypatch.setenv("OUT", "/tmp/somewhere")
     args = gpu_check.parse_args([])
-    assert (args.out, args.params, args.tensors, args.parity_steps, args.cpu_dry_run) == \
-        ("/tmp/somewhere", 50_000_000, 200, 30, False)
+    assert (args.out, args.params, args.tensors, args.parity_steps, args.cpu_dry_run) == (
+        "/tmp/somewhere",
+        50_000_000,
+        200,
+        30,
+        False,
+    )
     assert args.backends == ["cupy", "torch", "authors", "adamw"]
     assert args.torch_implementations == ["core", "compiled"]
     monkeypatch.delenv("OUT")
@@ -54,17 +59,43 @@ def test_relative_error_and_compare(gpu_check):
 
 
 def test_markdown_writer_labels_dry_runs_and_shows_failures(gpu_check, tmp_path):
-    report = {"dry_run": True, "started": "2026-01-01T00:00:00+00:00", "elapsed_s": 1.0,
-              "environment": {"device": "CPU", "git_commit": "abc", "numpy_version": "2"},
-              "copy_bandwidth": {"numpy_copyto": {"best_ms": 1.0, "GB_s": 10.0}, "copy_GB_s": 10.0},
-              "parity": [{"backend": "backends.cupy", "optimizer": "alto", "dtype": "float64",
-                          "param_rel_err": 1e-16, "state_rel_err": 0.0, "passed": True},
-                         {"backend": "backends.torch [x]", "optimizer": "lamb", "dtype": "float32",
-                          "passed": False, "error": "Boom: it broke"}],
-              "timing": [{"implementation": "backends.cupy ALTO", "params": 10, "tensors": 2, "step_ms_best": 1.5,
-                          "step_ms_median": 2.0, "effective_GB_s": 5.0, "fraction_of_copy": 0.5}],
-              "sections": {"parity": {"status": "ok", "elapsed_s": 0.1}},
-              "errors": [{"section": "timing", "error": "RuntimeError: no GPU"}]}
+    report = {
+        "dry_run": True,
+        "started": "2026-01-01T00:00:00+00:00",
+        "elapsed_s": 1.0,
+        "environment": {"device": "CPU", "git_commit": "abc", "numpy_version": "2"},
+        "copy_bandwidth": {"numpy_copyto": {"best_ms": 1.0, "GB_s": 10.0}, "copy_GB_s": 10.0},
+        "parity": [
+            {
+                "backend": "backends.cupy",
+                "optimizer": "alto",
+                "dtype": "float64",
+                "param_rel_err": 1e-16,
+                "state_rel_err": 0.0,
+                "passed": True,
+            },
+            {
+                "backend": "backends.torch [x]",
+                "optimizer": "lamb",
+                "dtype": "float32",
+                "passed": False,
+                "error": "Boom: it broke",
+            },
+        ],
+        "timing": [
+            {
+                "implementation": "backends.cupy ALTO",
+                "params": 10,
+                "tensors": 2,
+                "step_ms_best": 1.5,
+                "step_ms_median": 2.0,
+                "effective_GB_s": 5.0,
+                "fraction_of_copy": 0.5,
+            }
+        ],
+        "sections": {"parity": {"status": "ok", "elapsed_s": 0.1}},
+        "errors": [{"section": "timing", "error": "RuntimeError: no GPU"}],
+    }
     text = gpu_check.markdown(report)
     assert gpu_check.DRY_RUN_LABEL in text and "NOT A GPU RESULT" in text
     assert "| backends.torch [x] | lamb | float32 | - | - | NO | Boom: it broke |" in text
@@ -77,9 +108,29 @@ def test_markdown_writer_labels_dry_runs_and_shows_failures(gpu_check, tmp_path)
 
 def test_tiny_cpu_dry_run_end_to_end(gpu_check, tmp_path, capsys):
     out = tmp_path / "dry"
-    code = gpu_check.main(["--cpu-dry-run", "--out", str(out), "--torch-implementations", "core",
-                           "--parity-steps", "2", "--params", "4000", "--tensors", "2", "--steps", "1",
-                           "--warmup", "1", "--copy-mib", "1", "--optimizers", "alto,eadamw"])
+    code = gpu_check.main(
+        [
+            "--cpu-dry-run",
+            "--out",
+            str(out),
+            "--torch-implementations",
+            "core",
+            "--parity-steps",
+            "2",
+            "--params",
+            "4000",
+            "--tensors",
+            "2",
+            "--steps",
+            "1",
+            "--warmup",
+            "1",
+            "--copy-mib",
+            "1",
+            "--optimizers",
+            "alto,eadamw",
+        ]
+    )
     assert code == 0
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["dry_run"] is True and "NOT A GPU RESULT" in report["label"]
@@ -108,8 +159,12 @@ def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatc
     class Array(fake.FakeDeviceArray):
         @property
         def data(self):  # cupy's MemoryPointer, as far as the copy benchmark uses it
-            return types.SimpleNamespace(owner=self, copy_from_device_async=lambda src, nbytes, _dst=self:
-                                         np.copyto(np.asarray(_dst), np.asarray(src.owner)))
+            return types.SimpleNamespace(
+                owner=self,
+                copy_from_device_async=lambda src, nbytes, _dst=self: np.copyto(
+                    np.asarray(_dst), np.asarray(src.owner)
+                ),
+            )
 
     def on_device(value, dtype=None):
         return np.array(value, dtype=dtype, copy=True).view(Array)
@@ -126,9 +181,15 @@ def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatc
     module.random = types.SimpleNamespace(standard_normal=lambda shape: on_device(np.random.standard_normal(shape)))
     module.get_default_memory_pool = lambda: types.SimpleNamespace(free_all_blocks=lambda: None)
     device = types.SimpleNamespace(synchronize=lambda: None, id=0)
-    module.cuda = types.SimpleNamespace(Device=lambda *args: device, runtime=types.SimpleNamespace(
-        getDeviceCount=lambda: 1, getDeviceProperties=lambda index: {"name": b"stand-in"},
-        runtimeGetVersion=lambda: 0, driverGetVersion=lambda: 0))
+    module.cuda = types.SimpleNamespace(
+        Device=lambda *args: device,
+        runtime=types.SimpleNamespace(
+            getDeviceCount=lambda: 1,
+            getDeviceProperties=lambda index: {"name": b"stand-in"},
+            runtimeGetVersion=lambda: 0,
+            driverGetVersion=lambda: 0,
+        ),
+    )
     monkeypatch.setitem(sys.modules, "cupy", module)
     monkeypatch.setattr(_engine, "_KERNELS", {})
     torch = pytest.importorskip("torch")
@@ -136,9 +197,31 @@ def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatc
     monkeypatch.setattr(fake, "_on_device", on_device)
 
     out = tmp_path / "stand_in"
-    assert gpu_check.main(["--out", str(out), "--params", "4000", "--tensors", "2", "--parity-steps", "2",
-                           "--copy-mib", "1", "--steps", "1", "--warmup", "1", "--torch-implementations", "core",
-                           "--optimizers", "lamb,esgd"]) == 0
+    assert (
+        gpu_check.main(
+            [
+                "--out",
+                str(out),
+                "--params",
+                "4000",
+                "--tensors",
+                "2",
+                "--parity-steps",
+                "2",
+                "--copy-mib",
+                "1",
+                "--steps",
+                "1",
+                "--warmup",
+                "1",
+                "--torch-implementations",
+                "core",
+                "--optimizers",
+                "lamb,esgd",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "gpu_check.json").read_text())
     assert report["environment"]["device"] == "stand-in"
     assert {"cupy_memcpy", "cupy_elementwise_copy"} <= set(report["copy_bandwidth"])

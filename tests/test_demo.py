@@ -14,7 +14,7 @@ from valley_cli.main import main  # noqa: E402
 
 def _check_rows(rows, config):
     assert len(rows) == len(config.batch_sizes) * len(config.optimizers)
-    assert [row["optimizer"] for row in rows[:len(config.optimizers)]] == list(config.optimizers)
+    assert [row["optimizer"] for row in rows[: len(config.optimizers)]] == list(config.optimizers)
     for row in rows:
         assert set(demo.DEMO_COLUMNS) <= set(row)
         assert row["test accuracy"].endswith("%") and "±" in row["test accuracy"]
@@ -78,8 +78,24 @@ def test_numpy_mlp_gradient_matches_finite_differences():
 
 def test_cli_numpy_quick(tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--quick", "--backend", "numpy", "--seeds", "1", "--steps", "6", "--no-progress",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--quick",
+                "--backend",
+                "numpy",
+                "--seeds",
+                "1",
+                "--steps",
+                "6",
+                "--no-progress",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     header = "| " + " | ".join(demo.DEMO_COLUMNS)
     assert any(line.startswith("| batch") and "test accuracy" in line for line in text.splitlines()), text
@@ -95,12 +111,29 @@ def test_cli_numpy_quick(tmp_path, capsys):
 def test_torch_backend_trains_every_optimizer(tmp_path, capsys):
     pytest.importorskip("torch")
     pytest.importorskip("backends.torch")
-    config = demo.DemoConfig(backend="torch", batch_sizes=(0, 256), seeds=(0, 1), steps=12, progress=False,
-                             threads=1)
+    config = demo.DemoConfig(backend="torch", batch_sizes=(0, 256), seeds=(0, 1), steps=12, progress=False, threads=1)
     rows, runs = demo.run_demo(config)
     _check_rows(rows, config)
-    assert main(["demo", "--quick", "--backend", "torch", "--seeds", "1", "--steps", "4", "--no-progress",
-                 "--threads", "1", "--out", str(tmp_path)]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--quick",
+                "--backend",
+                "torch",
+                "--seeds",
+                "1",
+                "--steps",
+                "4",
+                "--no-progress",
+                "--threads",
+                "1",
+                "--out",
+                str(tmp_path),
+            ]
+        )
+        == 0
+    )
     assert "backend torch" in capsys.readouterr().out
     assert (tmp_path / "demo.png").exists()
 

@@ -10,9 +10,11 @@ import pytest
 
 from valley_cli import bench_landscapes as bench
 
-FUNCTIONS = [(bench.goldstein_price, bench.goldstein_price_gradient, 2, 2.0),
-             (bench.ackley, bench.ackley_gradient, 2, 4.0),
-             (bench.sharp_flat, bench.sharp_flat_gradient, 1, 3.0)]
+FUNCTIONS = [
+    (bench.goldstein_price, bench.goldstein_price_gradient, 2, 2.0),
+    (bench.ackley, bench.ackley_gradient, 2, 4.0),
+    (bench.sharp_flat, bench.sharp_flat_gradient, 1, 3.0),
+]
 
 
 @pytest.mark.parametrize("value, gradient, dim, half_width", FUNCTIONS)
@@ -40,7 +42,7 @@ def test_every_optimizer_sees_the_same_starts():
     first = bench.starts(landscape, np.random.default_rng(3))
     again = bench.starts(landscape, np.random.default_rng(3))
     np.testing.assert_array_equal(first, again)
-    assert first.shape == (landscape.grid ** 2, 2)
+    assert first.shape == (landscape.grid**2, 2)
     low, high = landscape.bounds
     assert first.min() >= low and first.max() <= high
 

@@ -11,16 +11,21 @@ from valley_cli.main import add_module_subcommands, run_module
 
 #: study -> (module, one-line help)
 STUDIES = {
-    "generalization": ("valley_cli.bench_generalization",
-                       "large-batch study: SGD/Adam/AdamW/Lamb/ALTO/EAdam on digits and a char-level LM"),
-    "landscapes": ("valley_cli.bench_landscapes",
-                   "toy landscapes (Goldstein-Price, Ackley, sharp/flat 1-D): Adam, Adam+CM, EAdam, ALTO"),
+    "generalization": (
+        "valley_cli.bench_generalization",
+        "large-batch study: SGD/Adam/AdamW/Lamb/ALTO/EAdam on digits and a char-level LM",
+    ),
+    "landscapes": (
+        "valley_cli.bench_landscapes",
+        "toy landscapes (Goldstein-Price, Ackley, sharp/flat 1-D): Adam, Adam+CM, EAdam, ALTO",
+    ),
 }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_module_subcommands(parser.add_subparsers(dest="study", required=True, metavar="STUDY"), STUDIES,
-                           "_study_module")
+    add_module_subcommands(
+        parser.add_subparsers(dest="study", required=True, metavar="STUDY"), STUDIES, "_study_module"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

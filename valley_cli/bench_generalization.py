@@ -59,11 +59,33 @@ STUDY_OPTIMIZERS = ("SGD", "Adam", "AdamW", "Lamb", "ALTO", "EAdam", "AdamCM")
 LM_OPTIMIZERS = ("ALTO", "Lamb", "AdamW")
 #: Python standard-library files the language model reads, in this order (missing ones are skipped and
 #: listed in the results).
-LM_FILES = ("argparse.py", "ast.py", "calendar.py", "collections/__init__.py", "configparser.py", "csv.py",
-            "dataclasses.py", "difflib.py", "enum.py", "fractions.py", "functools.py", "heapq.py",
-            "inspect.py", "json/decoder.py", "json/encoder.py", "os.py", "pprint.py", "random.py",
-            "shutil.py", "statistics.py", "string.py", "textwrap.py", "threading.py", "tokenize.py",
-            "traceback.py")
+LM_FILES = (
+    "argparse.py",
+    "ast.py",
+    "calendar.py",
+    "collections/__init__.py",
+    "configparser.py",
+    "csv.py",
+    "dataclasses.py",
+    "difflib.py",
+    "enum.py",
+    "fractions.py",
+    "functools.py",
+    "heapq.py",
+    "inspect.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "os.py",
+    "pprint.py",
+    "random.py",
+    "shutil.py",
+    "statistics.py",
+    "string.py",
+    "textwrap.py",
+    "threading.py",
+    "tokenize.py",
+    "traceback.py",
+)
 #: Characters outside ASCII are mapped to this code point; the vocabulary is the 128 ASCII codes.
 LM_VOCAB = 128
 LM_UNKNOWN = ord("?")
@@ -119,9 +141,20 @@ class StudyConfig:
 
 def quick_config() -> StudyConfig:
     """A tiny configuration for smoke tests (seconds)."""
-    return StudyConfig(digits_models=("mlp", "cnn"), batch_sizes=(128, 0), epochs=3, grid=2, seeds=2,
-                       lm_steps=6, lm_batch=8, lm_context=16, lm_grid=2, lm_seeds=2, lm_eval_windows=8,
-                       lm_size=(16, 2, 1, 32))
+    return StudyConfig(
+        digits_models=("mlp", "cnn"),
+        batch_sizes=(128, 0),
+        epochs=3,
+        grid=2,
+        seeds=2,
+        lm_steps=6,
+        lm_batch=8,
+        lm_context=16,
+        lm_grid=2,
+        lm_seeds=2,
+        lm_eval_windows=8,
+        lm_size=(16, 2, 1, 32),
+    )
 
 
 # --------------------------------------------------------------------------------------------- the grids
@@ -146,7 +179,7 @@ def tuning_grid(name: str, batch_size: int, trials: int, shift: Optional[int] = 
     if shift is None:
         shift = 1 if batch_size >= LARGE_GRID_FROM else 0
     start = GRID_START[name] + shift
-    lrs = list(LR_LADDER[start:start + trials])
+    lrs = list(LR_LADDER[start : start + trials])
     paper = defaults_for_batch_size(batch_size)
     if name == "ALTO":
         beta1_values = (0.99, 0.9) if batch_size >= 1024 else (0.01, 0.5)
@@ -156,8 +189,17 @@ def tuning_grid(name: str, batch_size: int, trials: int, shift: Optional[int] = 
                 grid.append({**paper, "lr": lr, "betas": (beta1, *paper["betas"][1:])})
         return grid
     if name == "Lamb":
-        return [{"lr": lr, "betas": paper["betas"][1:], "eps": paper["eps"], "weight_decay": paper["weight_decay"],
-                 "trust_eps": paper["trust_eps"], "norm_eps": paper["norm_eps"]} for lr in lrs]
+        return [
+            {
+                "lr": lr,
+                "betas": paper["betas"][1:],
+                "eps": paper["eps"],
+                "weight_decay": paper["weight_decay"],
+                "trust_eps": paper["trust_eps"],
+                "norm_eps": paper["norm_eps"],
+            }
+            for lr in lrs
+        ]
     if name == "SGD":
         return [{"lr": lr, "momentum": 0.9, "weight_decay": 1e-4} for lr in lrs]
     if name == "Adam":
@@ -166,8 +208,16 @@ def tuning_grid(name: str, batch_size: int, trials: int, shift: Optional[int] = 
         return [{"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4} for lr in lrs]
     if name == "EAdam":
         small = defaults_for_batch_size(min(batch_size, 256))  # EAdam: the paper's exploiting (small batch) E
-        return [{"lr": lr, "alpha": small["alpha"], "betas": (small["betas"][0], 0.9, 0.999), "eps": 1e-8,
-                 "weight_decay": 0.0} for lr in lrs]
+        return [
+            {
+                "lr": lr,
+                "alpha": small["alpha"],
+                "betas": (small["betas"][0], 0.9, 0.999),
+                "eps": 1e-8,
+                "weight_decay": 0.0,
+            }
+            for lr in lrs
+        ]
     if name == "AdamCM":
         return [{"lr": lr} for lr in lrs]
     raise ValueError(f"optimizer={name!r} is not one of {STUDY_OPTIMIZERS}")
@@ -186,8 +236,17 @@ def torch_cnn():
     """A small CNN for 8x8 digits: two 3x3 convolutions (16, 32 channels), max-pool, a 64-unit layer."""
     import torch.nn as nn
 
-    return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(),
-                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 4 * 4, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64),
+        nn.ReLU(),
+        nn.Linear(64, 10),
+    )
 
 
 def digits_model(kind: str) -> Tuple[Callable[[], Any], Optional[Tuple[int, ...]]]:
@@ -213,13 +272,13 @@ class CharTransformer:
                 super().__init__()
                 self.embed = nn.Embedding(LM_VOCAB, d_model)
                 self.position = nn.Parameter(torch.randn(context, d_model) * 0.02)
-                layer = nn.TransformerEncoderLayer(d_model, heads, feed_forward, dropout=0.0, batch_first=True,
-                                                   norm_first=True)
+                layer = nn.TransformerEncoderLayer(
+                    d_model, heads, feed_forward, dropout=0.0, batch_first=True, norm_first=True
+                )
                 self.blocks = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
                 self.norm = nn.LayerNorm(d_model)
                 self.head = nn.Linear(d_model, LM_VOCAB)
-                self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context),
-                                     persistent=False)
+                self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
 
             def forward(self, tokens):
                 length = tokens.shape[1]
@@ -263,8 +322,14 @@ def load_stdlib_text(files: Sequence[str] = LM_FILES) -> Tuple[Dict[str, np.ndar
     return {key: np.concatenate(value) for key, value in pieces.items()}, used
 
 
-def train_lm(optimizer: str, hp: Dict[str, Any], text: Dict[str, np.ndarray], config: StudyConfig,
-             seed: int, on_step: Optional[Callable[[], None]] = None) -> RunResult:
+def train_lm(
+    optimizer: str,
+    hp: Dict[str, Any],
+    text: Dict[str, np.ndarray],
+    config: StudyConfig,
+    seed: int,
+    on_step: Optional[Callable[[], None]] = None,
+) -> RunResult:
     """Trains the character transformer; ``val_loss`` and ``test_accuracy`` hold the perplexities.
 
     ``RunResult`` fields: ``val_accuracy`` = validation perplexity, ``test_accuracy`` = test perplexity,
@@ -285,7 +350,7 @@ def train_lm(optimizer: str, hp: Dict[str, Any], text: Dict[str, np.ndarray], co
         count = min(config.lm_eval_windows, (len(codes) - 1) // (context + 1))
         stride = (len(codes) - 1) // count
         starts = np.arange(count) * stride
-        return torch.from_numpy(np.stack([codes[s:s + context + 1] for s in starts]).astype(np.int64))
+        return torch.from_numpy(np.stack([codes[s : s + context + 1] for s in starts]).astype(np.int64))
 
     val_windows, test_windows = windows(text["val"]), windows(text["test"])
     train_windows = windows(text["train"])
@@ -305,8 +370,9 @@ def train_lm(optimizer: str, hp: Dict[str, Any], text: Dict[str, np.ndarray], co
     rng = np.random.default_rng(seed + 104729)
     offsets = torch.arange(context + 1)
     checkpoints = set(np.linspace(1, steps, num=min(10, steps), dtype=int).tolist())
-    batch_starts = (torch.from_numpy(rng.integers(0, len(train) - context - 1, size=config.lm_batch))
-                    for _ in range(steps))
+    batch_starts = (
+        torch.from_numpy(rng.integers(0, len(train) - context - 1, size=config.lm_batch)) for _ in range(steps)
+    )
 
     def step(starts) -> float:
         batch = train[starts[:, None] + offsets]
@@ -322,10 +388,26 @@ def train_lm(optimizer: str, hp: Dict[str, Any], text: Dict[str, np.ndarray], co
 
     loop = demo.training_loop(batch_starts, step, checkpoint, on_step)
     val_loss, test_loss, final_loss = evaluate(val_windows), evaluate(test_windows), evaluate(train_windows)
-    perplexity = (lambda x: math.exp(min(x, 50.0)) if math.isfinite(x) else float("inf"))
-    return RunResult(optimizer, config.lm_batch, seed, dict(hp), len(loop.losses), initial,
-                     final_loss, perplexity(val_loss), perplexity(test_loss), val_loss, loop.elapsed,
-                     loop.losses, loop.curve, loop.diverged or not math.isfinite(val_loss))
+
+    def perplexity(x):
+        return math.exp(min(x, 50.0)) if math.isfinite(x) else float("inf")
+
+    return RunResult(
+        optimizer,
+        config.lm_batch,
+        seed,
+        dict(hp),
+        len(loop.losses),
+        initial,
+        final_loss,
+        perplexity(val_loss),
+        perplexity(test_loss),
+        val_loss,
+        loop.elapsed,
+        loop.losses,
+        loop.curve,
+        loop.diverged or not math.isfinite(val_loss),
+    )
 
 
 # ---------------------------------------------------------------------------------------- keras (digits)
@@ -346,17 +428,16 @@ def _keras_optimizer(name: str, hp: Dict[str, Any], steps: int):
 
     import keras
 
-    schedule = keras.optimizers.schedules.PolynomialDecay(hp["lr"], decay_steps=steps, end_learning_rate=0.0,
-                                                          power=1.0)
+    schedule = keras.optimizers.schedules.PolynomialDecay(hp["lr"], decay_steps=steps, end_learning_rate=0.0, power=1.0)
     if name in ("Adam", "AdamW"):
-        kwargs = {"learning_rate": schedule, "beta_1": hp["betas"][0], "beta_2": hp["betas"][1],
-                  "epsilon": hp["eps"]}
+        kwargs = {"learning_rate": schedule, "beta_1": hp["betas"][0], "beta_2": hp["betas"][1], "epsilon": hp["eps"]}
         if name == "AdamW":
             kwargs["weight_decay"] = hp["weight_decay"]
         return getattr(keras.optimizers, name)(**kwargs)
     if name == "SGD":
-        return keras.optimizers.SGD(learning_rate=schedule, momentum=hp["momentum"],
-                                    weight_decay=hp["weight_decay"] or None)
+        return keras.optimizers.SGD(
+            learning_rate=schedule, momentum=hp["momentum"], weight_decay=hp["weight_decay"] or None
+        )
     cls = getattr(importlib.import_module("backends.keras"), name)
     kwargs = {key: value for key, value in hp.items() if key != "lr"}
     parameters = inspect.signature(cls).parameters
@@ -364,22 +445,39 @@ def _keras_optimizer(name: str, hp: Dict[str, Any], steps: int):
     return cls(**kwargs)
 
 
-def train_keras_classifier(kind: str, optimizer: str, hp: Dict[str, Any], data: DigitsSplit, batch_size: int,
-                           steps: int, seed: int, eval_every: int = 0,
-                           on_step: Optional[Callable[[], None]] = None) -> RunResult:
+def train_keras_classifier(
+    kind: str,
+    optimizer: str,
+    hp: Dict[str, Any],
+    data: DigitsSplit,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    eval_every: int = 0,
+    on_step: Optional[Callable[[], None]] = None,
+) -> RunResult:
     """The Keras twin of ``demo.train_torch_classifier`` (``backends.keras`` optimizers, Keras builtins)."""
     import keras
 
     keras.utils.set_random_seed(seed)
     layers = keras.layers
     if kind == "mlp":
-        model = keras.Sequential([keras.Input((64,))] + [layers.Dense(w, activation="relu") for w in demo.MLP_HIDDEN]
-                                 + [layers.Dense(10)])
+        model = keras.Sequential(
+            [keras.Input((64,))] + [layers.Dense(w, activation="relu") for w in demo.MLP_HIDDEN] + [layers.Dense(10)]
+        )
         shape: Tuple[int, ...] = (-1, 64)
     else:
-        model = keras.Sequential([keras.Input((8, 8, 1)), layers.Conv2D(16, 3, padding="same", activation="relu"),
-                                  layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(2),
-                                  layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(10)])
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 1)),
+                layers.Conv2D(16, 3, padding="same", activation="relu"),
+                layers.Conv2D(32, 3, padding="same", activation="relu"),
+                layers.MaxPooling2D(2),
+                layers.Flatten(),
+                layers.Dense(64, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
         shape = (-1, 8, 8, 1)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=_keras_optimizer(optimizer, hp, steps), loss=loss_fn)
@@ -410,8 +508,22 @@ def train_keras_classifier(kind: str, optimizer: str, hp: Dict[str, Any], data: 
     final, _ = evaluate(data.x_train, data.y_train)
     val_loss, val_acc = evaluate(data.x_val, data.y_val)
     _, test_acc = evaluate(data.x_test, data.y_test)
-    return RunResult(optimizer, batch_size, seed, dict(hp), len(losses), initial, final, val_acc, test_acc,
-                     val_loss, elapsed, losses, curve, diverged or not math.isfinite(final))
+    return RunResult(
+        optimizer,
+        batch_size,
+        seed,
+        dict(hp),
+        len(losses),
+        initial,
+        final,
+        val_acc,
+        test_acc,
+        val_loss,
+        elapsed,
+        losses,
+        curve,
+        diverged or not math.isfinite(final),
+    )
 
 
 # ------------------------------------------------------------------------------------------------- tasks
@@ -466,18 +578,37 @@ def _run_task(task: Task, hp: Dict[str, Any], on_step: Optional[Callable[[], Non
         data: DigitsSplit = _WORKER["digits"]
         steps, per_epoch = _steps_for(config, task.batch_size, len(data.y_train))
         if config.backend == "keras":
-            result = train_keras_classifier(task.model, task.optimizer, hp, data, task.batch_size, steps, task.seed,
-                                            eval_every=per_epoch, on_step=on_step)
+            result = train_keras_classifier(
+                task.model,
+                task.optimizer,
+                hp,
+                data,
+                task.batch_size,
+                steps,
+                task.seed,
+                eval_every=per_epoch,
+                on_step=on_step,
+            )
         else:
             factory, reshape = digits_model(task.model)
-            result = demo.train_torch_classifier(factory, task.optimizer, hp, data, task.batch_size, steps,
-                                                 task.seed, eval_every=per_epoch, reshape=reshape,
-                                                 on_step=on_step)
+            result = demo.train_torch_classifier(
+                factory,
+                task.optimizer,
+                hp,
+                data,
+                task.batch_size,
+                steps,
+                task.seed,
+                eval_every=per_epoch,
+                reshape=reshape,
+                on_step=on_step,
+            )
     record = dataclasses.asdict(result)
     record["task"] = dataclasses.asdict(task)
     record["batch_losses"] = [float(f"{v:.5g}") for v in _thin(record["batch_losses"], 200)]
-    record["curve"] = [(step, float(f"{seconds:.4g}"), float(f"{metric:.5g}"))
-                       for step, seconds, metric in record["curve"]]
+    record["curve"] = [
+        (step, float(f"{seconds:.4g}"), float(f"{metric:.5g}")) for step, seconds, metric in record["curve"]
+    ]
     return json.loads(json.dumps(record))  # the same form as a record read back from the cache
 
 
@@ -511,8 +642,12 @@ class Runner:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor
 
-            self.pool = ProcessPoolExecutor(config.jobs, mp_context=multiprocessing.get_context("fork"),
-                                            initializer=_worker_init, initargs=(config, threads or 1))
+            self.pool = ProcessPoolExecutor(
+                config.jobs,
+                mp_context=multiprocessing.get_context("fork"),
+                initializer=_worker_init,
+                initargs=(config, threads or 1),
+            )
         else:
             _worker_init(config, threads)
 
@@ -574,6 +709,7 @@ def available_optimizers(config: StudyConfig) -> Tuple[List[str], Dict[str, str]
 
 def _select(records: Sequence[Dict[str, Any]], higher_is_better: bool) -> int:
     """Index of the best trial: validation metric first, then validation loss; diverged runs lose."""
+
     def score(record: Dict[str, Any]) -> Tuple[float, float]:
         metric = record["val_accuracy"]
         if record["diverged"] or not math.isfinite(metric):
@@ -589,8 +725,9 @@ def study_settings(config: StudyConfig, n_train: int) -> List[Tuple[str, int]]:
     return [(model, b) for model in config.digits_models for b in sizes]
 
 
-def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: bool = False,
-              log: Callable[[str], None] = print) -> Dict[str, Any]:
+def run_study(
+    config: StudyConfig, cache_path: Optional[str] = None, resume: bool = False, log: Callable[[str], None] = print
+) -> Dict[str, Any]:
     """Runs the whole study.
 
     Args:
@@ -610,9 +747,16 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
 
     data = demo.load_digits_split()
     n_train = len(data.y_train)
-    results: Dict[str, Any] = {"digits": [], "lm": [], "matched": [], "lm_matched": [], "lm_files": [],
-                               "missing": {}, "keras_skipped": "",
-                               "n_train": n_train}
+    results: Dict[str, Any] = {
+        "digits": [],
+        "lm": [],
+        "matched": [],
+        "lm_matched": [],
+        "lm_files": [],
+        "missing": {},
+        "keras_skipped": "",
+        "n_train": n_train,
+    }
     digits = True
     if config.backend == "keras":
         ok, reason = keras_available()
@@ -639,25 +783,63 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
     total += len(settings) * len(seeds) * matched + config.lm_seeds * ({"ALTO", "Lamb"} <= set(lm_names))
     runner = Runner(config, cache_path, resume)
     try:
-        with tqdm(total=total, desc="valley bench generalization", unit="run", disable=not config.progress,
-                  file=sys.stderr, mininterval=1.0) as bar:
+        with tqdm(
+            total=total,
+            desc="valley bench generalization",
+            unit="run",
+            disable=not config.progress,
+            file=sys.stderr,
+            mininterval=1.0,
+        ) as bar:
             for model, batch_size in settings:
                 for name in digits_optimizers(batch_size):
                     grid = tuning_grid(name, batch_size, config.grid)
-                    results["digits"].append(_tune_and_test(
-                        runner, bar, "digits", model, batch_size, name, grid, seeds, higher_is_better=True))
+                    results["digits"].append(
+                        _tune_and_test(
+                            runner, bar, "digits", model, batch_size, name, grid, seeds, higher_is_better=True
+                        )
+                    )
                 if matched:
-                    results["matched"].append(_alto_at_lamb_lr(runner, bar, results["digits"], "digits", model,
-                                                               batch_size, tuning_grid("ALTO", batch_size, 2)[0],
-                                                               seeds))
+                    results["matched"].append(
+                        _alto_at_lamb_lr(
+                            runner,
+                            bar,
+                            results["digits"],
+                            "digits",
+                            model,
+                            batch_size,
+                            tuning_grid("ALTO", batch_size, 2)[0],
+                            seeds,
+                        )
+                    )
             for name in lm_names:
                 grid = lm_tuning_grid(name, config.lm_grid)
-                results["lm"].append(_tune_and_test(runner, bar, "lm", "transformer", config.lm_batch, name, grid,
-                                                    list(range(config.lm_seeds)), higher_is_better=False))
+                results["lm"].append(
+                    _tune_and_test(
+                        runner,
+                        bar,
+                        "lm",
+                        "transformer",
+                        config.lm_batch,
+                        name,
+                        grid,
+                        list(range(config.lm_seeds)),
+                        higher_is_better=False,
+                    )
+                )
             if {"ALTO", "Lamb"} <= set(lm_names):
-                results["lm_matched"].append(_alto_at_lamb_lr(runner, bar, results["lm"], "lm", "transformer",
-                                                              config.lm_batch, lm_tuning_grid("ALTO", 2)[0],
-                                                              list(range(config.lm_seeds))))
+                results["lm_matched"].append(
+                    _alto_at_lamb_lr(
+                        runner,
+                        bar,
+                        results["lm"],
+                        "lm",
+                        "transformer",
+                        config.lm_batch,
+                        lm_tuning_grid("ALTO", 2)[0],
+                        list(range(config.lm_seeds)),
+                    )
+                )
     finally:
         runner.close()
     results["runs_reused"], results["runs_computed"] = runner.reused, runner.computed
@@ -665,36 +847,70 @@ def run_study(config: StudyConfig, cache_path: Optional[str] = None, resume: boo
     return results
 
 
-def _tune_and_test(runner: Runner, bar: Any, part: str, model: str, batch_size: int, name: str,
-                   grid: List[Dict[str, Any]], seeds: List[int], higher_is_better: bool) -> Dict[str, Any]:
-    tuning = runner.run([(Task(part, model, batch_size, name, i, seeds[0]), hp) for i, hp in enumerate(grid)],
-                        bar)
+def _tune_and_test(
+    runner: Runner,
+    bar: Any,
+    part: str,
+    model: str,
+    batch_size: int,
+    name: str,
+    grid: List[Dict[str, Any]],
+    seeds: List[int],
+    higher_is_better: bool,
+) -> Dict[str, Any]:
+    tuning = runner.run([(Task(part, model, batch_size, name, i, seeds[0]), hp) for i, hp in enumerate(grid)], bar)
     best = _select(tuning, higher_is_better)
     finals = [tuning[best]] + runner.run(
-        [(Task(part, model, batch_size, name, best, seed), grid[best]) for seed in seeds[1:]], bar)
-    return {"model": model, "batch_size": batch_size, "optimizer": name, "selected": best,
-            "hyperparameters": grid[best], "grid": grid,
-            "trial_val": [record["val_accuracy"] for record in tuning],
-            "trial_diverged": [record["diverged"] for record in tuning], "finals": finals}
+        [(Task(part, model, batch_size, name, best, seed), grid[best]) for seed in seeds[1:]], bar
+    )
+    return {
+        "model": model,
+        "batch_size": batch_size,
+        "optimizer": name,
+        "selected": best,
+        "hyperparameters": grid[best],
+        "grid": grid,
+        "trial_val": [record["val_accuracy"] for record in tuning],
+        "trial_diverged": [record["diverged"] for record in tuning],
+        "finals": finals,
+    }
 
 
 #: ``Task.trial`` offset of the diagnostic runs of ALTO at Lamb's selected learning rate.
 MATCHED_TRIAL = 100
 
 
-def _alto_at_lamb_lr(runner: Runner, bar: Any, entries: List[Dict[str, Any]], part: str, model: str,
-                     batch_size: int, alto_defaults: Dict[str, Any], seeds: List[int]) -> Dict[str, Any]:
+def _alto_at_lamb_lr(
+    runner: Runner,
+    bar: Any,
+    entries: List[Dict[str, Any]],
+    part: str,
+    model: str,
+    batch_size: int,
+    alto_defaults: Dict[str, Any],
+    seeds: List[int],
+) -> Dict[str, Any]:
     """A diagnostic outside the equal budget: ALTO with the paper's defaults for the batch size (beta1
     included) at the learning rate selected for Lamb, over the same seeds. It separates the E adaptor's
     effect from the coarser learning-rate grid ALTO gets under the equal budget."""
-    lamb = next(e for e in entries if e["model"] == model and e["batch_size"] == batch_size
-                and e["optimizer"] == "Lamb")
+    lamb = next(
+        e for e in entries if e["model"] == model and e["batch_size"] == batch_size and e["optimizer"] == "Lamb"
+    )
     hp = {**alto_defaults, "lr": lamb["hyperparameters"]["lr"]}
-    finals = runner.run([(Task(part, model, batch_size, "ALTO", MATCHED_TRIAL + lamb["selected"], seed), hp)
-                         for seed in seeds], bar)
-    return {"model": model, "batch_size": batch_size, "optimizer": "ALTO at Lamb's lr", "selected": 0,
-            "hyperparameters": hp, "grid": [hp], "trial_val": [finals[0]["val_accuracy"]],
-            "trial_diverged": [finals[0]["diverged"]], "finals": finals}
+    finals = runner.run(
+        [(Task(part, model, batch_size, "ALTO", MATCHED_TRIAL + lamb["selected"], seed), hp) for seed in seeds], bar
+    )
+    return {
+        "model": model,
+        "batch_size": batch_size,
+        "optimizer": "ALTO at Lamb's lr",
+        "selected": 0,
+        "hyperparameters": hp,
+        "grid": [hp],
+        "trial_val": [finals[0]["val_accuracy"]],
+        "trial_diverged": [finals[0]["diverged"]],
+        "finals": finals,
+    }
 
 
 def matched_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
@@ -703,19 +919,33 @@ def matched_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[s
     rows = []
     for key, matched_key, scale, unit in (("digits", "matched", 100.0, "%"), ("lm", "lm_matched", 1.0, "ppl")):
         for entry in results.get(matched_key, []):
+
             def find(name: str) -> Dict[str, Any]:
-                return summarize(next(e for e in results[key] if e["model"] == entry["model"]
-                                      and e["batch_size"] == entry["batch_size"] and e["optimizer"] == name))
+                return summarize(
+                    next(
+                        e
+                        for e in results[key]
+                        if e["model"] == entry["model"]
+                        and e["batch_size"] == entry["batch_size"]
+                        and e["optimizer"] == name
+                    )
+                )
 
             lamb, alto, at = find("Lamb"), find("ALTO"), summarize(entry)
-            rows.append({"model": entry["model"].upper(), "batch": str(entry["batch_size"]),
-                         "lr": str(entry["hyperparameters"]["lr"]),
-                         "Lamb": f"{scale * lamb['test'][0]:.2f} ± {scale * lamb['test'][1]:.2f} {unit}",
-                         "ALTO (equal budget)": f"{scale * alto['test'][0]:.2f} ± {scale * alto['test'][1]:.2f} {unit}",
-                         "ALTO at Lamb's lr": f"{scale * at['test'][0]:.2f} ± {scale * at['test'][1]:.2f} {unit}",
-                         "ALTO at Lamb's lr - Lamb": f"{scale * (at['test'][0] - lamb['test'][0]):+.2f} {unit}",
-                         "part": key, "gap": at["test"][0] - lamb["test"][0],
-                         "spread": math.hypot(at["test"][1], lamb["test"][1])})
+            rows.append(
+                {
+                    "model": entry["model"].upper(),
+                    "batch": str(entry["batch_size"]),
+                    "lr": str(entry["hyperparameters"]["lr"]),
+                    "Lamb": f"{scale * lamb['test'][0]:.2f} ± {scale * lamb['test'][1]:.2f} {unit}",
+                    "ALTO (equal budget)": f"{scale * alto['test'][0]:.2f} ± {scale * alto['test'][1]:.2f} {unit}",
+                    "ALTO at Lamb's lr": f"{scale * at['test'][0]:.2f} ± {scale * at['test'][1]:.2f} {unit}",
+                    "ALTO at Lamb's lr - Lamb": f"{scale * (at['test'][0] - lamb['test'][0]):+.2f} {unit}",
+                    "part": key,
+                    "gap": at["test"][0] - lamb["test"][0],
+                    "spread": math.hypot(at["test"][1], lamb["test"][1]),
+                }
+            )
     return rows, columns
 
 
@@ -729,10 +959,16 @@ def summarize(entry: Dict[str, Any]) -> Dict[str, Any]:
     test = mean_std([r["test_accuracy"] for r in ok]) if ok else (math.nan, math.nan)
     val = mean_std([r["val_accuracy"] for r in ok]) if ok else (math.nan, math.nan)
     loss = mean_std([r["final_train_loss"] for r in ok]) if ok else (math.nan, math.nan)
-    return {"test": test, "val": val, "train_loss": loss, "initial_loss": mean_std([r["initial_train_loss"]
-                                                                                     for r in finals])[0],
-            "time": mean_std([r["wall_time"] for r in finals])[0], "diverged": len(finals) - len(ok),
-            "n": len(finals), "steps": finals[0]["steps"]}
+    return {
+        "test": test,
+        "val": val,
+        "train_loss": loss,
+        "initial_loss": mean_std([r["initial_train_loss"] for r in finals])[0],
+        "time": mean_std([r["wall_time"] for r in finals])[0],
+        "diverged": len(finals) - len(ok),
+        "n": len(finals),
+        "steps": finals[0]["steps"],
+    }
 
 
 def _hp_text(hp: Dict[str, Any], name: str) -> str:
@@ -743,22 +979,36 @@ def _hp_text(hp: Dict[str, Any], name: str) -> str:
 def digits_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Rows of the digits table (one per model, batch size and optimizer) and its columns."""
     n_train = results["n_train"]
-    columns = ["model", "batch", "optimizer", "test accuracy (%)", "val accuracy (%)", "final train loss",
-               "selected", "steps", "train s/run"]
+    columns = [
+        "model",
+        "batch",
+        "optimizer",
+        "test accuracy (%)",
+        "val accuracy (%)",
+        "final train loss",
+        "selected",
+        "steps",
+        "train s/run",
+    ]
     rows = []
     for entry in results["digits"]:
         s = summarize(entry)
         b = entry["batch_size"]
-        rows.append({
-            "model": entry["model"].upper(), "batch": f"{b} (full)" if b == n_train else str(b),
-            "optimizer": entry["optimizer"],
-            "test accuracy (%)": f"{100 * s['test'][0]:.2f} ± {100 * s['test'][1]:.2f}",
-            "val accuracy (%)": f"{100 * s['val'][0]:.2f} ± {100 * s['val'][1]:.2f}",
-            "final train loss": f"{s['train_loss'][0]:.4f}",
-            "selected": _hp_text(entry["hyperparameters"], entry["optimizer"]),
-            "steps": str(s["steps"]), "train s/run": f"{s['time']:.2f}",
-            "summary": s, "entry": entry,
-        })
+        rows.append(
+            {
+                "model": entry["model"].upper(),
+                "batch": f"{b} (full)" if b == n_train else str(b),
+                "optimizer": entry["optimizer"],
+                "test accuracy (%)": f"{100 * s['test'][0]:.2f} ± {100 * s['test'][1]:.2f}",
+                "val accuracy (%)": f"{100 * s['val'][0]:.2f} ± {100 * s['val'][1]:.2f}",
+                "final train loss": f"{s['train_loss'][0]:.4f}",
+                "selected": _hp_text(entry["hyperparameters"], entry["optimizer"]),
+                "steps": str(s["steps"]),
+                "train s/run": f"{s['time']:.2f}",
+                "summary": s,
+                "entry": entry,
+            }
+        )
         if s["diverged"]:
             rows[-1]["test accuracy (%)"] += f" ({s['diverged']} diverged)"
     return rows, columns
@@ -766,17 +1016,29 @@ def digits_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[st
 
 def lm_table(results: Dict[str, Any]) -> Tuple[List[Dict[str, Any]], List[str]]:
     """Rows of the language-model table and its columns."""
-    columns = ["optimizer", "test perplexity", "val perplexity", "final train loss (nats/char)", "selected",
-               "train s/run"]
+    columns = [
+        "optimizer",
+        "test perplexity",
+        "val perplexity",
+        "final train loss (nats/char)",
+        "selected",
+        "train s/run",
+    ]
     rows = []
     for entry in results["lm"]:
         s = summarize(entry)
-        rows.append({"optimizer": entry["optimizer"],
-                     "test perplexity": f"{s['test'][0]:.3f} ± {s['test'][1]:.3f}",
-                     "val perplexity": f"{s['val'][0]:.3f} ± {s['val'][1]:.3f}",
-                     "final train loss (nats/char)": f"{s['train_loss'][0]:.4f}",
-                     "selected": _hp_text(entry["hyperparameters"], entry["optimizer"]),
-                     "train s/run": f"{s['time']:.1f}", "summary": s, "entry": entry})
+        rows.append(
+            {
+                "optimizer": entry["optimizer"],
+                "test perplexity": f"{s['test'][0]:.3f} ± {s['test'][1]:.3f}",
+                "val perplexity": f"{s['val'][0]:.3f} ± {s['val'][1]:.3f}",
+                "final train loss (nats/char)": f"{s['train_loss'][0]:.4f}",
+                "selected": _hp_text(entry["hyperparameters"], entry["optimizer"]),
+                "train s/run": f"{s['time']:.1f}",
+                "summary": s,
+                "entry": entry,
+            }
+        )
     return rows, columns
 
 
@@ -788,8 +1050,17 @@ def time_to_accuracy(results: Dict[str, Any], margin: float = 0.01) -> Tuple[Lis
     The last column gives the steps of the diagnostic runs (ALTO at Lamb's selected learning rate) to the
     same target.
     """
-    columns = ["model", "batch", "target (%)", "ALTO steps", "Lamb steps", "ALTO s", "Lamb s",
-               "time saved by ALTO", "ALTO at Lamb's lr steps"]
+    columns = [
+        "model",
+        "batch",
+        "target (%)",
+        "ALTO steps",
+        "Lamb steps",
+        "ALTO s",
+        "Lamb s",
+        "time saved by ALTO",
+        "ALTO at Lamb's lr steps",
+    ]
     rows = []
     by_key = {(e["model"], e["batch_size"], e["optimizer"]): e for e in results["digits"]}
     by_key.update({(e["model"], e["batch_size"], "matched"): e for e in results.get("matched", [])})
@@ -855,37 +1126,48 @@ def verdict(results: Dict[str, Any]) -> List[str]:
         best = max((v["test"][0], k[2]) for k, v in by_key.items() if k[:2] == (model, b))
         best_count += best[1] == "ALTO"
     if compared:
-        lines.append(f"Digits: ALTO's mean test accuracy is higher than Lamb's in {wins} of {compared} settings "
-                     f"(model x batch size); by more than one combined standard deviation in {clear_wins}, and "
-                     f"lower by more than one in {clear_losses}. At the largest batch (the whole training split) "
-                     f"ALTO is ahead of Lamb in {large_wins} of {large_compared}. ALTO has the best mean test "
-                     f"accuracy of all optimizers in {best_count} of {compared} settings.")
+        lines.append(
+            f"Digits: ALTO's mean test accuracy is higher than Lamb's in {wins} of {compared} settings "
+            f"(model x batch size); by more than one combined standard deviation in {clear_wins}, and "
+            f"lower by more than one in {clear_losses}. At the largest batch (the whole training split) "
+            f"ALTO is ahead of Lamb in {large_wins} of {large_compared}. ALTO has the best mean test "
+            f"accuracy of all optimizers in {best_count} of {compared} settings."
+        )
         beats = clear_wins > compared / 2 and clear_losses == 0
-        lines.append("**ALTO beats Lamb on digits here.**" if beats else
-                     "**ALTO does not clearly beat Lamb on digits here**: the differences are mostly within the "
-                     "seed-to-seed spread, or go the other way.")
+        lines.append(
+            "**ALTO beats Lamb on digits here.**"
+            if beats
+            else "**ALTO does not clearly beat Lamb on digits here**: the differences are mostly within the "
+            "seed-to-seed spread, or go the other way."
+        )
     rows, _ = matched_table(results)
     digit_rows = [row for row in rows if row["part"] == "digits"]
     if digit_rows:
         ahead = sum(row["gap"] > 0 for row in digit_rows)
         clear = sum(abs(row["gap"]) > row["spread"] for row in digit_rows)
-        lines.append(f"Same learning rate (a diagnostic outside the equal budget): ALTO with the paper's defaults "
-                     f"at the lr selected for Lamb is ahead of Lamb in {ahead} of {len(digit_rows)} digits "
-                     f"settings; the difference exceeds one combined standard deviation in {clear}.")
+        lines.append(
+            f"Same learning rate (a diagnostic outside the equal budget): ALTO with the paper's defaults "
+            f"at the lr selected for Lamb is ahead of Lamb in {ahead} of {len(digit_rows)} digits "
+            f"settings; the difference exceeds one combined standard deviation in {clear}."
+        )
     lm = {e["optimizer"]: summarize(e) for e in results["lm"]}
     if "ALTO" in lm and "Lamb" in lm:
-        a, l = lm["ALTO"]["test"], lm["Lamb"]["test"]
-        better = a[0] < l[0]
-        clear = abs(a[0] - l[0]) > math.hypot(a[1], l[1])
+        a, b = lm["ALTO"]["test"], lm["Lamb"]["test"]
+        better = a[0] < b[0]
+        clear = abs(a[0] - b[0]) > math.hypot(a[1], b[1])
         best_name = min(lm, key=lambda k: lm[k]["test"][0])
-        lines.append(f"Language model: ALTO's test perplexity {a[0]:.3f} ± {a[1]:.3f} vs Lamb's {l[0]:.3f} ± "
-                     f"{l[1]:.3f}: ALTO is {'better' if better else 'not better'}"
-                     f"{' (by more than one combined standard deviation)' if clear else ' (within the spread)'};"
-                     f" the best of {', '.join(lm)} is {best_name}.")
+        lines.append(
+            f"Language model: ALTO's test perplexity {a[0]:.3f} ± {a[1]:.3f} vs Lamb's {b[0]:.3f} ± "
+            f"{b[1]:.3f}: ALTO is {'better' if better else 'not better'}"
+            f"{' (by more than one combined standard deviation)' if clear else ' (within the spread)'};"
+            f" the best of {', '.join(lm)} is {best_name}."
+        )
         for entry in results.get("lm_matched", []):
             m = summarize(entry)["test"]
-            lines.append(f"Language model at Lamb's learning rate ({entry['hyperparameters']['lr']}): ALTO (paper's "
-                         f"large-batch defaults) {m[0]:.3f} ± {m[1]:.3f} vs Lamb {l[0]:.3f} ± {l[1]:.3f}.")
+            lines.append(
+                f"Language model at Lamb's learning rate ({entry['hyperparameters']['lr']}): ALTO (paper's "
+                f"large-batch defaults) {m[0]:.3f} ± {m[1]:.3f} vs Lamb {b[0]:.3f} ± {b[1]:.3f}."
+            )
     return lines
 
 
@@ -900,20 +1182,35 @@ def plot_digits(results: Dict[str, Any], path: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         for name in dict.fromkeys(e["optimizer"] for e in results["digits"]):
-            entries = sorted((e for e in results["digits"] if e["model"] == model and e["optimizer"] == name),
-                             key=lambda e: e["batch_size"])
+            entries = sorted(
+                (e for e in results["digits"] if e["model"] == model and e["optimizer"] == name),
+                key=lambda e: e["batch_size"],
+            )
             if not entries:
                 continue
             stats = [summarize(e)["test"] for e in entries]
-            ax.errorbar([e["batch_size"] for e in entries], [100 * s[0] for s in stats],
-                        yerr=[100 * s[1] for s in stats], marker="o", capsize=3, label=name,
-                        linewidth=2.2 if name in ("ALTO", "Lamb") else 1.0)
+            ax.errorbar(
+                [e["batch_size"] for e in entries],
+                [100 * s[0] for s in stats],
+                yerr=[100 * s[1] for s in stats],
+                marker="o",
+                capsize=3,
+                label=name,
+                linewidth=2.2 if name in ("ALTO", "Lamb") else 1.0,
+            )
         matched = sorted((e for e in results.get("matched", []) if e["model"] == model), key=lambda e: e["batch_size"])
         if matched:
             stats = [summarize(e)["test"] for e in matched]
-            ax.errorbar([e["batch_size"] for e in matched], [100 * s[0] for s in stats],
-                        yerr=[100 * s[1] for s in stats], marker="x", capsize=3, linestyle="--", color="black",
-                        label="ALTO at Lamb's lr (diagnostic)")
+            ax.errorbar(
+                [e["batch_size"] for e in matched],
+                [100 * s[0] for s in stats],
+                yerr=[100 * s[1] for s in stats],
+                marker="x",
+                capsize=3,
+                linestyle="--",
+                color="black",
+                label="ALTO at Lamb's lr (diagnostic)",
+            )
         ax.set_xscale("log", base=2)
         ax.set_xlabel("batch size")
         ax.set_ylabel("test accuracy (%)")
@@ -926,7 +1223,7 @@ def plot_digits(results: Dict[str, Any], path: str) -> None:
 
 
 def plot_time_to_accuracy(results: Dict[str, Any], path: str) -> None:
-    """Test accuracy vs training step, ALTO vs Lamb (and AdamW, SGD), at the largest batch of each model (seed means)."""
+    """Test accuracy vs training step, ALTO vs Lamb (and AdamW, SGD), at each model's largest batch (seed means)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -937,8 +1234,11 @@ def plot_time_to_accuracy(results: Dict[str, Any], path: str) -> None:
     for ax, model in zip(axes[0], models):
         largest = max(e["batch_size"] for e in results["digits"] if e["model"] == model)
         for e in results["digits"] + results.get("matched", []):
-            if e["model"] != model or e["batch_size"] != largest or e["optimizer"] not in (
-                    "ALTO", "Lamb", "AdamW", "SGD", "ALTO at Lamb's lr"):
+            if (
+                e["model"] != model
+                or e["batch_size"] != largest
+                or e["optimizer"] not in ("ALTO", "Lamb", "AdamW", "SGD", "ALTO at Lamb's lr")
+            ):
                 continue
             length = min(len(r["curve"]) for r in e["finals"])
             if not length:
@@ -946,8 +1246,13 @@ def plot_time_to_accuracy(results: Dict[str, Any], path: str) -> None:
             steps = [p[0] for p in e["finals"][0]["curve"][:length]]
             acc = np.mean([[p[2] for p in r["curve"][:length]] for r in e["finals"]], axis=0)
             style = {"color": "black", "linestyle": "--"} if e["optimizer"] == "ALTO at Lamb's lr" else {}
-            ax.plot(steps, 100 * acc, label=e["optimizer"], linewidth=2.2 if e["optimizer"] in ("ALTO", "Lamb")
-                    else 1.0, **style)
+            ax.plot(
+                steps,
+                100 * acc,
+                label=e["optimizer"],
+                linewidth=2.2 if e["optimizer"] in ("ALTO", "Lamb") else 1.0,
+                **style,
+            )
         ax.set_xlabel("step")
         ax.set_ylabel("test accuracy (%), mean over seeds")
         ax.set_title(f"digits {model.upper()}, batch {largest}")
@@ -972,11 +1277,17 @@ def plot_lm(results: Dict[str, Any], path: str) -> None:
         losses = np.mean([r["batch_losses"][:length] for r in entry["finals"]], axis=0)
         steps = np.linspace(1, entry["finals"][0]["steps"], length)
         style = {"color": "black", "linestyle": "--"} if entry in results.get("lm_matched", []) else {}
-        line, = axes[0].plot(steps, losses, label=entry["optimizer"], **style)
+        (line,) = axes[0].plot(steps, losses, label=entry["optimizer"], **style)
         length = min(len(r["curve"]) for r in entry["finals"])
         perplexity = np.mean([[p[2] for p in r["curve"][:length]] for r in entry["finals"]], axis=0)
-        axes[1].plot([p[0] for p in entry["finals"][0]["curve"][:length]], perplexity, marker="o",
-                     color=line.get_color(), linestyle=line.get_linestyle(), label=entry["optimizer"])
+        axes[1].plot(
+            [p[0] for p in entry["finals"][0]["curve"][:length]],
+            perplexity,
+            marker="o",
+            color=line.get_color(),
+            linestyle=line.get_linestyle(),
+            label=entry["optimizer"],
+        )
     axes[0].set_xlabel("step")
     axes[0].set_ylabel("training loss (nats/char)")
     axes[1].set_xlabel("step")
@@ -1003,8 +1314,13 @@ def _versions() -> str:
         except metadata.PackageNotFoundError:
             continue
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=os.path.dirname(os.path.abspath(__file__)), timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.abspath(__file__)),
+            timeout=10,
+        ).stdout.strip()
         if commit:
             parts.append(f"git {commit}")
     except Exception:  # noqa: BLE001
@@ -1012,136 +1328,197 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
-def render_markdown(results: Dict[str, Any], config: StudyConfig, command: str, elapsed: float,
-                    plots: Dict[str, str]) -> str:
+def render_markdown(
+    results: Dict[str, Any], config: StudyConfig, command: str, elapsed: float, plots: Dict[str, str]
+) -> str:
     """The text of ``results.md``: protocol, tables, verdict, plots, command, versions, date."""
     n_train = results["n_train"]
     digit_rows, digit_columns = digits_table(results)
     tta_rows, tta_columns = time_to_accuracy(results)
     lm_rows, lm_columns = lm_table(results)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    out = ["# Results: large-batch generalization", "",
-           "<!-- Generated by `valley bench generalization`; do not edit by hand: rerun the command. -->", "",
-           f"Generated {now} by `{command}` in {elapsed / 60:.1f} minutes"
-           + (f" ({results['runs_computed']} runs trained now, {results['runs_reused']} reused from "
-              f"`{plots['json']}`, written by an earlier invocation of the same configuration)."
-              if results.get("runs_reused") else ".")
-           + f" The {results.get('runs_reused', 0) + results.get('runs_computed', 0)} training runs took "
-           f"{results.get('train_seconds', 0.0) / 60:.1f} minutes of training steps in total (evaluation "
-           "excluded).", "",
-           f"Versions: {_versions()}. Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
-           f"(shared with other work while this ran: wall times are indicative only), {config.jobs} worker "
-           f"process(es).", "",
-           "The toy-landscape study (Goldstein-Price, Ackley, sharp/flat 1-D) is in "
-           "[results/landscapes.md](results/landscapes.md).", "",
-           "## Verdict", ""]
+    out = [
+        "# Results: large-batch generalization",
+        "",
+        "<!-- Generated by `valley bench generalization`; do not edit by hand: rerun the command. -->",
+        "",
+        f"Generated {now} by `{command}` in {elapsed / 60:.1f} minutes"
+        + (
+            f" ({results['runs_computed']} runs trained now, {results['runs_reused']} reused from "
+            f"`{plots['json']}`, written by an earlier invocation of the same configuration)."
+            if results.get("runs_reused")
+            else "."
+        )
+        + f" The {results.get('runs_reused', 0) + results.get('runs_computed', 0)} training runs took "
+        f"{results.get('train_seconds', 0.0) / 60:.1f} minutes of training steps in total (evaluation "
+        "excluded).",
+        "",
+        f"Versions: {_versions()}. Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
+        f"(shared with other work while this ran: wall times are indicative only), {config.jobs} worker "
+        f"process(es).",
+        "",
+        "The toy-landscape study (Goldstein-Price, Ackley, sharp/flat 1-D) is in "
+        "[results/landscapes.md](results/landscapes.md).",
+        "",
+        "## Verdict",
+        "",
+    ]
     out += [f"- {line}" for line in verdict(results)]
     tta_saved = [r["saved_steps"] for r in tta_rows if "saved_steps" in r]
     if tta_saved:
-        out.append(f"- Time-to-accuracy: ALTO needs fewer steps than Lamb to reach the target in "
-                   f"{sum(s > 0 for s in tta_saved)} of {len(tta_saved)} settings where both reach it "
-                   f"(median saving {100 * float(np.median(tta_saved)):+.1f} % of the steps; the paper reports "
-                   f"29.68 % of computation time saved on its own tasks). See the table for ALTO at Lamb's "
-                   "learning rate.")
+        out.append(
+            f"- Time-to-accuracy: ALTO needs fewer steps than Lamb to reach the target in "
+            f"{sum(s > 0 for s in tta_saved)} of {len(tta_saved)} settings where both reach it "
+            f"(median saving {100 * float(np.median(tta_saved)):+.1f} % of the steps; the paper reports "
+            f"29.68 % of computation time saved on its own tasks). See the table for ALTO at Lamb's "
+            "learning rate."
+        )
     if results["missing"]:
-        out.append("- Left out: " + "; ".join(f"{k} ({v})" for k, v in results["missing"].items())
-                   + (". Adam+CM was not included." if "AdamCM" in results["missing"] else "."))
+        out.append(
+            "- Left out: "
+            + "; ".join(f"{k} ({v})" for k, v in results["missing"].items())
+            + (". Adam+CM was not included." if "AdamCM" in results["missing"] else ".")
+        )
     if results["keras_skipped"]:
         out.append(f"- {results['keras_skipped']}: the digits part was skipped.")
-    out += ["", "## Protocol", "",
-            f"- Digits: scikit-learn's bundled 8x8 digits, a fixed stratified split of {n_train} training, "
-            f"{demo.VALIDATION_SIZE} validation and {demo.TEST_SIZE} test images (`valley_cli.demo."
-            f"load_digits_split`). Models: MLP 64-{'-'.join(map(str, demo.MLP_HIDDEN))}-10 (ReLU) and a CNN "
-            "(conv 3x3x16, conv 3x3x32, max-pool 2, dense 64, dense 10). Backend: "
-            f"{config.backend}.",
-            f"- Budget: {config.epochs} epochs at every batch size (batches drawn from a seeded permutation each "
-            "epoch, the last partial batch dropped), so a larger batch takes fewer steps. Every optimizer uses "
-            "linear learning-rate decay to zero over the run.",
-            f"- Equal tuning budget: {config.grid} trials per optimizer, setting and seed 0, selected on "
-            f"validation accuracy (ties: validation loss); then {config.seeds} seeds (0-{config.seeds - 1}) of the "
-            "selected trial, reported on test as mean ± sample standard deviation. Learning-rate grids (half-"
-            f"decade steps; from batch {LARGE_GRID_FROM} on, every grid starts one step higher): " + "; ".join(
-                f"{name} {list(LR_LADDER[GRID_START[name]:GRID_START[name] + config.grid])}"
-                for name in STUDY_OPTIMIZERS if name != "ALTO")
-            + f". ALTO: lr {list(LR_LADDER[GRID_START['ALTO']:GRID_START['ALTO'] + config.grid])[1::2]} (every "
-            "other point of Lamb's grid: the same range) x beta1 in {0.99, 0.9} (batch >= 1024, alpha = -5) or "
-            "{0.01, 0.5} (batch < 1024, alpha = 0.5); the other hyperparameters are the paper's defaults "
-            "for the batch size (`valley_core.defaults_for_batch_size`).",
-            "- Fixed hyperparameters: SGD momentum 0.9, weight decay 1e-4; Adam (0.9, 0.999), no weight decay; "
-            "AdamW (0.9, 0.999), decoupled weight decay 1e-4; Lamb betas (0.9, 0.99), eps 1e-6, weight decay "
-            "1e-4, trust_eps 1e-6, norm_eps 1e-10 (ALTO with alpha = 0); EAdam alpha 0.5, beta1 0.01 "
-            "(the paper's small-batch E), Adam's moments, run at batch sizes below 1024 only; Adam+CM its "
-            "defaults (Adam's moments, 5 critical momenta, priority decay 0.7).",
-            "- Implementations: ALTO, Lamb, EAdam (and Adam+CM) from `backends.torch` (`backends.keras` with "
-            "`--backend keras`), i.e. the `valley_core` definitions; SGD, Adam, AdamW are the framework's own.",
-            ]
+    out += [
+        "",
+        "## Protocol",
+        "",
+        f"- Digits: scikit-learn's bundled 8x8 digits, a fixed stratified split of {n_train} training, "
+        f"{demo.VALIDATION_SIZE} validation and {demo.TEST_SIZE} test images (`valley_cli.demo."
+        f"load_digits_split`). Models: MLP 64-{'-'.join(map(str, demo.MLP_HIDDEN))}-10 (ReLU) and a CNN "
+        "(conv 3x3x16, conv 3x3x32, max-pool 2, dense 64, dense 10). Backend: "
+        f"{config.backend}.",
+        f"- Budget: {config.epochs} epochs at every batch size (batches drawn from a seeded permutation each "
+        "epoch, the last partial batch dropped), so a larger batch takes fewer steps. Every optimizer uses "
+        "linear learning-rate decay to zero over the run.",
+        f"- Equal tuning budget: {config.grid} trials per optimizer, setting and seed 0, selected on "
+        f"validation accuracy (ties: validation loss); then {config.seeds} seeds (0-{config.seeds - 1}) of the "
+        "selected trial, reported on test as mean ± sample standard deviation. Learning-rate grids (half-"
+        f"decade steps; from batch {LARGE_GRID_FROM} on, every grid starts one step higher): "
+        + "; ".join(
+            f"{name} {list(LR_LADDER[GRID_START[name] : GRID_START[name] + config.grid])}"
+            for name in STUDY_OPTIMIZERS
+            if name != "ALTO"
+        )
+        + f". ALTO: lr {list(LR_LADDER[GRID_START['ALTO'] : GRID_START['ALTO'] + config.grid])[1::2]} (every "
+        "other point of Lamb's grid: the same range) x beta1 in {0.99, 0.9} (batch >= 1024, alpha = -5) or "
+        "{0.01, 0.5} (batch < 1024, alpha = 0.5); the other hyperparameters are the paper's defaults "
+        "for the batch size (`valley_core.defaults_for_batch_size`).",
+        "- Fixed hyperparameters: SGD momentum 0.9, weight decay 1e-4; Adam (0.9, 0.999), no weight decay; "
+        "AdamW (0.9, 0.999), decoupled weight decay 1e-4; Lamb betas (0.9, 0.99), eps 1e-6, weight decay "
+        "1e-4, trust_eps 1e-6, norm_eps 1e-10 (ALTO with alpha = 0); EAdam alpha 0.5, beta1 0.01 "
+        "(the paper's small-batch E), Adam's moments, run at batch sizes below 1024 only; Adam+CM its "
+        "defaults (Adam's moments, 5 critical momenta, priority decay 0.7).",
+        "- Implementations: ALTO, Lamb, EAdam (and Adam+CM) from `backends.torch` (`backends.keras` with "
+        "`--backend keras`), i.e. the `valley_core` definitions; SGD, Adam, AdamW are the framework's own.",
+    ]
     if results["lm"]:
         files = results["lm_files"]
         d_model, heads, layers, ff = config.lm_size
-        out.append(f"- Language model: a causal pre-norm transformer ({layers} layer(s), d_model {d_model}, {heads} "
-                   f"heads, feed-forward {ff}, learned positions, context {config.lm_context}) over ASCII "
-                   f"characters, on {len(files)} Python {platform.python_version()} standard-library files "
-                   f"({sum(n for _, n in files)} characters; each file split 90/5/5 % by position into "
-                   f"train/validation/test): {', '.join(name for name, _ in files)}. Batch {config.lm_batch} "
-                   f"sequences ({config.lm_batch * config.lm_context} characters) per step, {config.lm_steps} "
-                   f"steps, {config.lm_grid} trials per optimizer (ALTO: lr x beta1 in {{0.99, 0.9}}, alpha = "
-                   f"-5; the lr grids of the small digits batches), selected on validation perplexity, then {config.lm_seeds} seeds; perplexity on "
-                   f"{config.lm_eval_windows} fixed windows of each split.")
-    out += ["", "## Digits: test accuracy after tuning", "",
-            f"![test accuracy vs batch size]({plots['digits']})", "",
-            demo.format_table(digit_rows, digit_columns), "",
-            "Validation accuracy of every trial (seed 0), in grid order:", ""]
+        out.append(
+            f"- Language model: a causal pre-norm transformer ({layers} layer(s), d_model {d_model}, {heads} "
+            f"heads, feed-forward {ff}, learned positions, context {config.lm_context}) over ASCII "
+            f"characters, on {len(files)} Python {platform.python_version()} standard-library files "
+            f"({sum(n for _, n in files)} characters; each file split 90/5/5 % by position into "
+            f"train/validation/test): {', '.join(name for name, _ in files)}. Batch {config.lm_batch} "
+            f"sequences ({config.lm_batch * config.lm_context} characters) per step, {config.lm_steps} "
+            f"steps, {config.lm_grid} trials per optimizer (ALTO: lr x beta1 in {{0.99, 0.9}}, alpha = "
+            f"-5; the lr grids of the small digits batches), selected on validation perplexity, then "
+            f"{config.lm_seeds} seeds; perplexity on "
+            f"{config.lm_eval_windows} fixed windows of each split."
+        )
+    out += [
+        "",
+        "## Digits: test accuracy after tuning",
+        "",
+        f"![test accuracy vs batch size]({plots['digits']})",
+        "",
+        demo.format_table(digit_rows, digit_columns),
+        "",
+        "Validation accuracy of every trial (seed 0), in grid order:",
+        "",
+    ]
     for entry in results["digits"]:
-        trials = ", ".join(f"{_hp_text(hp, entry['optimizer'])}: "
-                           f"{'diverged' if div else f'{100 * v:.1f}'}"
-                           for hp, v, div in zip(entry["grid"], entry["trial_val"], entry["trial_diverged"]))
+        trials = ", ".join(
+            f"{_hp_text(hp, entry['optimizer'])}: {'diverged' if div else f'{100 * v:.1f}'}"
+            for hp, v, div in zip(entry["grid"], entry["trial_val"], entry["trial_diverged"])
+        )
         out.append(f"- {entry['model'].upper()} batch {entry['batch_size']} {entry['optimizer']}: {trials}")
-    out += ["", "## Time to accuracy: ALTO vs Lamb", "",
-            "Steps and training seconds (evaluation excluded) until the test accuracy, measured once per epoch, "
-            "first reaches the target; the target is 1 point below the lower of the two optimizers' mean final "
-            "accuracies (rounded down to 0.5 %). Means over the seeds that reach it (count in brackets). A "
-            "positive saving means ALTO got there first.", "",
-            f"![time to accuracy]({plots['time']})", "",
-            demo.format_table(tta_rows, tta_columns)]
-    out += ["", "## Limits", "",
-            "- Scale: 1197 training images and models of about 26k (MLP) and 38k (CNN) parameters; a 119k-"
-            "parameter language model trained for a few minutes. The paper's claims are about ImageNet- and "
-            "GPT-2-sized runs; these numbers test the same question on a CPU, not the paper's experiments.",
-            "- The tuning selects on one seed; a selected trial can be fragile on other seeds (large standard "
-            "deviations in the tables).",
-            "- Wall times come from a shared 2-core machine with two worker processes: use the step counts for "
-            "comparisons, the seconds only as an indication."]
+    out += [
+        "",
+        "## Time to accuracy: ALTO vs Lamb",
+        "",
+        "Steps and training seconds (evaluation excluded) until the test accuracy, measured once per epoch, "
+        "first reaches the target; the target is 1 point below the lower of the two optimizers' mean final "
+        "accuracies (rounded down to 0.5 %). Means over the seeds that reach it (count in brackets). A "
+        "positive saving means ALTO got there first.",
+        "",
+        f"![time to accuracy]({plots['time']})",
+        "",
+        demo.format_table(tta_rows, tta_columns),
+    ]
+    out += [
+        "",
+        "## Limits",
+        "",
+        "- Scale: 1197 training images and models of about 26k (MLP) and 38k (CNN) parameters; a 119k-"
+        "parameter language model trained for a few minutes. The paper's claims are about ImageNet- and "
+        "GPT-2-sized runs; these numbers test the same question on a CPU, not the paper's experiments.",
+        "- The tuning selects on one seed; a selected trial can be fragile on other seeds (large standard "
+        "deviations in the tables).",
+        "- Wall times come from a shared 2-core machine with two worker processes: use the step counts for "
+        "comparisons, the seconds only as an indication.",
+    ]
     matched_rows, matched_columns = matched_table(results)
     if matched_rows:
-        out += ["", "## Diagnostic: ALTO at Lamb's learning rate", "",
-                "Outside the equal budget: ALTO with the paper's defaults for the batch size (alpha, beta1 ...) "
-                "at the learning rate selected for Lamb, same seeds. Under the equal budget ALTO's learning-rate "
-                "grid is coarser than Lamb's (half the points, as it also tunes beta1), so this row separates "
-                "the E adaptor's own effect from that. Test accuracy (digits) or test perplexity (LM), "
-                "mean ± std.", "", demo.format_table(matched_rows, matched_columns)]
+        out += [
+            "",
+            "## Diagnostic: ALTO at Lamb's learning rate",
+            "",
+            "Outside the equal budget: ALTO with the paper's defaults for the batch size (alpha, beta1 ...) "
+            "at the learning rate selected for Lamb, same seeds. Under the equal budget ALTO's learning-rate "
+            "grid is coarser than Lamb's (half the points, as it also tunes beta1), so this row separates "
+            "the E adaptor's own effect from that. Test accuracy (digits) or test perplexity (LM), "
+            "mean ± std.",
+            "",
+            demo.format_table(matched_rows, matched_columns),
+        ]
     if results["lm"]:
-        out += ["", "## Character-level language model (large batch)", "",
-                f"![language model]({plots['lm']})", "",
-                demo.format_table(lm_rows, lm_columns), "",
-                "Validation perplexity of every trial (seed 0): " + "; ".join(
-                    f"{e['optimizer']} " + ", ".join(f"{_hp_text(hp, e['optimizer'])}: "
-                                                     f"{'diverged' if div else f'{v:.3f}'}"
-                                                     for hp, v, div in zip(e["grid"], e["trial_val"],
-                                                                           e["trial_diverged"]))
-                    for e in results["lm"])]
+        out += [
+            "",
+            "## Character-level language model (large batch)",
+            "",
+            f"![language model]({plots['lm']})",
+            "",
+            demo.format_table(lm_rows, lm_columns),
+            "",
+            "Validation perplexity of every trial (seed 0): "
+            + "; ".join(
+                f"{e['optimizer']} "
+                + ", ".join(
+                    f"{_hp_text(hp, e['optimizer'])}: {'diverged' if div else f'{v:.3f}'}"
+                    for hp, v, div in zip(e["grid"], e["trial_val"], e["trial_diverged"])
+                )
+                for e in results["lm"]
+            ),
+        ]
     reproduce = " ".join(part for part in command.split() if part not in ("--resume", "--no-progress"))
-    out += ["", "## Reproduce", "", "```", reproduce, "```", "",
-            f"Raw per-run records: `{plots['json']}`.", ""]
+    out += ["", "## Reproduce", "", "```", reproduce, "```", "", f"Raw per-run records: `{plots['json']}`.", ""]
     return "\n".join(out)
 
 
-def write_report(results: Dict[str, Any], config: StudyConfig, out_dir: str, command: str,
-                 elapsed: float) -> str:
+def write_report(results: Dict[str, Any], config: StudyConfig, out_dir: str, command: str, elapsed: float) -> str:
     """Writes ``results.md`` and its plots (under ``results/``) into ``out_dir``; returns the path."""
     figures = os.path.join(out_dir, "results")
     os.makedirs(figures, exist_ok=True)
-    plots = {"digits": "results/generalization_digits.png", "time": "results/generalization_time_to_accuracy.png",
-             "lm": "results/generalization_lm.png", "json": "results/generalization_runs.json"}
+    plots = {
+        "digits": "results/generalization_digits.png",
+        "time": "results/generalization_time_to_accuracy.png",
+        "lm": "results/generalization_lm.png",
+        "json": "results/generalization_runs.json",
+    }
     if results["digits"]:
         plot_digits(results, os.path.join(out_dir, plots["digits"]))
         plot_time_to_accuracy(results, os.path.join(out_dir, plots["time"]))
@@ -1160,26 +1537,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``valley bench generalization``."""
     defaults = StudyConfig()
     parser.add_argument("--quick", action="store_true", help="a tiny configuration for smoke tests (seconds)")
-    parser.add_argument("--backend", choices=("torch", "keras"), default="torch",
-                        help="framework of the digits part (the language model always uses torch)")
+    parser.add_argument(
+        "--backend",
+        choices=("torch", "keras"),
+        default="torch",
+        help="framework of the digits part (the language model always uses torch)",
+    )
     parser.add_argument("--out", default="docs", help="writes OUT/results.md and OUT/results/*.png (default docs)")
     parser.add_argument("--seeds", type=int, default=None, help=f"final seeds (default {defaults.seeds})")
     parser.add_argument("--epochs", type=int, default=None, help=f"digits epochs (default {defaults.epochs})")
-    parser.add_argument("--grid", type=int, default=None,
-                        help=f"trials per optimizer, even (default {defaults.grid})")
-    parser.add_argument("--batch-sizes", default=None,
-                        help="comma-separated digits batch sizes, 0 = whole training split (default 32,128,512,0)")
+    parser.add_argument("--grid", type=int, default=None, help=f"trials per optimizer, even (default {defaults.grid})")
+    parser.add_argument(
+        "--batch-sizes",
+        default=None,
+        help="comma-separated digits batch sizes, 0 = whole training split (default 32,128,512,0)",
+    )
     parser.add_argument("--models", default=None, help="comma-separated digits models (default mlp,cnn)")
-    parser.add_argument("--optimizers", default=None,
-                        help=f"comma-separated digits optimizers (default {','.join(STUDY_OPTIMIZERS)})")
-    parser.add_argument("--lm-steps", type=int, default=None, help=f"language-model steps (default "
-                                                                     f"{defaults.lm_steps})")
+    parser.add_argument(
+        "--optimizers", default=None, help=f"comma-separated digits optimizers (default {','.join(STUDY_OPTIMIZERS)})"
+    )
+    parser.add_argument(
+        "--lm-steps", type=int, default=None, help=f"language-model steps (default {defaults.lm_steps})"
+    )
     parser.add_argument("--no-lm", action="store_true", help="skip the language model")
     parser.add_argument("--no-digits", action="store_true", help="skip the digits part")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes (default min(2, cores))")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per process (default 1)")
-    parser.add_argument("--resume", action="store_true",
-                        help="reuse finished runs from OUT/results/generalization_runs.json")
+    parser.add_argument(
+        "--resume", action="store_true", help="reuse finished runs from OUT/results/generalization_runs.json"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -1218,7 +1604,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
 def _command_line(args: argparse.Namespace) -> str:
     argv = sys.argv[1:]
     if "generalization" in argv:
-        return "valley bench " + " ".join(argv[argv.index("generalization"):])
+        return "valley bench " + " ".join(argv[argv.index("generalization") :])
     return "valley bench generalization"
 
 

@@ -35,49 +35,61 @@ import numpy as np
 
 import valley_core as vc
 
-TABLE_COLUMNS = ("landscape", "optimizer", "starts", "steps", "lr", "reached global basin",
-                 "ended in sharp minimum", "median final f", "median final distance")
+TABLE_COLUMNS = (
+    "landscape",
+    "optimizer",
+    "starts",
+    "steps",
+    "lr",
+    "reached global basin",
+    "ended in sharp minimum",
+    "median final f",
+    "median final distance",
+)
 
 
 # --- the landscapes -------------------------------------------------------------------------------------
 
+
 def goldstein_price(points: np.ndarray) -> np.ndarray:
     """Goldstein-Price at ``points[..., :2]``."""
     x, y = points[..., 0], points[..., 1]
-    first = 1 + (x + y + 1) ** 2 * (19 - 14 * x + 3 * x ** 2 - 14 * y + 6 * x * y + 3 * y ** 2)
-    second = 30 + (2 * x - 3 * y) ** 2 * (18 - 32 * x + 12 * x ** 2 + 48 * y - 36 * x * y + 27 * y ** 2)
+    first = 1 + (x + y + 1) ** 2 * (19 - 14 * x + 3 * x**2 - 14 * y + 6 * x * y + 3 * y**2)
+    second = 30 + (2 * x - 3 * y) ** 2 * (18 - 32 * x + 12 * x**2 + 48 * y - 36 * x * y + 27 * y**2)
     return first * second
 
 
 def goldstein_price_gradient(points: np.ndarray) -> np.ndarray:
     x, y = points[..., 0], points[..., 1]
     a, c = x + y + 1, 2 * x - 3 * y
-    b = 19 - 14 * x + 3 * x ** 2 - 14 * y + 6 * x * y + 3 * y ** 2
-    d = 18 - 32 * x + 12 * x ** 2 + 48 * y - 36 * x * y + 27 * y ** 2
-    first, second = 1 + a ** 2 * b, 30 + c ** 2 * d
-    first_dx = 2 * a * b + a ** 2 * (-14 + 6 * x + 6 * y)
-    first_dy = 2 * a * b + a ** 2 * (-14 + 6 * x + 6 * y)
-    second_dx = 4 * c * d + c ** 2 * (-32 + 24 * x - 36 * y)
-    second_dy = -6 * c * d + c ** 2 * (48 - 36 * x + 54 * y)
+    b = 19 - 14 * x + 3 * x**2 - 14 * y + 6 * x * y + 3 * y**2
+    d = 18 - 32 * x + 12 * x**2 + 48 * y - 36 * x * y + 27 * y**2
+    first, second = 1 + a**2 * b, 30 + c**2 * d
+    first_dx = 2 * a * b + a**2 * (-14 + 6 * x + 6 * y)
+    first_dy = 2 * a * b + a**2 * (-14 + 6 * x + 6 * y)
+    second_dx = 4 * c * d + c**2 * (-32 + 24 * x - 36 * y)
+    second_dy = -6 * c * d + c**2 * (48 - 36 * x + 54 * y)
     return np.stack([first_dx * second + first * second_dx, first_dy * second + first * second_dy], axis=-1)
 
 
 def ackley(points: np.ndarray) -> np.ndarray:
     """Ackley (``a=20, b=0.2, c=2 pi``) at ``points[..., :2]``."""
     x, y = points[..., 0], points[..., 1]
-    radius = np.sqrt(0.5 * (x ** 2 + y ** 2))
+    radius = np.sqrt(0.5 * (x**2 + y**2))
     waves = 0.5 * (np.cos(2 * np.pi * x) + np.cos(2 * np.pi * y))
     return -20 * np.exp(-0.2 * radius) - np.exp(waves) + np.e + 20
 
 
 def ackley_gradient(points: np.ndarray) -> np.ndarray:
     x, y = points[..., 0], points[..., 1]
-    radius = np.sqrt(0.5 * (x ** 2 + y ** 2))
+    radius = np.sqrt(0.5 * (x**2 + y**2))
     safe = np.where(radius > 0, radius, 1.0)
     envelope = np.where(radius > 0, 2 * np.exp(-0.2 * radius) / safe, 0.0)  # the origin: subgradient 0
     waves = np.exp(0.5 * (np.cos(2 * np.pi * x) + np.cos(2 * np.pi * y)))
-    return np.stack([envelope * x + np.pi * np.sin(2 * np.pi * x) * waves,
-                     envelope * y + np.pi * np.sin(2 * np.pi * y) * waves], axis=-1)
+    return np.stack(
+        [envelope * x + np.pi * np.sin(2 * np.pi * x) * waves, envelope * y + np.pi * np.sin(2 * np.pi * y) * waves],
+        axis=-1,
+    )
 
 
 SHARP_CENTRE, SHARP_WIDTH, FLAT_CENTRE, FLAT_WIDTH, FLAT_DEPTH, CONFINEMENT = -1.5, 0.1, 1.5, 0.8, 1.1, 0.05
@@ -86,14 +98,17 @@ SHARP_CENTRE, SHARP_WIDTH, FLAT_CENTRE, FLAT_WIDTH, FLAT_DEPTH, CONFINEMENT = -1
 def sharp_flat(points: np.ndarray) -> np.ndarray:
     """The 1-D function with a sharp (local) and a flat (global) minimum, at ``points[..., 0]``."""
     x = points[..., 0]
-    return (-np.exp(-(x - SHARP_CENTRE) ** 2 / (2 * SHARP_WIDTH ** 2))
-            - FLAT_DEPTH * np.exp(-(x - FLAT_CENTRE) ** 2 / (2 * FLAT_WIDTH ** 2)) + CONFINEMENT * x ** 2)
+    return (
+        -np.exp(-((x - SHARP_CENTRE) ** 2) / (2 * SHARP_WIDTH**2))
+        - FLAT_DEPTH * np.exp(-((x - FLAT_CENTRE) ** 2) / (2 * FLAT_WIDTH**2))
+        + CONFINEMENT * x**2
+    )
 
 
 def sharp_flat_gradient(points: np.ndarray) -> np.ndarray:
     x = points[..., 0]
-    sharp = np.exp(-(x - SHARP_CENTRE) ** 2 / (2 * SHARP_WIDTH ** 2)) * (x - SHARP_CENTRE) / SHARP_WIDTH ** 2
-    flat = FLAT_DEPTH * np.exp(-(x - FLAT_CENTRE) ** 2 / (2 * FLAT_WIDTH ** 2)) * (x - FLAT_CENTRE) / FLAT_WIDTH ** 2
+    sharp = np.exp(-((x - SHARP_CENTRE) ** 2) / (2 * SHARP_WIDTH**2)) * (x - SHARP_CENTRE) / SHARP_WIDTH**2
+    flat = FLAT_DEPTH * np.exp(-((x - FLAT_CENTRE) ** 2) / (2 * FLAT_WIDTH**2)) * (x - FLAT_CENTRE) / FLAT_WIDTH**2
     return (sharp + flat + 2 * CONFINEMENT * x)[..., None]
 
 
@@ -131,13 +146,45 @@ def landscapes(quick: bool) -> List[Landscape]:
     sharp = _minimiser_near(sharp_flat, SHARP_CENTRE, 0.3)
     flat = _minimiser_near(sharp_flat, FLAT_CENTRE, 0.5)
     return [
-        Landscape("goldstein_price", "Goldstein-Price", goldstein_price, goldstein_price_gradient, (-2.0, 2.0),
-                  (0.0, -1.0), 0.3, lr=0.01, steps=150 if quick else 800, grid=4 if quick else 10, log_plot=True),
-        Landscape("ackley", "Ackley", ackley, ackley_gradient, (-4.0, 4.0), (0.0, 0.0), 0.5, lr=0.05,
-                  steps=150 if quick else 800, grid=4 if quick else 10),
-        Landscape("sharp_flat", "1-D sharp and flat minima", sharp_flat, sharp_flat_gradient, (-3.0, 3.0),
-                  (flat,), 0.5, lr=0.05, steps=150 if quick else 800, grid=8 if quick else 60,
-                  sharp_minimiser=(sharp,), sharp_radius=0.25),
+        Landscape(
+            "goldstein_price",
+            "Goldstein-Price",
+            goldstein_price,
+            goldstein_price_gradient,
+            (-2.0, 2.0),
+            (0.0, -1.0),
+            0.3,
+            lr=0.01,
+            steps=150 if quick else 800,
+            grid=4 if quick else 10,
+            log_plot=True,
+        ),
+        Landscape(
+            "ackley",
+            "Ackley",
+            ackley,
+            ackley_gradient,
+            (-4.0, 4.0),
+            (0.0, 0.0),
+            0.5,
+            lr=0.05,
+            steps=150 if quick else 800,
+            grid=4 if quick else 10,
+        ),
+        Landscape(
+            "sharp_flat",
+            "1-D sharp and flat minima",
+            sharp_flat,
+            sharp_flat_gradient,
+            (-3.0, 3.0),
+            (flat,),
+            0.5,
+            lr=0.05,
+            steps=150 if quick else 800,
+            grid=8 if quick else 60,
+            sharp_minimiser=(sharp,),
+            sharp_radius=0.25,
+        ),
     ]
 
 
@@ -211,11 +258,21 @@ class Result:
         distance = np.linalg.norm(self.path[-1] - np.asarray(self.landscape.global_minimiser), axis=-1)
         distance = distance[np.isfinite(distance)]
         median_distance = f"{np.median(distance):.3g}" if distance.size else "nan"
-        return (self.landscape.title, self.optimizer, str(n), str(self.landscape.steps), f"{self.landscape.lr:g}",
-                f"{int(self.reached.sum())}/{n} ({100 * self.reached.mean():.0f}%)", sharp, median, median_distance)
+        return (
+            self.landscape.title,
+            self.optimizer,
+            str(n),
+            str(self.landscape.steps),
+            f"{self.landscape.lr:g}",
+            f"{int(self.reached.sum())}/{n} ({100 * self.reached.mean():.0f}%)",
+            sharp,
+            median,
+            median_distance,
+        )
 
 
 # --- plots and report ---------------------------------------------------------------------------------------
+
 
 def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
     import matplotlib
@@ -241,8 +298,13 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
         else:
             steps = np.arange(result.path.shape[0])
             for i in range(result.path.shape[1]):
-                colour = ("tab:green" if result.reached[i] else
-                          "tab:blue" if result.sharp is not None and result.sharp[i] else "tab:red")
+                colour = (
+                    "tab:green"
+                    if result.reached[i]
+                    else "tab:blue"
+                    if result.sharp is not None and result.sharp[i]
+                    else "tab:red"
+                )
                 axis.plot(steps, result.path[:, i, 0], color=colour, linewidth=0.6, alpha=0.8)
             axis.axhline(landscape.global_minimiser[0], color="k", linestyle="--", linewidth=0.8)
             if landscape.sharp_minimiser is not None:
@@ -258,48 +320,72 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
 
 
 def markdown(results: Sequence[Result], command: str, seconds: float, quick: bool) -> str:
-    lines = ["# Toy landscapes: Adam, Adam+CM, EAdam, ALTO", "",
-             "Generated by `valley bench landscapes`; every number and plot on this page comes from this run:", "",
-             "```", command, "```", ""]
+    lines = [
+        "# Toy landscapes: Adam, Adam+CM, EAdam, ALTO",
+        "",
+        "Generated by `valley bench landscapes`; every number and plot on this page comes from this run:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+    ]
     if quick:
         lines += ["**Quick mode (`--quick`): a smoke run with few starts and steps, not a result.**", ""]
-    lines += ["A run *reaches the global basin* when its final point is within the basin radius of the global "
-              "minimiser (Goldstein-Price: 0.3 of (0, -1); Ackley: 0.5 of the origin; 1-D: 0.5 of the flat "
-              "minimum). *Ended in sharp minimum* (1-D only): within 0.25 of the sharp minimum. The medians are "
-              "over all starts; *median final distance* is the final distance to the global minimiser (a run "
-              "still oscillating inside the global basin counts as "
-              "having reached it). The starts are a "
-              "grid over the plotted square/interval, each point jittered by up to a quarter cell (`--seed`); "
-              "every optimizer gets the same starts, steps and learning rate. Full-batch, noise-free gradients.",
-              "", "| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
+    lines += [
+        "A run *reaches the global basin* when its final point is within the basin radius of the global "
+        "minimiser (Goldstein-Price: 0.3 of (0, -1); Ackley: 0.5 of the origin; 1-D: 0.5 of the flat "
+        "minimum). *Ended in sharp minimum* (1-D only): within 0.25 of the sharp minimum. The medians are "
+        "over all starts; *median final distance* is the final distance to the global minimiser (a run "
+        "still oscillating inside the global basin counts as "
+        "having reached it). The starts are a "
+        "grid over the plotted square/interval, each point jittered by up to a quarter cell (`--seed`); "
+        "every optimizer gets the same starts, steps and learning rate. Full-batch, noise-free gradients.",
+        "",
+        "| " + " | ".join(TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+    ]
     lines += ["| " + " | ".join(result.row()) + " |" for result in results]
     lines += ["", "Hyperparameters (besides the learning rate in the table; `valley_core` factories):", ""]
     for name, (factory, kwargs) in OPTIMIZER_SETTINGS.items():
         lines.append(f"- {name}: `valley_core.{factory}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`")
-    lines += ["", "Adam+CM runs with `synced=False` so that each start keys its own buffer on its own gradient "
-              "norm (one tensor per start; for a single-tensor problem this is the same as the reference's "
-              "`synced=True`). EAdam and ALTO use the exploring setting (`alpha=-5`, `beta1=0.99`, the paper's "
-              "large-batch values). ALTO's trust ratio scales each step by the norm of the parameters, so a start near "
-              "the origin of the parameter space takes very small steps. No hyperparameter was tuned per optimizer.",
-              ""]
+    lines += [
+        "",
+        "Adam+CM runs with `synced=False` so that each start keys its own buffer on its own gradient "
+        "norm (one tensor per start; for a single-tensor problem this is the same as the reference's "
+        "`synced=True`). EAdam and ALTO use the exploring setting (`alpha=-5`, `beta1=0.99`, the paper's "
+        "large-batch values). ALTO's trust ratio scales each step by the norm of the parameters, so a start near "
+        "the origin of the parameter space takes very small steps. No hyperparameter was tuned per optimizer.",
+        "",
+    ]
     seen = []
     for result in results:
         if result.landscape.name not in seen:
             seen.append(result.landscape.name)
             name, title = result.landscape.name, result.landscape.title
             lines += [f"## {title}", "", f"![{title}](landscapes_{name}.png)", ""]
-    lines += ["Green: reached the global basin; red: did not; blue (1-D): ended in the sharp minimum. "
-              "2-D plots: the star is the global minimiser. 1-D plots: x against the step; dashed line, the flat "
-              "(global) minimum; dotted line, the sharp minimum.", "", f"Wall time of the run: {seconds:.1f} s.", ""]
+    lines += [
+        "Green: reached the global basin; red: did not; blue (1-D): ended in the sharp minimum. "
+        "2-D plots: the star is the global minimiser. 1-D plots: x against the step; dashed line, the flat "
+        "(global) minimum; dotted line, the sharp minimum.",
+        "",
+        f"Wall time of the run: {seconds:.1f} s.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 # --- CLI -------------------------------------------------------------------------------------------------------
 
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true", help="few starts and steps (a smoke run, seconds)")
-    parser.add_argument("--out", type=Path, default=Path("bench_results/landscapes"),
-                        help="output directory for landscapes.md, landscapes.json and the PNGs")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench_results/landscapes"),
+        help="output directory for landscapes.md, landscapes.json and the PNGs",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the jitter of the grid of starts")
 
 
@@ -311,14 +397,19 @@ def run(args: argparse.Namespace) -> int:
     results: List[Result] = []
     for landscape in landscapes(args.quick):
         points = starts(landscape, rng)
-        mine = [Result(landscape, name, trajectories(landscape, make_optimizer(name, landscape.lr), points))
-                for name in OPTIMIZER_SETTINGS]
+        mine = [
+            Result(landscape, name, trajectories(landscape, make_optimizer(name, landscape.lr), points))
+            for name in OPTIMIZER_SETTINGS
+        ]
         plot(landscape, mine, out / f"landscapes_{landscape.name}.png")
         results.extend(mine)
         for result in mine:
             print(" | ".join(result.row()), flush=True)
-    command = "valley bench landscapes" + (" --quick" if args.quick else "") + \
-        f" --out {shlex.quote(str(args.out))} --seed {args.seed}"
+    command = (
+        "valley bench landscapes"
+        + (" --quick" if args.quick else "")
+        + f" --out {shlex.quote(str(args.out))} --seed {args.seed}"
+    )
     seconds = time.perf_counter() - started
     (out / "landscapes.md").write_text(markdown(results, command, seconds, args.quick))
     summary = [dict(zip(TABLE_COLUMNS, result.row())) for result in results]

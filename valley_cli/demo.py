@@ -70,8 +70,9 @@ def load_digits_split() -> DigitsSplit:
     x = (data.data / 16.0).astype(np.float32)
     y = data.target.astype(np.int64)
     x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=TEST_SIZE, random_state=0, stratify=y)
-    x_train, x_val, y_train, y_val = train_test_split(x_rest, y_rest, test_size=VALIDATION_SIZE,
-                                                      random_state=0, stratify=y_rest)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest, y_rest, test_size=VALIDATION_SIZE, random_state=0, stratify=y_rest
+    )
     return DigitsSplit(x_train, y_train, x_val, y_val, x_test, y_test)
 
 
@@ -97,7 +98,7 @@ def batch_indices(n: int, batch_size: int, steps: int, seed: int):
         for b in range(per_epoch):
             if produced >= steps:
                 return
-            yield order[b * batch_size:(b + 1) * batch_size]
+            yield order[b * batch_size : (b + 1) * batch_size]
             produced += 1
 
 
@@ -160,8 +161,14 @@ def optimizer_hyperparameters(name: str, batch_size: int, lr: Optional[float] = 
         hp = {"lr": 1e-2, **defaults_for_batch_size(batch_size)}
     elif name == "Lamb":
         paper = defaults_for_batch_size(batch_size)
-        hp = {"lr": 1e-2, "betas": paper["betas"][1:], "eps": paper["eps"], "weight_decay": paper["weight_decay"],
-              "trust_eps": paper["trust_eps"], "norm_eps": paper["norm_eps"]}
+        hp = {
+            "lr": 1e-2,
+            "betas": paper["betas"][1:],
+            "eps": paper["eps"],
+            "weight_decay": paper["weight_decay"],
+            "trust_eps": paper["trust_eps"],
+            "norm_eps": paper["norm_eps"],
+        }
     elif name == "AdamW":
         hp = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4}
     elif name == "SGD":
@@ -185,8 +192,7 @@ TORCH_OPTIMIZERS = {
 }
 
 #: optimizer name -> class name in ``backends.numpy``.
-NUMPY_OPTIMIZERS = {"ALTO": "ALTO", "Lamb": "Lamb", "EAdam": "EAdam", "AdamW": "AdamW", "Adam": "Adam",
-                    "SGD": "SGD"}
+NUMPY_OPTIMIZERS = {"ALTO": "ALTO", "Lamb": "Lamb", "EAdam": "EAdam", "AdamW": "AdamW", "Adam": "Adam", "SGD": "SGD"}
 
 
 def make_torch_optimizer(name: str, params: Sequence[Any], hp: Dict[str, Any]):
@@ -211,8 +217,9 @@ def make_torch_optimizer(name: str, params: Sequence[Any], hp: Dict[str, Any]):
         except cpu.KernelUnavailable:
             pass  # "auto" warns and uses another path
     if module_name == "torch.optim" and class_name == "SGD":
-        return cls(list(params), lr=hp["lr"], momentum=hp.get("momentum", 0.0),
-                   weight_decay=hp.get("weight_decay", 0.0))
+        return cls(
+            list(params), lr=hp["lr"], momentum=hp.get("momentum", 0.0), weight_decay=hp.get("weight_decay", 0.0)
+        )
     return cls(list(params), **hp)
 
 
@@ -228,8 +235,7 @@ def optimizer_available(name: str, backend: str) -> bool:
         if backend == "torch":
             module_name, class_name = TORCH_OPTIMIZERS[name]
             return hasattr(importlib.import_module(module_name), class_name)
-        return name in NUMPY_OPTIMIZERS and hasattr(importlib.import_module("backends.numpy"),
-                                                    NUMPY_OPTIMIZERS[name])
+        return name in NUMPY_OPTIMIZERS and hasattr(importlib.import_module("backends.numpy"), NUMPY_OPTIMIZERS[name])
     except (ImportError, KeyError):
         return False
 
@@ -383,9 +389,12 @@ class LoopOutcome(NamedTuple):
     diverged: bool
 
 
-def training_loop(batches: Iterable[Any], step: Callable[[Any], float],
-                  checkpoint: Optional[Callable[[int], Optional[float]]] = None,
-                  on_step: Optional[Callable[[], None]] = None) -> LoopOutcome:
+def training_loop(
+    batches: Iterable[Any],
+    step: Callable[[Any], float],
+    checkpoint: Optional[Callable[[int], Optional[float]]] = None,
+    on_step: Optional[Callable[[], None]] = None,
+) -> LoopOutcome:
     """Runs ``step(batch)`` (one optimizer step, returning the loss) over ``batches``, timing only the steps.
 
     Stops at the first non-finite loss (``diverged``). After step ``k`` (1-based) ``checkpoint(k)`` may return a
@@ -409,10 +418,19 @@ def training_loop(batches: Iterable[Any], step: Callable[[Any], float],
     return LoopOutcome(losses, curve, elapsed, False)
 
 
-def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict[str, Any], data: DigitsSplit,
-                           batch_size: int, steps: int, seed: int, eval_every: int = 0,
-                           reshape: Optional[Tuple[int, ...]] = None, lr_decay: bool = True,
-                           on_step: Optional[Callable[[], None]] = None) -> RunResult:
+def train_torch_classifier(
+    model_fn: Callable[[], Any],
+    optimizer: str,
+    hp: Dict[str, Any],
+    data: DigitsSplit,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    eval_every: int = 0,
+    reshape: Optional[Tuple[int, ...]] = None,
+    lr_decay: bool = True,
+    on_step: Optional[Callable[[], None]] = None,
+) -> RunResult:
     """Trains a torch classifier on ``data`` and evaluates it.
 
     Args:
@@ -453,8 +471,9 @@ def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict
 
     initial_loss, _ = evaluate(x_train, y_train)
     opt = make_torch_optimizer(optimizer, model.parameters(), hp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_decay_factor(s + 1, steps)) \
-        if lr_decay else None
+    scheduler = (
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_decay_factor(s + 1, steps)) if lr_decay else None
+    )
 
     def step(idx: np.ndarray) -> float:
         index = torch.from_numpy(idx)
@@ -474,14 +493,36 @@ def train_torch_classifier(model_fn: Callable[[], Any], optimizer: str, hp: Dict
     final_loss, _ = evaluate(x_train, y_train)
     val_loss, val_acc = evaluate(x_val, y_val)
     _, test_acc = evaluate(x_test, y_test)
-    return RunResult(optimizer, batch_size, seed, dict(hp), len(loop.losses), initial_loss, final_loss,
-                     val_acc, test_acc, val_loss, loop.elapsed, loop.losses, loop.curve,
-                     loop.diverged or not math.isfinite(final_loss))
+    return RunResult(
+        optimizer,
+        batch_size,
+        seed,
+        dict(hp),
+        len(loop.losses),
+        initial_loss,
+        final_loss,
+        val_acc,
+        test_acc,
+        val_loss,
+        loop.elapsed,
+        loop.losses,
+        loop.curve,
+        loop.diverged or not math.isfinite(final_loss),
+    )
 
 
-def train_numpy_mlp(optimizer: str, hp: Dict[str, Any], data: DigitsSplit, batch_size: int, steps: int,
-                    seed: int, eval_every: int = 0, hidden: Sequence[int] = MLP_HIDDEN, lr_decay: bool = True,
-                    on_step: Optional[Callable[[], None]] = None) -> RunResult:
+def train_numpy_mlp(
+    optimizer: str,
+    hp: Dict[str, Any],
+    data: DigitsSplit,
+    batch_size: int,
+    steps: int,
+    seed: int,
+    eval_every: int = 0,
+    hidden: Sequence[int] = MLP_HIDDEN,
+    lr_decay: bool = True,
+    on_step: Optional[Callable[[], None]] = None,
+) -> RunResult:
     """The NumPy twin of ``train_torch_classifier`` for the MLP (``backends.numpy`` optimizers)."""
     n_features, n_classes = data.x_train.shape[1], int(data.y_train.max()) + 1
     model = NumpyMLP((n_features, *hidden, n_classes), seed)
@@ -503,9 +544,22 @@ def train_numpy_mlp(optimizer: str, hp: Dict[str, Any], data: DigitsSplit, batch
         loop = training_loop(batch_indices(len(data.y_train), batch_size, steps, seed), step, checkpoint, on_step)
         final_loss = model.loss(data.x_train, data.y_train)
         val_loss = model.loss(data.x_val, data.y_val)
-    return RunResult(optimizer, batch_size, seed, dict(hp), len(loop.losses), initial_loss, final_loss,
-                     model.accuracy(data.x_val, data.y_val), model.accuracy(data.x_test, data.y_test),
-                     val_loss, loop.elapsed, loop.losses, loop.curve, loop.diverged or not math.isfinite(final_loss))
+    return RunResult(
+        optimizer,
+        batch_size,
+        seed,
+        dict(hp),
+        len(loop.losses),
+        initial_loss,
+        final_loss,
+        model.accuracy(data.x_val, data.y_val),
+        model.accuracy(data.x_test, data.y_test),
+        val_loss,
+        loop.elapsed,
+        loop.losses,
+        loop.curve,
+        loop.diverged or not math.isfinite(final_loss),
+    )
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float]:
@@ -577,15 +631,17 @@ def _blas_threads(threads: int):
     return threadpool_limits(limits=threads)
 
 
-def _run_demo(config: DemoConfig, data: DigitsSplit, n_train: int,
-              sizes: Tuple[int, ...]) -> Tuple[List[Dict[str, Any]], List[RunResult]]:
+def _run_demo(
+    config: DemoConfig, data: DigitsSplit, n_train: int, sizes: Tuple[int, ...]
+) -> Tuple[List[Dict[str, Any]], List[RunResult]]:
     from tqdm import tqdm
 
     runs: List[RunResult] = []
     rows: List[Dict[str, Any]] = []
     total = len(config.batch_sizes) * len(config.optimizers) * len(config.seeds) * config.steps
-    with tqdm(total=total, desc="valley demo", unit="step", disable=not config.progress,
-              file=sys.stderr, mininterval=0.5) as bar:
+    with tqdm(
+        total=total, desc="valley demo", unit="step", disable=not config.progress, file=sys.stderr, mininterval=0.5
+    ) as bar:
         for requested in config.batch_sizes:
             batch_size = n_train if requested == 0 or requested >= n_train else requested
             for name in config.optimizers:
@@ -594,12 +650,21 @@ def _run_demo(config: DemoConfig, data: DigitsSplit, n_train: int,
                 for seed in config.seeds:
                     bar.set_postfix_str(f"batch {batch_size} {name} seed {seed}")
                     if config.backend == "torch":
-                        result = train_torch_classifier(lambda: torch_mlp(sizes), name, hp, data, batch_size,
-                                                        config.steps, seed, eval_every=1,
-                                                        on_step=lambda: bar.update(1))
+                        result = train_torch_classifier(
+                            lambda: torch_mlp(sizes),
+                            name,
+                            hp,
+                            data,
+                            batch_size,
+                            config.steps,
+                            seed,
+                            eval_every=1,
+                            on_step=lambda: bar.update(1),
+                        )
                     else:
-                        result = train_numpy_mlp(name, hp, data, batch_size, config.steps, seed, eval_every=1,
-                                                 on_step=lambda: bar.update(1))
+                        result = train_numpy_mlp(
+                            name, hp, data, batch_size, config.steps, seed, eval_every=1, on_step=lambda: bar.update(1)
+                        )
                     bar.update(config.steps - result.steps)
                     group.append(result)
                 runs.extend(group)
@@ -607,16 +672,22 @@ def _run_demo(config: DemoConfig, data: DigitsSplit, n_train: int,
                 loss_mean, loss_std = mean_std([r.final_train_loss for r in group])
                 time_mean, _ = mean_std([r.wall_time for r in group])
                 label = f"{batch_size} (full)" if batch_size == n_train else str(batch_size)
-                rows.append({
-                    "batch": label, "optimizer": name,
-                    "test accuracy": f"{100 * acc_mean:.2f} ± {100 * acc_std:.2f} %",
-                    "final train loss": f"{loss_mean:.4f} ± {loss_std:.4f}",
-                    "wall time / run (s)": f"{time_mean:.2f}",
-                    "batch_size": batch_size, "test_accuracy_mean": acc_mean, "test_accuracy_std": acc_std,
-                    "final_train_loss_mean": loss_mean,
-                    "initial_train_loss_mean": mean_std([r.initial_train_loss for r in group])[0],
-                    "wall_time_mean": time_mean, "diverged": sum(r.diverged for r in group),
-                })
+                rows.append(
+                    {
+                        "batch": label,
+                        "optimizer": name,
+                        "test accuracy": f"{100 * acc_mean:.2f} ± {100 * acc_std:.2f} %",
+                        "final train loss": f"{loss_mean:.4f} ± {loss_std:.4f}",
+                        "wall time / run (s)": f"{time_mean:.2f}",
+                        "batch_size": batch_size,
+                        "test_accuracy_mean": acc_mean,
+                        "test_accuracy_std": acc_std,
+                        "final_train_loss_mean": loss_mean,
+                        "initial_train_loss_mean": mean_std([r.initial_train_loss for r in group])[0],
+                        "wall_time_mean": time_mean,
+                        "diverged": sum(r.diverged for r in group),
+                    }
+                )
     return rows, runs
 
 
@@ -624,8 +695,10 @@ def format_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> str:
     """A Markdown table of ``rows`` (dicts) restricted to ``columns``."""
     cells = [[str(row[c]) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
-             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths)) + " |",
+        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+    ]
     lines += ["| " + " | ".join(v.ljust(w) for v, w in zip(r, widths)) + " |" for r in cells]
     return "\n".join(lines)
 
@@ -646,7 +719,7 @@ def plot_demo(runs: Sequence[RunResult], path: str) -> str:
             length = min(len(r.batch_losses) for r in group)
             losses = np.array([r.batch_losses[:length] for r in group])
             steps = np.arange(1, length + 1)
-            line, = axes[0, column].plot(steps, losses.mean(0), label=name)
+            (line,) = axes[0, column].plot(steps, losses.mean(0), label=name)
             axes[0, column].fill_between(steps, losses.min(0), losses.max(0), alpha=0.2, color=line.get_color())
             length = min(len(r.curve) for r in group)
             if length:
@@ -672,9 +745,12 @@ def plot_demo(runs: Sequence[RunResult], path: str) -> str:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``valley demo``."""
-    parser.add_argument("--backend", choices=("auto", "torch", "numpy"), default="auto",
-                        help="torch (backends.torch + torch.optim) or numpy (backends.numpy); auto: torch if "
-                             "it imports, else numpy")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "torch", "numpy"),
+        default="auto",
+        help="torch (backends.torch + torch.optim) or numpy (backends.numpy); auto: torch if it imports, else numpy",
+    )
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
@@ -689,8 +765,14 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     seeds = args.seeds if not args.quick or args.seeds != 3 else 2
     if seeds < 1 or steps < 1:
         raise ValueError(f"--seeds={seeds} and --steps={steps} must be positive")
-    return DemoConfig(backend=resolve_backend(args.backend), seeds=tuple(range(seeds)), steps=steps,
-                      out=args.out, threads=args.threads, progress=not args.no_progress)
+    return DemoConfig(
+        backend=resolve_backend(args.backend),
+        seeds=tuple(range(seeds)),
+        steps=steps,
+        out=args.out,
+        threads=args.threads,
+        progress=not args.no_progress,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -706,12 +788,16 @@ def run(args: argparse.Namespace) -> int:
     total = time.perf_counter() - started
     table = format_table(rows, DEMO_COLUMNS)
     threads = f", torch threads: {set_threads(config.threads)}" if config.backend == "torch" else ""
-    header = (f"digits ({len(load_digits_split().y_train)} training images), MLP 64-"
-              f"{'-'.join(map(str, MLP_HIDDEN))}-10, {config.steps} steps per run, seeds "
-              f"{list(config.seeds)}, backend {config.backend}{threads}")
-    settings = "\n".join(f"  {row['optimizer']:6s} batch {row['batch_size']}: "
-                         f"{_format_hp(optimizer_hyperparameters(row['optimizer'], row['batch_size']))}"
-                         for row in rows)
+    header = (
+        f"digits ({len(load_digits_split().y_train)} training images), MLP 64-"
+        f"{'-'.join(map(str, MLP_HIDDEN))}-10, {config.steps} steps per run, seeds "
+        f"{list(config.seeds)}, backend {config.backend}{threads}"
+    )
+    settings = "\n".join(
+        f"  {row['optimizer']:6s} batch {row['batch_size']}: "
+        f"{_format_hp(optimizer_hyperparameters(row['optimizer'], row['batch_size']))}"
+        for row in rows
+    )
     print(header)
     print(table)
     print("hyperparameters:\n" + settings)

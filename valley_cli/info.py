@@ -53,8 +53,14 @@ def run(args: argparse.Namespace) -> int:
     import valley_core
 
     print(f"valley_core {valley_core.__version__}  python {platform.python_version()}  {platform.platform()}")
-    for label, module in (("numpy", "numpy"), ("array_api_compat", "array_api_compat"), ("torch", "torch"),
-                          ("tensorflow", "tensorflow"), ("keras", "keras"), ("cupy", "cupy")):
+    for label, module in (
+        ("numpy", "numpy"),
+        ("array_api_compat", "array_api_compat"),
+        ("torch", "torch"),
+        ("tensorflow", "tensorflow"),
+        ("keras", "keras"),
+        ("cupy", "cupy"),
+    ):
         print(f"  {label:18s} {_probe(module)}")
     for backend in ("backends.numpy", "backends.torch", "backends.keras", "backends.cupy"):
         print(f"  {backend:18s} {'imports' if _probe(backend).startswith('ok') else _probe(backend)}")

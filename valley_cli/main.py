@@ -20,8 +20,7 @@ SUBCOMMANDS = {
 }
 
 
-def add_module_subcommands(subparsers: argparse._SubParsersAction, table: Dict[str, Tuple[str, str]],
-                           key: str) -> None:
+def add_module_subcommands(subparsers: argparse._SubParsersAction, table: Dict[str, Tuple[str, str]], key: str) -> None:
     """Adds one subparser per table entry; each module contributes its own arguments.
 
     The chosen module's name is stored in ``args.<key>``; a module that cannot be imported (a missing

@@ -59,8 +59,9 @@ def chain(*transforms: GradientTransformation, name: str = "chain") -> GradientT
         xp = resolve_namespace(params, xp)
         return tuple(t.init(params, xp=xp) for t in transforms)
 
-    def update(grads: Sequence[Any], state: tuple, params: Sequence[Any] | None = None, *,
-               xp: Any = None) -> Tuple[Arrays, tuple]:
+    def update(
+        grads: Sequence[Any], state: tuple, params: Sequence[Any] | None = None, *, xp: Any = None
+    ) -> Tuple[Arrays, tuple]:
         if len(state) != len(transforms):
             raise ValueError(f"{name}: state has {len(state)} entries, expected {len(transforms)}")
         xp = resolve_namespace(grads, xp)

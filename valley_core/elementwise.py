@@ -59,7 +59,7 @@ def bias_corrections(beta2: float, beta3: float, k: Any, enabled: bool) -> Tuple
     """``(1 - beta2**k, 1 - beta3**k)``, or ``(1.0, 1.0)`` when bias correction is off."""
     if not enabled:
         return 1.0, 1.0
-    return 1.0 - beta2 ** k, 1.0 - beta3 ** k
+    return 1.0 - beta2**k, 1.0 - beta3**k
 
 
 def heavy_ball(update: Any, momentum_buffer: Any, beta: float) -> Any:
@@ -77,9 +77,23 @@ def scale(update: Any, factor: Any) -> Any:
     return factor * update
 
 
-def alto_direction(grad: Any, carry: Any, first: Any, second: Any, param: Any, *, alpha: Any, beta1: float,
-                   beta2: float, beta3: float, eps: float, correction2: Any, correction3: Any,
-                   weight_decay: Any, xp: Any) -> Tuple[Any, Any, Any, Any]:
+def alto_direction(
+    grad: Any,
+    carry: Any,
+    first: Any,
+    second: Any,
+    param: Any,
+    *,
+    alpha: Any,
+    beta1: float,
+    beta2: float,
+    beta3: float,
+    eps: float,
+    correction2: Any,
+    correction3: Any,
+    weight_decay: Any,
+    xp: Any,
+) -> Tuple[Any, Any, Any, Any]:
     """The whole element-wise part of an ALTO step for one tensor, composed from the functions above.
 
     Returns ``(r_k, b_{k+1}, m_k, v_k)`` where ``r_k = m^/(sqrt(v^)+eps) + lambda theta``. What is left of

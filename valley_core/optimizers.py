@@ -17,8 +17,14 @@ from typing import Callable, Dict, Tuple
 
 from valley_core.base import GradientTransformation, chain
 from valley_core.schedules import ScalarOrSchedule
-from valley_core.transforms import (add_decayed_weights, e_adaptor, scale_by_adam, scale_by_learning_rate,
-                                    scale_by_trust_ratio, trace)
+from valley_core.transforms import (
+    add_decayed_weights,
+    e_adaptor,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_trust_ratio,
+    trace,
+)
 from valley_core.transforms.critical_momenta import scale_by_adam_critical_momenta
 from valley_core.transforms.weight_decay import Mask
 from valley_core.validation import validate_hyperparameters
@@ -31,20 +37,32 @@ def _named(transform: GradientTransformation, name: str) -> GradientTransformati
     return transform._replace(name=name)
 
 
-def _lamb_chain(lr, adapt, betas_m_v, eps, weight_decay, trust_eps, norm_eps, bias_correction,
-                weight_decay_mask, trust_ratio_mask) -> Tuple[GradientTransformation, ...]:
+def _lamb_chain(
+    lr, adapt, betas_m_v, eps, weight_decay, trust_eps, norm_eps, bias_correction, weight_decay_mask, trust_ratio_mask
+) -> Tuple[GradientTransformation, ...]:
     beta2, beta3 = betas_m_v
-    return (*adapt, scale_by_adam(beta2, beta3, eps, bias_correction),
-            add_decayed_weights(weight_decay, weight_decay_mask),
-            scale_by_trust_ratio(trust_eps, norm_eps, trust_ratio_mask),
-            scale_by_learning_rate(lr))
+    return (
+        *adapt,
+        scale_by_adam(beta2, beta3, eps, bias_correction),
+        add_decayed_weights(weight_decay, weight_decay_mask),
+        scale_by_trust_ratio(trust_eps, norm_eps, trust_ratio_mask),
+        scale_by_learning_rate(lr),
+    )
 
 
-def alto(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = -5.0,
-         betas: Tuple[float, float, float] = (0.99, 0.9, 0.99), eps: float = 1e-6,
-         weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
-         bias_correction: bool = True, weight_decay_mask: Mask = None, trust_ratio_mask: Mask = None,
-         allow_unstable: bool = False) -> GradientTransformation:
+def alto(
+    lr: ScalarOrSchedule = 1e-3,
+    alpha: ScalarOrSchedule = -5.0,
+    betas: Tuple[float, float, float] = (0.99, 0.9, 0.99),
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    trust_eps: float = 1e-6,
+    norm_eps: float = 1e-10,
+    bias_correction: bool = True,
+    weight_decay_mask: Mask = None,
+    trust_ratio_mask: Mask = None,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """ALTO: the E adaptor applied to Lamb (the paper's Algorithm 2; Algorithm 1 with ``bias_correction=False``).
 
     Per tensor ("layer") ``i``, with ``u_k = g_k + alpha a_k`` from the E adaptor::
@@ -88,46 +106,123 @@ def alto(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = -5.0,
         Zhao et al., "Exploring Landscapes for Better Minima along Valleys", NeurIPS 2025.
     """
     beta1, beta2, beta3 = validate_hyperparameters(
-        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
-        trust_eps=trust_eps, norm_eps=norm_eps, bias_correction=bias_correction,
-        allow_unstable=allow_unstable)
-    return _named(chain(*_lamb_chain(lr, (e_adaptor(alpha, beta1),), (beta2, beta3), eps, weight_decay,
-                                     trust_eps, norm_eps, bias_correction, weight_decay_mask,
-                                     trust_ratio_mask)), "alto")
+        lr=lr,
+        alpha=alpha,
+        betas=betas,
+        beta_names=_E3,
+        eps=eps,
+        weight_decay=weight_decay,
+        trust_eps=trust_eps,
+        norm_eps=norm_eps,
+        bias_correction=bias_correction,
+        allow_unstable=allow_unstable,
+    )
+    return _named(
+        chain(
+            *_lamb_chain(
+                lr,
+                (e_adaptor(alpha, beta1),),
+                (beta2, beta3),
+                eps,
+                weight_decay,
+                trust_eps,
+                norm_eps,
+                bias_correction,
+                weight_decay_mask,
+                trust_ratio_mask,
+            )
+        ),
+        "alto",
+    )
 
 
-def alto_vanilla(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = -5.0,
-                 betas: Tuple[float, float, float] = (0.99, 0.9, 0.99), eps: float = 1e-6,
-                 weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
-                 weight_decay_mask: Mask = None, trust_ratio_mask: Mask = None,
-                 allow_unstable: bool = False) -> GradientTransformation:
+def alto_vanilla(
+    lr: ScalarOrSchedule = 1e-3,
+    alpha: ScalarOrSchedule = -5.0,
+    betas: Tuple[float, float, float] = (0.99, 0.9, 0.99),
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    trust_eps: float = 1e-6,
+    norm_eps: float = 1e-10,
+    weight_decay_mask: Mask = None,
+    trust_ratio_mask: Mask = None,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """ALTO without bias correction (the paper's Algorithm 1, the form its convex theorem is proved for).
 
     Same as ``alto(..., bias_correction=False)``; see ``alto`` for the maths and arguments.
     """
-    return _named(alto(lr, alpha, betas, eps, weight_decay, trust_eps, norm_eps, False, weight_decay_mask,
-                       trust_ratio_mask, allow_unstable), "alto_vanilla")
+    return _named(
+        alto(
+            lr,
+            alpha,
+            betas,
+            eps,
+            weight_decay,
+            trust_eps,
+            norm_eps,
+            False,
+            weight_decay_mask,
+            trust_ratio_mask,
+            allow_unstable,
+        ),
+        "alto_vanilla",
+    )
 
 
-def lamb(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.99), eps: float = 1e-6,
-         weight_decay: ScalarOrSchedule = 1e-4, trust_eps: float = 1e-6, norm_eps: float = 1e-10,
-         bias_correction: bool = True, weight_decay_mask: Mask = None,
-         trust_ratio_mask: Mask = None) -> GradientTransformation:
+def lamb(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.99),
+    eps: float = 1e-6,
+    weight_decay: ScalarOrSchedule = 1e-4,
+    trust_eps: float = 1e-6,
+    norm_eps: float = 1e-10,
+    bias_correction: bool = True,
+    weight_decay_mask: Mask = None,
+    trust_ratio_mask: Mask = None,
+) -> GradientTransformation:
     """Lamb in the paper's form: ALTO with ``alpha = 0`` (``betas = (beta2, beta3)`` for m and v).
 
     ``theta^(i) <- theta^(i) - lr r^(i) phi / (||r^(i)|| + trust_eps phi)``, ``r = m^/(sqrt(v^)+eps) + lambda theta``.
     """
     beta2, beta3 = validate_hyperparameters(
-        lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps, weight_decay=weight_decay, trust_eps=trust_eps,
-        norm_eps=norm_eps, bias_correction=bias_correction)
-    return _named(chain(*_lamb_chain(lr, (), (beta2, beta3), eps, weight_decay, trust_eps, norm_eps,
-                                     bias_correction, weight_decay_mask, trust_ratio_mask)), "lamb")
+        lr=lr,
+        betas=betas,
+        beta_names=_MOMENTS,
+        eps=eps,
+        weight_decay=weight_decay,
+        trust_eps=trust_eps,
+        norm_eps=norm_eps,
+        bias_correction=bias_correction,
+    )
+    return _named(
+        chain(
+            *_lamb_chain(
+                lr,
+                (),
+                (beta2, beta3),
+                eps,
+                weight_decay,
+                trust_eps,
+                norm_eps,
+                bias_correction,
+                weight_decay_mask,
+                trust_ratio_mask,
+            )
+        ),
+        "lamb",
+    )
 
 
-def eadam(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
-          betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
-          weight_decay: ScalarOrSchedule = 0.0, bias_correction: bool = True,
-          allow_unstable: bool = False) -> GradientTransformation:
+def eadam(
+    lr: ScalarOrSchedule = 1e-3,
+    alpha: ScalarOrSchedule = 0.5,
+    betas: Tuple[float, float, float] = (0.01, 0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    bias_correction: bool = True,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """EAdam: the E adaptor in front of Adam.
 
     ``u = E(g + lambda theta)``; ``m, v`` from ``u``; ``theta <- theta - lr m^/(sqrt(v^)+eps)``.
@@ -136,74 +231,153 @@ def eadam(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
     small-batch (exploiting) ``alpha = 0.5, beta1 = 0.01`` with Adam's usual ``(0.9, 0.999)`` and ``eps``.
     """
     beta1, beta2, beta3 = validate_hyperparameters(
-        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
-        bias_correction=bias_correction, allow_unstable=allow_unstable)
-    return _named(chain(add_decayed_weights(weight_decay), e_adaptor(alpha, beta1),
-                        scale_by_adam(beta2, beta3, eps, bias_correction), scale_by_learning_rate(lr)), "eadam")
+        lr=lr,
+        alpha=alpha,
+        betas=betas,
+        beta_names=_E3,
+        eps=eps,
+        weight_decay=weight_decay,
+        bias_correction=bias_correction,
+        allow_unstable=allow_unstable,
+    )
+    return _named(
+        chain(
+            add_decayed_weights(weight_decay),
+            e_adaptor(alpha, beta1),
+            scale_by_adam(beta2, beta3, eps, bias_correction),
+            scale_by_learning_rate(lr),
+        ),
+        "eadam",
+    )
 
 
-def adam(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-         weight_decay: ScalarOrSchedule = 0.0, bias_correction: bool = True) -> GradientTransformation:
+def adam(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    bias_correction: bool = True,
+) -> GradientTransformation:
     """Adam (L2 ``weight_decay`` added to the gradient, as torch.optim.Adam); EAdam with ``alpha = 0``."""
-    beta2, beta3 = validate_hyperparameters(lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps,
-                                            weight_decay=weight_decay, bias_correction=bias_correction)
-    return _named(chain(add_decayed_weights(weight_decay), scale_by_adam(beta2, beta3, eps, bias_correction),
-                        scale_by_learning_rate(lr)), "adam")
+    beta2, beta3 = validate_hyperparameters(
+        lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction
+    )
+    return _named(
+        chain(
+            add_decayed_weights(weight_decay),
+            scale_by_adam(beta2, beta3, eps, bias_correction),
+            scale_by_learning_rate(lr),
+        ),
+        "adam",
+    )
 
 
-def eadamw(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
-           betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
-           weight_decay: ScalarOrSchedule = 1e-2, bias_correction: bool = True, weight_decay_mask: Mask = None,
-           allow_unstable: bool = False) -> GradientTransformation:
+def eadamw(
+    lr: ScalarOrSchedule = 1e-3,
+    alpha: ScalarOrSchedule = 0.5,
+    betas: Tuple[float, float, float] = (0.01, 0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 1e-2,
+    bias_correction: bool = True,
+    weight_decay_mask: Mask = None,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """EAdamW: EAdam with decoupled weight decay.
 
     ``theta <- theta - lr (m^/(sqrt(v^)+eps) + lambda theta)``, the same as torch.optim.AdamW's
     ``theta <- theta (1 - lr lambda) - lr m^/(sqrt(v^)+eps)`` up to round-off.
     """
     beta1, beta2, beta3 = validate_hyperparameters(
-        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay,
-        bias_correction=bias_correction, allow_unstable=allow_unstable)
-    return _named(chain(e_adaptor(alpha, beta1), scale_by_adam(beta2, beta3, eps, bias_correction),
-                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
-                  "eadamw")
+        lr=lr,
+        alpha=alpha,
+        betas=betas,
+        beta_names=_E3,
+        eps=eps,
+        weight_decay=weight_decay,
+        bias_correction=bias_correction,
+        allow_unstable=allow_unstable,
+    )
+    return _named(
+        chain(
+            e_adaptor(alpha, beta1),
+            scale_by_adam(beta2, beta3, eps, bias_correction),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_learning_rate(lr),
+        ),
+        "eadamw",
+    )
 
 
-def adamw(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-          weight_decay: ScalarOrSchedule = 1e-2, bias_correction: bool = True,
-          weight_decay_mask: Mask = None) -> GradientTransformation:
+def adamw(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 1e-2,
+    bias_correction: bool = True,
+    weight_decay_mask: Mask = None,
+) -> GradientTransformation:
     """AdamW (decoupled weight decay); EAdamW with ``alpha = 0``."""
-    beta2, beta3 = validate_hyperparameters(lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps,
-                                            weight_decay=weight_decay, bias_correction=bias_correction)
-    return _named(chain(scale_by_adam(beta2, beta3, eps, bias_correction),
-                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
-                  "adamw")
+    beta2, beta3 = validate_hyperparameters(
+        lr=lr, betas=betas, beta_names=_MOMENTS, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction
+    )
+    return _named(
+        chain(
+            scale_by_adam(beta2, beta3, eps, bias_correction),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_learning_rate(lr),
+        ),
+        "adamw",
+    )
 
 
-def esgd(lr: ScalarOrSchedule = 1e-2, alpha: ScalarOrSchedule = 0.5, betas: Tuple[float, float] = (0.01, 0.0),
-         weight_decay: ScalarOrSchedule = 0.0, allow_unstable: bool = False) -> GradientTransformation:
+def esgd(
+    lr: ScalarOrSchedule = 1e-2,
+    alpha: ScalarOrSchedule = 0.5,
+    betas: Tuple[float, float] = (0.01, 0.0),
+    weight_decay: ScalarOrSchedule = 0.0,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """ESGD: the E adaptor in front of heavy-ball SGD.
 
     ``u = E(g + lambda theta)``, ``m_k = beta2 m_{k-1} + u_k``, ``theta <- theta - lr m_k``
     (``betas = (beta1, beta2)``; ``beta2 = 0`` is plain SGD; L2 ``weight_decay`` as torch.optim.SGD).
     """
-    beta1, beta2 = validate_hyperparameters(lr=lr, alpha=alpha, betas=betas, beta_names=("beta1", "beta2"),
-                                            weight_decay=weight_decay, allow_unstable=allow_unstable)
-    return _named(chain(add_decayed_weights(weight_decay), e_adaptor(alpha, beta1), trace(beta2),
-                        scale_by_learning_rate(lr)), "esgd")
+    beta1, beta2 = validate_hyperparameters(
+        lr=lr,
+        alpha=alpha,
+        betas=betas,
+        beta_names=("beta1", "beta2"),
+        weight_decay=weight_decay,
+        allow_unstable=allow_unstable,
+    )
+    return _named(
+        chain(add_decayed_weights(weight_decay), e_adaptor(alpha, beta1), trace(beta2), scale_by_learning_rate(lr)),
+        "esgd",
+    )
 
 
-def sgd(lr: ScalarOrSchedule = 1e-2, momentum: float = 0.0,
-        weight_decay: ScalarOrSchedule = 0.0) -> GradientTransformation:
+def sgd(
+    lr: ScalarOrSchedule = 1e-2, momentum: float = 0.0, weight_decay: ScalarOrSchedule = 0.0
+) -> GradientTransformation:
     """SGD with heavy-ball momentum (torch.optim.SGD without dampening); ESGD with ``alpha = 0``."""
-    (momentum,) = validate_hyperparameters(lr=lr, betas=(momentum,), beta_names=("momentum",),
-                                           weight_decay=weight_decay)
+    (momentum,) = validate_hyperparameters(
+        lr=lr, betas=(momentum,), beta_names=("momentum",), weight_decay=weight_decay
+    )
     return _named(chain(add_decayed_weights(weight_decay), trace(momentum), scale_by_learning_rate(lr)), "sgd")
 
 
-def adam_cm(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-            weight_decay: ScalarOrSchedule = 0.0, top_c: int = 5, decay: float = 0.7, kappa: float = 1.0,
-            synced: bool = True, critical_test: float = 0.0,
-            weight_decay_mask: Mask = None) -> GradientTransformation:
+def adam_cm(
+    lr: ScalarOrSchedule = 1e-3,
+    betas: Tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    top_c: int = 5,
+    decay: float = 0.7,
+    kappa: float = 1.0,
+    synced: bool = True,
+    critical_test: float = 0.0,
+    weight_decay_mask: Mask = None,
+) -> GradientTransformation:
     """Adam+CM: Adam with a buffer of critical momenta (the reference ``Adam_CM``; ``kappa=0`` is Adam).
 
     With ``k`` the 1-based step, ``C`` a buffer of at most ``top_c`` momenta with priorities ``p``::
@@ -256,19 +430,43 @@ def adam_cm(lr: ScalarOrSchedule = 1e-3, betas: Tuple[float, float] = (0.9, 0.99
         Malviya et al., "Promoting Exploration in Memory-Augmented Adam using Critical Momenta", TMLR 2024.
     """
     beta1, beta2 = validate_hyperparameters(
-        lr=lr, betas=betas, beta_names=("beta1", "beta2"), eps=eps, weight_decay=weight_decay, top_c=top_c,
-        decay=decay, kappa=kappa, critical_test=critical_test, synced=synced)
-    return _named(chain(scale_by_adam_critical_momenta(beta1, beta2, eps, top_c, float(decay), float(kappa), synced,
-                                                       float(critical_test)),
-                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
-                  "adam_cm")
+        lr=lr,
+        betas=betas,
+        beta_names=("beta1", "beta2"),
+        eps=eps,
+        weight_decay=weight_decay,
+        top_c=top_c,
+        decay=decay,
+        kappa=kappa,
+        critical_test=critical_test,
+        synced=synced,
+    )
+    return _named(
+        chain(
+            scale_by_adam_critical_momenta(
+                beta1, beta2, eps, top_c, float(decay), float(kappa), synced, float(critical_test)
+            ),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_learning_rate(lr),
+        ),
+        "adam_cm",
+    )
 
 
-def eadam_cm(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
-             betas: Tuple[float, float, float] = (0.01, 0.9, 0.999), eps: float = 1e-8,
-             weight_decay: ScalarOrSchedule = 0.0, top_c: int = 5, decay: float = 0.7, kappa: float = 1.0,
-             synced: bool = True, critical_test: float = 0.0, weight_decay_mask: Mask = None,
-             allow_unstable: bool = False) -> GradientTransformation:
+def eadam_cm(
+    lr: ScalarOrSchedule = 1e-3,
+    alpha: ScalarOrSchedule = 0.5,
+    betas: Tuple[float, float, float] = (0.01, 0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: ScalarOrSchedule = 0.0,
+    top_c: int = 5,
+    decay: float = 0.7,
+    kappa: float = 1.0,
+    synced: bool = True,
+    critical_test: float = 0.0,
+    weight_decay_mask: Mask = None,
+    allow_unstable: bool = False,
+) -> GradientTransformation:
     """The E adaptor in front of Adam+CM: ``adam_cm`` run on ``u_k = g_k + alpha a_k``.
 
     ``a_k = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})`` as in ``eadam``; Adam+CM (see ``adam_cm``) then
@@ -278,17 +476,43 @@ def eadam_cm(lr: ScalarOrSchedule = 1e-3, alpha: ScalarOrSchedule = 0.5,
     combination; it is offered so that the two exploration mechanisms can be compared and combined.
     """
     beta1, beta2, beta3 = validate_hyperparameters(
-        lr=lr, alpha=alpha, betas=betas, beta_names=_E3, eps=eps, weight_decay=weight_decay, top_c=top_c,
-        decay=decay, kappa=kappa, critical_test=critical_test, synced=synced, allow_unstable=allow_unstable)
-    return _named(chain(e_adaptor(alpha, beta1),
-                        scale_by_adam_critical_momenta(beta2, beta3, eps, top_c, float(decay), float(kappa), synced,
-                                                       float(critical_test)),
-                        add_decayed_weights(weight_decay, weight_decay_mask), scale_by_learning_rate(lr)),
-                  "eadam_cm")
+        lr=lr,
+        alpha=alpha,
+        betas=betas,
+        beta_names=_E3,
+        eps=eps,
+        weight_decay=weight_decay,
+        top_c=top_c,
+        decay=decay,
+        kappa=kappa,
+        critical_test=critical_test,
+        synced=synced,
+        allow_unstable=allow_unstable,
+    )
+    return _named(
+        chain(
+            e_adaptor(alpha, beta1),
+            scale_by_adam_critical_momenta(
+                beta2, beta3, eps, top_c, float(decay), float(kappa), synced, float(critical_test)
+            ),
+            add_decayed_weights(weight_decay, weight_decay_mask),
+            scale_by_learning_rate(lr),
+        ),
+        "eadam_cm",
+    )
 
 
 #: Every named optimizer, by name (used by the CLI, the adapters' registries and the test table).
 OPTIMIZERS: Dict[str, Callable[..., GradientTransformation]] = {
-    "alto": alto, "alto_vanilla": alto_vanilla, "lamb": lamb, "eadam": eadam, "adam": adam,
-    "eadamw": eadamw, "adamw": adamw, "esgd": esgd, "sgd": sgd, "adam_cm": adam_cm, "eadam_cm": eadam_cm,
+    "alto": alto,
+    "alto_vanilla": alto_vanilla,
+    "lamb": lamb,
+    "eadam": eadam,
+    "adam": adam,
+    "eadamw": eadamw,
+    "adamw": adamw,
+    "esgd": esgd,
+    "sgd": sgd,
+    "adam_cm": adam_cm,
+    "eadam_cm": eadam_cm,
 }

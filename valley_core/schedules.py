@@ -19,7 +19,7 @@ def inverse_sqrt(value: float) -> Schedule:
     """``k -> value / sqrt(k)``: the schedule of the paper's convex theorem (for lr, alpha and lambda)."""
 
     def schedule(k: Any) -> Any:
-        return value * k ** -0.5
+        return value * k**-0.5
 
     schedule.__qualname__ = f"inverse_sqrt({value!r})"
     return schedule
@@ -29,7 +29,7 @@ def exponential_decay(value: float, rate: float) -> Schedule:
     """``k -> value * rate ** k``: the weight-decay schedule ``lambda * (1 - mu) ** k`` of the non-convex theorem."""
 
     def schedule(k: Any) -> Any:
-        return value * rate ** k
+        return value * rate**k
 
     schedule.__qualname__ = f"exponential_decay({value!r}, {rate!r})"
     return schedule

@@ -41,8 +41,9 @@ def _shape(array: Any) -> Tuple[int, ...]:
     return tuple(int(n) for n in array.shape)
 
 
-def state_from_dict(template: Any, flat: Mapping[str, Any],
-                    convert: Callable[[Any, Any], Any] = lambda value, like: value) -> Any:
+def state_from_dict(
+    template: Any, flat: Mapping[str, Any], convert: Callable[[Any, Any], Any] = lambda value, like: value
+) -> Any:
     """A state with ``template``'s structure and ``flat``'s arrays.
 
     Args:

@@ -59,9 +59,7 @@ def check_beta(name: str, value: Any) -> float:
 def check_betas(betas: Any, names: Sequence[str]) -> tuple:
     """``betas`` is a sequence of ``len(names)`` coefficients, each in ``[0, 1)``."""
     if isinstance(betas, (str, bytes)) or not isinstance(betas, Sequence) or len(betas) != len(names):
-        raise ValueError(
-            f"betas={betas!r} violates betas is a sequence of {len(names)} numbers ({', '.join(names)})"
-        )
+        raise ValueError(f"betas={betas!r} violates betas is a sequence of {len(names)} numbers ({', '.join(names)})")
     return tuple(check_beta(name, beta) for name, beta in zip(names, betas))
 
 
@@ -109,8 +107,10 @@ def check_critical_test(value: Any) -> float:
     """Adam+CM's ``critical_test``: ``0.0`` or ``1.0`` (the reference's random mix of the two is not implemented)."""
     real = _as_real("critical_test", value)
     if real not in (0.0, 1.0):
-        raise ValueError(f"critical_test={real!r} violates critical_test is 0.0 (priority replacement) or 1.0 "
-                         "(overwrite slot 0); the reference's random mix of the two is not implemented")
+        raise ValueError(
+            f"critical_test={real!r} violates critical_test is 0.0 (priority replacement) or 1.0 "
+            "(overwrite slot 0); the reference's random mix of the two is not implemented"
+        )
     return real
 
 
@@ -146,8 +146,7 @@ def validate_hyperparameters(
         check_real("alpha", alpha)
         if "beta1" in beta_names:
             check_stability(alpha, checked_betas[list(beta_names).index("beta1")], allow_unstable)
-    for name, value in (("eps", eps), ("weight_decay", weight_decay), ("trust_eps", trust_eps),
-                        ("norm_eps", norm_eps)):
+    for name, value in (("eps", eps), ("weight_decay", weight_decay), ("trust_eps", trust_eps), ("norm_eps", norm_eps)):
         if value is not None:
             check_nonnegative(name, value)
     if bias_correction is not None:

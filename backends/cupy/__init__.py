@@ -24,7 +24,6 @@ Importing this module imports neither CuPy nor CUDA. Constructing an optimizer (
 from __future__ import annotations
 
 import valley_core as vc
-
 from backends.cupy._engine import import_cupy
 from backends.cupy._optimizer import Optimizer, optimizer_class
 
@@ -36,8 +35,7 @@ EAdamW = optimizer_class("EAdamW", vc.eadamw, __name__)
 ESGD = optimizer_class("ESGD", vc.esgd, __name__)
 
 #: The optimizers of this backend by core name (used by benchmarks/gpu_check.py and the tests).
-OPTIMIZERS = {"alto": ALTO, "alto_vanilla": ALTOVanilla, "lamb": Lamb, "eadam": EAdam, "eadamw": EAdamW,
-              "esgd": ESGD}
+OPTIMIZERS = {"alto": ALTO, "alto_vanilla": ALTOVanilla, "lamb": Lamb, "eadam": EAdam, "eadamw": EAdamW, "esgd": ESGD}
 
 
 def cuda_available() -> bool:

@@ -33,17 +33,20 @@ def import_cupy() -> Any:
     except ImportError as error:
         raise RuntimeError(
             "backends.cupy needs CuPy, which is not installed (pip install cupy-cuda12x, or cupy-cuda13x for "
-            f"CUDA 13; it runs on a CUDA GPU only): {error}") from error
+            f"CUDA 13; it runs on a CUDA GPU only): {error}"
+        ) from error
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as error:  # CUDARuntimeError: no driver, driver too old, no device
         raise RuntimeError(
             f"CUDA is not available: CuPy {cupy.__version__} found no usable CUDA device ({error}). "
-            "backends.cupy runs on a CUDA GPU only; on a CPU use backends.numpy or backends.torch.") from error
+            "backends.cupy runs on a CUDA GPU only; on a CPU use backends.numpy or backends.torch."
+        ) from error
     if count < 1:
         raise RuntimeError(
             f"CUDA is not available: CuPy {cupy.__version__} sees 0 CUDA devices. backends.cupy runs on a CUDA "
-            "GPU only; on a CPU use backends.numpy or backends.torch.")
+            "GPU only; on a CPU use backends.numpy or backends.torch."
+        )
     return cupy
 
 
@@ -61,8 +64,7 @@ class NumpyEngine:
         self.array_type_name = "numpy.ndarray"
 
     def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
-        results = run_numpy(program, {n: arrays[n] for n in (*program.arrays_in, *program.arrays_inout)},
-                            scalars)
+        results = run_numpy(program, {n: arrays[n] for n in (*program.arrays_in, *program.arrays_inout)}, scalars)
         for name, value in results.items():
             arrays[name][...] = value
 
@@ -109,15 +111,15 @@ class CupyEngine:
         self._norm = _KERNELS.get("valley_l2_norm")
         if self._norm is None:
             self._norm = _KERNELS["valley_l2_norm"] = cupy.ReductionKernel(
-                "T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0", "valley_l2_norm")
+                "T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0", "valley_l2_norm"
+            )
 
     def kernel(self, program: Program) -> Any:
         """The ``ElementwiseKernel`` generated from ``program`` (built once per process, cached by name)."""
         kernel = _KERNELS.get(program.name)
         if kernel is None:
             in_params, out_params, operation = render_cuda(program)
-            kernel = _KERNELS[program.name] = self.xp.ElementwiseKernel(in_params, out_params, operation,
-                                                                        program.name)
+            kernel = _KERNELS[program.name] = self.xp.ElementwiseKernel(in_params, out_params, operation, program.name)
         return kernel
 
     def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
@@ -136,8 +138,14 @@ class CupyEngine:
             kernel = _KERNELS[name] = self.xp.RawKernel(source, name)
         return kernel
 
-    def lamb_multi_tensor(self, tensors: List[Dict[str, Any]], adaptor: bool, decay: Sequence[bool],
-                          trust: Sequence[bool], scalars: Dict[str, float]) -> None:
+    def lamb_multi_tensor(
+        self,
+        tensors: List[Dict[str, Any]],
+        adaptor: bool,
+        decay: Sequence[bool],
+        trust: Sequence[bool],
+        scalars: Dict[str, float],
+    ) -> None:
         """The Lamb family's step for C-contiguous tensors: two launches per group of up to 16 tensors.
 
         See ``backends.cupy._multi_tensor``. Tensors are grouped by dtype and by their weight-decay and
@@ -166,23 +174,26 @@ class CupyEngine:
             ctype = "float" if dtype == np.float32 else "double"
             first_program = program("lamb_direction", adaptor=adaptor, decay=decay_on)
             second_program = apply_from_moments_program(decay_on, trust_on)
-            first_name = f"valley_mt_{first_program.name[len('valley_'):]}_{ctype}"
-            second_name = f"valley_mt_{second_program.name[len('valley_'):]}_{ctype}"
+            first_name = f"valley_mt_{first_program.name[len('valley_') :]}_{ctype}"
+            second_name = f"valley_mt_{second_program.name[len('valley_') :]}_{ctype}"
             first = self._raw_kernel(first_name, lambda: mt.first_pass_source(first_program, first_name, ctype))
-            second = self._raw_kernel(second_name,
-                                      lambda: mt.second_pass_source(second_program, second_name, ctype))
+            second = self._raw_kernel(second_name, lambda: mt.second_pass_source(second_program, second_name, ctype))
             first_arrays = (*first_program.arrays_in, *first_program.arrays_inout)
-            second_arrays = (*[a for a in second_program.arrays_in if a not in ("param_norm", "direction_norm")],
-                             *second_program.arrays_inout)
+            second_arrays = (
+                *[a for a in second_program.arrays_in if a not in ("param_norm", "direction_norm")],
+                *second_program.arrays_inout,
+            )
             for start in range(0, len(indices), mt.TENSORS_PER_LAUNCH):
-                chunk = indices[start:start + mt.TENSORS_PER_LAUNCH]
+                chunk = indices[start : start + mt.TENSORS_PER_LAUNCH]
                 # Slot j of this launch accumulates into chunk_sums[2 j] (||theta||^2) and [2 j + 1] (||r||^2).
-                chunk_sums = sums[2 * launched:2 * (launched + len(chunk))]
+                chunk_sums = sums[2 * launched : 2 * (launched + len(chunk))]
                 launched += len(chunk)
                 sizes = [int(tensors[i]["param"].size) for i in chunk]
                 grid = (mt.grid_x(sizes), len(chunk))
-                for kernel, kernel_program, names in ((first, first_program, first_arrays),
-                                                      (second, second_program, second_arrays)):
+                for kernel, kernel_program, names in (
+                    (first, first_program, first_arrays),
+                    (second, second_program, second_arrays),
+                ):
                     args: List[Any] = []
                     for slot in range(mt.TENSORS_PER_LAUNCH):  # unused slots: any valid arrays, n = 0
                         used = slot < len(chunk)

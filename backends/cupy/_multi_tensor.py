@@ -48,8 +48,18 @@ __device__ __forceinline__ void valley_warp_add(double value, double* target) {
 """
 
 
-def _kernel(name: str, ctype: str, arrays_in: Sequence[str], arrays_inout: Sequence[str], scalars: Sequence[str],
-            prologue: str, body: str, loads_extra: str, epilogue: str, loop_tail: str) -> Tuple[str, List[str]]:
+def _kernel(
+    name: str,
+    ctype: str,
+    arrays_in: Sequence[str],
+    arrays_inout: Sequence[str],
+    scalars: Sequence[str],
+    prologue: str,
+    body: str,
+    loads_extra: str,
+    epilogue: str,
+    loop_tail: str,
+) -> Tuple[str, List[str]]:
     """Source of one multi-tensor kernel and its C parameter declarations, in order."""
     params: List[str] = []
     for slot in range(TENSORS_PER_LAUNCH):
@@ -65,31 +75,33 @@ def _kernel(name: str, ctype: str, arrays_in: Sequence[str], arrays_inout: Seque
         cases.append(f"    case {slot}: {assigns} n = n_{slot}; break;")
     loads = [f"const T {a} = {a}_ptr[i];" for a in arrays_in] + [f"T {a} = {a}_ptr[i];" for a in arrays_inout]
     stores = [f"{a}_ptr[i] = {a};" for a in arrays_inout]
-    source = "\n".join([
-        f"typedef {ctype} T;",
-        _PRELUDE,
-        f'extern "C" __global__ void {name}({", ".join(params)}) {{',
-        "  const int slot = (int)blockIdx.y;",
-        "  " + " ".join(pointers),
-        "  long long n = 0;",
-        "  switch (slot) {",
-        *cases,
-        "    default: return;",
-        "  }",
-        prologue,
-        "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;",
-        "       i += (long long)gridDim.x * blockDim.x) {",
-        "    " + " ".join(loads),
-        loads_extra,
-        "    {",
-        body,
-        "    }",
-        "    " + " ".join(stores),
-        loop_tail,
-        "  }",
-        epilogue,
-        "}",
-    ])
+    source = "\n".join(
+        [
+            f"typedef {ctype} T;",
+            _PRELUDE,
+            f'extern "C" __global__ void {name}({", ".join(params)}) {{',
+            "  const int slot = (int)blockIdx.y;",
+            "  " + " ".join(pointers),
+            "  long long n = 0;",
+            "  switch (slot) {",
+            *cases,
+            "    default: return;",
+            "  }",
+            prologue,
+            "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;",
+            "       i += (long long)gridDim.x * blockDim.x) {",
+            "    " + " ".join(loads),
+            loads_extra,
+            "    {",
+            body,
+            "    }",
+            "    " + " ".join(stores),
+            loop_tail,
+            "  }",
+            epilogue,
+            "}",
+        ]
+    )
     return source, params
 
 
@@ -102,23 +114,42 @@ def first_pass_source(program: Program, name: str, ctype: str) -> Tuple[str, Lis
         raise ValueError(f"{program.name}: the first pass needs a program whose only new output is 'direction'")
     _, _, body = render_cuda(program)
     return _kernel(
-        name, ctype, program.arrays_in, program.arrays_inout, program.scalars,
+        name,
+        ctype,
+        program.arrays_in,
+        program.arrays_inout,
+        program.scalars,
         prologue="  double sum_param = 0.0, sum_direction = 0.0;",
-        body=body, loads_extra="    T direction;",
+        body=body,
+        loads_extra="    T direction;",
         loop_tail="    sum_param += (double)param * (double)param;\n"
-                  "    sum_direction += (double)direction * (double)direction;",
+        "    sum_direction += (double)direction * (double)direction;",
         epilogue="  valley_warp_add(sum_param, &sums[2 * slot]);\n"
-                 "  valley_warp_add(sum_direction, &sums[2 * slot + 1]);")
+        "  valley_warp_add(sum_direction, &sums[2 * slot + 1]);",
+    )
 
 
 def second_pass_source(program: Program, name: str, ctype: str) -> Tuple[str, List[str]]:
     """The second pass for ``program`` (a traced ``lamb_apply_from_moments``), norms read from ``sums``."""
     arrays_in = [a for a in program.arrays_in if a not in ("param_norm", "direction_norm")]
     _, _, body = render_cuda(program)
-    norms = ("    const T param_norm = (T)sqrt(sums[2 * slot]);\n"
-             "    const T direction_norm = (T)sqrt(sums[2 * slot + 1]);") if "param_norm" in program.arrays_in else ""
-    return _kernel(name, ctype, arrays_in, program.arrays_inout, program.scalars, prologue="", body=body,
-                   loads_extra=norms, epilogue="", loop_tail="")
+    norms = (
+        ("    const T param_norm = (T)sqrt(sums[2 * slot]);\n    const T direction_norm = (T)sqrt(sums[2 * slot + 1]);")
+        if "param_norm" in program.arrays_in
+        else ""
+    )
+    return _kernel(
+        name,
+        ctype,
+        arrays_in,
+        program.arrays_inout,
+        program.scalars,
+        prologue="",
+        body=body,
+        loads_extra=norms,
+        epilogue="",
+        loop_tail="",
+    )
 
 
 def emulation_source(source: str, name: str, params: Sequence[str]) -> str:
@@ -128,15 +159,17 @@ def emulation_source(source: str, name: str, params: Sequence[str]) -> str:
     pointer selection, the generated bodies and the norms, not concurrency.
     """
     names = [p.split()[-1] for p in params]
-    driver = (f'extern "C" void {name}_emulate(unsigned int gx, unsigned int gy, unsigned int bx, '
-              f'{", ".join(params)}) {{\n'
-              "  gridDim.x = gx; gridDim.y = gy; gridDim.z = 1; blockDim.x = bx; blockDim.y = 1; blockDim.z = 1;\n"
-              "  for (unsigned int y = 0; y < gy; ++y) for (unsigned int x = 0; x < gx; ++x)\n"
-              "    for (unsigned int t = 0; t < bx; ++t) {\n"
-              "      blockIdx.x = x; blockIdx.y = y; blockIdx.z = 0;\n"
-              "      threadIdx.x = t; threadIdx.y = 0; threadIdx.z = 0;\n"
-              f"      {name}({', '.join(names)});\n"
-              "    }\n}\n")
+    driver = (
+        f'extern "C" void {name}_emulate(unsigned int gx, unsigned int gy, unsigned int bx, '
+        f"{', '.join(params)}) {{\n"
+        "  gridDim.x = gx; gridDim.y = gy; gridDim.z = 1; blockDim.x = bx; blockDim.y = 1; blockDim.z = 1;\n"
+        "  for (unsigned int y = 0; y < gy; ++y) for (unsigned int x = 0; x < gx; ++x)\n"
+        "    for (unsigned int t = 0; t < bx; ++t) {\n"
+        "      blockIdx.x = x; blockIdx.y = y; blockIdx.z = 0;\n"
+        "      threadIdx.x = t; threadIdx.y = 0; threadIdx.z = 0;\n"
+        f"      {name}({', '.join(names)});\n"
+        "    }\n}\n"
+    )
     return source + "\n" + driver
 
 

@@ -13,12 +13,11 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 import valley_core as vc
-from valley_core.base import GradientTransformation
-from valley_core.transforms.weight_decay import resolve_mask
-
 from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
 from backends.kernels.programs import program
 from backends.kernels.scalars import ADAM_FAMILY, FAMILIES, LAMB_FAMILY, step_scalars
+from valley_core.base import GradientTransformation
+from valley_core.transforms.weight_decay import resolve_mask
 
 
 class _Spec:
@@ -106,9 +105,17 @@ class Optimizer:
         ``docs/cupy.md`` (how the kernels are generated from ``valley_core``).
     """
 
-    def __init__(self, params: Sequence[Any], factory: Callable[..., GradientTransformation], family: str,
-                 hyperparameters: Dict[str, Any], *, skip_nonfinite: bool = False,
-                 array_module: str = "cupy", multi_tensor: bool = False) -> None:
+    def __init__(
+        self,
+        params: Sequence[Any],
+        factory: Callable[..., GradientTransformation],
+        family: str,
+        hyperparameters: Dict[str, Any],
+        *,
+        skip_nonfinite: bool = False,
+        array_module: str = "cupy",
+        multi_tensor: bool = False,
+    ) -> None:
         if not isinstance(multi_tensor, bool):
             raise ValueError(f"multi_tensor={multi_tensor!r} violates multi_tensor is a bool")
         if multi_tensor and family != LAMB_FAMILY:
@@ -125,8 +132,9 @@ class Optimizer:
         self.params: List[Any] = self._check_params(params)
         self.skip_nonfinite = bool(skip_nonfinite)
         template = self.transform.init(tuple(_Spec(p.shape, p.dtype) for p in self.params), xp=_LayoutNamespace())
-        self.state = vc.state_from_dict(template, vc.state_to_dict(template),
-                                        convert=lambda value, like: self._engine.zeros(like.shape, like.dtype))
+        self.state = vc.state_from_dict(
+            template, vc.state_to_dict(template), convert=lambda value, like: self._engine.zeros(like.shape, like.dtype)
+        )
         self._count = 0  # steps taken by the state (the core's ``count``), kept on the host
         self.steps_taken = 0
         self._scratch: Dict[Any, Any] = {}
@@ -139,11 +147,11 @@ class Optimizer:
         expected = self._engine.array_type
         for index, p in enumerate(params):
             if not isinstance(p, expected):
-                raise TypeError(f"params[{index}] is a {type(p).__name__}, expected a "
-                                f"{self._engine.array_type_name}")
+                raise TypeError(f"params[{index}] is a {type(p).__name__}, expected a {self._engine.array_type_name}")
             if str(p.dtype) not in SUPPORTED_DTYPES:
-                raise TypeError(f"params[{index}] has dtype {p.dtype}; backends.cupy optimizes float32 and "
-                                "float64 arrays")
+                raise TypeError(
+                    f"params[{index}] has dtype {p.dtype}; backends.cupy optimizes float32 and float64 arrays"
+                )
             if not self._engine.same_device(p, params[0]):
                 raise ValueError(f"params[{index}] is on another device than params[0]")
             self._engine.check_param(index, p)
@@ -156,11 +164,9 @@ class Optimizer:
         expected = self._engine.array_type
         for index, (g, p) in enumerate(zip(grads, self.params)):
             if not isinstance(g, expected):
-                raise TypeError(f"grads[{index}] is a {type(g).__name__}, expected a "
-                                f"{self._engine.array_type_name}")
+                raise TypeError(f"grads[{index}] is a {type(g).__name__}, expected a {self._engine.array_type_name}")
             if tuple(g.shape) != tuple(p.shape):
-                raise ValueError(f"grads[{index}] has shape {tuple(g.shape)}, its parameter has shape "
-                                 f"{tuple(p.shape)}")
+                raise ValueError(f"grads[{index}] has shape {tuple(g.shape)}, its parameter has shape {tuple(p.shape)}")
             if g.dtype != p.dtype:
                 raise TypeError(f"grads[{index}] has dtype {g.dtype}, its parameter has dtype {p.dtype}")
             if not self._engine.same_device(g, p):
@@ -218,8 +224,13 @@ class Optimizer:
             self._engine.lamb_multi_tensor(tensors, adaptor, decay, trust, scalars)
             return
         for i, (g, p) in enumerate(zip(grads, params)):
-            arrays = {"grad": g, "param": p, "first": buffers["first"][i], "second": buffers["second"][i],
-                      "direction": self._direction_buffer(p)}
+            arrays = {
+                "grad": g,
+                "param": p,
+                "first": buffers["first"][i],
+                "second": buffers["second"][i],
+                "direction": self._direction_buffer(p),
+            }
             if adaptor:
                 arrays["carry"] = buffers["carry"][i]
             self._engine.run(program("lamb_direction", adaptor=adaptor, decay=decay[i]), arrays, scalars)
@@ -232,11 +243,17 @@ class Optimizer:
 
     def _adam_step(self, grads, params, buffers, hp, scalars) -> None:
         decoupled = self.transform.name == "eadamw"
-        decay = (resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights") if decoupled
-                 else (True,) * len(params))
+        decay = (
+            resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights") if decoupled else (True,) * len(params)
+        )
         for i, (g, p) in enumerate(zip(grads, params)):
-            arrays = {"grad": g, "param": p, "carry": buffers["carry"][i], "first": buffers["first"][i],
-                      "second": buffers["second"][i]}
+            arrays = {
+                "grad": g,
+                "param": p,
+                "carry": buffers["carry"][i],
+                "first": buffers["first"][i],
+                "second": buffers["second"][i],
+            }
             variant = program("adam_step", l2=not decoupled, decoupled=decoupled and decay[i])
             self._engine.run(variant, arrays, scalars)
 
@@ -252,8 +269,11 @@ class Optimizer:
         The keys are the core's (``valley_core.state_to_dict``), so a checkpoint of ``backends.numpy``'s
         optimizer of the same name loads here and the other way round.
         """
-        return {"optimizer": self.transform.name, "steps_taken": self.steps_taken,
-                "state": {key: self._engine.to_host(value) for key, value in vc.state_to_dict(self.state).items()}}
+        return {
+            "optimizer": self.transform.name,
+            "steps_taken": self.steps_taken,
+            "state": {key: self._engine.to_host(value) for key, value in vc.state_to_dict(self.state).items()},
+        }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a checkpoint (NumPy or CuPy arrays); raises ``ValueError`` naming every mismatch.
@@ -279,13 +299,30 @@ def optimizer_class(name: str, factory: Callable[..., GradientTransformation], m
     """A named subclass ``name(params, *, skip_nonfinite=False, array_module="cupy", multi_tensor=False, **hp)``."""
     family = FAMILIES[factory.__name__]
 
-    def __init__(self, params: Sequence[Any], *, skip_nonfinite: bool = False, array_module: str = "cupy",
-                 multi_tensor: bool = False, **hyperparameters: Any) -> None:
-        Optimizer.__init__(self, params, factory, family, hyperparameters, skip_nonfinite=skip_nonfinite,
-                           array_module=array_module, multi_tensor=multi_tensor)
+    def __init__(
+        self,
+        params: Sequence[Any],
+        *,
+        skip_nonfinite: bool = False,
+        array_module: str = "cupy",
+        multi_tensor: bool = False,
+        **hyperparameters: Any,
+    ) -> None:
+        Optimizer.__init__(
+            self,
+            params,
+            factory,
+            family,
+            hyperparameters,
+            skip_nonfinite=skip_nonfinite,
+            array_module=array_module,
+            multi_tensor=multi_tensor,
+        )
 
-    doc = (f"CuPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
-           f"``valley_core.{factory.__name__}``, fused into generated CUDA kernels.\n\n"
-           f"See ``Optimizer`` for ``skip_nonfinite``, ``array_module`` and ``multi_tensor``.\n\n"
-           f"{factory.__doc__}")
+    doc = (
+        f"CuPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
+        f"``valley_core.{factory.__name__}``, fused into generated CUDA kernels.\n\n"
+        f"See ``Optimizer`` for ``skip_nonfinite``, ``array_module`` and ``multi_tensor``.\n\n"
+        f"{factory.__doc__}"
+    )
     return type(name, (Optimizer,), {"__init__": __init__, "__doc__": doc, "__module__": module})

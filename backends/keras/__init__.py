@@ -11,9 +11,18 @@ imports Keras (and therefore its configured backend); importing ``backends`` alo
 """
 
 from backends.keras.namespace import KerasNamespace, keras_namespace
-from backends.keras.optimizers import (ALTO, ESGD, PACKAGE, ALTOVanilla, EAdam, EAdamW, Lamb,
-                                       ValleyOptimizer)
-from backends.keras.optimizers import AdamCM
+from backends.keras.optimizers import ALTO, ESGD, PACKAGE, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb, ValleyOptimizer
 
-__all__ = ["ALTO", "ALTOVanilla", "AdamCM", "EAdam", "EAdamW", "ESGD", "KerasNamespace", "Lamb", "PACKAGE",
-           "ValleyOptimizer", "keras_namespace"]
+__all__ = [
+    "ALTO",
+    "ALTOVanilla",
+    "AdamCM",
+    "EAdam",
+    "EAdamW",
+    "ESGD",
+    "KerasNamespace",
+    "Lamb",
+    "PACKAGE",
+    "ValleyOptimizer",
+    "keras_namespace",
+]

@@ -52,8 +52,17 @@ PACKAGE = "valley"
 # Core factory parameters that the adapter fills in itself rather than taking from the user.
 _ADAPTER_OWNED = ("lr", "weight_decay_mask", "trust_ratio_mask")
 # Constructor keywords that keras.optimizers.Optimizer itself takes (weight_decay is the core's here).
-_KERAS_KEYWORDS = ("name", "clipnorm", "clipvalue", "global_clipnorm", "use_ema", "ema_momentum",
-                   "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
+_KERAS_KEYWORDS = (
+    "name",
+    "clipnorm",
+    "clipvalue",
+    "global_clipnorm",
+    "use_ema",
+    "ema_momentum",
+    "ema_overwrite_frequency",
+    "loss_scale_factor",
+    "gradient_accumulation_steps",
+)
 
 
 class _StepLearningRate:
@@ -120,7 +129,7 @@ def _unflatten(template: Any, values: Iterator[Any]) -> Any:
         fields = {}
         for field in template._fields:
             value = getattr(template, field)
-            fields[field] = (tuple(next(values) for _ in value) if isinstance(value, tuple) else next(values))
+            fields[field] = tuple(next(values) for _ in value) if isinstance(value, tuple) else next(values)
         return type(template)(**fields)
     return tuple(_unflatten(inner, values) for inner in template)
 
@@ -128,13 +137,17 @@ def _unflatten(template: Any, values: Iterator[Any]) -> Any:
 def _is_step_counter(label: Label, value: Any) -> bool:
     """The core's ``count`` fields: 0-d integer step counters, all equal to ``optimizer.iterations``."""
     _, field, index = label
-    return field == "count" and index is None and np.ndim(value) == 0 and np.issubdtype(
-        np.asarray(value).dtype, np.integer)
+    return (
+        field == "count"
+        and index is None
+        and np.ndim(value) == 0
+        and np.issubdtype(np.asarray(value).dtype, np.integer)
+    )
 
 
 def _slot_name(label: Label, seen: Dict[str, int]) -> str:
     state_class, field, _ = label
-    prefix = state_class[:-len("State")] if state_class.endswith("State") else state_class
+    prefix = state_class[: -len("State")] if state_class.endswith("State") else state_class
     name = f"{prefix.lower()}_{field}"
     seen[name] = seen.get(name, 0) + 1
     return name if seen[name] == 1 else f"{name}_{seen[name]}"
@@ -215,15 +228,17 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         factory = factory.__func__ if isinstance(factory, staticmethod) else factory
         parameters = inspect.signature(factory).parameters
         cls._core_defaults = MappingProxyType(
-            {name: p.default for name, p in parameters.items() if name not in _ADAPTER_OWNED})
-        cls._core_masks = frozenset(name for name in ("weight_decay_mask", "trust_ratio_mask")
-                                    if name in parameters)
+            {name: p.default for name, p in parameters.items() if name not in _ADAPTER_OWNED}
+        )
+        cls._core_masks = frozenset(name for name in ("weight_decay_mask", "trust_ratio_mask") if name in parameters)
         cls._default_learning_rate = parameters["lr"].default
         keyword = inspect.Parameter.KEYWORD_ONLY
-        signature = [inspect.Parameter("learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                       default=cls._default_learning_rate)]
-        signature += [inspect.Parameter(name, keyword, default=default)
-                      for name, default in cls._core_defaults.items()]
+        signature = [
+            inspect.Parameter(
+                "learning_rate", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=cls._default_learning_rate
+            )
+        ]
+        signature += [inspect.Parameter(name, keyword, default=default) for name, default in cls._core_defaults.items()]
         signature += [inspect.Parameter("weight_decay_exclude_names", keyword, default=None)]
         if "trust_ratio_mask" in cls._core_masks:
             signature += [inspect.Parameter("trust_ratio_exclude_names", keyword, default=None)]
@@ -275,8 +290,9 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
     # --- masks ---------------------------------------------------------------------------------------
 
-    def exclude_from_weight_decay(self, var_list: Optional[Sequence[Any]] = None,
-                                  var_names: Optional[Sequence[str]] = None) -> None:
+    def exclude_from_weight_decay(
+        self, var_list: Optional[Sequence[Any]] = None, var_names: Optional[Sequence[str]] = None
+    ) -> None:
         """Excludes variables from weight decay (before ``build``); maps onto the core's mask.
 
         Args:
@@ -289,8 +305,9 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         super().exclude_from_weight_decay(var_list=var_list, var_names=list(names) or None)
         self._weight_decay_exclude_names = names
 
-    def exclude_from_trust_ratio(self, var_list: Optional[Sequence[Any]] = None,
-                                 var_names: Optional[Sequence[str]] = None) -> None:
+    def exclude_from_trust_ratio(
+        self, var_list: Optional[Sequence[Any]] = None, var_names: Optional[Sequence[str]] = None
+    ) -> None:
         """Excludes variables from the layer-wise trust ratio (before ``build``; ALTO, ALTOVanilla, Lamb).
 
         An excluded variable is updated by ``-learning_rate * r`` (Adam's step plus the weight decay term)
@@ -323,7 +340,8 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         if self.weight_decay is not None:
             raise ValueError(
                 f"{type(self).__name__}: set weight_decay in the constructor (it is applied inside the "
-                "valley_core update); the Keras attribute optimizer.weight_decay must stay None")
+                "valley_core update); the Keras attribute optimizer.weight_decay must stay None"
+            )
 
     # --- the core transform for one variable -----------------------------------------------------------
 
@@ -379,8 +397,9 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
                     slot = self.add_variable_from_reference(variable, name=name, initializer=initializer)
                 else:
                     path = getattr(variable, "path", variable.name).replace("/", "_")
-                    slot = self.add_variable(shape=value.shape, dtype=str(value.dtype), initializer=initializer,
-                                             name=f"{path}_{name}")
+                    slot = self.add_variable(
+                        shape=value.shape, dtype=str(value.dtype), initializer=initializer, name=f"{path}_{name}"
+                    )
                 variable_slots.append(slot)
             slots.append(variable_slots)
         self._state_slots = slots
@@ -398,9 +417,10 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         if key is None:
             raise ValueError(f"variable {variable.name!r} is overwritten with its gradient and has no state")
         count = ops.convert_to_tensor(self.iterations)
-        return _unflatten(self._runtime.templates[key],
-                          iter([count if slot is None else ops.convert_to_tensor(slot)
-                                for slot in self._state_slots[index]]))
+        return _unflatten(
+            self._runtime.templates[key],
+            iter([count if slot is None else ops.convert_to_tensor(slot) for slot in self._state_slots[index]]),
+        )
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
         """Runs the core's ``update`` on this variable and writes the new value and state back."""
@@ -432,6 +452,7 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
 # --- the named optimizers ------------------------------------------------------------------------------
 
+
 def _keras_args(cls: type) -> str:
     """The Google-style ``Args:`` section of a named optimizer, generated from its core factory."""
     factory = cls.__dict__["core_factory"]
@@ -441,20 +462,26 @@ def _keras_args(cls: type) -> str:
         f"        learning_rate: a float (default {cls._default_learning_rate}), a Keras ``LearningRateSchedule`` or a",
         "            callable taking no arguments.",
     ]
-    lines += [f"        {name}: as in ``valley_core.{factory.__name__}`` (default {default!r})."
-              + (" Applied inside the core's update; Keras' own decoupled decay is off."
-                 if name == "weight_decay" else "")
-              for name, default in cls._core_defaults.items()]
+    lines += [
+        f"        {name}: as in ``valley_core.{factory.__name__}`` (default {default!r})."
+        + (" Applied inside the core's update; Keras' own decoupled decay is off." if name == "weight_decay" else "")
+        for name, default in cls._core_defaults.items()
+    ]
     lines += [
         "        weight_decay_exclude_names: substrings of the names of variables without weight decay (saved in",
         "            the config; ``exclude_from_weight_decay`` does the same).",
     ]
     if "trust_ratio_mask" in cls._core_masks:
-        lines += ["        trust_ratio_exclude_names: substrings of the names of variables without the trust ratio",
-                  "            (saved in the config; ``exclude_from_trust_ratio`` does the same)."]
-    lines += ["        **keras_kwargs: Keras' optimizer keywords (``name``, ``clipnorm``, ``clipvalue``,",
-              "            ``global_clipnorm``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,",
-              "            ``loss_scale_factor``, ``gradient_accumulation_steps``).", ""]
+        lines += [
+            "        trust_ratio_exclude_names: substrings of the names of variables without the trust ratio",
+            "            (saved in the config; ``exclude_from_trust_ratio`` does the same).",
+        ]
+    lines += [
+        "        **keras_kwargs: Keras' optimizer keywords (``name``, ``clipnorm``, ``clipvalue``,",
+        "            ``global_clipnorm``, ``use_ema``, ``ema_momentum``, ``ema_overwrite_frequency``,",
+        "            ``loss_scale_factor``, ``gradient_accumulation_steps``).",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -625,10 +652,13 @@ class AdamCM(ValleyOptimizer):
 
     def __init__(self, learning_rate: Any = None, **kwargs: Any) -> None:
         if kwargs.setdefault("synced", False) is not False:
-            raise ValueError(f"synced={kwargs['synced']!r} violates synced is False in Keras (variables are "
-                             "updated one at a time, so the sum of every variable's gradient norm is not available)")
+            raise ValueError(
+                f"synced={kwargs['synced']!r} violates synced is False in Keras (variables are "
+                "updated one at a time, so the sum of every variable's gradient norm is not available)"
+            )
         super().__init__(learning_rate, **kwargs)
 
 
-AdamCM.__signature__ = AdamCM.__signature__.replace(parameters=[
-    p.replace(default=False) if p.name == "synced" else p for p in AdamCM.__signature__.parameters.values()])
+AdamCM.__signature__ = AdamCM.__signature__.replace(
+    parameters=[p.replace(default=False) if p.name == "synced" else p for p in AdamCM.__signature__.parameters.values()]
+)

@@ -62,8 +62,19 @@ BLOCK = 4096
 #: workspace as large as the largest tensor.
 STORE_LIMIT_BYTES = 2 << 20
 #: Every scalar any kernel reads, in the order of the ``scalars`` array passed to a kernel.
-SCALARS = ("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3", "weight_decay", "lr",
-           "trust_eps", "norm_eps")
+SCALARS = (
+    "alpha",
+    "beta1",
+    "beta2",
+    "beta3",
+    "eps",
+    "correction2",
+    "correction3",
+    "weight_decay",
+    "lr",
+    "trust_eps",
+    "norm_eps",
+)
 #: Per-tensor arrays in the order of the pointer table, for each kernel.
 ROLES: Dict[str, Tuple[str, ...]] = {
     "lamb_e1": ("grad", "param", "carry", "first", "second"),
@@ -75,13 +86,19 @@ ROLES: Dict[str, Tuple[str, ...]] = {
     "e_commit": ("grad", "carry"),
 }
 #: Kernels that run a program only in part: outputs kept local (not stored), outputs stored into another role.
-_PARTIAL = {"e_adapted": {"keep": ("new_carry",), "alias": {}},
-            "e_commit": {"keep": ("adapted",), "alias": {"new_carry": "carry"}}}
+_PARTIAL = {
+    "e_adapted": {"keep": ("new_carry",), "alias": {}},
+    "e_commit": {"keep": ("adapted",), "alias": {"new_carry": "carry"}},
+}
 #: Parameter dtypes: (compute and state type ``T``, storage type ``P`` of the parameter and its gradient).
 #: bfloat16/float16 parameters are computed with float32 state, as the core path does (working copies in
 #: float32, the result rounded to nearest even into the parameter); float16 needs the compiler's ``_Float16``.
-_DTYPES = {"float32": ("float", "float"), "float64": ("double", "double"), "bfloat16": ("float", "valley_bf16"),
-           "float16": ("float", "_Float16")}
+_DTYPES = {
+    "float32": ("float", "float"),
+    "float64": ("double", "double"),
+    "bfloat16": ("float", "valley_bf16"),
+    "float16": ("float", "_Float16"),
+}
 #: The arrays stored in the parameter's dtype (the others, state and workspace, are in the compute type).
 _STORAGE_ROLES = frozenset({"grad", "param"})
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
@@ -96,10 +113,13 @@ def _programs(kernel: str) -> Dict[str, Program]:
     ``plain`` (from a stored ``r``) and ``trust_recompute`` and ``plain_recompute`` (``r`` recomputed from the
     new m, v: the same arithmetic as the first pass, ``valley_core.elementwise.adam_direction`` + decay)."""
     if kernel.startswith("lamb"):
-        return {"main": program("lamb_direction", adaptor=kernel == "lamb_e1", decay=True),
-                "trust": program("apply_trust_ratio"), "plain": program("apply_plain"),
-                "trust_recompute": apply_from_moments_program(True, True),
-                "plain_recompute": apply_from_moments_program(True, False)}
+        return {
+            "main": program("lamb_direction", adaptor=kernel == "lamb_e1", decay=True),
+            "trust": program("apply_trust_ratio"),
+            "plain": program("apply_plain"),
+            "trust_recompute": apply_from_moments_program(True, True),
+            "plain_recompute": apply_from_moments_program(True, False),
+        }
     if kernel.startswith("adam"):
         return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
     if kernel.startswith("e_"):
@@ -107,8 +127,7 @@ def _programs(kernel: str) -> Dict[str, Program]:
     return {"main": program("heavy_ball_step")}
 
 
-def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = (),
-             keep: Sequence[str] = ()) -> str:
+def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = (), keep: Sequence[str] = ()) -> str:
     """The loop body for element ``i``: loads, the traced operation, stores.
 
     ``pointers`` maps each array of the program to the C pointer holding it; names in ``broadcast`` are
@@ -147,11 +166,14 @@ def _kernel_source(kernel: str) -> str:
     partial = _PARTIAL.get(kernel, {"keep": (), "alias": {}})
     pointers.update({name: f"{role}_p" for name, role in partial["alias"].items()})
     unpack = "\n".join(f"  const double {name} = scalars[{index}];" for index, name in enumerate(SCALARS))
-    blocks = ("    const int64_t n = sizes[t];\n"
-              "    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;\n"
-              + _pointer_declarations(roles))
-    loop = ("      const int64_t lo = b * VALLEY_BLOCK;\n"
-            "      const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;\n")
+    blocks = (
+        "    const int64_t n = sizes[t];\n"
+        "    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;\n" + _pointer_declarations(roles)
+    )
+    loop = (
+        "      const int64_t lo = b * VALLEY_BLOCK;\n"
+        "      const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;\n"
+    )
     if not kernel.startswith("lamb"):
         body = f"""
 {blocks}
@@ -225,8 +247,8 @@ static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, v
     for dtype, (ctype, storage) in _DTYPES.items():
         guard_open, guard_close = ("#ifdef __FLT16_MAX__\n", "#endif\n") if storage == "_Float16" else ("", "")
         exports.append(f"""
-{guard_open}extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
-                                      int64_t work_capacity, double* sums, const double* scalars, int trust,
+{guard_open}extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes,
+                                      void* work, int64_t work_capacity, double* sums, const double* scalars, int trust,
                                       int threads) {{
   {kernel}<{ctype}, {storage}>(count, arrays, sizes, work, work_capacity, sums, scalars, trust, threads);
 }}
@@ -305,11 +327,13 @@ def _build(compiler: str, flags: Sequence[str], target: Path) -> None:
         src = Path(scratch) / "valley_kernels.cpp"
         src.write_text(source(), encoding="utf-8")
         out = Path(scratch) / target.name
-        result = subprocess.run([compiler, *flags, str(src), "-o", str(out)], capture_output=True, text=True,
-                                check=False)
+        result = subprocess.run(
+            [compiler, *flags, str(src), "-o", str(out)], capture_output=True, text=True, check=False
+        )
         if result.returncode != 0:
-            raise KernelUnavailable(f"{compiler} failed ({' '.join(flags)}): "
-                                    f"{(result.stderr or result.stdout).strip()[:2000]}")
+            raise KernelUnavailable(
+                f"{compiler} failed ({' '.join(flags)}): {(result.stderr or result.stdout).strip()[:2000]}"
+            )
         os.replace(out, target)  # atomic: another process sees the old file or the whole new one
 
 
@@ -328,16 +352,36 @@ class Library:
                 if function is None:  # float16 where the compiler has no _Float16
                     continue
                 function.restype = None
-                function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
-                                     ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int]
+                function.argtypes = [
+                    ctypes.c_int64,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int64,
+                    ctypes.c_void_p,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                ]
                 self._functions[kernel, dtype] = function
 
     def supports(self, dtype: str) -> bool:
         """Whether the kernels exist for parameters of ``dtype`` (float16 needs the compiler's ``_Float16``)."""
         return (next(iter(ROLES)), dtype) in self._functions
 
-    def run(self, kernel: str, dtype: str, pointers: Sequence[Sequence[int]], sizes: Sequence[int], work: int,
-            work_capacity: int, sums: int, scalars: Dict[str, float], trust: bool, threads: int) -> None:
+    def run(
+        self,
+        kernel: str,
+        dtype: str,
+        pointers: Sequence[Sequence[int]],
+        sizes: Sequence[int],
+        work: int,
+        work_capacity: int,
+        sums: int,
+        scalars: Dict[str, float],
+        trust: bool,
+        threads: int,
+    ) -> None:
         """Steps the tensors in place.
 
         Args:
@@ -363,8 +407,9 @@ class Library:
         table = (ctypes.c_void_p * (len(roles) * count))(*[p for column in pointers for p in column])
         size_array = (ctypes.c_int64 * count)(*sizes)
         scalar_array = (ctypes.c_double * len(SCALARS))(*[float(scalars.get(name, 0.0)) for name in SCALARS])
-        self._functions[kernel, dtype](count, table, size_array, work, int(work_capacity), sums, scalar_array,
-                                       int(trust), max(1, int(threads)))
+        self._functions[kernel, dtype](
+            count, table, size_array, work, int(work_capacity), sums, scalar_array, int(trust), max(1, int(threads))
+        )
 
 
 _lock = threading.Lock()

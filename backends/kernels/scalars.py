@@ -20,12 +20,19 @@ ADAM_FAMILY = "adam"
 HEAVY_BALL_FAMILY = "heavy_ball"
 
 #: Program family of each core factory that has traced programs.
-FAMILIES = {"alto": LAMB_FAMILY, "alto_vanilla": LAMB_FAMILY, "lamb": LAMB_FAMILY, "eadam": ADAM_FAMILY,
-            "eadamw": ADAM_FAMILY, "esgd": HEAVY_BALL_FAMILY}
+FAMILIES = {
+    "alto": LAMB_FAMILY,
+    "alto_vanilla": LAMB_FAMILY,
+    "lamb": LAMB_FAMILY,
+    "eadam": ADAM_FAMILY,
+    "eadamw": ADAM_FAMILY,
+    "esgd": HEAVY_BALL_FAMILY,
+}
 
 
-def step_scalars(factory_name: str, hyperparameters: Dict[str, Any], step: int,
-                 dtype: str = "float64") -> Dict[str, float]:
+def step_scalars(
+    factory_name: str, hyperparameters: Dict[str, Any], step: int, dtype: str = "float64"
+) -> Dict[str, float]:
     """Every scalar the programs of ``factory_name``'s family read at step ``step`` (1-based).
 
     Args:
@@ -52,8 +59,9 @@ def step_scalars(factory_name: str, hyperparameters: Dict[str, Any], step: int,
     beta2, beta3 = betas
     bias_correction = hp.get("bias_correction", factory_name != "alto_vanilla")
     correction2, correction3 = elementwise.bias_corrections(beta2, beta3, k, bias_correction)
-    scalars.update(beta2=beta2, beta3=beta3, eps=float(hp["eps"]), correction2=float(correction2),
-                   correction3=float(correction3))
+    scalars.update(
+        beta2=beta2, beta3=beta3, eps=float(hp["eps"]), correction2=float(correction2), correction3=float(correction3)
+    )
     if family == LAMB_FAMILY:
         scalars.update(trust_eps=float(hp["trust_eps"]), norm_eps=float(hp["norm_eps"]))
     return scalars

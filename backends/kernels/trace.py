@@ -81,16 +81,35 @@ class Symbol:
         left, right = (other, self) if reflected else (self, other)
         return self._recorder.emit(op, (left, right))
 
-    def __add__(self, other): return self._binary("add", other)
-    def __radd__(self, other): return self._binary("add", other, True)
-    def __sub__(self, other): return self._binary("sub", other)
-    def __rsub__(self, other): return self._binary("sub", other, True)
-    def __mul__(self, other): return self._binary("mul", other)
-    def __rmul__(self, other): return self._binary("mul", other, True)
-    def __truediv__(self, other): return self._binary("div", other)
-    def __rtruediv__(self, other): return self._binary("div", other, True)
-    def __neg__(self): return self._recorder.emit("neg", (self,))
-    def __pos__(self): return self
+    def __add__(self, other):
+        return self._binary("add", other)
+
+    def __radd__(self, other):
+        return self._binary("add", other, True)
+
+    def __sub__(self, other):
+        return self._binary("sub", other)
+
+    def __rsub__(self, other):
+        return self._binary("sub", other, True)
+
+    def __mul__(self, other):
+        return self._binary("mul", other)
+
+    def __rmul__(self, other):
+        return self._binary("mul", other, True)
+
+    def __truediv__(self, other):
+        return self._binary("div", other)
+
+    def __rtruediv__(self, other):
+        return self._binary("div", other, True)
+
+    def __neg__(self):
+        return self._recorder.emit("neg", (self,))
+
+    def __pos__(self):
+        return self
 
     def __bool__(self):
         raise TypeError("a traced value has no truth value: element-wise programs cannot branch on data")
@@ -125,8 +144,9 @@ class _Recorder:
                 operand._recorder = self
         kind = ARRAY if any(o.kind == ARRAY for o in operands) else SCALAR
         target = f"tmp{len(self.statements)}"
-        self.statements.append(Statement(target, kind, op, tuple(o.name if not isinstance(o, Constant)
-                                                                  else o for o in operands)))
+        self.statements.append(
+            Statement(target, kind, op, tuple(o.name if not isinstance(o, Constant) else o for o in operands))
+        )
         return Symbol(target, kind, self)
 
 
@@ -140,9 +160,16 @@ class SymbolicNamespace:
         return self._recorder.emit("sqrt", (_as_symbol(value),))
 
 
-def trace(function: Callable[..., Dict[str, Any]], name: str, *, arrays_in: Sequence[str],
-          arrays_inout: Sequence[str] = (), arrays_out: Sequence[str] = (), scalars: Sequence[str] = (),
-          static: Dict[str, Any] | None = None) -> Program:
+def trace(
+    function: Callable[..., Dict[str, Any]],
+    name: str,
+    *,
+    arrays_in: Sequence[str],
+    arrays_inout: Sequence[str] = (),
+    arrays_out: Sequence[str] = (),
+    scalars: Sequence[str] = (),
+    static: Dict[str, Any] | None = None,
+) -> Program:
     """Records ``function(**symbols, xp=..., **static)``.
 
     Args:
@@ -168,11 +195,13 @@ def trace(function: Callable[..., Dict[str, Any]], name: str, *, arrays_in: Sequ
         if value.kind != ARRAY:
             raise ValueError(f"{name}: output {out_name!r} does not depend on any array")
         results[out_name] = value
-    return Program(name, tuple(arrays_in), tuple(arrays_inout), tuple(arrays_out), tuple(scalars),
-                   recorder.statements, results)
+    return Program(
+        name, tuple(arrays_in), tuple(arrays_inout), tuple(arrays_out), tuple(scalars), recorder.statements, results
+    )
 
 
 # -- CUDA rendering ---------------------------------------------------------------------------------------
+
 
 def _operand_code(operand: Any, kinds: Dict[str, str], result_kind: str) -> str:
     if isinstance(operand, Constant):
@@ -213,6 +242,7 @@ def render_cuda(program: Program) -> Tuple[str, str, str]:
 
 
 # -- NumPy execution ------------------------------------------------------------------------------------
+
 
 def run_numpy(program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> Dict[str, Any]:
     """Executes ``program`` with NumPy arrays, following the same typing rules as the kernel.

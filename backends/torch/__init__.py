@@ -16,10 +16,23 @@ See ``docs/torch.md``.
 
 from backends.torch.e_wrapper import E
 from backends.torch.optimizer import IMPLEMENTATIONS, ValleyOptimizer, optimizer_class
-from backends.torch.optimizers import ALTO, ALTOVanilla, AdamCM, EAdam, EAdamW, ESGD, Lamb
+from backends.torch.optimizers import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
 from backends.torch.param_groups import NORM_TYPES, core_masks, lamb_param_groups, split_parameters
 
 __all__ = [
-    "ALTO", "ALTOVanilla", "AdamCM", "E", "EAdam", "EAdamW", "ESGD", "IMPLEMENTATIONS", "Lamb", "NORM_TYPES",
-    "ValleyOptimizer", "core_masks", "lamb_param_groups", "optimizer_class", "split_parameters",
+    "ALTO",
+    "ALTOVanilla",
+    "AdamCM",
+    "E",
+    "EAdam",
+    "EAdamW",
+    "ESGD",
+    "IMPLEMENTATIONS",
+    "Lamb",
+    "NORM_TYPES",
+    "ValleyOptimizer",
+    "core_masks",
+    "lamb_param_groups",
+    "optimizer_class",
+    "split_parameters",
 ]

@@ -62,17 +62,21 @@ def meta_like(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return torch.empty(tuple(tensor.shape), dtype=dtype, device="meta")
 
 
-def check_dense_float(optimizer_name: str, group_index: int, param_index: int, param: torch.Tensor,
-                      grad: torch.Tensor) -> None:
+def check_dense_float(
+    optimizer_name: str, group_index: int, param_index: int, param: torch.Tensor, grad: torch.Tensor
+) -> None:
     """Raises a clear error for sparse gradients and non-floating or complex parameters."""
     where = f"param group {group_index}, parameter {param_index} (shape {tuple(param.shape)})"
     if grad.is_sparse or grad.layout != torch.strided:
         raise RuntimeError(
             f"{optimizer_name} does not support sparse gradients ({where} has a {grad.layout} gradient); "
-            "use dense gradients (for example nn.Embedding(..., sparse=False)) or torch.optim.SparseAdam")
+            "use dense gradients (for example nn.Embedding(..., sparse=False)) or torch.optim.SparseAdam"
+        )
     if param.is_complex() or not param.is_floating_point():
-        raise TypeError(f"{optimizer_name} optimizes real floating-point parameters only; {where} has dtype "
-                        f"{param.dtype} (for complex parameters optimize torch.view_as_real(p))")
+        raise TypeError(
+            f"{optimizer_name} optimizes real floating-point parameters only; {where} has dtype "
+            f"{param.dtype} (for complex parameters optimize torch.view_as_real(p))"
+        )
     if tuple(grad.shape) != tuple(param.shape):
         raise ValueError(f"{optimizer_name}: the gradient of {where} has shape {tuple(grad.shape)}")
 
@@ -156,7 +160,7 @@ def advance_counters(optimizer, shared_keys, batch_states, entries) -> None:
         keys = sorted(shared_keys)
         incremented = torch._foreach_add([states[0][key] for states in batch_states for key in keys], 1)
         for index, states in enumerate(batch_states):
-            new_values = dict(zip(keys, incremented[index * len(keys):(index + 1) * len(keys)]))
+            new_values = dict(zip(keys, incremented[index * len(keys) : (index + 1) * len(keys)]))
             for state in states:
                 state.update(new_values)
     for p, _ in entries:

@@ -76,9 +76,16 @@ class E(torch.optim.Optimizer):
         True
     """
 
-    def __init__(self, base_optimizer: torch.optim.Optimizer, alpha: ScalarOrSchedule = 0.5,
-                 beta1: float = 0.01, *, allow_unstable: bool = False, skip_nonfinite: bool = False,
-                 implementation: str = "auto") -> None:
+    def __init__(
+        self,
+        base_optimizer: torch.optim.Optimizer,
+        alpha: ScalarOrSchedule = 0.5,
+        beta1: float = 0.01,
+        *,
+        allow_unstable: bool = False,
+        skip_nonfinite: bool = False,
+        implementation: str = "auto",
+    ) -> None:
         if implementation not in _IMPLEMENTATIONS:
             raise ValueError(f"implementation={implementation!r} violates implementation in {_IMPLEMENTATIONS}")
         if not isinstance(base_optimizer, torch.optim.Optimizer):
@@ -87,8 +94,9 @@ class E(torch.optim.Optimizer):
             raise TypeError("E cannot wrap torch.optim.LBFGS: it re-evaluates the closure inside step()")
         if not isinstance(skip_nonfinite, bool):
             raise ValueError(f"skip_nonfinite={skip_nonfinite!r} violates skip_nonfinite is a bool")
-        (beta1,) = validate_hyperparameters(alpha=alpha, betas=(beta1,), beta_names=("beta1",),
-                                            allow_unstable=allow_unstable)
+        (beta1,) = validate_hyperparameters(
+            alpha=alpha, betas=(beta1,), beta_names=("beta1",), allow_unstable=allow_unstable
+        )
         self.base_optimizer = base_optimizer
         self.alpha = alpha
         self.beta1 = beta1
@@ -162,8 +170,9 @@ class E(torch.optim.Optimizer):
                 batches.setdefault((step, dtype), []).append((grad, carry, adapted))
             else:
                 alpha = evaluate(self.alpha, float(step + 1))  # the fused kernels get it per batch (_run_fused)
-                adapted, new_carry = elementwise.e_adaptor_step(_state.working_copy(grad, dtype), carry, alpha,
-                                                                self.beta1)
+                adapted, new_carry = elementwise.e_adaptor_step(
+                    _state.working_copy(grad, dtype), carry, alpha, self.beta1
+                )
             new_state[p] = {_CARRY: new_carry, "step": step + 1}
             p.grad = adapted.to(grad.dtype)
         self._run_fused("e_adapted", batches)
@@ -183,10 +192,17 @@ class E(torch.optim.Optimizer):
             items = [item for item in items if item[0].numel()]
             if items:
                 _fused_path.library().run(
-                    kernel, _fused_path.dtype_name(dtype), [[t.data_ptr() for t in column] for column in zip(*items)],
-                    [item[0].numel() for item in items], 0, 0, 0,
-                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)}, False,
-                    torch.get_num_threads())
+                    kernel,
+                    _fused_path.dtype_name(dtype),
+                    [[t.data_ptr() for t in column] for column in zip(*items)],
+                    [item[0].numel() for item in items],
+                    0,
+                    0,
+                    0,
+                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)},
+                    False,
+                    torch.get_num_threads(),
+                )
 
     def _fused_params(self, params: List[torch.Tensor]) -> set:
         """The parameters whose adaptor step runs in the fused CPU kernel (``backends.kernels.cpu``).
@@ -206,8 +222,9 @@ class E(torch.optim.Optimizer):
             if reason is None:
                 eligible.add(p)
             elif self.implementation == "fused":
-                raise RuntimeError(f"E(implementation='fused') cannot adapt a parameter of shape {tuple(p.shape)}: "
-                                   f"{reason}")
+                raise RuntimeError(
+                    f"E(implementation='fused') cannot adapt a parameter of shape {tuple(p.shape)}: {reason}"
+                )
         if eligible:
             try:
                 _fused_path.library()
@@ -236,7 +253,9 @@ class E(torch.optim.Optimizer):
         state_dict = dict(self.base_optimizer.state_dict())
         index = {id(p): i for i, p in self._index_of().items()}
         state_dict["e_adaptor"] = {
-            "alpha": self.alpha, "beta1": self.beta1, "allow_unstable": self.allow_unstable,
+            "alpha": self.alpha,
+            "beta1": self.beta1,
+            "allow_unstable": self.allow_unstable,
             "state": {index[id(p)]: {_CARRY: s[_CARRY], "step": s["step"]} for p, s in self.state.items() if s},
         }
         return state_dict
@@ -249,22 +268,26 @@ class E(torch.optim.Optimizer):
         (its own checks apply); if it raises, the adaptor's state is left unchanged too.
         """
         if not isinstance(state_dict, dict) or "e_adaptor" not in state_dict:
-            raise ValueError("E.load_state_dict: the state dict has no 'e_adaptor' entry; it was not saved by "
-                             "backends.torch.E (a base optimizer's or the authors' E state dict lacks the "
-                             "adaptor's state)")
+            raise ValueError(
+                "E.load_state_dict: the state dict has no 'e_adaptor' entry; it was not saved by "
+                "backends.torch.E (a base optimizer's or the authors' E state dict lacks the "
+                "adaptor's state)"
+            )
         saved = state_dict["e_adaptor"]
         problems: List[str] = []
         try:
-            (beta1,) = validate_hyperparameters(alpha=saved["alpha"], betas=(saved["beta1"],),
-                                                beta_names=("beta1",),
-                                                allow_unstable=saved.get("allow_unstable", False))
+            (beta1,) = validate_hyperparameters(
+                alpha=saved["alpha"],
+                betas=(saved["beta1"],),
+                beta_names=("beta1",),
+                allow_unstable=saved.get("allow_unstable", False),
+            )
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
         params = self._index_of()
         for index, entry in saved.get("state", {}).items():
             if index not in params:
-                problems.append(f"state for parameter index {index!r}, but the optimizer has {len(params)} "
-                                "parameters")
+                problems.append(f"state for parameter index {index!r}, but the optimizer has {len(params)} parameters")
                 continue
             p = params[index]
             if not isinstance(entry, dict) or set(entry) != {_CARRY, "step"}:
@@ -285,7 +308,9 @@ class E(torch.optim.Optimizer):
         self.state.clear()
         for index, entry in saved.get("state", {}).items():
             p = params[index]
-            self.state[p] = {_CARRY: entry[_CARRY].to(device=p.device, dtype=_state.state_dtype(p), copy=True),
-                             "step": int(entry["step"])}
+            self.state[p] = {
+                _CARRY: entry[_CARRY].to(device=p.device, dtype=_state.state_dtype(p), copy=True),
+                "step": int(entry["step"]),
+            }
         self.alpha, self.beta1 = saved["alpha"], beta1
         self.allow_unstable = saved.get("allow_unstable", False)

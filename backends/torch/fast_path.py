@@ -46,27 +46,46 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 import valley_core as vc
-from backends.torch import _state
 from backends.kernels import programs
 from backends.kernels.scalars import step_scalars
+from backends.torch import _state
 from valley_core import elementwise, reductions
 
 #: Lamb-family factories (two passes), and whether their chain starts with the E adaptor.
 _HAS_E = {vc.alto: True, vc.alto_vanilla: True, vc.lamb: False}
 #: One-pass factories: the traced program of ``backends.kernels.programs`` that is their whole step, its flags,
 #: and the state buffers it updates, in the program's argument order.
-_ONE_PASS = {vc.eadam: ("adam_step", (("l2", True), ("decoupled", False)), ("EState.carry", "AdamState.first",
-                                                                              "AdamState.second")),
-             vc.eadamw: ("adam_step", (("l2", False), ("decoupled", True)), ("EState.carry", "AdamState.first",
-                                                                                "AdamState.second")),
-             vc.esgd: ("heavy_ball_step", (), ("EState.carry", "TraceState.momentum"))}
+_ONE_PASS = {
+    vc.eadam: (
+        "adam_step",
+        (("l2", True), ("decoupled", False)),
+        ("EState.carry", "AdamState.first", "AdamState.second"),
+    ),
+    vc.eadamw: (
+        "adam_step",
+        (("l2", False), ("decoupled", True)),
+        ("EState.carry", "AdamState.first", "AdamState.second"),
+    ),
+    vc.esgd: ("heavy_ball_step", (), ("EState.carry", "TraceState.momentum")),
+}
 _FLOATS = (torch.float32, torch.float64)
 #: Tensors per compiled call.
 CHUNK = 4
 #: Slots of the hyperparameter tensor.
 _ALPHA, _BETA1, _BETA2, _BETA3, _EPS, _C2, _C3, _DECAY, _LR, _TRUST_EPS, _NORM_EPS = range(11)
-_SLOT_NAMES = ("alpha", "beta1", "beta2", "beta3", "eps", "correction2", "correction3", "weight_decay", "lr",
-               "trust_eps", "norm_eps")
+_SLOT_NAMES = (
+    "alpha",
+    "beta1",
+    "beta2",
+    "beta3",
+    "eps",
+    "correction2",
+    "correction3",
+    "weight_decay",
+    "lr",
+    "trust_eps",
+    "norm_eps",
+)
 
 #: One kernel per tensor and pass, in program order: a tensor's update runs right after its own first pass, while
 #: its data is still in cache (Inductor would otherwise fuse the chunk's first passes into one loop nest first).
@@ -79,9 +98,16 @@ class CompilationFailed(RuntimeError):
     """A chunk could not be compiled; the step was completed eagerly (nothing is half written)."""
 
 
-def first_pass(grads: Sequence[torch.Tensor], carries: Sequence[torch.Tensor], firsts: Sequence[torch.Tensor],
-               seconds: Sequence[torch.Tensor], params: Sequence[torch.Tensor], workspaces: Sequence[torch.Tensor],
-               hyper: torch.Tensor, has_e: bool) -> List[torch.Tensor]:
+def first_pass(
+    grads: Sequence[torch.Tensor],
+    carries: Sequence[torch.Tensor],
+    firsts: Sequence[torch.Tensor],
+    seconds: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    workspaces: Sequence[torch.Tensor],
+    hyper: torch.Tensor,
+    has_e: bool,
+) -> List[torch.Tensor]:
     """The element-wise part of the step for a chunk of flat tensors: writes carry (ALTO), m, v in place and
     ``r`` into ``workspaces``; returns ``[||theta_i||, ||r_i|| for each tensor]``.
 
@@ -96,14 +122,29 @@ def first_pass(grads: Sequence[torch.Tensor], carries: Sequence[torch.Tensor], f
         if has_e:
             carry = carries[index]
             direction, new_carry, new_first, new_second = elementwise.alto_direction(
-                grad, carry, first, second, param, alpha=alpha, beta1=beta1, beta2=beta2, beta3=beta3, eps=eps,
-                correction2=correction2, correction3=correction3, weight_decay=weight_decay, xp=xp)
+                grad,
+                carry,
+                first,
+                second,
+                param,
+                alpha=alpha,
+                beta1=beta1,
+                beta2=beta2,
+                beta3=beta3,
+                eps=eps,
+                correction2=correction2,
+                correction3=correction3,
+                weight_decay=weight_decay,
+                xp=xp,
+            )
             carry.copy_(new_carry)
         else:
             new_first, new_second = elementwise.adam_moments(grad, first, second, beta2, beta3)
             direction = elementwise.add_decay(
-                elementwise.adam_direction(new_first, new_second, eps, correction2, correction3, xp), param,
-                weight_decay)
+                elementwise.adam_direction(new_first, new_second, eps, correction2, correction3, xp),
+                param,
+                weight_decay,
+            )
         first.copy_(new_first)
         second.copy_(new_second)
         workspaces[index].copy_(direction)
@@ -111,8 +152,13 @@ def first_pass(grads: Sequence[torch.Tensor], carries: Sequence[torch.Tensor], f
     return norms
 
 
-def second_pass(workspaces: Sequence[torch.Tensor], params: Sequence[torch.Tensor], norms: Sequence[torch.Tensor],
-                hyper: torch.Tensor, use_trust: bool) -> None:
+def second_pass(
+    workspaces: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    norms: Sequence[torch.Tensor],
+    hyper: torch.Tensor,
+    use_trust: bool,
+) -> None:
     """``theta <- theta + scale(scale(r, trust ratio), -lr)`` in place for a chunk (``r`` from the first pass)."""
     lr, trust_eps, norm_eps = hyper[_LR], hyper[_TRUST_EPS], hyper[_NORM_EPS]
     for index, (direction, param) in enumerate(zip(workspaces, params)):
@@ -122,15 +168,22 @@ def second_pass(workspaces: Sequence[torch.Tensor], params: Sequence[torch.Tenso
         param.copy_(param + elementwise.scale(direction, -lr))
 
 
-def one_pass(grads: Sequence[torch.Tensor], params: Sequence[torch.Tensor], buffers: Sequence[Sequence[torch.Tensor]],
-             hyper: torch.Tensor, kind: str, flags: tuple) -> None:
+def one_pass(
+    grads: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    buffers: Sequence[Sequence[torch.Tensor]],
+    hyper: torch.Tensor,
+    kind: str,
+    flags: tuple,
+) -> None:
     """A whole EAdam/EAdamW (``kind="adam_step"``) or ESGD (``"heavy_ball_step"``) step for a chunk of flat
     tensors, in place: the program of ``backends.kernels.programs`` (calls into ``valley_core.elementwise`` and
     ``valley_core.apply_updates`` only) on torch tensors. ``buffers[j][i]``: the j-th state buffer of tensor i
     (carry, m, v; or carry, momentum)."""
     xp = _state.namespace()
-    scalars = dict(alpha=hyper[_ALPHA], beta1=hyper[_BETA1], beta2=hyper[_BETA2], weight_decay=hyper[_DECAY],
-                   lr=hyper[_LR])
+    scalars = dict(
+        alpha=hyper[_ALPHA], beta1=hyper[_BETA1], beta2=hyper[_BETA2], weight_decay=hyper[_DECAY], lr=hyper[_LR]
+    )
     if kind == "adam_step":
         scalars.update(beta3=hyper[_BETA3], eps=hyper[_EPS], correction2=hyper[_C2], correction3=hyper[_C3])
         names = ("carry", "first", "second")
@@ -206,16 +259,21 @@ def unsupported_reason(optimizer, group: Dict[str, Any], entries) -> Optional[st
 def _hyperparameters(optimizer, group: Dict[str, Any], step: int, dtype: torch.dtype, device) -> torch.Tensor:
     """The step's scalars (``backends.kernels.scalars.step_scalars``: the core's bias corrections and schedules)
     in one float64 tensor, by the ``_ALPHA`` ... slots (0 for a scalar the optimizer does not have)."""
-    named = step_scalars(type(optimizer).factory.__name__, optimizer._factory_kwargs(group, 1), step + 1,
-                         str(dtype).replace("torch.", ""))
+    named = step_scalars(
+        type(optimizer).factory.__name__,
+        optimizer._factory_kwargs(group, 1),
+        step + 1,
+        str(dtype).replace("torch.", ""),
+    )
     values = [0.0] * 11
     for slot, name in enumerate(_SLOT_NAMES):
         values[slot] = float(named.get(name, 0.0))
     return torch.tensor(values, dtype=torch.float64).to(device, non_blocking=True)
 
 
-def _one_pass_chunks(chunks, hyper: torch.Tensor, spec, dtype, device, single: bool, failure: Optional[str],
-                     duck_shapes_off) -> Optional[str]:
+def _one_pass_chunks(
+    chunks, hyper: torch.Tensor, spec, dtype, device, single: bool, failure: Optional[str], duck_shapes_off
+) -> Optional[str]:
     """EAdam/EAdamW/ESGD: :func:`one_pass` compiled over each chunk (padded to :data:`CHUNK` tensors); after a
     compilation failure (raised before the chunk is written) the rest runs eagerly by the same function."""
     kind, flags, keys = spec
@@ -225,7 +283,7 @@ def _one_pass_chunks(chunks, hyper: torch.Tensor, spec, dtype, device, single: b
         params = [p.detach().view(-1) for p, _, _ in chunk]
         buffers = [[state[name].view(-1) for _, _, state in chunk] for name in keys]
         missing = CHUNK - len(chunk)
-        for pad in (_pad(dtype, device, 1 if single else 2, missing) if missing else []):
+        for pad in _pad(dtype, device, 1 if single else 2, missing) if missing else []:
             grads.append(pad[0])
             params.append(pad[1])
             for column, tensor in zip(buffers, pad[2:]):
@@ -269,7 +327,7 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
     duck_shapes_off = _no_duck_shapes()
     for (step, single), items in batches.items():
         hyper = _hyperparameters(optimizer, group, step, dtype, device)
-        chunks = [items[start:start + CHUNK] for start in range(0, len(items), CHUNK)]
+        chunks = [items[start : start + CHUNK] for start in range(0, len(items), CHUNK)]
         if spec is not None:
             failure = _one_pass_chunks(chunks, hyper, spec, dtype, device, single, failure, duck_shapes_off)
             continue
@@ -284,7 +342,7 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
             firsts = [s["AdamState.first"].view(-1) for _, _, s in chunk]
             seconds = [s["AdamState.second"].view(-1) for _, _, s in chunk]
             carries = [s["EState.carry"].view(-1) for _, _, s in chunk] if has_e else []
-            workspaces = [buffer[:p.numel()] for buffer, p in zip(workspace, params)]
+            workspaces = [buffer[: p.numel()] for buffer, p in zip(workspace, params)]
             missing = CHUNK - len(chunk)
             if missing:
                 for pad in _pad(dtype, device, 1 if single else 2, missing):
@@ -312,6 +370,7 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> Optional[str]:
             if norms is None:
                 norms = first_pass(*first_arguments)
             second_pass(workspaces, params, norms, hyper, use_trust)
-    _state.advance_counters(optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()],
-                            entries)
+    _state.advance_counters(
+        optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()], entries
+    )
     return failure

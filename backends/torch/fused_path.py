@@ -27,11 +27,21 @@ from backends.kernels.scalars import step_scalars
 from backends.torch import _state
 
 #: The kernel of each core factory (by name).
-KERNELS = {"alto": "lamb_e1", "alto_vanilla": "lamb_e1", "lamb": "lamb_e0", "eadam": "adam_l2",
-           "eadamw": "adam_decoupled", "esgd": "heavy_ball"}
+KERNELS = {
+    "alto": "lamb_e1",
+    "alto_vanilla": "lamb_e1",
+    "lamb": "lamb_e0",
+    "eadam": "adam_l2",
+    "eadamw": "adam_decoupled",
+    "esgd": "heavy_ball",
+}
 #: The optimizer state key of each kernel array (``grad`` and ``param`` are the tensors themselves).
-STATE_KEYS = {"carry": "EState.carry", "first": "AdamState.first", "second": "AdamState.second",
-              "momentum": "TraceState.momentum"}
+STATE_KEYS = {
+    "carry": "EState.carry",
+    "first": "AdamState.first",
+    "second": "AdamState.second",
+    "momentum": "TraceState.momentum",
+}
 _BUFFER_KEYS = frozenset(STATE_KEYS.values())
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _FULL_PRECISION = (torch.float32, torch.float64)
@@ -49,7 +59,9 @@ def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool
     accepted = _DTYPES if low_precision else _FULL_PRECISION
     if p.dtype not in accepted or g.dtype != p.dtype:
         names = "float32/float64/bfloat16/float16" if low_precision else "float32/float64"
-        return f"dtype {p.dtype} (grad {g.dtype}): the fused path handles {names} parameters with gradients of their dtype"
+        return (
+            f"dtype {p.dtype} (grad {g.dtype}): the fused path handles {names} parameters with gradients of their dtype"
+        )
     if not (p.is_contiguous() and g.is_contiguous()):
         return "non-contiguous parameter or gradient"
     state_dtype = _state.state_dtype(p)
@@ -131,7 +143,9 @@ def step_group(optimizer, group: Dict[str, Any], entries) -> None:
                 columns.append([p.data_ptr() for p, _, _ in items])
             else:
                 columns.append([state[STATE_KEYS[role]].data_ptr() for _, _, state in items])
-        lib.run(kernel, dtype_name, columns, sizes, work.data_ptr(), work.numel(), sums.data_ptr(), scalars, trust,
-                threads)
-    _state.advance_counters(optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()],
-                            entries)
+        lib.run(
+            kernel, dtype_name, columns, sizes, work.data_ptr(), work.numel(), sums.data_ptr(), scalars, trust, threads
+        )
+    _state.advance_counters(
+        optimizer, shared_keys, [[state for _, _, state in items] for items in batches.values()], entries
+    )

@@ -23,7 +23,8 @@ Implementations (``implementation=``):
 - ``"fused"``: ``backends.torch.fused_path``: multi-tensor C++ kernels generated from the core's traced
   element-wise functions (``backends.kernels.cpu``), one call per group and step, OpenMP threads
   (``torch.get_num_threads()``). CPU only; ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD on plain contiguous
-  float32/float64 tensors, and bfloat16/float16 ones with float32 state (as on the core path). Built with the host C++ compiler on first use (about a second, then cached).
+  float32/float64 tensors, and bfloat16/float16 ones with float32 state (as on the core path). Built with the
+  host C++ compiler on first use (about a second, then cached).
   ``tests/torch/test_torch_fused_path.py`` proves it equal to the core (every optimizer, parameters and every
   state tensor, float64, 210 steps; bit for bit with the NumPy core where a step has no norm).
 - ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
@@ -106,12 +107,20 @@ class ValleyOptimizer(torch.optim.Optimizer):
     #: The ``valley_core`` factory this class runs (a function returning a ``GradientTransformation``).
     factory: Callable[..., GradientTransformation]
 
-    def __init__(self, params: Iterable[Any], *args: Any, implementation: str = "auto",
-                 skip_nonfinite: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        params: Iterable[Any],
+        *args: Any,
+        implementation: str = "auto",
+        skip_nonfinite: bool = False,
+        **kwargs: Any,
+    ) -> None:
         names = self.hyperparameter_names()
         if len(args) > len(names):
-            raise TypeError(f"{type(self).__name__} takes at most {len(names)} positional hyperparameters "
-                            f"({', '.join(names)}), got {len(args)}")
+            raise TypeError(
+                f"{type(self).__name__} takes at most {len(names)} positional hyperparameters "
+                f"({', '.join(names)}), got {len(args)}"
+            )
         given = dict(zip(names, args))
         for name, value in kwargs.items():
             if name in given:
@@ -120,8 +129,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         defaults = self.hyperparameter_defaults()
         unknown = sorted(set(given) - set(defaults))
         if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {unknown}; "
-                            f"it takes {sorted(defaults)}")
+            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {unknown}; it takes {sorted(defaults)}")
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation={implementation!r} violates implementation in {IMPLEMENTATIONS}")
         if not isinstance(skip_nonfinite, bool):
@@ -163,8 +171,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
     def _group_key(self, group: Dict[str, Any]) -> Optional[tuple]:
         """The group's hyperparameters as a hashable key (None if a value is not hashable): what validation and
         the state layout depend on, so that they are worked out once per setting and not at every step."""
-        key = tuple((name, group.get(name)) for name in _DEFAULTS.get(type(self).factory)
-                    or self.hyperparameter_defaults())
+        key = tuple(
+            (name, group.get(name)) for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
+        )
         if any(isinstance(value, torch.Tensor) for _, value in key):
             return None  # a tensor can change in place under the same identity
         try:
@@ -292,8 +301,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
     def _fused_unavailable(self, reason: str) -> None:
         import warnings
 
-        warnings.warn(f"{type(self).__name__}: {reason}; using the compiled or core path instead",
-                      RuntimeWarning, stacklevel=5)
+        warnings.warn(
+            f"{type(self).__name__}: {reason}; using the compiled or core path instead", RuntimeWarning, stacklevel=5
+        )
         self._fused_failed = reason
 
     def _fast_path_unavailable(self, reason: str, completed: bool) -> None:
@@ -303,12 +313,18 @@ class ValleyOptimizer(torch.optim.Optimizer):
         failed to compile is complete: parameters and state are consistent).
         """
         if self.implementation == "compiled":
-            raise RuntimeError(f"{type(self).__name__}(implementation='compiled'): {reason} (this step was "
-                               "completed eagerly by the same functions; parameters and state are consistent)")
+            raise RuntimeError(
+                f"{type(self).__name__}(implementation='compiled'): {reason} (this step was "
+                "completed eagerly by the same functions; parameters and state are consistent)"
+            )
         import warnings
 
-        warnings.warn(f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); this step was "
-                      "completed eagerly and later steps use the core path", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); this step was "
+            "completed eagerly and later steps use the core path",
+            RuntimeWarning,
+            stacklevel=4,
+        )
         self._fast_path_failed = reason
 
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor) -> None:
@@ -401,8 +417,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
         groups = self.param_groups
         saved_groups = deepcopy(state_dict["param_groups"])
         if len(groups) != len(saved_groups):
-            raise ValueError(f"{name}.load_state_dict: the state dict has {len(saved_groups)} param groups, "
-                             f"this optimizer has {len(groups)}")
+            raise ValueError(
+                f"{name}.load_state_dict: the state dict has {len(saved_groups)} param groups, "
+                f"this optimizer has {len(groups)}"
+            )
         problems: List[str] = []
         # The checkpoint's hyperparameters are restored (as in torch.optim), and they decide the state's layout
         # (AdamCM's buffer size, say); where they are invalid, this optimizer's own group is used to check it.
@@ -410,8 +428,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
         for index, (group, saved) in enumerate(zip(groups, saved_groups)):
             layout_groups.append(group)
             if len(group["params"]) != len(saved["params"]):
-                problems.append(f"param group {index} has {len(saved['params'])} parameters in the state dict, "
-                                f"{len(group['params'])} here")
+                problems.append(
+                    f"param group {index} has {len(saved['params'])} parameters in the state dict, "
+                    f"{len(group['params'])} here"
+                )
                 continue
             merged = {**self.defaults, **{k: v for k, v in saved.items() if k != "params"}}
             try:
@@ -421,10 +441,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 problems.append(str(error))
         if any("parameters in the state dict" in problem for problem in problems):
             raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
-        id_map = dict(zip(chain.from_iterable(g["params"] for g in saved_groups),
-                          chain.from_iterable(g["params"] for g in groups)))
-        group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups))
-                    for p in g["params"]}
+        id_map = dict(
+            zip(
+                chain.from_iterable(g["params"] for g in saved_groups), chain.from_iterable(g["params"] for g in groups)
+            )
+        )
+        group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups)) for p in g["params"]}
         for saved_id, value in state_dict["state"].items():
             if saved_id not in id_map:
                 problems.append(f"state for parameter id {saved_id!r}, which no param group lists")
@@ -448,13 +470,17 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 if not isinstance(stored, torch.Tensor):
                     problems.append(f"parameter {saved_id}: {key} is a {type(stored).__name__}, expected a tensor")
                 elif tuple(stored.shape) != tuple(like.shape):
-                    problems.append(f"parameter {saved_id} (shape {tuple(p.shape)}): {key} has shape "
-                                    f"{tuple(stored.shape)}, expected {tuple(like.shape)}")
+                    problems.append(
+                        f"parameter {saved_id} (shape {tuple(p.shape)}): {key} has shape "
+                        f"{tuple(stored.shape)}, expected {tuple(like.shape)}"
+                    )
                 elif stored.is_floating_point() != like.is_floating_point():
                     problems.append(f"parameter {saved_id}: {key} has dtype {stored.dtype}, expected {like.dtype}")
                 elif _state.is_dtensor(p) and like.dim() > 0 and not _state.is_dtensor(stored):
-                    problems.append(f"parameter {saved_id}: {key} is a plain tensor for a DTensor parameter "
-                                    "(save and load FSDP2 checkpoints with torch.distributed.checkpoint)")
+                    problems.append(
+                        f"parameter {saved_id}: {key} is a plain tensor for a DTensor parameter "
+                        "(save and load FSDP2 checkpoints with torch.distributed.checkpoint)"
+                    )
             if "step" in value and (isinstance(value["step"], bool) or not isinstance(value["step"], int)):
                 problems.append(f"parameter {saved_id}: step must be an int, got {value['step']!r}")
         if problems:
@@ -490,8 +516,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         return total
 
 
-def optimizer_class(name: str, factory: Callable[..., GradientTransformation], doc: Optional[str] = None,
-                    module: str = __name__) -> type:
+def optimizer_class(
+    name: str, factory: Callable[..., GradientTransformation], doc: Optional[str] = None, module: str = __name__
+) -> type:
     """A :class:`ValleyOptimizer` subclass running ``factory``: one line per optimizer.
 
     Example:
@@ -500,11 +527,16 @@ def optimizer_class(name: str, factory: Callable[..., GradientTransformation], d
         >>> MyLamb.hyperparameter_names()[:3]
         ('lr', 'betas', 'eps')
     """
-    header = (f"PyTorch ``{name}``: ``{name}(params, {', '.join(_signature_preview(factory))}, ...)``, the "
-              f"hyperparameters of ``valley_core.{factory.__name__}`` (per param group).\n\n")
+    header = (
+        f"PyTorch ``{name}``: ``{name}(params, {', '.join(_signature_preview(factory))}, ...)``, the "
+        f"hyperparameters of ``valley_core.{factory.__name__}`` (per param group).\n\n"
+    )
     body = doc if doc is not None else (factory.__doc__ or "")
-    namespace = {"factory": staticmethod(factory), "__doc__": header + inspect.cleandoc(body) + _COMMON_DOC,
-                 "__module__": module}
+    namespace = {
+        "factory": staticmethod(factory),
+        "__doc__": header + inspect.cleandoc(body) + _COMMON_DOC,
+        "__module__": module,
+    }
     return type(name, (ValleyOptimizer,), namespace)
 
 

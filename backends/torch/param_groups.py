@@ -17,12 +17,26 @@ from torch import nn
 
 #: Module types whose parameters are "normalization" parameters.
 NORM_TYPES: Tuple[Type[nn.Module], ...] = tuple(
-    t for t in (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm, getattr(nn, "RMSNorm", None),
-                nn.LocalResponseNorm) if t is not None)
+    t
+    for t in (
+        nn.modules.batchnorm._NormBase,
+        nn.LayerNorm,
+        nn.GroupNorm,
+        getattr(nn, "RMSNorm", None),
+        nn.LocalResponseNorm,
+    )
+    if t is not None
+)
 
 
-def is_no_decay(module_name: str, module: nn.Module, param_name: str, *,
-                norm_types: Sequence[type] = NORM_TYPES, name_patterns: Sequence[str] = ("*bias",)) -> bool:
+def is_no_decay(
+    module_name: str,
+    module: nn.Module,
+    param_name: str,
+    *,
+    norm_types: Sequence[type] = NORM_TYPES,
+    name_patterns: Sequence[str] = ("*bias",),
+) -> bool:
     """True for parameters of normalization modules and for names that match a pattern (``fnmatch``)."""
     full_name = f"{module_name}.{param_name}" if module_name else param_name
     if isinstance(module, tuple(norm_types)):
@@ -30,9 +44,9 @@ def is_no_decay(module_name: str, module: nn.Module, param_name: str, *,
     return any(fnmatch.fnmatchcase(full_name, pattern) for pattern in name_patterns)
 
 
-def split_parameters(model: nn.Module, *, norm_types: Sequence[type] = NORM_TYPES,
-                     name_patterns: Sequence[str] = ("*bias",)) -> Tuple[List[Tuple[str, torch.Tensor]],
-                                                                          List[Tuple[str, torch.Tensor]]]:
+def split_parameters(
+    model: nn.Module, *, norm_types: Sequence[type] = NORM_TYPES, name_patterns: Sequence[str] = ("*bias",)
+) -> Tuple[List[Tuple[str, torch.Tensor]], List[Tuple[str, torch.Tensor]]]:
     """``(decay, no_decay)`` lists of ``(name, parameter)`` for the trainable parameters of ``model``.
 
     A parameter shared by several modules is listed once (where ``named_modules`` first meets it).
@@ -44,15 +58,24 @@ def split_parameters(model: nn.Module, *, norm_types: Sequence[type] = NORM_TYPE
                 continue
             seen.add(id(param))
             full_name = f"{module_name}.{param_name}" if module_name else param_name
-            target = no_decay if is_no_decay(module_name, module, param_name, norm_types=norm_types,
-                                             name_patterns=name_patterns) else decay
+            target = (
+                no_decay
+                if is_no_decay(module_name, module, param_name, norm_types=norm_types, name_patterns=name_patterns)
+                else decay
+            )
             target.append((full_name, param))
     return decay, no_decay
 
 
-def lamb_param_groups(model: nn.Module, weight_decay: float = 1e-4, *, trust_ratio_for_no_decay: bool = False,
-                      norm_types: Sequence[type] = NORM_TYPES, name_patterns: Sequence[str] = ("*bias",),
-                      **group_options: Any) -> List[Dict[str, Any]]:
+def lamb_param_groups(
+    model: nn.Module,
+    weight_decay: float = 1e-4,
+    *,
+    trust_ratio_for_no_decay: bool = False,
+    norm_types: Sequence[type] = NORM_TYPES,
+    name_patterns: Sequence[str] = ("*bias",),
+    **group_options: Any,
+) -> List[Dict[str, Any]]:
     """Two param groups: decayed weights (trust ratio on) and biases/norms (no decay, trust ratio switchable).
 
     Args:
@@ -81,16 +104,28 @@ def lamb_param_groups(model: nn.Module, weight_decay: float = 1e-4, *, trust_rat
     decay, no_decay = split_parameters(model, norm_types=norm_types, name_patterns=name_patterns)
     groups = []
     if decay:
-        groups.append({"params": [p for _, p in decay], "weight_decay": weight_decay, "trust_ratio": True,
-                       **group_options})
+        groups.append(
+            {"params": [p for _, p in decay], "weight_decay": weight_decay, "trust_ratio": True, **group_options}
+        )
     if no_decay:
-        groups.append({"params": [p for _, p in no_decay], "weight_decay": 0.0,
-                       "trust_ratio": trust_ratio_for_no_decay, **group_options})
+        groups.append(
+            {
+                "params": [p for _, p in no_decay],
+                "weight_decay": 0.0,
+                "trust_ratio": trust_ratio_for_no_decay,
+                **group_options,
+            }
+        )
     return groups
 
 
-def core_masks(model: nn.Module, *, trust_ratio_for_no_decay: bool = False, norm_types: Sequence[type] = NORM_TYPES,
-               name_patterns: Sequence[str] = ("*bias",)) -> Dict[str, Tuple[bool, ...]]:
+def core_masks(
+    model: nn.Module,
+    *,
+    trust_ratio_for_no_decay: bool = False,
+    norm_types: Sequence[type] = NORM_TYPES,
+    name_patterns: Sequence[str] = ("*bias",),
+) -> Dict[str, Tuple[bool, ...]]:
     """The same split as ``valley_core`` masks, in ``model.parameters()`` order.
 
     Returns ``{"weight_decay_mask": ..., "trust_ratio_mask": ...}`` for ``valley_core.alto(**masks)``.

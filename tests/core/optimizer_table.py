@@ -5,8 +5,10 @@ import valley_core as vc
 CONFIGS = {
     "alto_explore": ("alto", dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0)),
     "alto_exploit": ("alto", dict(lr=vc.inverse_sqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.0)),
-    "alto_vanilla": ("alto_vanilla", dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999),
-                                          weight_decay=0.0)),
+    "alto_vanilla": (
+        "alto_vanilla",
+        dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0),
+    ),
     "lamb": ("lamb", dict(lr=vc.inverse_sqrt(0.02), betas=(0.9, 0.999), weight_decay=0.0)),
     "eadam": ("eadam", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999))),
     "eadam_explore": ("eadam", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999))),

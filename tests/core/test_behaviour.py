@@ -54,16 +54,31 @@ def test_converges_on_rosenbrock(config_id):
 
 
 BASE_PAIRS = [
-    ("alto->lamb", lambda: vc.alto(lr=1e-2, alpha=0.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-3),
-     lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-3)),
-    ("alto_vanilla->lamb", lambda: vc.alto_vanilla(lr=1e-2, alpha=0.0, betas=(0.5, 0.9, 0.99)),
-     lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), bias_correction=False)),
-    ("eadam->adam", lambda: vc.eadam(lr=1e-2, alpha=0.0, betas=(0.3, 0.9, 0.999), weight_decay=1e-3),
-     lambda: vc.adam(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-3)),
-    ("eadamw->adamw", lambda: vc.eadamw(lr=1e-2, alpha=0.0, betas=(0.3, 0.9, 0.999), weight_decay=1e-2),
-     lambda: vc.adamw(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-2)),
-    ("esgd->sgd", lambda: vc.esgd(lr=1e-2, alpha=0.0, betas=(0.3, 0.9), weight_decay=1e-3),
-     lambda: vc.sgd(lr=1e-2, momentum=0.9, weight_decay=1e-3)),
+    (
+        "alto->lamb",
+        lambda: vc.alto(lr=1e-2, alpha=0.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-3),
+        lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-3),
+    ),
+    (
+        "alto_vanilla->lamb",
+        lambda: vc.alto_vanilla(lr=1e-2, alpha=0.0, betas=(0.5, 0.9, 0.99)),
+        lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), bias_correction=False),
+    ),
+    (
+        "eadam->adam",
+        lambda: vc.eadam(lr=1e-2, alpha=0.0, betas=(0.3, 0.9, 0.999), weight_decay=1e-3),
+        lambda: vc.adam(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-3),
+    ),
+    (
+        "eadamw->adamw",
+        lambda: vc.eadamw(lr=1e-2, alpha=0.0, betas=(0.3, 0.9, 0.999), weight_decay=1e-2),
+        lambda: vc.adamw(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-2),
+    ),
+    (
+        "esgd->sgd",
+        lambda: vc.esgd(lr=1e-2, alpha=0.0, betas=(0.3, 0.9), weight_decay=1e-3),
+        lambda: vc.sgd(lr=1e-2, momentum=0.9, weight_decay=1e-3),
+    ),
 ]
 
 
@@ -106,8 +121,21 @@ def test_fused_alto_direction_equals_the_chain():
         grad = rng.normal(size=(4, 4))
         (expected,), state = chain.update((grad,), state, params)
         actual, carry, first, second = vc.elementwise.alto_direction(
-            grad, carry, first, second, params[0], alpha=-2.0, beta1=0.9, beta2=0.9, beta3=0.99, eps=1e-6,
-            correction2=1 - 0.9 ** k, correction3=1 - 0.99 ** k, weight_decay=1e-2, xp=np)
+            grad,
+            carry,
+            first,
+            second,
+            params[0],
+            alpha=-2.0,
+            beta1=0.9,
+            beta2=0.9,
+            beta3=0.99,
+            eps=1e-6,
+            correction2=1 - 0.9**k,
+            correction3=1 - 0.99**k,
+            weight_decay=1e-2,
+            xp=np,
+        )
         np.testing.assert_allclose(actual, expected, rtol=1e-14, atol=0)
         np.testing.assert_allclose(carry, state[0].carry[0], rtol=1e-14, atol=0)
         np.testing.assert_allclose(second, state[1].second[0], rtol=1e-14, atol=0)

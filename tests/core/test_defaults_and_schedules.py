@@ -8,8 +8,14 @@ import valley_core as vc
 
 def test_defaults_follow_the_papers_table():
     small, large = vc.defaults_for_batch_size(256), vc.defaults_for_batch_size(4096)
-    assert small == {"alpha": 0.5, "betas": (0.01, 0.9, 0.99), "eps": 1e-6, "trust_eps": 1e-6, "norm_eps": 1e-10,
-                     "weight_decay": 1e-4}
+    assert small == {
+        "alpha": 0.5,
+        "betas": (0.01, 0.9, 0.99),
+        "eps": 1e-6,
+        "trust_eps": 1e-6,
+        "norm_eps": 1e-10,
+        "weight_decay": 1e-4,
+    }
     assert large["alpha"] == -5.0 and large["betas"] == (0.99, 0.9, 0.99)
     assert vc.defaults_for_batch_size(1023)["alpha"] == 0.5
     assert vc.defaults_for_batch_size(1024)["alpha"] == -5.0

@@ -29,35 +29,104 @@ def _cases():
     schedule = dict(lr=vc.inverse_sqrt(1e-2), alpha=vc.inverse_sqrt(-2.0), weight_decay=vc.inverse_sqrt(1e-3))
     lamb_common = dict(eps=1e-6, trust_eps=1e-6, norm_eps=1e-10)
     return [
-        ("alto_large_batch", lambda: vc.alto(lr=1e-2, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4),
-         lambda p, g: golden.alto(p, g, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6, 1e-10, True), "alto"),
-        ("alto_small_batch", lambda: vc.alto(lr=1e-3, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2),
-         lambda p, g: golden.alto(p, g, 1e-3, 0.5, (0.01, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True), "alto"),
-        ("alto_vanilla", lambda: vc.alto_vanilla(lr=1e-2, alpha=-3.0, betas=(0.9, 0.8, 0.95), weight_decay=1e-3),
-         lambda p, g: golden.alto(p, g, 1e-2, -3.0, (0.9, 0.8, 0.95), 1e-6, 1e-3, 1e-6, 1e-10, False), "alto"),
-        ("alto_masks", lambda: vc.alto(lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-2,
-                                       weight_decay_mask=wd_mask, trust_ratio_mask=tr_mask),
-         lambda p, g: golden.alto(p, g, 1e-2, -2.0, (0.9, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True,
-                                  wd_mask, tr_mask), "alto"),
-        ("alto_schedules", lambda: vc.alto(betas=(0.9, 0.9, 0.99), **schedule),
-         lambda p, g: golden.alto(p, g, lambda k: 1e-2 / np.sqrt(k), lambda k: -2.0 / np.sqrt(k), (0.9, 0.9, 0.99),
-                                  1e-6, lambda k: 1e-3 / np.sqrt(k), 1e-6, 1e-10, True), "alto"),
-        ("lamb", lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-2, **lamb_common),
-         lambda p, g: golden.alto(p, g, 1e-2, 0.0, (0.5, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True), "lamb"),
-        ("eadam", lambda: vc.eadam(lr=1e-2, alpha=0.5, betas=(0.01, 0.9, 0.999), eps=1e-8, weight_decay=1e-3),
-         lambda p, g: golden.eadam(p, g, 1e-2, 0.5, (0.01, 0.9, 0.999), 1e-8, 1e-3, decoupled=False), "eadam"),
-        ("adam", lambda: vc.adam(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3),
-         lambda p, g: golden.eadam(p, g, 1e-2, 0.0, (0.5, 0.9, 0.999), 1e-8, 1e-3, decoupled=False), "adam"),
-        ("eadamw", lambda: vc.eadamw(lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.999), eps=1e-8, weight_decay=1e-2),
-         lambda p, g: golden.eadam(p, g, 1e-2, -2.0, (0.9, 0.9, 0.999), 1e-8, 1e-2, decoupled=True), "eadam"),
-        ("adamw", lambda: vc.adamw(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
-         lambda p, g: golden.eadam(p, g, 1e-2, 0.0, (0.5, 0.9, 0.999), 1e-8, 1e-2, decoupled=True), "adam"),
-        ("esgd", lambda: vc.esgd(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3),
-         lambda p, g: golden.esgd(p, g, 1e-3, 0.5, (0.01, 0.9), 1e-3), "esgd"),
-        ("esgd_explore", lambda: vc.esgd(lr=1e-3, alpha=-5.0, betas=(0.9, 0.0)),
-         lambda p, g: golden.esgd(p, g, 1e-3, -5.0, (0.9, 0.0), 0.0), "esgd"),
-        ("sgd", lambda: vc.sgd(lr=1e-3, momentum=0.9, weight_decay=1e-3),
-         lambda p, g: golden.esgd(p, g, 1e-3, 0.0, (0.5, 0.9), 1e-3), "sgd"),
+        (
+            "alto_large_batch",
+            lambda: vc.alto(lr=1e-2, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4),
+            lambda p, g: golden.alto(p, g, 1e-2, -5.0, (0.99, 0.9, 0.99), 1e-6, 1e-4, 1e-6, 1e-10, True),
+            "alto",
+        ),
+        (
+            "alto_small_batch",
+            lambda: vc.alto(lr=1e-3, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2),
+            lambda p, g: golden.alto(p, g, 1e-3, 0.5, (0.01, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True),
+            "alto",
+        ),
+        (
+            "alto_vanilla",
+            lambda: vc.alto_vanilla(lr=1e-2, alpha=-3.0, betas=(0.9, 0.8, 0.95), weight_decay=1e-3),
+            lambda p, g: golden.alto(p, g, 1e-2, -3.0, (0.9, 0.8, 0.95), 1e-6, 1e-3, 1e-6, 1e-10, False),
+            "alto",
+        ),
+        (
+            "alto_masks",
+            lambda: vc.alto(
+                lr=1e-2,
+                alpha=-2.0,
+                betas=(0.9, 0.9, 0.99),
+                weight_decay=1e-2,
+                weight_decay_mask=wd_mask,
+                trust_ratio_mask=tr_mask,
+            ),
+            lambda p, g: golden.alto(
+                p, g, 1e-2, -2.0, (0.9, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True, wd_mask, tr_mask
+            ),
+            "alto",
+        ),
+        (
+            "alto_schedules",
+            lambda: vc.alto(betas=(0.9, 0.9, 0.99), **schedule),
+            lambda p, g: golden.alto(
+                p,
+                g,
+                lambda k: 1e-2 / np.sqrt(k),
+                lambda k: -2.0 / np.sqrt(k),
+                (0.9, 0.9, 0.99),
+                1e-6,
+                lambda k: 1e-3 / np.sqrt(k),
+                1e-6,
+                1e-10,
+                True,
+            ),
+            "alto",
+        ),
+        (
+            "lamb",
+            lambda: vc.lamb(lr=1e-2, betas=(0.9, 0.99), weight_decay=1e-2, **lamb_common),
+            lambda p, g: golden.alto(p, g, 1e-2, 0.0, (0.5, 0.9, 0.99), 1e-6, 1e-2, 1e-6, 1e-10, True),
+            "lamb",
+        ),
+        (
+            "eadam",
+            lambda: vc.eadam(lr=1e-2, alpha=0.5, betas=(0.01, 0.9, 0.999), eps=1e-8, weight_decay=1e-3),
+            lambda p, g: golden.eadam(p, g, 1e-2, 0.5, (0.01, 0.9, 0.999), 1e-8, 1e-3, decoupled=False),
+            "eadam",
+        ),
+        (
+            "adam",
+            lambda: vc.adam(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-3),
+            lambda p, g: golden.eadam(p, g, 1e-2, 0.0, (0.5, 0.9, 0.999), 1e-8, 1e-3, decoupled=False),
+            "adam",
+        ),
+        (
+            "eadamw",
+            lambda: vc.eadamw(lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+            lambda p, g: golden.eadam(p, g, 1e-2, -2.0, (0.9, 0.9, 0.999), 1e-8, 1e-2, decoupled=True),
+            "eadam",
+        ),
+        (
+            "adamw",
+            lambda: vc.adamw(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2),
+            lambda p, g: golden.eadam(p, g, 1e-2, 0.0, (0.5, 0.9, 0.999), 1e-8, 1e-2, decoupled=True),
+            "adam",
+        ),
+        (
+            "esgd",
+            lambda: vc.esgd(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3),
+            lambda p, g: golden.esgd(p, g, 1e-3, 0.5, (0.01, 0.9), 1e-3),
+            "esgd",
+        ),
+        (
+            "esgd_explore",
+            lambda: vc.esgd(lr=1e-3, alpha=-5.0, betas=(0.9, 0.0)),
+            lambda p, g: golden.esgd(p, g, 1e-3, -5.0, (0.9, 0.0), 0.0),
+            "esgd",
+        ),
+        (
+            "sgd",
+            lambda: vc.sgd(lr=1e-3, momentum=0.9, weight_decay=1e-3),
+            lambda p, g: golden.esgd(p, g, 1e-3, 0.0, (0.5, 0.9), 1e-3),
+            "sgd",
+        ),
     ]
 
 
@@ -91,8 +160,17 @@ def test_core_matches_transcription(xp, case_id, make_core, make_golden, kind):
         assert relative_error(actual, expected) <= TOLERANCE, f"param {index} (shape {SHAPES[index]})"
         # The run must have moved the parameters, or the comparison proves nothing.
         assert relative_error(expected, params[index]) > 1e-4
-    beta1 = {"alto_large_batch": 0.99, "alto_small_batch": 0.01, "alto_vanilla": 0.9, "alto_masks": 0.9,
-             "alto_schedules": 0.9, "eadam": 0.01, "eadamw": 0.9, "esgd": 0.01, "esgd_explore": 0.9}.get(case_id)
+    beta1 = {
+        "alto_large_batch": 0.99,
+        "alto_small_batch": 0.01,
+        "alto_vanilla": 0.9,
+        "alto_masks": 0.9,
+        "alto_schedules": 0.9,
+        "eadam": 0.01,
+        "eadamw": 0.9,
+        "esgd": 0.01,
+        "esgd_explore": 0.9,
+    }.get(case_id)
     actual_flat = vc.state_to_dict(actual_state)
     expected_flat = _expected_state(kind, expected_state, beta1)
     assert expected_flat, "no state compared"

@@ -29,8 +29,9 @@ def test_step_updates_the_callers_arrays_in_place_and_matches_the_transcription(
         np.testing.assert_allclose(actual, want, rtol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [vnp.ALTO, vnp.ALTOVanilla, vnp.Lamb, vnp.EAdam, vnp.Adam, vnp.EAdamW, vnp.AdamW,
-                                 vnp.ESGD, vnp.SGD])
+@pytest.mark.parametrize(
+    "cls", [vnp.ALTO, vnp.ALTOVanilla, vnp.Lamb, vnp.EAdam, vnp.Adam, vnp.EAdamW, vnp.AdamW, vnp.ESGD, vnp.SGD]
+)
 def test_resume_from_state_dict_equals_uninterrupted_run(cls):
     params, grads = _problem(1)
     assert len(grads) == 40
@@ -53,16 +54,26 @@ def _assert_state_unchanged(opt, snapshot):
         np.testing.assert_array_equal(value, snapshot[key], err_msg=key)
 
 
-@pytest.mark.parametrize("corrupt,pattern", [
-    (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
-    (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
-    (lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
-     r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)"),
-    (lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
-     r"EState\.carry\.1: dtype float32 does not match the optimizer's float64"),
-    (lambda sd: sd.__setitem__("optimizer", "adam"), r"state_dict is for optimizer 'adam', this optimizer is 'alto'"),
-    (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
-])
+@pytest.mark.parametrize(
+    "corrupt,pattern",
+    [
+        (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
+        (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
+        (
+            lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
+            r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)",
+        ),
+        (
+            lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
+            r"EState\.carry\.1: dtype float32 does not match the optimizer's float64",
+        ),
+        (
+            lambda sd: sd.__setitem__("optimizer", "adam"),
+            r"state_dict is for optimizer 'adam', this optimizer is 'alto'",
+        ),
+        (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
+    ],
+)
 def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
     params, grads = _problem()
     source = vnp.ALTO([p.copy() for p in params])

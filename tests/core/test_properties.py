@@ -22,10 +22,16 @@ def e_optimizers(draw):
     alpha = draw(st.floats(-0.95, 0.95)) / (1 - beta1)
     lr = draw(st.floats(1e-5, 1e-1))
     if name == "esgd":
-        return name, dict(lr=lr, alpha=alpha, betas=(beta1, draw(st.floats(0.0, 0.9))),
-                          weight_decay=draw(st.floats(0.0, 0.1)))
-    kwargs = dict(lr=lr, alpha=alpha, betas=(beta1, draw(beta), draw(beta)), eps=draw(st.floats(1e-10, 1e-3)),
-                  weight_decay=draw(st.floats(0.0, 0.1)))
+        return name, dict(
+            lr=lr, alpha=alpha, betas=(beta1, draw(st.floats(0.0, 0.9))), weight_decay=draw(st.floats(0.0, 0.1))
+        )
+    kwargs = dict(
+        lr=lr,
+        alpha=alpha,
+        betas=(beta1, draw(beta), draw(beta)),
+        eps=draw(st.floats(1e-10, 1e-3)),
+        weight_decay=draw(st.floats(0.0, 0.1)),
+    )
     if name in ("alto", "alto_vanilla"):
         kwargs.update(trust_eps=draw(st.floats(0.0, 1e-3)), norm_eps=draw(st.floats(1e-12, 1e-6)))
     return name, kwargs

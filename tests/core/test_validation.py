@@ -9,8 +9,11 @@ import pytest
 import valley_core as vc
 
 ERROR_CASES = [
-    (vc.alto, dict(alpha=-5.0, betas=(0.1, 0.9, 0.99)),
-     r"^alpha=-5\.0 violates \|alpha\| < 1/\(1-beta1\) = 1\.11 for beta1=0\.1 \(pass allow_unstable=True"),
+    (
+        vc.alto,
+        dict(alpha=-5.0, betas=(0.1, 0.9, 0.99)),
+        r"^alpha=-5\.0 violates \|alpha\| < 1/\(1-beta1\) = 1\.11 for beta1=0\.1 \(pass allow_unstable=True",
+    ),
     (vc.alto, dict(alpha=100.0), r"^alpha=100\.0 violates \|alpha\| < 1/\(1-beta1\) = 100 for beta1=0\.99"),
     (vc.eadam, dict(alpha=1.0, betas=(0.0, 0.9, 0.999)), r"^alpha=1\.0 violates \|alpha\| < 1/\(1-beta1\) = 1 "),
     (vc.esgd, dict(alpha=-2.0, betas=(0.4, 0.0)), r"^alpha=-2\.0 violates \|alpha\| < 1/\(1-beta1\) = 1\.67"),
@@ -22,8 +25,12 @@ ERROR_CASES = [
     (vc.alto, dict(betas=(1.0, 0.9, 0.99)), r"^beta1=1\.0 violates 0 <= beta1 < 1$"),
     (vc.alto, dict(betas=(0.9, -0.1, 0.99)), r"^beta2=-0\.1 violates 0 <= beta2 < 1$"),
     (vc.alto, dict(betas=(0.9, 0.9, 1.5)), r"^beta3=1\.5 violates 0 <= beta3 < 1$"),
-    (vc.alto, dict(betas=(0.9, 0.99)), r"^betas=\(0\.9, 0\.99\) violates betas is a sequence of 3 numbers "
-                                       r"\(beta1, beta2, beta3\)$"),
+    (
+        vc.alto,
+        dict(betas=(0.9, 0.99)),
+        r"^betas=\(0\.9, 0\.99\) violates betas is a sequence of 3 numbers "
+        r"\(beta1, beta2, beta3\)$",
+    ),
     (vc.lamb, dict(betas=(0.9, 0.99, 0.999)), r"^betas=.* violates betas is a sequence of 2 numbers \(beta2, beta3\)$"),
     (vc.alto, dict(eps=-1e-8), r"^eps=-1e-08 violates eps >= 0$"),
     (vc.alto, dict(weight_decay=-0.1), r"^weight_decay=-0\.1 violates weight_decay >= 0$"),
@@ -32,15 +39,21 @@ ERROR_CASES = [
     (vc.alto, dict(bias_correction=1), r"^bias_correction=1 violates bias_correction is a bool$"),
     (vc.alto, dict(allow_unstable="yes"), r"^allow_unstable='yes' violates allow_unstable is a bool$"),
     (vc.alto, dict(lr=lambda k: -1.0), r"^lr\(1\)=-1\.0 violates lr\(1\) >= 0$|^lr=-1\.0 violates lr >= 0$"),
-    (vc.alto, dict(alpha=vc.inverse_sqrt(-50.0), betas=(0.9, 0.9, 0.99)),
-     r"^alpha=-50\.0 violates \|alpha\| < 1/\(1-beta1\) = 10 for beta1=0\.9"),
+    (
+        vc.alto,
+        dict(alpha=vc.inverse_sqrt(-50.0), betas=(0.9, 0.9, 0.99)),
+        r"^alpha=-50\.0 violates \|alpha\| < 1/\(1-beta1\) = 10 for beta1=0\.9",
+    ),
     (vc.sgd, dict(momentum=1.0), r"^momentum=1\.0 violates 0 <= momentum < 1$"),
     (vc.adamw, dict(weight_decay=float("inf")), r"^weight_decay=inf violates weight_decay is finite$"),
 ]
 
 
-@pytest.mark.parametrize("factory,kwargs,pattern", ERROR_CASES,
-                         ids=[f"{f.__name__}-{'-'.join(k)}-{i}" for i, (f, k, _) in enumerate(ERROR_CASES)])
+@pytest.mark.parametrize(
+    "factory,kwargs,pattern",
+    ERROR_CASES,
+    ids=[f"{f.__name__}-{'-'.join(k)}-{i}" for i, (f, k, _) in enumerate(ERROR_CASES)],
+)
 def test_invalid_hyperparameters_raise_a_clear_error(factory, kwargs, pattern):
     with pytest.raises(ValueError) as error:
         factory(**kwargs)

@@ -17,8 +17,20 @@ def _value(hp, k):
     return hp(k) if callable(hp) else hp
 
 
-def alto(params, grad_sequence, lr, alpha, betas, eps, weight_decay, trust_eps, norm_eps, bias_correction,
-         weight_decay_mask=None, trust_ratio_mask=None):
+def alto(
+    params,
+    grad_sequence,
+    lr,
+    alpha,
+    betas,
+    eps,
+    weight_decay,
+    trust_eps,
+    norm_eps,
+    bias_correction,
+    weight_decay_mask=None,
+    trust_ratio_mask=None,
+):
     """Algorithm 2 (bias_correction=True) or Algorithm 1 (False) of the paper; alpha=0 is Lamb."""
     beta1, beta2, beta3 = betas
     n = len(params)
@@ -36,9 +48,9 @@ def alto(params, grad_sequence, lr, alpha, betas, eps, weight_decay, trust_eps, 
             g_prev[i] = g
             u = g + _value(alpha, k) * a[i]
             m[i] = beta2 * m[i] + (1 - beta2) * u
-            v[i] = beta3 * v[i] + (1 - beta3) * u ** 2
+            v[i] = beta3 * v[i] + (1 - beta3) * u**2
             if bias_correction:
-                m_hat, v_hat = m[i] / (1 - beta2 ** k), v[i] / (1 - beta3 ** k)
+                m_hat, v_hat = m[i] / (1 - beta2**k), v[i] / (1 - beta3**k)
             else:
                 m_hat, v_hat = m[i], v[i]
             r = m_hat / (np.sqrt(v_hat) + eps)
@@ -67,9 +79,9 @@ def eadam(params, grad_sequence, lr, alpha, betas, eps, weight_decay, decoupled,
             g_prev[i] = g
             u = g + _value(alpha, k) * a[i]
             m[i] = beta2 * m[i] + (1 - beta2) * u
-            v[i] = beta3 * v[i] + (1 - beta3) * u ** 2
+            v[i] = beta3 * v[i] + (1 - beta3) * u**2
             if bias_correction:
-                m_hat, v_hat = m[i] / (1 - beta2 ** k), v[i] / (1 - beta3 ** k)
+                m_hat, v_hat = m[i] / (1 - beta2**k), v[i] / (1 - beta3**k)
             else:
                 m_hat, v_hat = m[i], v[i]
             step = m_hat / (np.sqrt(v_hat) + eps)
@@ -102,5 +114,4 @@ def drifting_gradients(shapes, steps, seed):
     rng = np.random.default_rng(seed)
     base = [rng.normal(size=s) for s in shapes]
     drift = [rng.normal(size=s) * 0.01 for s in shapes]
-    return [[b + d * k + 0.3 * rng.normal(size=s) for b, d, s in zip(base, drift, shapes)]
-            for k in range(steps)]
+    return [[b + d * k + 0.3 * rng.normal(size=s) for b, d, s in zip(base, drift, shapes)] for k in range(steps)]

@@ -42,20 +42,35 @@ class Checks:
         print(MARKER + json.dumps(self.results), flush=True)
 
 
-def run_worker(module: str, backend: str = "tensorflow", timeout: float = 400,
-               env: Optional[Dict[str, str]] = None) -> Dict[str, Dict[str, Any]]:
+def run_worker(
+    module: str, backend: str = "tensorflow", timeout: float = 400, env: Optional[Dict[str, str]] = None
+) -> Dict[str, Dict[str, Any]]:
     """Runs ``tests.keras.<module>`` with ``KERAS_BACKEND=backend``; returns its results by check name."""
     full_env = dict(os.environ)
-    full_env.update({"KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONHASHSEED": "0",
-                     "PYTHONPATH": str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")})
+    full_env.update(
+        {
+            "KERAS_BACKEND": backend,
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONHASHSEED": "0",
+            "PYTHONPATH": str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", ""),
+        }
+    )
     full_env.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", f"tests.keras.{module}"], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, "-m", f"tests.keras.{module}"],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     for line in reversed(proc.stdout.splitlines()):
         if line.startswith(MARKER):
-            return json.loads(line[len(MARKER):])
-    pytest.fail(f"worker {module} (KERAS_BACKEND={backend}) produced no results, exit code {proc.returncode}\n"
-                f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}")
+            return json.loads(line[len(MARKER) :])
+    pytest.fail(
+        f"worker {module} (KERAS_BACKEND={backend}) produced no results, exit code {proc.returncode}\n"
+        f"--- stdout ---\n{proc.stdout[-3000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+    )
 
 
 def assert_check(results: Dict[str, Dict[str, Any]], name: str) -> None:

@@ -29,29 +29,81 @@ def _exponential_core(initial, rate, steps):
 
 # name: (Keras class, Keras kwargs, core factory, core kwargs)
 CONFIGS = {
-    "alto": (ALTO, dict(learning_rate=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
-             vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01)),
-    "alto_exploit": (ALTO, dict(learning_rate=0.01, alpha=0.5, betas=(0.01, 0.9, 0.99)),
-                     vc.alto, dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.99))),
-    "alto_masked": (ALTO, dict(learning_rate=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01,
-                               weight_decay_exclude_names=["bias"], trust_ratio_exclude_names=["bias"]),
-                    vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01,
-                                  weight_decay_mask=(True, False, True), trust_ratio_mask=(True, False, True))),
-    "alto_schedule": (ALTO, dict(learning_rate=keras.optimizers.schedules.ExponentialDecay(
-                                     np.float64(0.02), 10, np.float64(0.7)),  # float64: Keras casts via float32
-                                 alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
-                      vc.alto, dict(lr=_exponential_core(0.02, 0.7, 10), alpha=-0.5, betas=(0.5, 0.9, 0.999),
-                                    weight_decay=0.01)),
-    "alto_vanilla": (ALTOVanilla, dict(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
-                     vc.alto_vanilla, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01)),
-    "lamb": (Lamb, dict(learning_rate=0.01, betas=(0.9, 0.999), weight_decay=0.01),
-             vc.lamb, dict(lr=0.01, betas=(0.9, 0.999), weight_decay=0.01)),
-    "eadam": (EAdam, dict(learning_rate=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.01),
-              vc.eadam, dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.01)),
-    "eadamw": (EAdamW, dict(learning_rate=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.05),
-               vc.eadamw, dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.05)),
-    "esgd": (ESGD, dict(learning_rate=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=0.01),
-             vc.esgd, dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=0.01)),
+    "alto": (
+        ALTO,
+        dict(learning_rate=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
+        vc.alto,
+        dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
+    ),
+    "alto_exploit": (
+        ALTO,
+        dict(learning_rate=0.01, alpha=0.5, betas=(0.01, 0.9, 0.99)),
+        vc.alto,
+        dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.99)),
+    ),
+    "alto_masked": (
+        ALTO,
+        dict(
+            learning_rate=0.02,
+            alpha=-0.5,
+            betas=(0.5, 0.9, 0.999),
+            weight_decay=0.01,
+            weight_decay_exclude_names=["bias"],
+            trust_ratio_exclude_names=["bias"],
+        ),
+        vc.alto,
+        dict(
+            lr=0.02,
+            alpha=-0.5,
+            betas=(0.5, 0.9, 0.999),
+            weight_decay=0.01,
+            weight_decay_mask=(True, False, True),
+            trust_ratio_mask=(True, False, True),
+        ),
+    ),
+    "alto_schedule": (
+        ALTO,
+        dict(
+            learning_rate=keras.optimizers.schedules.ExponentialDecay(
+                np.float64(0.02), 10, np.float64(0.7)
+            ),  # float64: Keras casts via float32
+            alpha=-0.5,
+            betas=(0.5, 0.9, 0.999),
+            weight_decay=0.01,
+        ),
+        vc.alto,
+        dict(lr=_exponential_core(0.02, 0.7, 10), alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
+    ),
+    "alto_vanilla": (
+        ALTOVanilla,
+        dict(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
+        vc.alto_vanilla,
+        dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01),
+    ),
+    "lamb": (
+        Lamb,
+        dict(learning_rate=0.01, betas=(0.9, 0.999), weight_decay=0.01),
+        vc.lamb,
+        dict(lr=0.01, betas=(0.9, 0.999), weight_decay=0.01),
+    ),
+    "eadam": (
+        EAdam,
+        dict(learning_rate=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.01),
+        vc.eadam,
+        dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.01),
+    ),
+    "eadamw": (
+        EAdamW,
+        dict(learning_rate=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.05),
+        vc.eadamw,
+        dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.05),
+    ),
+    "esgd": (
+        ESGD,
+        dict(learning_rate=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=0.01),
+        vc.esgd,
+        dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=0.01),
+    ),
 }
 
 
@@ -84,8 +136,10 @@ def run_keras(cls, kwargs, params, grads, mode):
 
         step = tf.function(lambda g: optimizer.apply(g, variables), jit_compile=True)
     else:
+
         def step(g):
             optimizer.apply(g, variables)
+
     for step_grads in grads:
         step([keras.ops.convert_to_tensor(g, dtype="float64") for g in step_grads])
     return optimizer, variables
@@ -123,20 +177,24 @@ def add_parity_checks(checks: Checks, modes) -> None:
     for name, (cls, keras_kwargs, factory, core_kwargs) in CONFIGS.items():
         core_params, core_state = run_core(factory, core_kwargs, params, grads)
         for mode in modes:
-            checks.run(f"parity[{name}-{mode}]", lambda: compare_with_core(
-                *run_keras(cls, keras_kwargs, params, grads, mode), core_params, core_state))
+            checks.run(
+                f"parity[{name}-{mode}]",
+                lambda: compare_with_core(*run_keras(cls, keras_kwargs, params, grads, mode), core_params, core_state),
+            )
 
     def alto_vs_transcription():
-        hyper = dict(alpha=-0.5, betas=(0.5, 0.9, 0.999), eps=1e-6, weight_decay=0.01, trust_eps=1e-6,
-                     norm_eps=1e-10)
+        hyper = dict(alpha=-0.5, betas=(0.5, 0.9, 0.999), eps=1e-6, weight_decay=0.01, trust_eps=1e-6, norm_eps=1e-10)
         theta, buffers = transcription.alto(params, grads, lr=0.02, bias_correction=True, **hyper)
         optimizer, variables = run_keras(ALTO, dict(learning_rate=0.02, **hyper), params, grads, modes[-1])
         beta1 = hyper["betas"][0]
         for i, variable in enumerate(variables):
             state = vc.state_to_dict(optimizer.core_state(variable))
-            expected = {"AdamState.first.0": buffers["m"][i], "AdamState.second.0": buffers["v"][i],
-                        # the one-buffer carry b_{k+1} = beta1 a_k - (1 - beta1) g_k (algorithm.md, section 1)
-                        "EState.carry.0": beta1 * buffers["a"][i] - (1 - beta1) * buffers["g_prev"][i]}
+            expected = {
+                "AdamState.first.0": buffers["m"][i],
+                "AdamState.second.0": buffers["v"][i],
+                # the one-buffer carry b_{k+1} = beta1 a_k - (1 - beta1) g_k (algorithm.md, section 1)
+                "EState.carry.0": beta1 * buffers["a"][i] - (1 - beta1) * buffers["g_prev"][i],
+            }
             assert relative_error(keras.ops.convert_to_numpy(variable), theta[i]) < TOLERANCE
             for key, value in expected.items():
                 error = relative_error(keras.ops.convert_to_numpy(state[key]), value)
@@ -145,13 +203,30 @@ def add_parity_checks(checks: Checks, modes) -> None:
 
     def eadam_excluded_vs_transcription():
         optimizer, variables = run_keras(
-            EAdam, dict(learning_rate=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.05,
-                        weight_decay_exclude_names=["bias"]), params, grads, modes[-1])
+            EAdam,
+            dict(
+                learning_rate=0.01,
+                alpha=0.5,
+                betas=(0.01, 0.9, 0.999),
+                weight_decay=0.05,
+                weight_decay_exclude_names=["bias"],
+            ),
+            params,
+            grads,
+            modes[-1],
+        )
         for i, variable in enumerate(variables):
             decay = 0.0 if NAMES[i] == "bias" else 0.05
-            theta, _ = transcription.eadam([params[i]], [[g[i]] for g in grads], lr=0.01, alpha=0.5,
-                                           betas=(0.01, 0.9, 0.999), eps=1e-8, weight_decay=decay,
-                                           decoupled=False)
+            theta, _ = transcription.eadam(
+                [params[i]],
+                [[g[i]] for g in grads],
+                lr=0.01,
+                alpha=0.5,
+                betas=(0.01, 0.9, 0.999),
+                eps=1e-8,
+                weight_decay=decay,
+                decoupled=False,
+            )
             error = relative_error(keras.ops.convert_to_numpy(variable), theta[0])
             assert error < TOLERANCE, f"{variable.name}: {error:.3g}"
         return "EAdam with 'bias' excluded from L2 decay matches the transcription"

@@ -7,9 +7,8 @@ uninterrupted run.
 import os
 import tempfile
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from backends.keras import ALTO
 from tests.keras._harness import Checks
@@ -26,9 +25,17 @@ def data(n=128, seed=0):
 def make_model():
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="tanh"), keras.layers.Dense(1)])
-    model.compile(optimizer=ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), weight_decay=1e-3,
-                                 weight_decay_exclude_names=["bias"], trust_ratio_exclude_names=["bias"]),
-                  loss="mse")
+    model.compile(
+        optimizer=ALTO(
+            learning_rate=0.01,
+            alpha=-0.5,
+            betas=(0.5, 0.9, 0.99),
+            weight_decay=1e-3,
+            weight_decay_exclude_names=["bias"],
+            trust_ratio_exclude_names=["bias"],
+        ),
+        loss="mse",
+    )
     return model
 
 
@@ -61,8 +68,7 @@ def save_load_resume():
     for a, b in zip(resumed.get_weights(), uninterrupted.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     for a, b in zip(resumed.optimizer.variables, uninterrupted.optimizer.variables):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6,
-                                   atol=1e-7)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
 
 
 if __name__ == "__main__":

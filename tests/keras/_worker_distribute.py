@@ -53,8 +53,14 @@ def train(make_optimizer, strategy=None, jit=False, epochs=2):
 
 
 def make_alto():
-    return ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), weight_decay=1e-3,
-                weight_decay_exclude_names=["bias"], trust_ratio_exclude_names=["bias"])
+    return ALTO(
+        learning_rate=0.01,
+        alpha=-0.5,
+        betas=(0.5, 0.9, 0.99),
+        weight_decay=1e-3,
+        weight_decay_exclude_names=["bias"],
+        trust_ratio_exclude_names=["bias"],
+    )
 
 
 def make_eadamw():
@@ -85,6 +91,7 @@ def mirrored_equals_single_device(make_optimizer, jit):
         for a, b in zip(mirrored.optimizer.variables, single.optimizer.variables):
             assert relative_error(a.numpy(), b.numpy()) < 1e-3, a.path
         return f"2 replicas; worst weight relative error vs one device {worst:.2e}"
+
     return check
 
 
@@ -107,16 +114,15 @@ def mirrored_custom_loop():
         optimizer = make_alto()
         optimizer.build(model.trainable_variables)  # create the slots outside tf.function
     loss_fn = keras.losses.MeanSquaredError(reduction="sum")
-    dataset = strategy.experimental_distribute_dataset(
-        tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
+    dataset = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices((x, y)).batch(32))
 
     @tf.function
     def step(batch):
         def replica_step(xb, yb):
             with tf.GradientTape() as tape:
                 loss = loss_fn(yb, model(xb, training=True)) / 32.0
-            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables),
-                                          model.trainable_variables))
+            optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_variables), model.trainable_variables))
+
         strategy.run(replica_step, args=batch)
 
     for batch in dataset:

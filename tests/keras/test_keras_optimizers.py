@@ -43,8 +43,9 @@ def gradient_sequence(steps, seed=0):
 
 def apply_sequence(optimizer, grads, seed=1):
     rng = np.random.default_rng(seed)
-    variables = [keras.Variable(rng.normal(size=s).astype("float32"), name=n)
-                 for s, n in zip(SHAPES, ("kernel", "bias"))]
+    variables = [
+        keras.Variable(rng.normal(size=s).astype("float32"), name=n) for s, n in zip(SHAPES, ("kernel", "bias"))
+    ]
     for step in grads:
         optimizer.apply_gradients(zip([tf.constant(g) for g in step], variables))
     return [v.numpy() for v in variables]
@@ -63,8 +64,9 @@ INVALID = [
 ]
 
 
-@pytest.mark.parametrize("cls, kwargs, factory, core_kwargs", INVALID,
-                         ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _, _ in INVALID])
+@pytest.mark.parametrize(
+    "cls, kwargs, factory, core_kwargs", INVALID, ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _, _ in INVALID]
+)
 def test_invalid_hyperparameters_raise_the_core_error(cls, kwargs, factory, core_kwargs):
     with pytest.raises(ValueError) as core_error:
         factory(**core_kwargs)
@@ -100,8 +102,9 @@ def test_config_round_trip_and_registered_serialization(cls):
     assert serialized["registered_name"] == f"valley>{cls.__name__}"
     restored = keras.optimizers.deserialize(serialized)
     assert type(restored) is cls and restored.get_config() == config
-    assert dict(restored.hyperparameters) == {k: (tuple(v) if isinstance(v, list) else v)
-                                              for k, v in config.items() if k in defaults}
+    assert dict(restored.hyperparameters) == {
+        k: (tuple(v) if isinstance(v, list) else v) for k, v in config.items() if k in defaults
+    }
 
 
 def test_schedule_config_round_trip():
@@ -122,11 +125,19 @@ def test_keras_decoupled_weight_decay_is_off():
 
 def test_exclusion_by_variable_equals_exclusion_by_name():
     grads = gradient_sequence(10)
-    by_name = apply_sequence(ALTO(learning_rate=0.01, weight_decay=0.1, weight_decay_exclude_names=["bias"],
-                                  trust_ratio_exclude_names=["bias"]), grads)
+    by_name = apply_sequence(
+        ALTO(
+            learning_rate=0.01,
+            weight_decay=0.1,
+            weight_decay_exclude_names=["bias"],
+            trust_ratio_exclude_names=["bias"],
+        ),
+        grads,
+    )
     rng = np.random.default_rng(1)
-    variables = [keras.Variable(rng.normal(size=s).astype("float32"), name=n)
-                 for s, n in zip(SHAPES, ("kernel", "bias"))]
+    variables = [
+        keras.Variable(rng.normal(size=s).astype("float32"), name=n) for s, n in zip(SHAPES, ("kernel", "bias"))
+    ]
     optimizer = ALTO(learning_rate=0.01, weight_decay=0.1)
     optimizer.exclude_from_weight_decay(var_list=[variables[1]])
     optimizer.exclude_from_trust_ratio(var_list=[variables[1]])
@@ -150,19 +161,31 @@ def test_exclusions_only_before_build():
 # --- external oracles (Keras' own optimizers) -------------------------------------------------------------
 
 ORACLES = {
-    "eadam-adam": (lambda: EAdam(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7),
-                   lambda: keras.optimizers.Adam(0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7)),
-    "eadamw-adamw": (lambda: EAdamW(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7,
-                                    weight_decay=0.05),
-                     lambda: keras.optimizers.AdamW(0.01, weight_decay=0.05, beta_1=0.9, beta_2=0.999,
-                                                    epsilon=1e-7)),
-    "alto-lamb": (lambda: ALTO(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.99), eps=1e-6, weight_decay=0.0,
-                               trust_eps=0.0, norm_eps=0.0),
-                  lambda: keras.optimizers.Lamb(0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-6)),
-    "esgd-sgd-momentum": (lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9)),
-                          lambda: keras.optimizers.SGD(0.01, momentum=0.9)),
-    "esgd-sgd": (lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.0)),
-                 lambda: keras.optimizers.SGD(0.01)),
+    "eadam-adam": (
+        lambda: EAdam(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7),
+        lambda: keras.optimizers.Adam(0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+    ),
+    "eadamw-adamw": (
+        lambda: EAdamW(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7, weight_decay=0.05),
+        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
+    ),
+    "alto-lamb": (
+        lambda: ALTO(
+            learning_rate=0.01,
+            alpha=0.0,
+            betas=(0.3, 0.9, 0.99),
+            eps=1e-6,
+            weight_decay=0.0,
+            trust_eps=0.0,
+            norm_eps=0.0,
+        ),
+        lambda: keras.optimizers.Lamb(0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-6),
+    ),
+    "esgd-sgd-momentum": (
+        lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9)),
+        lambda: keras.optimizers.SGD(0.01, momentum=0.9),
+    ),
+    "esgd-sgd": (lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.0)), lambda: keras.optimizers.SGD(0.01)),
 }
 
 
@@ -190,11 +213,13 @@ def test_namespace_runs_the_whole_core_on_tensorflow_tensors():
     params_tf = tuple(xp.asarray(p, dtype=xp.float64) for p in params_np)
     state_tf, state_np = transform.init(params_tf, xp=xp), transform.init(params_np, xp=xp_numpy)
     for step in grads:
-        updates, state_tf = transform.update(tuple(xp.asarray(g, dtype=xp.float64) for g in step), state_tf,
-                                             params_tf, xp=xp)
+        updates, state_tf = transform.update(
+            tuple(xp.asarray(g, dtype=xp.float64) for g in step), state_tf, params_tf, xp=xp
+        )
         params_tf = vc.apply_updates(params_tf, updates)
-        updates, state_np = transform.update(tuple(g.astype(np.float64) for g in step), state_np, params_np,
-                                             xp=xp_numpy)
+        updates, state_np = transform.update(
+            tuple(g.astype(np.float64) for g in step), state_np, params_np, xp=xp_numpy
+        )
         params_np = vc.apply_updates(params_np, updates)
     for a, b in zip(params_tf, params_np):
         assert relative_error(np.asarray(a), b) < 1e-12
@@ -203,8 +228,9 @@ def test_namespace_runs_the_whole_core_on_tensorflow_tensors():
 
 def test_gradient_accumulation_counts_updates_not_batches():
     grads = gradient_sequence(4)
-    accumulated = apply_sequence(ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99),
-                                      gradient_accumulation_steps=2), grads)
+    accumulated = apply_sequence(
+        ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), gradient_accumulation_steps=2), grads
+    )
     averaged = [[(a + b) / 2 for a, b in zip(grads[i], grads[i + 1])] for i in (0, 2)]
     plain = apply_sequence(ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99)), averaged)
     for a, b in zip(accumulated, plain):
@@ -212,6 +238,7 @@ def test_gradient_accumulation_counts_updates_not_batches():
 
 
 # --- training: fit, custom loops, save/load, mixed precision -------------------------------------------------
+
 
 def regression_data(n=256, seed=0):
     rng = np.random.default_rng(seed)
@@ -226,8 +253,15 @@ def make_model(seed=0):
 
 
 def make_alto(**kwargs):
-    return ALTO(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), weight_decay=1e-3,
-                weight_decay_exclude_names=["bias"], trust_ratio_exclude_names=["bias"], **kwargs)
+    return ALTO(
+        learning_rate=0.01,
+        alpha=-0.5,
+        betas=(0.5, 0.9, 0.99),
+        weight_decay=1e-3,
+        weight_decay_exclude_names=["bias"],
+        trust_ratio_exclude_names=["bias"],
+        **kwargs,
+    )
 
 
 def test_fit_with_and_without_jit_agree_and_learn():
@@ -264,7 +298,7 @@ def test_gradient_tape_loop_equals_fit_with_a_schedule():
 
     for _ in range(2):
         for start in range(0, len(x), 32):
-            train_step(x[start:start + 32], y[start:start + 32])
+            train_step(x[start : start + 32], y[start : start + 32])
     assert int(optimizer.iterations) == 8
     for a, b in zip(model.get_weights(), fitted.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
@@ -321,7 +355,7 @@ def test_explicit_loss_scale_optimizer_in_a_custom_loop():
     loss_fn = keras.losses.MeanSquaredError()
     for start in range(0, 64, 16):
         with tf.GradientTape() as tape:
-            loss = optimizer.scale_loss(loss_fn(y[start:start + 16], model(x[start:start + 16])))
+            loss = optimizer.scale_loss(loss_fn(y[start : start + 16], model(x[start : start + 16])))
         optimizer.apply(tape.gradient(loss, model.trainable_variables), model.trainable_variables)
     assert int(optimizer.inner_optimizer.iterations) == 4
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
@@ -332,8 +366,14 @@ def test_sparse_gradients_of_an_embedding_are_densified():
     tokens = rng.integers(0, 50, size=(64, 6))
     labels = rng.normal(size=(64, 1)).astype("float32")
     keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((6,), dtype="int32"), keras.layers.Embedding(50, 4),
-                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(1)])
+    model = keras.Sequential(
+        [
+            keras.Input((6,), dtype="int32"),
+            keras.layers.Embedding(50, 4),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(1),
+        ]
+    )
     model.compile(optimizer=EAdam(learning_rate=0.01), loss="mse")
     before = model.layers[0].get_weights()[0].copy()
     model.fit(tokens, labels, batch_size=16, epochs=1, verbose=0)

@@ -113,7 +113,10 @@ def test_valley_travel(quick_report):
         assert ev[key]["base_reached_fraction"] == 1.0 and ev[key]["E_reached_fraction"] == 1.0
         assert ev[key]["E_median_net_travel"] > ev[key]["base_median_net_travel"]
         assert ev[key]["E_median_path_along_floor"] >= ev[key]["E_median_net_travel"]
-    assert ev["rosenbrock/adam_vs_eadam"]["E_median_net_travel"] > 5 * ev["rosenbrock/adam_vs_eadam"]["base_median_net_travel"]
+    assert (
+        ev["rosenbrock/adam_vs_eadam"]["E_median_net_travel"]
+        > 5 * ev["rosenbrock/adam_vs_eadam"]["base_median_net_travel"]
+    )
     assert result.verdict == "PASS"
 
 

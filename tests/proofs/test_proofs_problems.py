@@ -48,9 +48,11 @@ def test_online_losses(name):
 def test_valleys_and_landscapes():
     rng = np.random.default_rng(2)
     p = rng.standard_normal(2)
-    for f, g in ((problems.rosenbrock_valley, problems.rosenbrock_valley_grad),
-                 (problems.cardioid_valley, problems.cardioid_valley_grad),
-                 (problems.sharp_flat_2d, problems.sharp_flat_2d_grad)):
+    for f, g in (
+        (problems.rosenbrock_valley, problems.rosenbrock_valley_grad),
+        (problems.cardioid_valley, problems.cardioid_valley_grad),
+        (problems.sharp_flat_2d, problems.sharp_flat_2d_grad),
+    ):
         np.testing.assert_allclose(g(p), _fd_grad(f, p), rtol=1e-5, atol=1e-8)
     v = rng.standard_normal(2)
     fd = (problems.rosenbrock_valley_grad(p + 1e-6 * v) - problems.rosenbrock_valley_grad(p - 1e-6 * v)) / 2e-6
@@ -58,12 +60,18 @@ def test_valleys_and_landscapes():
     fd_h = np.column_stack([_fd_grad(lambda q: problems.sharp_flat_2d_grad(q)[i], p) for i in range(2)])
     np.testing.assert_allclose(problems.sharp_flat_2d_hess(p), fd_h, rtol=1e-5, atol=1e-8)
     x = np.linspace(-2, 3, 7)
-    np.testing.assert_allclose(problems.sharp_flat_1d_grad(x),
-                               (problems.sharp_flat_1d(x + 1e-6) - problems.sharp_flat_1d(x - 1e-6)) / 2e-6,
-                               rtol=1e-5, atol=1e-8)
-    np.testing.assert_allclose(problems.sharp_flat_1d_hess(x),
-                               (problems.sharp_flat_1d_grad(x + 1e-6) - problems.sharp_flat_1d_grad(x - 1e-6)) / 2e-6,
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        problems.sharp_flat_1d_grad(x),
+        (problems.sharp_flat_1d(x + 1e-6) - problems.sharp_flat_1d(x - 1e-6)) / 2e-6,
+        rtol=1e-5,
+        atol=1e-8,
+    )
+    np.testing.assert_allclose(
+        problems.sharp_flat_1d_hess(x),
+        (problems.sharp_flat_1d_grad(x + 1e-6) - problems.sharp_flat_1d_grad(x - 1e-6)) / 2e-6,
+        rtol=1e-5,
+        atol=1e-7,
+    )
     # zero-loss floors and their arc-length coordinates
     u = np.linspace(-1.5, 1.5, 9)
     floor = np.column_stack([u, u * u])

@@ -18,8 +18,9 @@ OPTIMIZER_ARGS = dict(lr=0.05, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay
 
 def make_model() -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4), torch.nn.Tanh(),
-                               torch.nn.Linear(4, 1)).double()
+    return torch.nn.Sequential(
+        torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)
+    ).double()
 
 
 def make_data():
@@ -91,7 +92,7 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
 
         x, y = make_data()
         half = x.shape[0] // world_size
-        x, y = x[rank * half:(rank + 1) * half], y[rank * half:(rank + 1) * half]
+        x, y = x[rank * half : (rank + 1) * half], y[rank * half : (rank + 1) * half]
 
         for name in ("ddp", "fsdp2", "zero", "fsdp2_shard_norms"):
             try:
@@ -111,8 +112,9 @@ def worker(rank: int, world_size: int, port: int, out_dir: str) -> None:
                     optimizer = ALTO(wrapped.parameters(), **OPTIMIZER_ARGS)  # "auto": DTensors take the core path
                 else:
                     wrapped = DistributedDataParallel(model)
-                    optimizer = ZeroRedundancyOptimizer(wrapped.parameters(), optimizer_class=ALTO,
-                                                        implementation="core", **OPTIMIZER_ARGS)
+                    optimizer = ZeroRedundancyOptimizer(
+                        wrapped.parameters(), optimizer_class=ALTO, implementation="core", **OPTIMIZER_ARGS
+                    )
                 if name == "fsdp2_shard_norms":
                     # Negative control: norms of the LOCAL shard (the mistake the trust ratio must avoid).
                     with _shard_norms():

@@ -6,9 +6,9 @@ import io
 
 import pytest
 import torch
-
-from backends.torch import ALTO, E, EAdam, ESGD, Lamb
 from torch_helpers import assert_same_state, clone_state, gradient_sequence, initial_params, run_optimizer
+
+from backends.torch import ALTO, ESGD, E, EAdam, Lamb
 
 STEPS = 60
 ALTO_ARGS = dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)
@@ -43,8 +43,7 @@ def test_resume_from_state_dict_equals_the_uninterrupted_run(name):
     uninterrupted, reference = run_optimizer(make, grads)
 
     first_half, optimizer = run_optimizer(make, grads[:STEPS])
-    checkpoint = _save_load({"params": [p.detach().clone() for p in first_half],
-                             "optimizer": optimizer.state_dict()})
+    checkpoint = _save_load({"params": [p.detach().clone() for p in first_half], "optimizer": optimizer.state_dict()})
     resumed = [torch.nn.Parameter(p) for p in checkpoint["params"]]
     fresh = make(resumed)
     fresh.load_state_dict(checkpoint["optimizer"])
@@ -96,18 +95,26 @@ def test_state_of_other_shapes_is_rejected():
     for p in other_params:
         p.grad = torch.ones_like(p)
     other.step()
-    _assert_rejected(optimizer, other.state_dict(), r"parameter 0 \(shape \(4, 3\)\): AdamState.first has shape "
-                                                    r"\(3, 4\), expected \(4, 3\)")
+    _assert_rejected(
+        optimizer,
+        other.state_dict(),
+        r"parameter 0 \(shape \(4, 3\)\): AdamState.first has shape "
+        r"\(3, 4\), expected \(4, 3\)",
+    )
 
 
 def test_other_group_structure_and_invalid_hyperparameters_are_rejected():
     params, optimizer = _trained_alto()
     state_dict = optimizer.state_dict()
-    _assert_rejected(optimizer, {**state_dict, "param_groups": state_dict["param_groups"] * 2},
-                     "2 param groups, this optimizer has 1")
+    _assert_rejected(
+        optimizer,
+        {**state_dict, "param_groups": state_dict["param_groups"] * 2},
+        "2 param groups, this optimizer has 1",
+    )
     bad_groups = [{**state_dict["param_groups"][0], "alpha": -5.0, "betas": (0.1, 0.9, 0.99)}]
-    _assert_rejected(optimizer, {**state_dict, "param_groups": bad_groups},
-                     r"alpha=-5.0 violates \|alpha\| < 1/\(1-beta1\)")
+    _assert_rejected(
+        optimizer, {**state_dict, "param_groups": bad_groups}, r"alpha=-5.0 violates \|alpha\| < 1/\(1-beta1\)"
+    )
     _assert_rejected(optimizer, {"state": {}}, "expects a dict with keys 'state' and 'param_groups'")
 
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_helpers import (
+    assert_close,
+    gradient_sequence,
+    initial_params,
+    optimizer_state_as_core_dict,
+    run_core,
+    run_optimizer,
+)
 
 import valley_core as vc
 from backends.torch import ALTO, E, EAdamW
-from torch_helpers import (assert_close, gradient_sequence, initial_params, optimizer_state_as_core_dict,
-                           run_core, run_optimizer)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -34,12 +40,14 @@ def _train(model, optimizer, steps=25):
 
 def test_compiled_model_trains_like_the_eager_model():
     eager = _model()
-    eager_losses = _train(eager, ALTO(eager.parameters(), lr=2e-2, alpha=-0.5, betas=(0.5, 0.9, 0.99),
-                                      implementation="core"))
+    eager_losses = _train(
+        eager, ALTO(eager.parameters(), lr=2e-2, alpha=-0.5, betas=(0.5, 0.9, 0.99), implementation="core")
+    )
     model = _model()
     compiled = torch.compile(model)
-    losses = _train(compiled, ALTO(model.parameters(), lr=2e-2, alpha=-0.5, betas=(0.5, 0.9, 0.99),
-                                   implementation="core"))
+    losses = _train(
+        compiled, ALTO(model.parameters(), lr=2e-2, alpha=-0.5, betas=(0.5, 0.9, 0.99), implementation="core")
+    )
     assert losses[-1] < 0.9 * losses[0]
     # Compiled kernels may round differently from eager ones: same trajectory to float32 tolerance.
     torch.testing.assert_close(torch.tensor(losses), torch.tensor(eager_losses), rtol=1e-3, atol=1e-5)
@@ -54,8 +62,11 @@ def test_cuda_alto_equals_the_core_on_cpu(implementation):
     kwargs = dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)
     grads = gradient_sequence(200)
     cuda_grads = [[g.cuda() for g in gs] for gs in grads]
-    params, optimizer = run_optimizer(lambda ps: ALTO(ps, implementation=implementation, **kwargs), cuda_grads,
-                                      params=[p.cuda() for p in initial_params()])
+    params, optimizer = run_optimizer(
+        lambda ps: ALTO(ps, implementation=implementation, **kwargs),
+        cuda_grads,
+        params=[p.cuda() for p in initial_params()],
+    )
     core_params, core_state = run_core(vc.alto(**kwargs), grads)
     for p, q in zip(params, core_params):
         assert_close(p.cpu(), q, rtol=1e-10, atol=1e-12)

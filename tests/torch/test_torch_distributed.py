@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import socket
 
+import distributed_worker
 import pytest
 import torch
 import torch.distributed as dist
 
-import distributed_worker
-
-pytestmark = [pytest.mark.distributed,
-              pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
-                                 reason="torch.distributed with gloo is not available")]
+pytestmark = [
+    pytest.mark.distributed,
+    pytest.mark.skipif(
+        not dist.is_available() or not dist.is_gloo_available(), reason="torch.distributed with gloo is not available"
+    ),
+]
 
 WORLD_SIZE = 2
 
@@ -28,8 +30,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def distributed_results(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("distributed")
-    torch.multiprocessing.spawn(distributed_worker.worker, args=(WORLD_SIZE, _free_port(), str(out_dir)),
-                                nprocs=WORLD_SIZE, join=True)
+    torch.multiprocessing.spawn(
+        distributed_worker.worker, args=(WORLD_SIZE, _free_port(), str(out_dir)), nprocs=WORLD_SIZE, join=True
+    )
     return [torch.load(out_dir / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
 
 
@@ -44,10 +47,14 @@ def test_matches_single_process(scenario, distributed_results, reference):
     for rank, results in enumerate(distributed_results):
         assert f"{scenario}_error" not in results, results.get(f"{scenario}_error")
         for index, (p, q) in enumerate(zip(results[scenario], reference)):
-            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6,
-                                       msg=lambda m: f"rank {rank}, parameter {index}: {m}")
+            torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6, msg=lambda m: f"rank {rank}, parameter {index}: {m}")
     # The single-process run must actually have moved: otherwise the comparison proves nothing.
-    assert max(float((p - q.detach()).abs().max()) for p, q in zip(reference, distributed_worker.make_model().parameters())) > 1e-3  # noqa: E501
+    assert (
+        max(
+            float((p - q.detach()).abs().max()) for p, q in zip(reference, distributed_worker.make_model().parameters())
+        )
+        > 1e-3
+    )  # noqa: E501
 
 
 def test_fsdp2_parameters_were_dtensors(distributed_results):

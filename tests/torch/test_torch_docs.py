@@ -7,8 +7,13 @@ import importlib
 
 import pytest
 
-MODULES = ["backends.torch", "backends.torch.optimizer", "backends.torch.optimizers", "backends.torch.e_wrapper",
-           "backends.torch.param_groups"]
+MODULES = [
+    "backends.torch",
+    "backends.torch.optimizer",
+    "backends.torch.optimizers",
+    "backends.torch.e_wrapper",
+    "backends.torch.param_groups",
+]
 
 
 @pytest.mark.parametrize("name", MODULES)

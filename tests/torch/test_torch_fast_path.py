@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_helpers import (
+    assert_matches_core,
+    gradient_sequence,
+    initial_params,
+    lamb_family_cases,
+    run_core,
+    run_optimizer,
+)
 
 import valley_core as vc
-from backends.torch import ALTO, EAdam, EAdamW, ESGD, Lamb
-from torch_helpers import (assert_matches_core, gradient_sequence, initial_params, lamb_family_cases, run_core,
-                           run_optimizer)
+from backends.torch import ALTO, ESGD, EAdam, EAdamW, Lamb
 
 STEPS = 210
 
@@ -39,8 +45,13 @@ def test_compiled_path_equals_the_core(case):
 
 ONE_PASS_CASES = {
     "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-    "eadamw_schedules": (EAdamW, vc.eadamw, dict(lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99),
-                                                 betas=(0.01, 0.9, 0.999), weight_decay=0.1)),
+    "eadamw_schedules": (
+        EAdamW,
+        vc.eadamw,
+        dict(
+            lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99), betas=(0.01, 0.9, 0.999), weight_decay=0.1
+        ),
+    ),
     "esgd": (ESGD, vc.esgd, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
 }
 
@@ -108,11 +119,14 @@ def _run_with_failing_compilation(implementation, steps=12):
     grads = gradient_sequence(steps, shapes=FAILURE_SHAPES, seed=5)
     start = initial_params(FAILURE_SHAPES, seed=4)
     # The kernels for tensors of several elements exist (compiled on other tensors of the same configuration).
-    run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), [[torch.ones(3, dtype=torch.float64)]],
-                  params=[torch.ones(3, dtype=torch.float64)])
+    run_optimizer(
+        lambda ps: cls(ps, implementation="compiled", **kwargs),
+        [[torch.ones(3, dtype=torch.float64)]],
+        params=[torch.ones(3, dtype=torch.float64)],
+    )
     params = [torch.nn.Parameter(p.clone()) for p in start]
     optimizer = cls(params, implementation=implementation, **kwargs)
-    caught, errors = [], []
+    errors = []
     single_keys = [k for k in fast_path._compiled if len(k) > 4 and k[4] is True]
     for key in single_keys:  # make sure the 1-element kernels have to be compiled (and fail)
         del fast_path._compiled[key]
@@ -131,7 +145,7 @@ def _run_with_failing_compilation(implementation, steps=12):
 
 
 def _without_fused_kernels(monkeypatch):
-    """"auto" prefers the fused CPU kernels; a compiler that does not exist makes them unavailable (really: the
+    """ "auto" prefers the fused CPU kernels; a compiler that does not exist makes them unavailable (really: the
     build fails), so that "auto" takes the compiled path as it does where the fused kernels cannot run."""
     monkeypatch.setenv("VALLEY_CXX", "/nonexistent/valley-test-c++")
 
@@ -148,8 +162,7 @@ def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_auto(mo
 
 def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_compiled():
     _, _, errors = _run_with_failing_compilation("compiled")
-    assert errors and all("FailOnRecompileLimitHit" in e and "parameters and state are consistent" in e
-                          for e in errors)
+    assert errors and all("FailOnRecompileLimitHit" in e and "parameters and state are consistent" in e for e in errors)
 
 
 def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypatch):
@@ -172,6 +185,7 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
             if calls["second"] == 4:  # step 4: the first pass has run, the second cannot compile
                 raise FailOnRecompileLimitHit("simulated")
             return compiled(*args)
+
         return second
 
     monkeypatch.setattr(fast_path, "_kernel", failing_kernel)
@@ -193,8 +207,7 @@ def test_many_configurations_in_one_process_do_not_hit_the_recompile_limit():
         warnings.simplefilter("error", RuntimeWarning)
         configurations = [(cls, {"trust_ratio": trust}) for cls in (ALTO, Lamb) for trust in (True, False)]
         configurations += [(EAdam, {}), (ESGD, {})]
-        for dtype, (cls, options), layout in itertools.product([torch.float32, torch.float64], configurations,
-                                                               layouts):
+        for dtype, (cls, options), layout in itertools.product([torch.float32, torch.float64], configurations, layouts):
             params = [torch.nn.Parameter(torch.ones(shape, dtype=dtype)) for shape in layout]
             optimizer = cls(params, implementation="compiled", lr=0.01, **options)
             for k in range(3):

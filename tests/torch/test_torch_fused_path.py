@@ -9,11 +9,21 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_helpers import (
+    assert_close,
+    assert_matches_core,
+    assert_same_state,
+    clone_state,
+    gradient_sequence,
+    initial_params,
+    lamb_family_cases,
+    optimizer_state_as_core_dict,
+    run_core,
+    run_optimizer,
+)
 
 import valley_core as vc
-from backends.torch import ALTO, EAdam, EAdamW, ESGD
-from torch_helpers import (assert_close, assert_matches_core, assert_same_state, clone_state, gradient_sequence, initial_params,
-                           lamb_family_cases, optimizer_state_as_core_dict, run_core, run_optimizer)
+from backends.torch import ALTO, ESGD, EAdam, EAdamW
 
 STEPS = 210
 
@@ -21,8 +31,16 @@ CASES = {
     **lamb_family_cases(),
     "alto_paper_large_batch": (ALTO, vc.alto, dict(lr=0.01, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4)),
     "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-    "eadam_schedules": (EAdam, vc.eadam, dict(lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99),
-                                              betas=(0.1, 0.9, 0.99), bias_correction=False)),
+    "eadam_schedules": (
+        EAdam,
+        vc.eadam,
+        dict(
+            lr=vc.inverse_sqrt(0.01),
+            alpha=vc.exponential_decay(0.5, 0.99),
+            betas=(0.1, 0.9, 0.99),
+            bias_correction=False,
+        ),
+    ),
     "eadamw": (EAdamW, vc.eadamw, dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.1)),
     "esgd": (ESGD, vc.esgd, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
 }
@@ -74,8 +92,9 @@ def test_fused_steps_without_a_norm_are_bit_for_bit_the_core_on_numpy(case, dtyp
     cls, factory, kwargs = CASES[case]
     grads = gradient_sequence(40, shapes=SHAPES, seed=3, dtype=dtype)
     start = initial_params(SHAPES, seed=2, dtype=dtype)
-    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start,
-                                      dtype=dtype)
+    params, optimizer = run_optimizer(
+        lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start, dtype=dtype
+    )
     transform = factory(**kwargs)
     core_params = tuple(p.numpy().copy() for p in start)
     state = transform.init(core_params)
@@ -95,8 +114,9 @@ def test_float32_stays_within_round_off_of_the_core():
         cls, factory, kwargs = CASES[case]
         grads = gradient_sequence(60, shapes=SHAPES, seed=3, dtype=torch.float32)
         start = initial_params(SHAPES, seed=2, dtype=torch.float32)
-        params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads,
-                                          params=start, dtype=torch.float32)
+        params, optimizer = run_optimizer(
+            lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start, dtype=torch.float32
+        )
         core_params, _ = run_core(factory(**kwargs), grads, params=start, dtype=torch.float32)
         for p, q in zip(params, core_params):
             torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
@@ -113,8 +133,7 @@ def test_results_do_not_depend_on_the_number_of_threads():
     try:
         for count in (1, 2, 3):
             torch.set_num_threads(count)
-            params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads,
-                                              params=start)
+            params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="fused", **kwargs), grads, params=start)
             results.append((params, clone_state(optimizer)))
     finally:
         torch.set_num_threads(threads)
@@ -156,8 +175,10 @@ def test_mixed_dtypes_and_tensors_at_different_steps_in_one_group():
 
 def test_empty_tensors_are_counted_but_not_touched():
     cls, _, kwargs = CASES["alto"]
-    params = [torch.nn.Parameter(torch.zeros(0, 3, dtype=torch.float64)),
-              torch.nn.Parameter(torch.ones(3, dtype=torch.float64))]
+    params = [
+        torch.nn.Parameter(torch.zeros(0, 3, dtype=torch.float64)),
+        torch.nn.Parameter(torch.ones(3, dtype=torch.float64)),
+    ]
     optimizer = cls(params, implementation="fused", **kwargs)
     for _ in range(3):
         for p in params:
@@ -208,8 +229,10 @@ def test_low_precision_parameters_with_float32_state_match_the_core_path(case, d
     shapes = [(), (1,), (3, 4099), (5,)]
     grads = gradient_sequence(40, shapes=shapes, seed=3, dtype=dtype)
     start = initial_params(shapes, seed=2, dtype=dtype)
-    runs = [run_optimizer(lambda ps: cls(ps, implementation=implementation, **kwargs), grads, params=start,
-                          dtype=dtype) for implementation in ("fused", "core")]
+    runs = [
+        run_optimizer(lambda ps: cls(ps, implementation=implementation, **kwargs), grads, params=start, dtype=dtype)
+        for implementation in ("fused", "core")
+    ]
     (fused, fused_opt), (core, core_opt) = runs
     ulp = torch.finfo(dtype).eps
     for p, q in zip(fused, core):
@@ -256,8 +279,7 @@ def test_e_wrapper_fused_equals_its_core_path_bit_for_bit(dtype, base):
     runs = []
     for implementation in ("fused", "core"):
         params = [torch.nn.Parameter(p.clone()) for p in start]
-        inner = (torch.optim.Adam(params, lr=0.01) if base == "adam"
-                 else torch.optim.SGD(params, lr=0.01, momentum=0.9))
+        inner = torch.optim.Adam(params, lr=0.01) if base == "adam" else torch.optim.SGD(params, lr=0.01, momentum=0.9)
         optimizer = E(inner, alpha=vc.exponential_decay(-0.5, 0.98), beta1=0.5, implementation=implementation)
         for k, grads_k in enumerate(grads):
             for index, (p, g) in enumerate(zip(params, grads_k)):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch_helpers import assert_same_state, clone_state, gradient_sequence, initial_params, run_core
 
 import valley_core as vc
-from backends.torch import ALTO, E, EAdam, EAdamW, ESGD, Lamb
-from torch_helpers import assert_same_state, clone_state, gradient_sequence, initial_params, run_core
+from backends.torch import ALTO, ESGD, E, EAdam, EAdamW, Lamb
 
 ALTO_ARGS = dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)
 
@@ -27,8 +27,9 @@ def test_state_dtype_and_one_step_for_every_dtype(dtype):
         for key in ("EState.carry", "AdamState.first", "AdamState.second"):
             assert optimizer.state[p][key].dtype == state_dtype
     # The same step computed by the core in the state dtype, then rounded to the parameter dtype.
-    expected, _ = run_core(vc.alto(**ALTO_ARGS), [[g.to(state_dtype) for g in grads]],
-                           params=[p.to(state_dtype) for p in start])
+    expected, _ = run_core(
+        vc.alto(**ALTO_ARGS), [[g.to(state_dtype) for g in grads]], params=[p.to(state_dtype) for p in start]
+    )
     for p, q in zip(params, expected):
         assert torch.equal(p.detach(), q.to(dtype))
 
@@ -39,8 +40,12 @@ def test_alto_state_is_at_most_three_times_the_parameter_bytes():
     for p in params:
         p.grad = torch.ones_like(p)
     optimizer.step()
-    buffers = sum(v.numel() * v.element_size() for s in optimizer.state.values() for v in s.values()
-                  if isinstance(v, torch.Tensor) and v.dim() > 0)
+    buffers = sum(
+        v.numel() * v.element_size()
+        for s in optimizer.state.values()
+        for v in s.values()
+        if isinstance(v, torch.Tensor) and v.dim() > 0
+    )
     assert buffers == 3 * sum(p.numel() * p.element_size() for p in params)
 
 
@@ -52,7 +57,7 @@ def _tiny_model():
 def test_autocast_with_grad_scaler_skips_inf_steps_without_touching_state():
     model = _tiny_model()
     optimizer = ALTO(model.parameters(), implementation="core", **ALTO_ARGS)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
     x, y = torch.randn(16, 4), torch.randn(16, 1)
     for step in range(4):
         optimizer.zero_grad()
@@ -73,11 +78,15 @@ def test_autocast_with_grad_scaler_skips_inf_steps_without_touching_state():
     assert all(s["step"] == 3 for s in optimizer.state.values())
 
 
-@pytest.mark.parametrize("make", [
-    lambda ps: ALTO(ps, implementation="core", skip_nonfinite=True),
-    lambda ps: EAdamW(ps, implementation="core", skip_nonfinite=True),
-    lambda ps: E(torch.optim.Adam(ps), skip_nonfinite=True),
-], ids=["alto", "eadamw", "e_adam"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda ps: ALTO(ps, implementation="core", skip_nonfinite=True),
+        lambda ps: EAdamW(ps, implementation="core", skip_nonfinite=True),
+        lambda ps: E(torch.optim.Adam(ps), skip_nonfinite=True),
+    ],
+    ids=["alto", "eadamw", "e_adam"],
+)
 def test_skip_nonfinite_skips_the_whole_step_atomically(make):
     params = [torch.nn.Parameter(p) for p in initial_params()]
     optimizer = make(params)
@@ -99,8 +108,11 @@ def test_skip_nonfinite_skips_the_whole_step_atomically(make):
         assert_same_state(base_before, optimizer.base_optimizer.state)
 
 
-@pytest.mark.parametrize("make", [lambda ps: ALTO(ps, implementation="core"), lambda ps: E(torch.optim.SGD(ps, lr=0.1))],
-                         ids=["alto", "e_sgd"])
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: ALTO(ps, implementation="core"), lambda ps: E(torch.optim.SGD(ps, lr=0.1))],
+    ids=["alto", "e_sgd"],
+)
 def test_sparse_gradients_raise_a_clear_error_and_change_nothing(make):
     embedding = torch.nn.Embedding(10, 3, sparse=True)
     optimizer = make(embedding.parameters())
@@ -181,7 +193,7 @@ def test_e_wrapper_leaves_the_users_gradients_untouched_and_shares_param_groups(
         for p, g, original in zip(params, grads, gs):
             assert p.grad is g
             assert torch.equal(p.grad, original)
-    assert base.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5 ** 3)
+    assert base.param_groups[0]["lr"] == pytest.approx(1e-2 * 0.5**3)
     extra = torch.nn.Parameter(torch.zeros(2))
     optimizer.add_param_group({"params": [extra]})
     assert len(base.param_groups) == 2 and optimizer.param_groups is base.param_groups
@@ -198,8 +210,12 @@ def test_e_wrapper_on_bfloat16_keeps_a_float32_carry():
 
 
 def test_tiny_model_trains_with_every_optimizer():
-    for make in (lambda ps: ALTO(ps, lr=5e-2, implementation="core"), lambda ps: EAdam(ps, lr=1e-2),
-                 lambda ps: ESGD(ps, lr=1e-2), lambda ps: E(torch.optim.AdamW(ps, lr=1e-2), alpha=0.5, beta1=0.01)):
+    for make in (
+        lambda ps: ALTO(ps, lr=5e-2, implementation="core"),
+        lambda ps: EAdam(ps, lr=1e-2),
+        lambda ps: ESGD(ps, lr=1e-2),
+        lambda ps: E(torch.optim.AdamW(ps, lr=1e-2), alpha=0.5, beta1=0.01),
+    ):
         model = _tiny_model()
         optimizer = make(model.parameters())
         x = torch.randn(32, 4)
@@ -212,7 +228,6 @@ def test_tiny_model_trains_with_every_optimizer():
             optimizer.step()
             first = float(loss) if first is None else first
         assert float(loss) < 0.5 * first
-
 
 
 def test_an_lr_scheduler_does_not_grow_the_optimizer_caches():

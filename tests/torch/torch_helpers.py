@@ -90,8 +90,10 @@ def assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-12, 
 
 def clone_state(optimizer):
     """A deep copy of ``optimizer.state`` (tensor values cloned), keyed like the original."""
-    return {p: {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
-            for p, s in optimizer.state.items()}
+    return {
+        p: {k: (v.clone() if isinstance(v, torch.Tensor) else v) for k, v in s.items()}
+        for p, s in optimizer.state.items()
+    }
 
 
 def assert_same_state(before, after):
@@ -113,10 +115,20 @@ def lamb_family_cases():
 
     return {
         "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-        "alto_no_trust_ratio": (ALTO, vc.alto, dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2,
-                                                    trust_ratio=False)),
-        "alto_vanilla_schedules": (ALTOVanilla, vc.alto_vanilla,
-                                   dict(lr=vc.inverse_sqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999),
-                                        weight_decay=vc.exponential_decay(1e-2, 0.99))),
+        "alto_no_trust_ratio": (
+            ALTO,
+            vc.alto,
+            dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2, trust_ratio=False),
+        ),
+        "alto_vanilla_schedules": (
+            ALTOVanilla,
+            vc.alto_vanilla,
+            dict(
+                lr=vc.inverse_sqrt(0.02),
+                alpha=-0.5,
+                betas=(0.5, 0.9, 0.999),
+                weight_decay=vc.exponential_decay(1e-2, 0.99),
+            ),
+        ),
         "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
     }

@@ -8,6 +8,15 @@ from valley_core.transforms.trust_ratio import scale_by_trust_ratio
 from valley_core.transforms.weight_decay import WeightDecayState, add_decayed_weights
 
 __all__ = [
-    "AdamState", "EState", "LearningRateState", "TraceState", "WeightDecayState", "add_decayed_weights",
-    "e_adaptor", "scale_by_adam", "scale_by_learning_rate", "scale_by_trust_ratio", "trace",
+    "AdamState",
+    "EState",
+    "LearningRateState",
+    "TraceState",
+    "WeightDecayState",
+    "add_decayed_weights",
+    "e_adaptor",
+    "scale_by_adam",
+    "scale_by_learning_rate",
+    "scale_by_trust_ratio",
+    "trace",
 ]

@@ -32,8 +32,9 @@ def scale_by_adam(beta2: float, beta3: float, eps: float, bias_correction: bool 
 
     def init(params: Sequence[Any], *, xp: Any = None) -> AdamState:
         xp = resolve_namespace(params, xp)
-        return AdamState(scalar_zero(xp, params[0]), tuple(xp.zeros_like(p) for p in params),
-                         tuple(xp.zeros_like(p) for p in params))
+        return AdamState(
+            scalar_zero(xp, params[0]), tuple(xp.zeros_like(p) for p in params), tuple(xp.zeros_like(p) for p in params)
+        )
 
     def update(grads: Sequence[Any], state: AdamState, params: Any = None, *, xp: Any = None):
         check_same_length("scale_by_adam", grads, state.first)
@@ -41,7 +42,8 @@ def scale_by_adam(beta2: float, beta3: float, eps: float, bias_correction: bool 
         directions, firsts, seconds = [], [], []
         for u, m, v in zip(grads, state.first, state.second):
             correction2, correction3 = elementwise.bias_corrections(
-                beta2, beta3, step_index(state.count, u, xp), bias_correction)
+                beta2, beta3, step_index(state.count, u, xp), bias_correction
+            )
             m, v = elementwise.adam_moments(u, m, v, beta2, beta3)
             directions.append(elementwise.adam_direction(m, v, eps, correction2, correction3, xp))
             firsts.append(m)

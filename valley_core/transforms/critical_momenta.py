@@ -50,8 +50,19 @@ class CriticalMomentaState(NamedTuple):
 
 # --- element-wise arithmetic (the per-element part of a step; a backend may fuse it) -------------------
 
-def critical_momenta_moments(grad: Any, first: Any, second: Any, buffer_mean: Any, first_step: Any, *,
-                             beta1: float, beta2: float, kappa: float, xp: Any) -> Tuple[Any, Any, Any]:
+
+def critical_momenta_moments(
+    grad: Any,
+    first: Any,
+    second: Any,
+    buffer_mean: Any,
+    first_step: Any,
+    *,
+    beta1: float,
+    beta2: float,
+    kappa: float,
+    xp: Any,
+) -> Tuple[Any, Any, Any]:
     """``(m_k, v_k, c_k)`` for one tensor, ``c_k = m_k + kappa * mean(buffer)`` the aggregate.
 
     On the first step (``first_step`` true) ``m`` is left unchanged (zero), as in the reference, so that
@@ -62,8 +73,9 @@ def critical_momenta_moments(grad: Any, first: Any, second: Any, buffer_mean: An
     return first, beta2 * second + (1.0 - beta2) * (aggregate * aggregate), aggregate
 
 
-def store_in_buffer(buffer: Any, priorities: Any, value: Any, key: Any, write: Any, decay: float,
-                    xp: Any) -> Tuple[Any, Any]:
+def store_in_buffer(
+    buffer: Any, priorities: Any, value: Any, key: Any, write: Any, decay: float, xp: Any
+) -> Tuple[Any, Any]:
     """Writes ``value`` (priority ``key``) into the slots where ``write`` is true, then decays every priority.
 
     Args:
@@ -81,6 +93,7 @@ def store_in_buffer(buffer: Any, priorities: Any, value: Any, key: Any, write: A
 
 # --- reductions and selection ----------------------------------------------------------------------------
 
+
 def _on_device_of(like: Any) -> dict:
     device = device_of(like)
     return {} if device is None else {"device": device}
@@ -91,8 +104,7 @@ def _slot_indices(top_c: int, like: Any, xp: Any) -> Any:
     return xp.asarray(list(range(top_c)), dtype=xp.int64, **_on_device_of(like))
 
 
-def select_slot(priorities: Any, key: Any, count: Any, slot_indices: Any, critical_test: float,
-                xp: Any) -> Any:
+def select_slot(priorities: Any, key: Any, count: Any, slot_indices: Any, critical_test: float, xp: Any) -> Any:
     """The ``(top_c,)`` mask of the slot this step writes (all false when nothing is written).
 
     Before the buffer is full (``count < top_c``) the next free slot, ``count``, is written. Once full:
@@ -121,9 +133,17 @@ def gradient_norms(grads: Sequence[Any], synced: bool, xp: Any) -> Tuple[Any, ..
 
 # --- the transform -----------------------------------------------------------------------------------------
 
-def scale_by_adam_critical_momenta(beta1: float, beta2: float, eps: float, top_c: int = 5, decay: float = 0.7,
-                                   kappa: float = 1.0, synced: bool = True,
-                                   critical_test: float = 0.0) -> GradientTransformation:
+
+def scale_by_adam_critical_momenta(
+    beta1: float,
+    beta2: float,
+    eps: float,
+    top_c: int = 5,
+    decay: float = 0.7,
+    kappa: float = 1.0,
+    synced: bool = True,
+    critical_test: float = 0.0,
+) -> GradientTransformation:
     """Replaces ``g_k`` by the Adam+CM direction (the reference's ``Adam_CM`` without lr and weight decay).
 
     Maths (``k`` the 1-based step; ``C`` the buffer, ``|C|`` its number of entries, ``p`` its priorities)::
@@ -197,8 +217,13 @@ def scale_by_adam_critical_momenta(beta1: float, beta2: float, eps: float, top_c
         xp = resolve_namespace(params, xp)
         buffers = tuple(xp.zeros((top_c, *p.shape), dtype=p.dtype, **_on_device_of(p)) for p in params)
         priorities = tuple(xp.zeros((top_c,), dtype=p.dtype, **_on_device_of(p)) for p in params)
-        return CriticalMomentaState(scalar_zero(xp, params[0]), tuple(xp.zeros_like(p) for p in params),
-                                    tuple(xp.zeros_like(p) for p in params), buffers, priorities)
+        return CriticalMomentaState(
+            scalar_zero(xp, params[0]),
+            tuple(xp.zeros_like(p) for p in params),
+            tuple(xp.zeros_like(p) for p in params),
+            buffers,
+            priorities,
+        )
 
     def update(grads: Sequence[Any], state: CriticalMomentaState, params: Any = None, *, xp: Any = None):
         check_same_length("scale_by_adam_critical_momenta", grads, state.first)
@@ -208,15 +233,15 @@ def scale_by_adam_critical_momenta(beta1: float, beta2: float, eps: float, top_c
         keys = gradient_norms(grads, synced, xp)
         slot_indices = _slot_indices(top_c, grads[0], xp)
         directions, firsts, seconds, buffers, priorities = [], [], [], [], []
-        for g, m, v, buffer, p, key in zip(grads, state.first, state.second, state.buffer, state.priorities,
-                                           keys):
+        for g, m, v, buffer, p, key in zip(grads, state.first, state.second, state.buffer, state.priorities, keys):
             # |C| before this step's insertion is min(count, top_c); on the first step C is empty (mean 0).
             size = xp.astype(count, g.dtype)
             full = xp.astype(count >= top_c, g.dtype)
             size = size - (size - top_c) * full + xp.astype(first_step, g.dtype)
             buffer_mean = xp.sum(buffer, axis=0) / size
-            m, v, aggregate = critical_momenta_moments(g, m, v, buffer_mean, first_step, beta1=beta1,
-                                                       beta2=beta2, kappa=kappa, xp=xp)
+            m, v, aggregate = critical_momenta_moments(
+                g, m, v, buffer_mean, first_step, beta1=beta1, beta2=beta2, kappa=kappa, xp=xp
+            )
             write = select_slot(p, key, count, slot_indices, critical_test, xp)
             buffer, p = store_in_buffer(buffer, p, xp.where(first_step, g, m), key, write, decay, xp)
             correction1, correction2 = elementwise.bias_corrections(beta1, beta2, step_index(count, g, xp), True)
@@ -225,7 +250,8 @@ def scale_by_adam_critical_momenta(beta1: float, beta2: float, eps: float, top_c
             seconds.append(v)
             buffers.append(buffer)
             priorities.append(p)
-        return tuple(directions), CriticalMomentaState(count + 1, tuple(firsts), tuple(seconds), tuple(buffers),
-                                                        tuple(priorities))
+        return tuple(directions), CriticalMomentaState(
+            count + 1, tuple(firsts), tuple(seconds), tuple(buffers), tuple(priorities)
+        )
 
     return GradientTransformation(init, update, "scale_by_adam_critical_momenta")

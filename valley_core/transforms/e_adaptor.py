@@ -48,7 +48,6 @@ def e_adaptor(alpha: ScalarOrSchedule, beta1: float) -> GradientTransformation:
         xp = resolve_namespace(grads, xp)
         alpha_k = evaluate(alpha, step_index(state.count, grads[0], xp)) if callable(alpha) else alpha
         stepped = [elementwise.e_adaptor_step(g, b, alpha_k, beta1) for g, b in zip(grads, state.carry)]
-        return (tuple(u for u, _ in stepped),
-                EState(state.count + 1, tuple(b for _, b in stepped)))
+        return (tuple(u for u, _ in stepped), EState(state.count + 1, tuple(b for _, b in stepped)))
 
     return GradientTransformation(init, update, "e_adaptor")

@@ -34,8 +34,9 @@ def scale_by_trust_ratio(trust_eps: float, norm_eps: float, mask: Mask = None) -
         updates = []
         for r, p, use in zip(grads, params, selected):
             if use:
-                ratio = reductions.trust_ratio(reductions.l2_norm(p, xp), reductions.l2_norm(r, xp),
-                                               trust_eps, norm_eps)
+                ratio = reductions.trust_ratio(
+                    reductions.l2_norm(p, xp), reductions.l2_norm(r, xp), trust_eps, norm_eps
+                )
                 r = elementwise.scale(r, ratio)
             updates.append(r)
         return tuple(updates), state

@@ -51,10 +51,10 @@ def add_decayed_weights(weight_decay: ScalarOrSchedule, mask: Mask = None) -> Gr
             raise ValueError("add_decayed_weights needs params")
         xp = resolve_namespace(grads, xp)
         selected = resolve_mask(mask, params, "add_decayed_weights")
-        decay = (evaluate(weight_decay, step_index(state.count, grads[0], xp)) if callable(weight_decay)
-                 else weight_decay)
-        updates = tuple(elementwise.add_decay(u, p, decay) if use else u
-                        for u, p, use in zip(grads, params, selected))
+        decay = (
+            evaluate(weight_decay, step_index(state.count, grads[0], xp)) if callable(weight_decay) else weight_decay
+        )
+        updates = tuple(elementwise.add_decay(u, p, decay) if use else u for u, p, use in zip(grads, params, selected))
         return updates, WeightDecayState(state.count + 1)
 
     return GradientTransformation(init, update, "add_decayed_weights")
