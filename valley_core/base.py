@@ -64,6 +64,7 @@ def chain(*transforms: GradientTransformation, name: str = "chain") -> GradientT
     ) -> Tuple[Arrays, tuple]:
         if len(state) != len(transforms):
             raise ValueError(f"{name}: state has {len(state)} entries, expected {len(transforms)}")
+        check_update_inputs(grads, params)
         xp = resolve_namespace(grads, xp)
         updates = tuple(grads)
         new_state = []
@@ -86,6 +87,35 @@ def check_same_length(name: str, grads: Sequence[Any], buffers: Sequence[Any]) -
     """Raises a clear error when the gradients do not match the state the transform was built for."""
     if len(grads) != len(buffers):
         raise ValueError(f"{name}: got {len(grads)} gradients for a state built for {len(buffers)} tensors")
+
+
+def check_update_inputs(grads: Sequence[Any], params: Sequence[Any] | None) -> None:
+    """Raises ``ValueError`` when ``params`` (if given) do not pair one to one, shape for shape, with ``grads``.
+
+    Called once per update by ``chain`` (every named optimizer is one): the element-wise maths would
+    otherwise broadcast a ``(3, 3)`` gradient against a ``(3,)`` parameter, and ``zip`` would drop the
+    tensors of the longer sequence. Only ``.shape`` is read, so symbolic tensors (``torch.compile``,
+    ``tf.function``, ``jax.jit``) pass; a dimension that is not known yet (``None``) matches any size.
+    """
+    if params is None:
+        return
+    if len(params) != len(grads):
+        raise ValueError(f"update: got {len(grads)} gradients but {len(params)} params; they must pair one to one")
+    for index, (grad, param) in enumerate(zip(grads, params)):
+        if grad.shape != param.shape and not _shapes_compatible(grad.shape, param.shape):
+            raise ValueError(
+                f"update: grads[{index}] has shape {tuple(grad.shape)} but params[{index}] has shape "
+                f"{tuple(param.shape)}; a gradient must have its parameter's shape (nothing is broadcast)"
+            )
+
+
+def _shapes_compatible(first: Any, second: Any) -> bool:
+    """Equal ranks and sizes, where a size not known yet (``None``, or a shape of unknown rank) matches any."""
+    try:
+        first, second = tuple(first), tuple(second)
+    except (TypeError, ValueError):  # TensorFlow's shape of unknown rank has no length
+        return True
+    return len(first) == len(second) and all(a is None or b is None or a == b for a, b in zip(first, second))
 
 
 def step_index(count: Any, like: Any, xp: Any) -> Any:

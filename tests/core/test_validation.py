@@ -96,3 +96,38 @@ def test_state_built_for_other_params_is_reported():
     params = (np.ones(2), np.ones(3))
     with pytest.raises(ValueError, match="got 2 gradients for a state built for 1 tensors"):
         transform.update(params, state, params)
+
+
+@pytest.mark.parametrize("name", sorted(vc.OPTIMIZERS))
+def test_gradient_of_another_shape_than_its_parameter_is_refused(name):
+    import numpy as np
+
+    transform = vc.OPTIMIZERS[name]()
+    params = (np.ones(2), np.ones(3))
+    state = transform.init(params)
+    grads = (np.ones(2), np.ones((3, 3)))  # would broadcast against the (3,) parameter
+    with pytest.raises(ValueError, match=r"grads\[1\] has shape \(3, 3\) but params\[1\] has shape \(3,\)"):
+        transform.update(grads, state, params)
+
+
+@pytest.mark.parametrize("name", sorted(vc.OPTIMIZERS))
+def test_params_fewer_than_gradients_are_refused(name):
+    import numpy as np
+
+    transform = vc.OPTIMIZERS[name]()
+    params = (np.ones(2), np.ones(3))
+    state = transform.init(params)
+    with pytest.raises(ValueError, match=r"got 2 gradients but 1 params"):
+        transform.update(params, state, params[:1])
+
+
+def test_shape_check_passes_symbolic_tensors_of_unknown_sizes():
+    from valley_core.base import check_update_inputs
+
+    class Symbolic:  # what a tracer exposes: a shape whose sizes may not be known yet
+        def __init__(self, shape):
+            self.shape = shape
+
+    check_update_inputs((Symbolic((None, 3)),), (Symbolic((5, 3)),))
+    with pytest.raises(ValueError, match=r"grads\[0\] has shape \(None, 4\) but params\[0\] has shape \(5, 3\)"):
+        check_update_inputs((Symbolic((None, 4)),), (Symbolic((5, 3)),))
