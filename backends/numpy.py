@@ -11,11 +11,17 @@
 
 The maths is ``valley_core``'s; this module only keeps the state, writes the new values into the caller's
 arrays, and validates inputs and checkpoints.
+
+Precision (the policy of every backend, ``docs/algorithm.md``): float32 and float64 parameters keep state and
+compute in their own dtype; 16-bit parameters (float16) keep float32 state, the step runs on float32 copies
+of the parameters and gradients, and the new values are rounded to the parameter's dtype (to nearest). In
+float16 ``eps = 1e-8`` would be 0 and ``v`` would underflow, so one EAdam step could give ``-inf``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence
+import numbers
+from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
 
 import numpy as np
 
@@ -49,8 +55,13 @@ class Optimizer:
         self.params: List[np.ndarray] = params
         self.transform = transform
         self.skip_nonfinite = bool(skip_nonfinite)
-        self.state = transform.init(tuple(params), xp=_numpy_namespace())
+        self._working_dtypes = [working_dtype(p.dtype) for p in params]
+        self.state = transform.init(self._working_copies(params), xp=_numpy_namespace())
         self.steps_taken = 0
+
+    def _working_copies(self, arrays: Sequence[np.ndarray]) -> Tuple[np.ndarray, ...]:
+        """The arrays in the dtypes the update runs in (float32 copies of 16-bit ones, the others as they are)."""
+        return tuple(a if a.dtype == w else a.astype(w) for a, w in zip(arrays, self._working_dtypes))
 
     def _check_grads(self, grads: Sequence[Any]) -> tuple:
         grads = list(grads)
@@ -72,12 +83,12 @@ class Optimizer:
         grads = self._check_grads(grads)
         if self.skip_nonfinite and not all(np.isfinite(g).all() for g in grads):
             return False
-        params = tuple(self.params)
-        updates, state = self.transform.update(grads, self.state, params, xp=_numpy_namespace())
+        params = self._working_copies(self.params)
+        updates, state = self.transform.update(self._working_copies(grads), self.state, params, xp=_numpy_namespace())
         new_params = vc.apply_updates(params, updates)
         # Everything is computed before anything is written: an exception above leaves no partial state.
         for p, new in zip(self.params, new_params):
-            p[...] = new
+            p[...] = new  # rounds a float32 working copy to a 16-bit parameter's dtype (to nearest)
         self.state = state
         self.steps_taken += 1
         return True
@@ -91,17 +102,38 @@ class Optimizer:
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restores a checkpoint; raises ``ValueError`` naming every mismatch, changing nothing on error."""
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "steps_taken" not in state_dict:
+        """Restores a checkpoint; raises ``ValueError`` naming every mismatch, changing nothing on error.
+
+        Everything is checked (keys, optimizer name, step count, every array's name, shape and dtype) and
+        converted before the optimizer's state and step count are replaced together.
+        """
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict or "steps_taken" not in state_dict:
             raise ValueError("state_dict must be a dict with keys 'optimizer', 'steps_taken' and 'state'")
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
+        steps_taken = _steps_taken(state_dict["steps_taken"])
+        if not isinstance(state_dict["state"], Mapping):
+            raise ValueError(f"state_dict['state'] is a {type(state_dict['state']).__name__}, expected a dict")
         state = vc.state_from_dict(
             self.state, state_dict["state"], convert=lambda value, like: np.array(value, dtype=like.dtype, copy=True)
         )
         self.state = state
-        self.steps_taken = int(state_dict["steps_taken"])
+        self.steps_taken = steps_taken
+
+
+def working_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype a parameter's state and update use: float32 for 16-bit floats, the parameter's dtype otherwise."""
+    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+
+
+def _steps_taken(value: Any) -> int:
+    """A checkpoint's step count as an int (a Python or NumPy integer, or a 0-d integer array), >= 0."""
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"state_dict['steps_taken']={value!r} violates steps_taken is an integer >= 0")
+    return int(value)
 
 
 def _numpy_namespace() -> Any:

@@ -141,3 +141,57 @@ def test_float32_parameters_keep_float32():
     opt.step([np.full(4, 0.5, dtype=np.float32)])
     assert params[0].dtype == np.float32
     assert all(v.dtype == np.float32 for k, v in vc.state_to_dict(opt.state).items() if not k.endswith("count"))
+
+
+def test_float16_parameters_keep_float32_state_and_round_each_step():
+    # eps=1e-8 is 0 in float16 and v underflows: with float16 state one EAdam step gave -inf.
+    rng = np.random.default_rng(0)
+    start = np.array([0.5, -0.25, 1e-3, 2.0], dtype=np.float16)
+    grads = [(1e-4 * rng.normal(size=4)).astype(np.float16) for _ in range(5)]
+    params = [start.copy()]
+    opt = vnp.EAdam(params, lr=1e-2)
+    for g in grads:
+        opt.step([g])
+    assert params[0].dtype == np.float16 and np.all(np.isfinite(params[0]))
+    assert all(v.dtype == np.float32 for k, v in vc.state_to_dict(opt.state).items() if not k.endswith("count"))
+    expected = _float16_policy_reference(start, grads)
+    np.testing.assert_array_equal(params[0], expected)
+
+
+def _float16_policy_reference(start, grads):
+    """The core run on float32 copies, the parameter rounded to float16 after each step (straight from the policy)."""
+    transform = vc.eadam(lr=1e-2)
+    theta = start.astype(np.float32)
+    state = transform.init((theta,))
+    for g in grads:
+        updates, state = transform.update((g.astype(np.float32),), state, (theta,))
+        theta = (theta + updates[0]).astype(np.float16).astype(np.float32)
+    return theta.astype(np.float16)
+
+
+@pytest.mark.parametrize("steps_taken", ["three", 1.5, -1, None, True])
+def test_checkpoint_with_a_bad_step_count_raises_and_changes_nothing(steps_taken):
+    params, grads = _problem()
+    source = vnp.ALTO([p.copy() for p in params])
+    for g in grads[:5]:
+        source.step(g)
+    checkpoint = source.state_dict()
+    checkpoint["steps_taken"] = steps_taken
+    target = vnp.ALTO([p.copy() for p in params])
+    target.step(grads[0])
+    snapshot = {k: np.array(v, copy=True) for k, v in vc.state_to_dict(target.state).items()}
+    with pytest.raises(ValueError, match=r"steps_taken"):
+        target.load_state_dict(checkpoint)
+    _assert_state_unchanged(target, snapshot)
+    assert target.steps_taken == 1
+
+
+def test_checkpoint_step_count_may_be_a_numpy_integer():
+    params, grads = _problem()
+    source = vnp.ALTO([p.copy() for p in params])
+    source.step(grads[0])
+    checkpoint = source.state_dict()
+    checkpoint["steps_taken"] = np.array(1, dtype=np.int64)
+    target = vnp.ALTO([p.copy() for p in params])
+    target.load_state_dict(checkpoint)
+    assert target.steps_taken == 1 and type(target.steps_taken) is int
