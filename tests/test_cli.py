@@ -1,19 +1,49 @@
 """The `valley` command line: the subcommand table and `valley info`."""
 
+import os
+import re
 import subprocess
 import sys
 
-from valley_cli.main import SUBCOMMANDS, build_parser, main
+import pytest
+
+from valley_cli.main import SUBCOMMANDS, build_parser
 
 
-def test_info_reports_versions_backends_and_gpu(capsys):
-    assert main(["info"]) == 0
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def info_run():
+    """``valley info`` in a fresh process (so that TensorFlow starts there), without TF_CPP_MIN_LOG_LEVEL set."""
+    env = {key: value for key, value in os.environ.items() if key != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.run(
+        [sys.executable, "-m", "valley_cli", "info"], capture_output=True, text=True, env=env, timeout=600
+    )
+
+
+def test_info_reports_versions_backends_and_gpu(info_run):
+    assert info_run.returncode == 0, info_run.stderr
+    out = info_run.stdout
     assert out.startswith("valley_core 0.1.0")
     for name in ("numpy", "torch", "backends.numpy", "backends.torch", "backends.keras", "backends.cupy", "GPU"):
         assert f"  {name}" in out
-    assert "backends.numpy     imports" in out
     assert "  fused CPU kernels  ok (" in out and "valley-kernels-" in out  # g++ is on every machine we run on
+
+
+def test_info_says_whether_each_backend_can_run_here_and_why_not(info_run):
+    lines = {line.split()[0]: line.split(None, 1)[1] for line in info_run.stdout.splitlines()[1:] if line.strip()}
+    assert lines["backends.numpy"] == "can run (CPU)"
+    assert lines["backends.torch"].startswith("can run (CPU")
+    assert lines["backends.keras"].startswith("can run (Keras 3.")
+    from backends.cupy import cuda_available
+
+    if cuda_available():
+        assert lines["backends.cupy"].startswith("can run (CUDA devices: ")
+    else:  # this machine: CuPy may import, but there is no usable CUDA device or driver
+        assert lines["backends.cupy"].startswith("cannot run: ") and "CUDA" in lines["backends.cupy"]
+
+
+def test_info_output_has_no_tensorflow_start_up_log_lines(info_run):
+    assert info_run.stderr == ""
+    assert not re.search(r"^[IWEF]\d{4} |absl::InitializeLog|oneDNN|cpu_feature_guard", info_run.stdout, re.MULTILINE)
 
 
 def test_every_subcommand_is_listed_in_help():

@@ -1,22 +1,107 @@
-"""``valley info``: versions, which backends import, whether the fused CPU kernels build, whether a GPU is visible."""
+"""``valley info``: versions, whether each backend can run here (and why not), the fused CPU kernels, the GPU.
+
+A backend "can run" when one optimizer step runs on this machine (CuPy's needs a usable CUDA device; the
+others run on the CPU). Importing TensorFlow writes start-up log lines from C++ straight to the process'
+standard error (``TF_CPP_MIN_LOG_LEVEL`` does not silence all of them); they are dropped while the probes
+import, so the report is the only output.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import platform
+import sys
+from typing import Any, Callable, Dict, Iterator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser  # no options
 
 
+@contextlib.contextmanager
+def native_stderr_dropped() -> Iterator[None]:
+    """Sends file descriptor 2 to ``os.devnull`` for the duration (C++ libraries write there directly)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error)
+    return f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 def _probe(module_name: str) -> str:
     try:
         module = importlib.import_module(module_name)
     except Exception as error:  # noqa: BLE001 - report any import failure
-        return f"not available ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
-    return f"ok ({getattr(module, '__version__', '?')})"
+        return f"not installed ({_first_line(error)})"
+    return f"installed ({getattr(module, '__version__', '?')})"
+
+
+def _run_numpy(module: Any) -> str:
+    import numpy as np
+
+    weight = np.ones(2)
+    module.ALTO([weight], lr=0.1).step([np.ones(2)])
+    return "CPU"
+
+
+def _run_torch(module: Any) -> str:
+    import torch
+
+    weight = torch.nn.Parameter(torch.ones(2))
+    weight.grad = torch.ones(2)
+    module.ALTO([weight], lr=0.1).step()
+    return f"CPU; CUDA: {torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none visible'}"
+
+
+def _run_keras(module: Any) -> str:
+    import keras
+    import numpy as np
+
+    weight = keras.Variable(np.ones(2, dtype="float32"))
+    module.ALTO(learning_rate=0.1).apply_gradients([(keras.ops.ones((2,)), weight)])
+    return f"Keras {keras.__version__} on its {keras.backend.backend()} backend"
+
+
+def _run_cupy(module: Any) -> str:
+    from backends.cupy._engine import import_cupy  # raises RuntimeError saying what is missing
+
+    cupy = import_cupy()
+    return f"CUDA devices: {cupy.cuda.runtime.getDeviceCount()}"
+
+
+#: backend module -> one optimizer step on this machine; returns where it ran, raises if it cannot run.
+RUN_CHECKS: Dict[str, Callable[[Any], str]] = {
+    "backends.numpy": _run_numpy,
+    "backends.torch": _run_torch,
+    "backends.keras": _run_keras,
+    "backends.cupy": _run_cupy,
+}
+
+
+def backend_status(module_name: str) -> str:
+    """``can run (where)`` or ``cannot run: why`` for one backend module."""
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as error:  # noqa: BLE001 - report why, whatever it is
+        return f"cannot run: it does not import ({_first_line(error)})"
+    try:
+        where = RUN_CHECKS[module_name](module)
+    except Exception as error:  # noqa: BLE001 - report why, whatever it is
+        return f"cannot run: {_first_line(error)}"
+    return f"can run ({where})"
 
 
 def _gpu() -> str:
@@ -45,25 +130,26 @@ def _fused_kernels() -> str:
 
         library = cpu.load()
     except Exception as error:  # noqa: BLE001 - report why, whatever it is
-        return f"not available ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})"
+        return f"not available ({_first_line(error)})"
     return f"ok ({library.path}{'' if library.openmp else ', without OpenMP: one thread'})"
 
 
 def run(args: argparse.Namespace) -> int:
     import valley_core
 
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's Python-side logging
+    with native_stderr_dropped():
+        frameworks = {
+            label: _probe(label) for label in ("numpy", "array_api_compat", "torch", "tensorflow", "keras", "cupy")
+        }
+        backends = {name: backend_status(name) for name in RUN_CHECKS}
+        kernels = _fused_kernels()
+        gpu = _gpu()
     print(f"valley_core {valley_core.__version__}  python {platform.python_version()}  {platform.platform()}")
-    for label, module in (
-        ("numpy", "numpy"),
-        ("array_api_compat", "array_api_compat"),
-        ("torch", "torch"),
-        ("tensorflow", "tensorflow"),
-        ("keras", "keras"),
-        ("cupy", "cupy"),
-    ):
-        print(f"  {label:18s} {_probe(module)}")
-    for backend in ("backends.numpy", "backends.torch", "backends.keras", "backends.cupy"):
-        print(f"  {backend:18s} {'imports' if _probe(backend).startswith('ok') else _probe(backend)}")
-    print(f"  fused CPU kernels  {_fused_kernels()}")
-    print(f"  GPU                {_gpu()}")
+    for label, status in frameworks.items():
+        print(f"  {label:18s} {status}")
+    for name, status in backends.items():
+        print(f"  {name:18s} {status}")
+    print(f"  fused CPU kernels  {kernels}")
+    print(f"  GPU                {gpu}")
     return 0

@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Tuple
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
-    "info": ("valley_cli.info", "versions, which backends import, the fused CPU kernels, whether a GPU is visible"),
+    "info": ("valley_cli.info", "versions, whether each backend can run here (and why not), fused kernels, GPU"),
     "demo": ("valley_cli.demo", "the main job: ALTO vs Lamb vs AdamW vs SGD at large batch on digits"),
     "proofs": ("proofs_check.cli", "numerical checks of the paper's convergence and behaviour claims"),
     "bench": ("valley_cli.bench", "benchmarks and studies (generalization, landscapes)"),
