@@ -21,6 +21,7 @@ they are, so a new core transform that uses them runs without a change to this m
 
 from __future__ import annotations
 
+import builtins  # the class attribute ``bool`` (a dtype name) hides the builtin in annotations
 from types import SimpleNamespace
 from typing import Any
 
@@ -55,7 +56,7 @@ class KerasNamespace:
         return ops.convert_to_tensor(obj, dtype=dtype)
 
     @staticmethod
-    def astype(x: Any, dtype: Any, copy: bool = True) -> Any:
+    def astype(x: Any, dtype: Any, copy: builtins.bool = True) -> Any:
         """``keras.ops.cast``."""
         return ops.cast(x, dtype)
 
@@ -80,7 +81,7 @@ class KerasNamespace:
         return ops.full(shape, fill_value, dtype=dtype)
 
     @staticmethod
-    def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: bool = False) -> Any:
+    def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: builtins.bool = False) -> Any:
         result = ops.sum(x, axis=axis, keepdims=keepdims)
         return result if dtype is None else ops.cast(result, dtype)
 
@@ -97,7 +98,7 @@ class KerasNamespace:
         return ops.transpose(x, axes)
 
     @staticmethod
-    def _vector_norm(x: Any, axis: Any = None, keepdims: bool = False, ord: Any = 2) -> Any:
+    def _vector_norm(x: Any, axis: Any = None, keepdims: builtins.bool = False, ord: Any = 2) -> Any:
         if ord != 2:
             raise NotImplementedError("the Keras namespace implements only the 2-norm")
         return ops.sqrt(ops.sum(ops.square(x), axis=axis, keepdims=keepdims))

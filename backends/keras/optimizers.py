@@ -21,6 +21,10 @@ How the Keras concepts map onto the core:
   ``trust_ratio_mask``. The paper applies the trust ratio to every tensor, which is the default; a tensor
   that starts at zero (a bias) then moves by about ``learning_rate * norm_eps`` per step, so excluding
   ``"bias"`` is usually what you want (see ``docs/keras.md``).
+* Sparse gradients (``tf.IndexedSlices`` from an ``Embedding``, ``tf.SparseTensor``, JAX's ``BCOO``) are
+  densified once, where ``update_step`` receives them, for every optimizer (the core's update is dense).
+* A float16/bfloat16 variable keeps float32 optimizer variables; the step runs on float32 copies and the
+  result is rounded to the variable's dtype (the precision policy of every backend, ``docs/algorithm.md``).
 * Everything else Keras provides (clipping, EMA, gradient accumulation, ``LossScaleOptimizer``,
   ``tf.distribute``, saving) is Keras' own machinery and runs unchanged.
 
@@ -29,13 +33,11 @@ Adding an optimizer is one class statement naming its ``valley_core`` factory (s
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import numbers
 import re
-import threading
 from types import MappingProxyType
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Type, TypeVar, cast
 
 import keras
 import numpy as np
@@ -66,33 +68,25 @@ _KERAS_KEYWORDS = (
 
 
 class _StepLearningRate:
-    """A ``valley_core`` learning-rate schedule that returns the rate Keras computed for this step.
+    """A ``valley_core`` learning-rate schedule that returns the rate Keras computes for the current step.
 
-    Keras evaluates ``learning_rate`` (float variable, schedule or callable) and passes the value to
-    ``update_step``; the core takes the learning rate as a schedule ``k -> lr_k``. This object bridges the
-    two: ``update_step`` binds the value for the duration of its call to the core (per thread, so replicas
-    updated from several threads never see each other's value). Outside a step it returns the value used to
-    validate the hyperparameters at construction.
+    The core takes the learning rate as a schedule ``k -> lr_k``; Keras evaluates ``learning_rate`` (a float
+    variable, a schedule of ``iterations`` or a callable) into ``optimizer.learning_rate``, which is the
+    value Keras passes to ``update_step`` (Keras' own optimizers read it again the same way, e.g. for their
+    decoupled weight decay). Reading it here keeps no per-step state: no binding that replicas updated from
+    several threads could see, and nothing that ``torch.compile`` (``jit_compile=True`` on Keras' torch
+    backend) cannot trace. The validator evaluates schedules at the Python step ``1``; it gets the value
+    validated at construction (the core itself always passes its step index as a 0-d tensor).
     """
 
-    def __init__(self, outside_step: float) -> None:
-        self._local = threading.local()
+    def __init__(self, optimizer: keras.optimizers.Optimizer, outside_step: float) -> None:
+        self._optimizer = optimizer
         self._outside_step = outside_step
 
     def __call__(self, k: Any) -> Any:
-        return getattr(self._local, "value", self._outside_step)
-
-    @contextlib.contextmanager
-    def bound(self, value: Any) -> Iterator[None]:
-        previous = getattr(self._local, "value", None)
-        self._local.value = value
-        try:
-            yield
-        finally:
-            if previous is None:
-                del self._local.value
-            else:
-                self._local.value = previous
+        if isinstance(k, numbers.Number):
+            return self._outside_step
+        return ops.cast(self._optimizer.learning_rate, k.dtype)
 
 
 class _Runtime:
@@ -163,6 +157,16 @@ def _numpy_dtype(dtype: Any) -> np.dtype:
         return np.dtype(getattr(ml_dtypes, name))
 
 
+def _working_dtype(dtype: np.dtype) -> np.dtype:
+    """The dtype of a variable's state and update: float32 for 16-bit floats (float16, bfloat16), else its own.
+
+    The policy of every backend (``docs/algorithm.md``): in 16 bits ``eps = 1e-8`` is 0 and ``v`` underflows.
+    Keras' own optimizers keep the state in the variable's dtype instead; under a mixed-precision policy
+    the variables are float32, so the two agree there.
+    """
+    return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
+
+
 def _constant_initializer(value: np.ndarray) -> Callable[..., Any]:
     def initializer(shape: Any, dtype: Any = None) -> Any:
         return ops.convert_to_tensor(np.reshape(value, shape), dtype=dtype)
@@ -170,10 +174,40 @@ def _constant_initializer(value: np.ndarray) -> Callable[..., Any]:
     return initializer
 
 
+def _dense(gradient: Any) -> Any:
+    """The gradient as a dense tensor of the backend: the one place where sparse gradients are densified.
+
+    TensorFlow gives ``tf.IndexedSlices`` for an ``Embedding`` (or any gather) and may give
+    ``tf.SparseTensor``; JAX may give a ``BCOO``. The core's arithmetic is dense (the E adaptor, Adam's
+    moments and every norm touch each element), so every optimizer densifies here, before the core runs.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        if isinstance(gradient, tf.IndexedSlices):
+            return tf.convert_to_tensor(gradient)
+    return ops.convert_to_tensor(gradient, sparse=False)
+
+
+def _read(variable: Any) -> Any:
+    """A Keras (or TensorFlow) variable's current value as a plain tensor of the backend.
+
+    The core's arithmetic then runs on the backend's own operators. On a ``keras.Variable`` the operators
+    go through ``keras.ops``, whose TensorFlow ``add`` turns ``a + b`` into ``tf.nn.bias_add`` when ``b``
+    looks like a bias, which fails for a zero-size variable of shape ``(0, 3)`` ("Biases must be 1D"); and
+    ``keras.ops`` functions do not accept the bare ``tf.Variable`` that ``update_step`` may receive.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.convert_to_tensor(variable)
+    return ops.convert_to_tensor(variable)
+
+
 def _learning_rate_for_validation(learning_rate: Any) -> float:
     """A float the core's validator can check (a schedule's value at Keras step 0; 0.0 if not computable)."""
     if isinstance(learning_rate, numbers.Real) and not isinstance(learning_rate, bool):
-        return learning_rate
+        return cast(float, learning_rate)
     try:
         if isinstance(learning_rate, keras.optimizers.schedules.LearningRateSchedule):
             return float(ops.convert_to_numpy(learning_rate(0)))
@@ -219,6 +253,10 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
     #: The ``valley_core`` factory this class runs (a subclass sets it with ``staticmethod``).
     core_factory: Optional[Callable[..., vc.GradientTransformation]] = None
+    # Set by __init_subclass__ from the factory's signature (declared here for type checkers).
+    _core_defaults: Mapping[str, Any]
+    _core_masks: frozenset
+    _default_learning_rate: Any
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -272,7 +310,7 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         # Keras' decoupled weight decay stays off: the decay is part of the core's update.
         super().__init__(learning_rate=learning_rate, weight_decay=None, **kwargs)
         self._core_hyperparameters = MappingProxyType(hyperparameters)
-        self._step_learning_rate = _StepLearningRate(validation_rate)
+        self._step_learning_rate = _StepLearningRate(self, validation_rate)
         self._runtime = _Runtime()
         self._weight_decay_exclude_names: Tuple[str, ...] = ()
         self._trust_ratio_exclude_names: Tuple[str, ...] = ()
@@ -357,7 +395,9 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
                 hyperparameters["weight_decay"] = 0.0  # L2 decay on the gradient: u + 0 * theta == u
             if "trust_ratio_mask" in self._core_masks:
                 hyperparameters["trust_ratio_mask"] = (use_trust,)
-            runtime.transforms[key] = self.core_factory(lr=self._step_learning_rate, **hyperparameters)
+            factory = self.core_factory
+            assert factory is not None  # __init__ refuses a class without one
+            runtime.transforms[key] = factory(lr=self._step_learning_rate, **hyperparameters)
         return runtime.transforms[key]
 
     def build(self, var_list: Sequence[Any]) -> None:
@@ -381,7 +421,8 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
             key = (self._use_weight_decay(variable), self._use_trust_ratio(variable))
             transform = self._transform(key)
             dtype = _numpy_dtype(variable.dtype)
-            template = transform.init((np.zeros(tuple(variable.shape), dtype=dtype),), xp=xp_numpy)
+            working = _working_dtype(dtype)
+            template = transform.init((np.zeros(tuple(variable.shape), dtype=working),), xp=xp_numpy)
             runtime.templates[key] = template
             runtime.variable_keys.append(key)
             seen: Dict[str, int] = {}
@@ -405,7 +446,7 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         self._state_slots = slots
 
     def core_state(self, variable: Any) -> Any:
-        """The ``valley_core`` state of one model variable, as the core's NamedTuples of Keras tensors.
+        """The ``valley_core`` state of one model variable, as the core's NamedTuples of the backend's tensors.
 
         It is the state the core's ``update`` receives for this variable on the next step (step counters
         from ``self.iterations``); ``valley_core.state_to_dict`` names its arrays (``"AdamState.first.0"``).
@@ -419,7 +460,7 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         count = ops.convert_to_tensor(self.iterations)
         return _unflatten(
             self._runtime.templates[key],
-            iter([count if slot is None else ops.convert_to_tensor(slot) for slot in self._state_slots[index]]),
+            iter([count if slot is None else _read(slot) for slot in self._state_slots[index]]),
         )
 
     def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
@@ -427,13 +468,16 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
         index = self._get_variable_index(variable)
         transform = self._runtime.transforms[self._runtime.variable_keys[index]]
         slots = self._state_slots[index]
-        dtype = variable.dtype
-        gradient = ops.cast(ops.convert_to_tensor(gradient), dtype)  # sparse gradients are densified
-        param = ops.convert_to_tensor(variable)
+        del learning_rate  # the core's schedule reads optimizer.learning_rate, the same value (_StepLearningRate)
+        working = str(_working_dtype(_numpy_dtype(variable.dtype)))
+        gradient = ops.cast(_dense(gradient), working)
+        param = ops.cast(_read(variable), working)
         state = self.core_state(variable)
-        with self._step_learning_rate.bound(ops.cast(learning_rate, dtype)):
-            updates, new_state = transform.update((gradient,), state, (param,), xp=keras_namespace)
-        self.assign_add(variable, updates[0])
+        updates, new_state = transform.update((gradient,), state, (param,), xp=keras_namespace)
+        if working == keras.backend.standardize_dtype(variable.dtype):
+            self.assign_add(variable, updates[0])
+        else:  # a 16-bit variable: the float32 result rounded to its dtype once
+            self.assign(variable, ops.cast(vc.apply_updates((param,), updates)[0], variable.dtype))
         for slot, (_, value) in zip(slots, _flatten(new_state)):
             if slot is not None:
                 self.assign(slot, value)
@@ -452,8 +496,10 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
 # --- the named optimizers ------------------------------------------------------------------------------
 
+_Optimizer = TypeVar("_Optimizer", bound=ValleyOptimizer)
 
-def _keras_args(cls: type) -> str:
+
+def _keras_args(cls: Type[ValleyOptimizer]) -> str:
     """The Google-style ``Args:`` section of a named optimizer, generated from its core factory."""
     factory = cls.__dict__["core_factory"]
     factory = factory.__func__ if isinstance(factory, staticmethod) else factory
@@ -485,7 +531,7 @@ def _keras_args(cls: type) -> str:
     return "\n".join(lines)
 
 
-def _document(cls: type) -> type:
+def _document(cls: Type[_Optimizer]) -> Type[_Optimizer]:
     """Inserts the generated ``Args:`` section before ``Example:``/``References:`` (or at the end)."""
     doc = cls.__doc__ or ""
     for section in ("    Example:", "    References:"):

@@ -1,7 +1,8 @@
 """The optimizers on another Keras backend (``KERAS_BACKEND`` set by the parent: torch or jax).
 
 Float64 parity with the core (eager), then float32 training: fit learns, and save/load/resume equals an
-uninterrupted run.
+uninterrupted run; every optimizer under ``jit_compile=True`` (``torch.compile`` on torch, XLA on JAX) equals
+its eager run; a zero-size variable is updated (to nothing) as Keras' own optimizers do.
 """
 
 import os
@@ -10,7 +11,7 @@ import tempfile
 import keras
 import numpy as np
 
-from backends.keras import ALTO
+from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
 from tests.keras._harness import Checks
 from tests.keras._parity import add_parity_checks
 
@@ -71,10 +72,58 @@ def save_load_resume():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
 
 
+EVERY = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD, AdamCM)
+
+
+def jit_compile_equals_eager(cls):
+    """``fit`` with ``jit_compile=True`` runs and gives the weights of ``jit_compile=False`` (two steps)."""
+
+    def check():
+        keras.config.set_floatx("float32")
+        x, y = data(32)
+        weights = {}
+        for jit in (False, True):
+            keras.utils.set_random_seed(0)
+            model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1)])
+            model.compile(optimizer=cls(learning_rate=0.05), loss="mse", jit_compile=jit)
+            initial = [w.copy() for w in model.get_weights()]
+            model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+            assert model.jit_compile is jit, (model.jit_compile, jit)
+            weights[jit] = model.get_weights()
+        assert not np.allclose(initial[0], weights[True][0]), "the kernel did not move"
+        for eager, compiled in zip(weights[False], weights[True]):
+            np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-6)
+
+    return check
+
+
+def zero_size_variable():
+    """A ``(0, 3)`` variable next to a ``(3,)`` one: no error, and the other variable moves as without it."""
+    keras.config.set_floatx("float32")
+    gradient = keras.ops.convert_to_tensor(np.array([0.5, -1.0, 2.0], dtype="float32"))
+    empty_gradient = keras.ops.convert_to_tensor(np.zeros((0, 3), dtype="float32"))
+    for cls in EVERY + (keras.optimizers.Adam,):
+        moved = []
+        for with_empty in (True, False):
+            empty = keras.Variable(np.zeros((0, 3), dtype="float32"), name="empty")
+            weight = keras.Variable(np.ones(3, dtype="float32"), name="weight")
+            pairs = [(empty_gradient, empty)] if with_empty else []
+            optimizer = cls(learning_rate=0.1)
+            for _ in range(3):
+                optimizer.apply_gradients(pairs + [(gradient, weight)])
+            assert tuple(empty.shape) == (0, 3)
+            moved.append(keras.ops.convert_to_numpy(weight))
+        np.testing.assert_array_equal(moved[0], moved[1], err_msg=cls.__name__)
+        assert not np.allclose(moved[0], 1.0), cls.__name__
+
+
 if __name__ == "__main__":
     checks = Checks()
     checks.run("backend", backend_is_selected)
     checks.run("fit", fit_learns)
     checks.run("save-load-resume", save_load_resume)
     add_parity_checks(checks, modes=("eager",))
+    checks.run("zero-size-variable", zero_size_variable)
+    for cls in EVERY:
+        checks.run(f"jit-compile[{cls.__name__}]", jit_compile_equals_eager(cls))
     checks.emit()

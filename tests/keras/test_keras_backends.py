@@ -1,8 +1,9 @@
 """The same optimizers under Keras' torch and JAX backends, each in a subprocess with KERAS_BACKEND set.
 
 Each backend: float64 parity with the core over 60 steps (variables and optimizer state, eager), the
-independent transcriptions, ``fit`` learning, and save/load/resume equal to an uninterrupted run. A backend
-whose framework is not installed is skipped with the reason.
+independent transcriptions, ``fit`` learning, save/load/resume equal to an uninterrupted run, every
+optimizer under ``jit_compile=True`` equal to its eager run, and a zero-size variable. A backend whose
+framework is not installed is skipped with the reason.
 """
 
 import importlib.util
@@ -16,7 +17,8 @@ from tests.keras._parity import CONFIGS  # noqa: E402
 
 CHECKS = ["backend", "fit", "save-load-resume"]
 CHECKS += [f"parity[{name}-eager]" for name in CONFIGS]
-CHECKS += ["transcription[alto]", "transcription[eadam-excluded]"]
+CHECKS += ["transcription[alto]", "transcription[eadam-excluded]", "zero-size-variable"]
+CHECKS += [f"jit-compile[{name}]" for name in ("ALTO", "ALTOVanilla", "Lamb", "EAdam", "EAdamW", "ESGD", "AdamCM")]
 
 _results = {}
 

@@ -19,10 +19,11 @@ if keras.backend.backend() != "tensorflow":
 import array_api_compat.numpy as xp_numpy  # noqa: E402
 
 import valley_core as vc  # noqa: E402
-from backends.keras import ALTO, ESGD, ALTOVanilla, EAdam, EAdamW, Lamb, keras_namespace  # noqa: E402
+from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb, keras_namespace  # noqa: E402
 from tests.keras._harness import relative_error  # noqa: E402
 
 ALL = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD)
+EVERY = ALL + (AdamCM,)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SHAPES = [(5, 3), (3,)]
 
@@ -361,7 +362,8 @@ def test_explicit_loss_scale_optimizer_in_a_custom_loop():
     assert all(np.all(np.isfinite(w)) for w in model.get_weights())
 
 
-def test_sparse_gradients_of_an_embedding_are_densified():
+@pytest.mark.parametrize("cls", EVERY, ids=lambda c: c.__name__)
+def test_sparse_gradients_of_an_embedding_are_densified(cls):
     rng = np.random.default_rng(0)
     tokens = rng.integers(0, 50, size=(64, 6))
     labels = rng.normal(size=(64, 1)).astype("float32")
@@ -374,7 +376,63 @@ def test_sparse_gradients_of_an_embedding_are_densified():
             keras.layers.Dense(1),
         ]
     )
-    model.compile(optimizer=EAdam(learning_rate=0.01), loss="mse")
+    model.compile(optimizer=cls(learning_rate=0.01), loss="mse")
     before = model.layers[0].get_weights()[0].copy()
     model.fit(tokens, labels, batch_size=16, epochs=1, verbose=0)
     assert not np.allclose(before, model.layers[0].get_weights()[0])
+
+
+@pytest.mark.parametrize("cls", EVERY, ids=lambda c: c.__name__)
+def test_indexed_slices_update_equals_the_dense_gradient_update(cls):
+    rng = np.random.default_rng(1)
+    initial = rng.normal(size=(10, 4)).astype("float32")
+    steps = [(tf.constant([1, 7, 1, k], dtype="int64"), rng.normal(size=(4, 4)).astype("float32")) for k in range(3)]
+    results = []
+    for densify in (False, True):
+        variable = keras.Variable(initial, name="embeddings")
+        optimizer = cls(learning_rate=0.01)
+        for indices, values in steps:  # row 1 appears twice: its two slices are summed, as in the dense form
+            gradient = tf.IndexedSlices(tf.constant(values), indices, dense_shape=tf.constant([10, 4], dtype="int64"))
+            optimizer.apply_gradients([(tf.convert_to_tensor(gradient) if densify else gradient, variable)])
+        results.append(variable.numpy())
+    np.testing.assert_array_equal(results[0], results[1])
+    assert not np.allclose(results[0], initial)
+
+
+@pytest.mark.parametrize("cls", EVERY + (keras.optimizers.Adam, keras.optimizers.Lamb), ids=lambda c: c.__name__)
+def test_zero_size_variable_is_updated_as_keras_does(cls):
+    gradient = np.array([0.5, -1.0, 2.0], dtype="float32")
+    moved = []
+    for with_empty in (True, False):
+        empty = keras.Variable(np.zeros((0, 3), dtype="float32"), name="empty")
+        weight = keras.Variable(np.ones(3, dtype="float32"), name="weight")
+        pairs = [(np.zeros((0, 3), dtype="float32"), empty)] if with_empty else []
+        optimizer = cls(learning_rate=0.1)
+        for _ in range(3):
+            optimizer.apply_gradients(pairs + [(gradient, weight)])
+        assert tuple(empty.shape) == (0, 3)
+        moved.append(weight.numpy())
+    np.testing.assert_array_equal(moved[0], moved[1])
+    assert not np.allclose(moved[0], 1.0)
+
+
+@pytest.mark.parametrize("cls", (EAdam, ALTO), ids=lambda c: c.__name__)
+def test_float16_variable_keeps_float32_state_and_rounds_each_step(cls):
+    # The policy of every backend (docs/algorithm.md). In float16 eps=1e-8 is 0 and v underflows.
+    rng = np.random.default_rng(0)
+    start = np.array([0.5, -0.25, 1e-3, 2.0], dtype=np.float16)
+    grads = [(1e-4 * rng.normal(size=4)).astype(np.float16) for _ in range(5)]
+    variable = keras.Variable(start, dtype="float16", name="weight")
+    optimizer = cls(learning_rate=1e-2)
+    for g in grads:
+        optimizer.apply_gradients([(tf.constant(g), variable)])
+    assert variable.dtype == "float16"
+    assert all(v.dtype == "float32" for v in optimizer.variables if v.name != "iteration")
+    transform = cls.core_factory(lr=1e-2, **cls._core_defaults)  # the core in float32, rounded after each step
+    theta = start.astype(np.float32)
+    state = transform.init((theta,), xp=xp_numpy)
+    for g in grads:
+        updates, state = transform.update((g.astype(np.float32),), state, (theta,), xp=xp_numpy)
+        theta = (theta + updates[0]).astype(np.float16).astype(np.float32)
+    np.testing.assert_allclose(variable.numpy().astype(np.float32), theta, rtol=2e-3, atol=0)
+    assert not np.allclose(variable.numpy(), start)
