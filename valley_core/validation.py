@@ -10,9 +10,11 @@ responsibility (documented in ``valley_core.schedules``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import numbers
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from valley_core.schedules import ScalarOrSchedule
 
@@ -114,6 +116,23 @@ def check_critical_test(value: Any) -> float:
     return real
 
 
+_SYMBOLIC = contextvars.ContextVar("valley_symbolic_hyperparameters", default=False)
+
+
+@contextlib.contextmanager
+def symbolic_hyperparameters() -> Iterator[None]:
+    """Within this context ``validate_hyperparameters`` checks nothing and returns the betas as given.
+
+    For tracing only (``backends.kernels.plan``): a factory is called with symbolic hyperparameters, whose
+    real values were validated by an ordinary call of the same factory just before.
+    """
+    token = _SYMBOLIC.set(True)
+    try:
+        yield
+    finally:
+        _SYMBOLIC.reset(token)
+
+
 def validate_hyperparameters(
     *,
     lr: ScalarOrSchedule | None = None,
@@ -137,6 +156,8 @@ def validate_hyperparameters(
     ``None`` means "this optimizer does not take it". ``betas`` is checked against ``beta_names``; when
     both ``alpha`` and a ``beta1`` are given, the stability rule is checked too. Returns the betas as floats.
     """
+    if _SYMBOLIC.get():
+        return tuple(betas) if betas is not None else ()
     checked_betas: tuple = ()
     if betas is not None:
         checked_betas = check_betas(betas, beta_names)

@@ -1,21 +1,16 @@
-"""Multi-tensor CPU kernels generated from the traced core programs, compiled with the host C++ compiler.
+"""Multi-tensor CPU kernels generated from a plan (``backends.kernels.plan``), compiled with the host C++ compiler.
 
-One call steps every tensor of a group. The loop bodies are ``backends.kernels.trace.render_cuda`` output for
-the programs of ``backends.kernels.programs``, i.e. the core's element-wise arithmetic in the core's order
-and types; this module adds only loops, loads and stores:
+One call steps every tensor of a batch. The loop bodies are the plan's statements (the core's element-wise
+arithmetic in the core's order and types, ``backends.kernels.trace.render_c``); this module adds only loops,
+loads, stores and sums, and knows no optimizer:
 
-- Lamb family (ALTO, ALTO vanilla, Lamb), per tensor, two passes over blocks of :data:`BLOCK` elements:
-  pass 1 runs ``lamb_direction`` (``valley_core.elementwise.alto_direction`` for ALTO), stores the new
-  carry/m/v in place and, for a tensor of at most :data:`STORE_LIMIT_BYTES`, ``r`` in a workspace, and sums
-  ``theta^2`` and ``r^2`` per block in double; the block sums are added in block order (so the norms do not
-  depend on the number of threads); pass 2 runs ``apply_trust_ratio`` (the core's ``trust_ratio`` of the two
-  norms, then ``theta + (-lr)(ratio r)``), or ``apply_plain`` for a group without the trust ratio, on the
-  stored ``r`` (a small tensor's second pass follows its own first pass, so ``r`` and ``theta`` are read back
-  from the cache) or, for a larger tensor, on ``r`` recomputed from the new m, v by
-  ``lamb_apply_from_moments`` (the first pass's own arithmetic, so the same ``r`` bit for bit).
-- Adam family (EAdam, EAdamW) and heavy ball (ESGD): one pass, ``adam_step`` / ``heavy_ball_step``.
-- The E adaptor alone (``backends.torch.E``), in two parts of the ``e_adaptor`` program: ``e_adapted`` writes
-  the adapted gradient before the base optimizer's step, ``e_commit`` the next carry, in place, after it.
+- per tensor, one sweep per pass of the plan over blocks of :data:`BLOCK` elements; a pass adds the squares
+  the core's ``l2_norm`` sums per block, in double, and the block sums are added in block order (so the norms
+  do not depend on the number of threads); the next pass starts from the totals;
+- values that cross a reduction (ALTO's ``r``) are kept in a workspace for a tensor of at most
+  :data:`STORE_LIMIT_BYTES` (still in the cache for the next pass) or, for a larger one, computed again from
+  the state the first pass wrote (the plan's ``recompute`` passes: the same arithmetic, so the same bits),
+  which moves fewer bytes than writing them to memory and reading them back.
 
 Types: each kernel is a template over the compute and state type ``T`` and the storage type ``P`` of the
 parameter and its gradient: float32/float32, float64/float64, and float32 with bfloat16 or float16 parameters
@@ -26,11 +21,10 @@ the core's op-by-op evaluation) and without ``-ffast-math``; ``-fno-math-errno``
 vectorise. Element-wise results therefore equal the core's bit for bit on the same inputs; the norms are
 summed in another order (and in double for float32), which the parity suite bounds.
 
-Threads: OpenMP, ``threads`` per call (``torch.get_num_threads()`` from the torch backend); blocks are
-shared statically, so each thread updates in pass 2 the blocks it produced in pass 1. Without OpenMP the
-same source compiles single-threaded.
+Threads: OpenMP, ``threads`` per call; blocks are shared statically, so each thread sweeps in every pass the
+blocks it swept in the first. Without OpenMP the same source compiles single-threaded.
 
-Build: on first use the source is compiled into ``<cache>/valley-kernels-<hash>.so`` (cache: the
+Build: on first use of a plan its source is compiled into ``<cache>/valley-kernels-<hash>.so`` (cache: the
 ``VALLEY_CACHE_DIR`` environment variable, else ``$XDG_CACHE_HOME/valley``, else ``~/.cache/valley``); the
 hash covers the source, the compiler, its flags and the CPU, and the file is written atomically, so
 concurrent processes (DDP ranks) can build at once. The compiler is ``VALLEY_CXX``, else ``CXX``, else
@@ -47,60 +41,26 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from functools import lru_cache
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
 
-from backends.kernels.programs import apply_from_moments_program, program
-from backends.kernels.trace import Program, render_cuda
+from backends.kernels.plan import GRAD, PARAM, UPDATE, Pass, Plan
+from backends.kernels.trace import render_c
 
 #: Elements per block: the unit of work sharing and of the norms' partial sums.
 BLOCK = 4096
-#: Lamb family: a tensor of at most this many bytes keeps ``r`` in a workspace between the two passes (its
-#: ``r`` and theta are still in the cache for the second pass); a larger one recomputes ``r`` from the new m, v
-#: in the second pass, which moves fewer bytes than writing ``r`` to memory and reading it back, and needs no
-#: workspace as large as the largest tensor.
+#: A tensor of at most this many bytes keeps the values that cross a reduction in a workspace (see above).
 STORE_LIMIT_BYTES = 2 << 20
-#: Every scalar any kernel reads, in the order of the ``scalars`` array passed to a kernel.
-SCALARS = (
-    "alpha",
-    "beta1",
-    "beta2",
-    "beta3",
-    "eps",
-    "correction2",
-    "correction3",
-    "weight_decay",
-    "lr",
-    "trust_eps",
-    "norm_eps",
-)
-#: Per-tensor arrays in the order of the pointer table, for each kernel.
-ROLES: Dict[str, Tuple[str, ...]] = {
-    "lamb_e1": ("grad", "param", "carry", "first", "second"),
-    "lamb_e0": ("grad", "param", "first", "second"),
-    "adam_l2": ("grad", "param", "carry", "first", "second"),
-    "adam_decoupled": ("grad", "param", "carry", "first", "second"),
-    "heavy_ball": ("grad", "param", "carry", "momentum"),
-    "e_adapted": ("grad", "carry", "adapted"),
-    "e_commit": ("grad", "carry"),
-}
-#: Kernels that run a program only in part: outputs kept local (not stored), outputs stored into another role.
-_PARTIAL = {
-    "e_adapted": {"keep": ("new_carry",), "alias": {}},
-    "e_commit": {"keep": ("adapted",), "alias": {"new_carry": "carry"}},
-}
 #: Parameter dtypes: (compute and state type ``T``, storage type ``P`` of the parameter and its gradient).
-#: bfloat16/float16 parameters are computed with float32 state, as the core path does (working copies in
-#: float32, the result rounded to nearest even into the parameter); float16 needs the compiler's ``_Float16``.
-_DTYPES = {
+#: float16 needs the compiler's ``_Float16``.
+DTYPES = {
     "float32": ("float", "float"),
     "float64": ("double", "double"),
     "bfloat16": ("float", "valley_bf16"),
     "float16": ("float", "_Float16"),
 }
-#: The arrays stored in the parameter's dtype (the others, state and workspace, are in the compute type).
-_STORAGE_ROLES = frozenset({"grad", "param"})
+#: The arrays stored in the parameter's dtype (the others, state and workspaces, are in the compute type).
+_STORAGE_ROLES = frozenset({GRAD, PARAM, UPDATE})
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
 
 
@@ -108,158 +68,99 @@ class KernelUnavailable(RuntimeError):
     """The CPU kernels could not be built or loaded (no compiler, a failed compilation ...)."""
 
 
-def _programs(kernel: str) -> Dict[str, Program]:
-    """The traced programs of ``kernel``: ``main``, and for the Lamb family the second passes ``trust`` and
-    ``plain`` (from a stored ``r``) and ``trust_recompute`` and ``plain_recompute`` (``r`` recomputed from the
-    new m, v: the same arithmetic as the first pass, ``valley_core.elementwise.adam_direction`` + decay)."""
-    if kernel.startswith("lamb"):
-        return {
-            "main": program("lamb_direction", adaptor=kernel == "lamb_e1", decay=True),
-            "trust": program("apply_trust_ratio"),
-            "plain": program("apply_plain"),
-            "trust_recompute": apply_from_moments_program(True, True),
-            "plain_recompute": apply_from_moments_program(True, False),
-        }
-    if kernel.startswith("adam"):
-        return {"main": program("adam_step", l2=kernel == "adam_l2", decoupled=kernel == "adam_decoupled")}
-    if kernel.startswith("e_"):
-        return {"main": program("e_adaptor")}
-    return {"main": program("heavy_ball_step")}
-
-
-def _element(prog: Program, pointers: Dict[str, str], broadcast: Sequence[str] = (), keep: Sequence[str] = ()) -> str:
-    """The loop body for element ``i``: loads, the traced operation, stores.
-
-    ``pointers`` maps each array of the program to the C pointer holding it; names in ``broadcast`` are
-    loop-invariant values already declared (the norms); outputs in ``keep`` stay local (not stored).
-    """
-    _, _, operation = render_cuda(prog)
-
-    def load(name: str) -> str:
-        return f"widen({pointers[name]}[i])" if name in _STORAGE_ROLES else f"{pointers[name]}[i]"
-
-    def store(name: str) -> str:
-        value = f"narrow<P>({name})" if name in _STORAGE_ROLES else name
-        return f"{pointers[name]}[i] = {value};"
-
-    lines = [f"const T {name} = {load(name)};" for name in prog.arrays_in if name not in broadcast]
-    lines += [f"T {name} = {load(name)};" for name in prog.arrays_inout]
-    lines += [f"T {name};" for name in prog.arrays_out]
-    lines += operation.splitlines()
-    lines += [store(name) for name in (*prog.arrays_inout, *prog.arrays_out) if name not in keep]
-    return "\n".join("        " + line for line in lines)
-
-
-def _pointer_declarations(roles: Sequence[str]) -> str:
+def _sweep(plan: Plan, step: Pass, index: int, pointers: Dict[str, str], stores: Optional[FrozenSet[str]]) -> str:
+    """One pass over the blocks of a tensor: totals of earlier sums, uniforms, then the element loop."""
+    offsets = {target: i for i, (target, _) in enumerate(s for p in plan.passes for s in p.sums)}
+    total = len(offsets)
     lines = []
-    for index, role in enumerate(roles):
+    for target in step.totals:
+        lines += [
+            f"double {target}_total = 0.0;",
+            f"for (int64_t b = 0; b < blocks; ++b) {target}_total += sums[{total} * b + {offsets[target]}];",
+            f"const T {target} = static_cast<T>({target}_total);",
+        ]
+    lines += [render_c(s, plan.kinds) for s in step.uniforms]
+    barrier = bool(step.sums) or plan.reductions > 0 or index + 1 < len(plan.passes)
+    accumulators = [f"acc{i}" for i in range(len(step.sums))]
+
+    def load(symbol: str, array: str) -> str:
+        value = f"{pointers[array]}[i]"
+        return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES else value};"
+
+    def store(array: str, symbol: str) -> str:
+        value = f"narrow<P>({symbol})" if array in _STORAGE_ROLES else symbol
+        return f"{pointers[array]}[i] = {value};"
+
+    body = [load(symbol, array) for symbol, array in step.loads]
+    body += [render_c(s, plan.kinds) for s in step.statements]
+    body += [store(array, symbol) for array, symbol in step.stores if stores is None or array in stores]
+    body += [f"{acc} += static_cast<double>({operand});" for acc, (_, operand) in zip(accumulators, step.sums)]
+    reduction = f" reduction(+:{', '.join(accumulators)})" if accumulators else ""
+    lines += [
+        f"#pragma omp for schedule(static){'' if barrier else ' nowait'}",
+        "for (int64_t b = 0; b < blocks; ++b) {",
+        "  const int64_t lo = b * VALLEY_BLOCK;",
+        "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
+        *(f"  double {acc} = 0.0;" for acc in accumulators),
+        f"  #pragma omp simd{reduction}",
+        "  for (int64_t i = lo; i < hi; ++i) {",
+        *("    " + line for line in body),
+        "  }",
+        *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
+        "}",
+    ]
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
+def kernel_source(plan: Plan, name: str, stores: Optional[FrozenSet[str]] = None) -> str:
+    """The C++ of one plan: a template kernel ``name`` and its exported instances ``<name>_<dtype>``.
+
+    ``stores``: the arrays written (default: every store of the plan). ``backends.torch.E`` runs a plan twice,
+    first writing only the update, then (after the base optimizer's step) only the state.
+    """
+    pointers = {role: f"{role}_p" for role in plan.roles}
+    pointers.update({f"w{i}": f"w{i}_p" for i in range(plan.workspaces)})
+    declarations = []
+    for index, role in enumerate(plan.roles):
         ctype = "P" if role in _STORAGE_ROLES else "T"
-        lines.append(f"    {ctype}* __restrict__ {role}_p = static_cast<{ctype}*>(arrays[{index} * count + t]);")
-    return "\n".join(lines)
-
-
-def _kernel_source(kernel: str) -> str:
-    roles = ROLES[kernel]
-    programs = _programs(kernel)
-    pointers = {role: f"{role}_p" for role in roles}
-    pointers["direction"] = "work_p"
-    partial = _PARTIAL.get(kernel, {"keep": (), "alias": {}})
-    pointers.update({name: f"{role}_p" for name, role in partial["alias"].items()})
-    unpack = "\n".join(f"  const double {name} = scalars[{index}];" for index, name in enumerate(SCALARS))
-    blocks = (
-        "    const int64_t n = sizes[t];\n"
-        "    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;\n" + _pointer_declarations(roles)
-    )
-    loop = (
-        "      const int64_t lo = b * VALLEY_BLOCK;\n"
-        "      const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;\n"
-    )
-    if not kernel.startswith("lamb"):
-        body = f"""
-{blocks}
-    #pragma omp for schedule(static) nowait
-    for (int64_t b = 0; b < blocks; ++b) {{
-{loop}      #pragma omp simd
-      for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["main"], pointers, keep=partial["keep"])}
-      }}
-    }}"""
+        declarations.append(f"{ctype}* __restrict__ {role}_p = static_cast<{ctype}*>(arrays[{index} * count + t]);")
+    declarations += [f"T* __restrict__ w{i}_p = work_p + {i} * work_capacity;" for i in range(plan.workspaces)]
+    stored = "\n".join(_sweep(plan, p, i, pointers, stores) for i, p in enumerate(plan.passes))
+    if plan.recompute is not None:
+        again = "\n".join(_sweep(plan, p, i, pointers, stores) for i, p in enumerate(plan.recompute))
+        passes = f"if (n <= work_capacity) {{\n{stored}\n}} else {{\n{again}\n}}"
     else:
-        broadcast = ("param_norm", "direction_norm")
-
-        def first_pass(store: bool) -> str:
-            return f"""
-      #pragma omp for schedule(static)
-      for (int64_t b = 0; b < blocks; ++b) {{
-{loop}        double sum_param = 0.0, sum_direction = 0.0;
-        #pragma omp simd reduction(+:sum_param, sum_direction)
-        for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs["main"], pointers, keep=() if store else ("direction",))}
-          sum_param += static_cast<double>(param) * static_cast<double>(param);
-          sum_direction += static_cast<double>(direction) * static_cast<double>(direction);
-        }}
-        sums[2 * b] = sum_param;
-        sums[2 * b + 1] = sum_direction;
-      }}"""
-
-        def second_pass(name: str) -> str:
-            return f"""
-        #pragma omp for schedule(static)
-        for (int64_t b = 0; b < blocks; ++b) {{
-{loop}          #pragma omp simd
-          for (int64_t i = lo; i < hi; ++i) {{
-{_element(programs[name], pointers, broadcast)}
-          }}
-        }}"""
-
-        body = f"""
-{blocks}
-    const bool store = n <= work_capacity;
-    if (store) {{{first_pass(True)}
-    }} else {{{first_pass(False)}
-    }}
-    if (trust) {{
-      double total_param = 0.0, total_direction = 0.0;
-      for (int64_t b = 0; b < blocks; ++b) {{
-        total_param += sums[2 * b];
-        total_direction += sums[2 * b + 1];
-      }}
-      const T param_norm = static_cast<T>(sqrt(total_param));
-      const T direction_norm = static_cast<T>(sqrt(total_direction));
-      if (store) {{{second_pass("trust")}
-      }} else {{{second_pass("trust_recompute")}
-      }}
-    }} else if (store) {{{second_pass("plain")}
-    }} else {{{second_pass("plain_recompute")}
-    }}"""
-    template = f"""
+        passes = stored
+    unpack = "\n".join(f"  const double {symbol} = scalars[{i}];" for i, symbol in enumerate(plan.step_scalars))
+    source = f"""
 template <typename T, typename P>
-static void {kernel}(int64_t count, void* const* arrays, const int64_t* sizes, void* work,
-                     int64_t work_capacity, double* sums, const double* scalars, int trust, int threads) {{
+static void {name}(int64_t count, void* const* arrays, const int64_t* sizes, void* work, int64_t work_capacity,
+                   double* sums, const double* scalars, int threads) {{
 {unpack}
   T* __restrict__ work_p = static_cast<T*>(work);
+  (void)work_p;
   #pragma omp parallel num_threads(threads)
-  for (int64_t t = 0; t < count; ++t) {{{body}
+  for (int64_t t = 0; t < count; ++t) {{
+    const int64_t n = sizes[t];
+    const int64_t blocks = (n + VALLEY_BLOCK - 1) / VALLEY_BLOCK;
+    {chr(10).join(declarations)}
+    {passes}
   }}
 }}
 """
-    exports = []
-    for dtype, (ctype, storage) in _DTYPES.items():
+    for dtype, (ctype, storage) in DTYPES.items():
         guard_open, guard_close = ("#ifdef __FLT16_MAX__\n", "#endif\n") if storage == "_Float16" else ("", "")
-        exports.append(f"""
-{guard_open}extern "C" void valley_{kernel}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes,
-                                      void* work, int64_t work_capacity, double* sums, const double* scalars, int trust,
-                                      int threads) {{
-  {kernel}<{ctype}, {storage}>(count, arrays, sizes, work, work_capacity, sums, scalars, trust, threads);
+        source += f"""{guard_open}extern "C" void {name}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes,
+    void* work, int64_t work_capacity, double* sums, const double* scalars, int threads) {{
+  {name}<{ctype}, {storage}>(count, arrays, sizes, work, work_capacity, sums, scalars, threads);
 }}
-{guard_close}""")
-    return template + "".join(exports)
+{guard_close}"""
+    return source
 
 
-@lru_cache(maxsize=None)
-def source() -> str:
-    """The whole C++ translation unit (every kernel, float32 and float64)."""
-    header = f"""// Generated by backends/kernels/cpu.py from the traced valley_core programs. Do not edit.
+def source(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> str:
+    """A C++ translation unit with the kernels ``(plan, name, stores)``."""
+    header = f"""// Generated by backends/kernels/cpu.py from valley_core execution plans. Do not edit.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -290,7 +191,7 @@ template <> inline valley_bf16 narrow<valley_bf16, float>(float x) {{
 }}
 #pragma GCC diagnostic ignored "-Wunused-variable"
 """
-    return header + "".join(_kernel_source(kernel) for kernel in ROLES)
+    return header + "".join(kernel_source(plan, name, stores) for plan, name, stores in kernels)
 
 
 def _compiler() -> str:
@@ -321,11 +222,11 @@ def _cpu_signature() -> str:
         return platform.processor() or platform.machine()
 
 
-def _build(compiler: str, flags: Sequence[str], target: Path) -> None:
+def _build(compiler: str, flags: Sequence[str], target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
         src = Path(scratch) / "valley_kernels.cpp"
-        src.write_text(source(), encoding="utf-8")
+        src.write_text(text, encoding="utf-8")
         out = Path(scratch) / target.name
         result = subprocess.run(
             [compiler, *flags, str(src), "-o", str(out)], capture_output=True, text=True, check=False
@@ -338,77 +239,60 @@ def _build(compiler: str, flags: Sequence[str], target: Path) -> None:
 
 
 class Library:
-    """The loaded kernels. ``run`` steps ``count`` tensors of one dtype with one kernel."""
+    """The loaded kernels of one translation unit. ``run`` steps ``count`` tensors with one kernel."""
 
-    def __init__(self, path: Path, openmp: bool) -> None:
+    def __init__(self, path: Path, openmp: bool, names: Sequence[str]) -> None:
         self.path = path
         #: Whether the kernels were built with OpenMP (else ``threads`` is ignored: one thread).
         self.openmp = openmp
         self._cdll = ctypes.CDLL(str(path))
         self._functions = {}
-        for kernel in ROLES:
-            for dtype in _DTYPES:
-                function = getattr(self._cdll, f"valley_{kernel}_{dtype}", None)
+        for name in names:
+            for dtype in DTYPES:
+                function = getattr(self._cdll, f"{name}_{dtype}", None)
                 if function is None:  # float16 where the compiler has no _Float16
                     continue
                 function.restype = None
-                function.argtypes = [
-                    ctypes.c_int64,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_int64,
-                    ctypes.c_void_p,
-                    ctypes.c_void_p,
-                    ctypes.c_int,
-                    ctypes.c_int,
-                ]
-                self._functions[kernel, dtype] = function
+                function.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+                function.argtypes += [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
+                self._functions[name, dtype] = function
 
-    def supports(self, dtype: str) -> bool:
-        """Whether the kernels exist for parameters of ``dtype`` (float16 needs the compiler's ``_Float16``)."""
-        return (next(iter(ROLES)), dtype) in self._functions
+    def supports(self, name: str, dtype: str) -> bool:
+        """Whether kernel ``name`` exists for parameters of ``dtype`` (float16 needs the compiler's ``_Float16``)."""
+        return (name, dtype) in self._functions
 
     def run(
         self,
-        kernel: str,
+        name: str,
         dtype: str,
         pointers: Sequence[Sequence[int]],
         sizes: Sequence[int],
         work: int,
         work_capacity: int,
         sums: int,
-        scalars: Dict[str, float],
-        trust: bool,
+        scalars: Sequence[float],
         threads: int,
     ) -> None:
         """Steps the tensors in place.
 
         Args:
-            kernel: a key of :data:`ROLES`.
-            dtype: the parameters' dtype: ``"float32"``, ``"float64"``, ``"bfloat16"`` or ``"float16"`` (the
-                state and ``work`` are then float32).
-            pointers: for each role of ``ROLES[kernel]``, the data pointers of the tensors (contiguous).
+            name: the kernel.
+            dtype: the parameters' dtype, a key of :data:`DTYPES`.
+            pointers: for each role of the plan (``Plan.roles``), the data pointers of the tensors (contiguous).
             sizes: the number of elements of each tensor (> 0).
-            work: (Lamb family) a buffer of ``work_capacity`` elements of ``dtype`` for ``r``.
-            work_capacity: (Lamb family) tensors of at most this many elements store ``r`` in ``work`` and
-                read it back in the second pass; larger ones recompute it there from the new m, v (see
-                :data:`STORE_LIMIT_BYTES`).
-            sums: (Lamb family) a buffer of ``2 * ceil(max(sizes) / BLOCK)`` doubles.
-            scalars: the step's scalars by name (``backends.kernels.scalars.step_scalars``); missing ones
-                are 0 and unread.
-            trust: (Lamb family) apply the trust ratio.
+            work: ``Plan.workspaces`` buffers of ``work_capacity`` elements of the compute type, one after another.
+            work_capacity: tensors of at most this many elements keep values in ``work`` between passes;
+                larger ones run the plan's ``recompute`` passes (a plan without them needs ``max(sizes)``).
+            sums: ``Plan.reductions * ceil(max(sizes) / BLOCK)`` doubles.
+            scalars: the plan's per-step scalars (``Plan.step_scalar_values``).
             threads: OpenMP threads.
         """
         count = len(sizes)
-        roles = ROLES[kernel]
-        if len(pointers) != len(roles) or any(len(column) != count for column in pointers):
-            raise ValueError(f"{kernel}: expected {len(roles)} pointer lists ({', '.join(roles)}) of {count}")
-        table = (ctypes.c_void_p * (len(roles) * count))(*[p for column in pointers for p in column])
+        table = (ctypes.c_void_p * (len(pointers) * count))(*[p for column in pointers for p in column])
         size_array = (ctypes.c_int64 * count)(*sizes)
-        scalar_array = (ctypes.c_double * len(SCALARS))(*[float(scalars.get(name, 0.0)) for name in SCALARS])
-        self._functions[kernel, dtype](
-            count, table, size_array, work, int(work_capacity), sums, scalar_array, int(trust), max(1, int(threads))
+        scalar_array = (ctypes.c_double * max(1, len(scalars)))(*scalars)
+        self._functions[name, dtype](
+            count, table, size_array, work, int(work_capacity), sums, scalar_array, max(1, int(threads))
         )
 
 
@@ -416,29 +300,33 @@ _lock = threading.Lock()
 _loaded: Dict[tuple, object] = {}
 
 
-def load() -> Library:
-    """The kernels, built on first use (then from the cache). Raises :class:`KernelUnavailable`.
+def load(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> Library:
+    """The kernels ``(plan, name, stores)``, built on first use (then from the cache). Raises
+    :class:`KernelUnavailable`.
 
     The outcome is remembered per process for the current ``VALLEY_CXX``/``CXX``/cache directory, so a build
     that failed is not retried at every step, and changing those variables is seen at the next call.
     """
-    key = tuple(os.environ.get(name) for name in ("VALLEY_CXX", "CXX", "VALLEY_CACHE_DIR", "XDG_CACHE_HOME"))
+    text = source(kernels)
+    environment = tuple(os.environ.get(name) for name in ("VALLEY_CXX", "CXX", "VALLEY_CACHE_DIR", "XDG_CACHE_HOME"))
+    key = (text, environment)
     outcome = _loaded.get(key)
     if isinstance(outcome, Library):
         return outcome
     with _lock:
         if key not in _loaded:
             try:
-                _loaded[key] = _load_uncached()
+                _loaded[key] = _load_uncached(text, [name for _, name, _ in kernels])
             except KernelUnavailable as error:
                 _loaded[key] = error
         outcome = _loaded[key]
     if isinstance(outcome, KernelUnavailable):
         raise KernelUnavailable(str(outcome))
-    return outcome  # type: ignore[return-value]
+    assert isinstance(outcome, Library)
+    return outcome
 
 
-def _load_uncached() -> Library:
+def _load_uncached(text: str, names: Sequence[str]) -> Library:
     compiler = _compiler()
     try:
         version = subprocess.run([compiler, "--version"], capture_output=True, text=True, check=False).stdout
@@ -447,12 +335,12 @@ def _load_uncached() -> Library:
     errors: List[str] = []
     for openmp in (True, False):
         flags = (*_FLAGS, "-fopenmp") if openmp else (*_FLAGS, "-fopenmp-simd")
-        key = hashlib.sha256("\n".join([source(), compiler, version, *flags, _cpu_signature()]).encode())
+        key = hashlib.sha256("\n".join([text, compiler, version, *flags, _cpu_signature()]).encode())
         target = cache_dir() / f"valley-kernels-{key.hexdigest()[:24]}.so"
         try:
             if not target.exists():
-                _build(compiler, flags, target)
-            return Library(target, openmp)
+                _build(compiler, flags, target, text)
+            return Library(target, openmp, names)
         except (KernelUnavailable, OSError) as error:
             errors.append(str(error))
     raise KernelUnavailable("; ".join(errors))

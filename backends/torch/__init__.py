@@ -15,8 +15,9 @@ See ``docs/torch.md``.
 """
 
 from backends.torch.e_wrapper import E
-from backends.torch.optimizer import IMPLEMENTATIONS, ValleyOptimizer, optimizer_class
-from backends.torch.optimizers import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
+from backends.torch.dispatch import IMPLEMENTATIONS
+from backends.torch.valley_optimizer import ValleyOptimizer, optimizer_class
+from backends.torch.named import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
 from backends.torch.param_groups import NORM_TYPES, core_masks, lamb_param_groups, split_parameters
 
 __all__ = [

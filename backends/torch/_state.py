@@ -148,20 +148,21 @@ def namespace_for(tensors) -> Any:
     return DTensorNamespace() if any(is_dtensor(t) for t in tensors) else namespace()
 
 
-def advance_counters(optimizer, shared_keys, batch_states, entries) -> None:
-    """After a fused step: the core's step counters (shared 0-d scalars) and ``"step"`` move on by one.
-
-    ``batch_states`` lists the states of tensors stepped together (at the same step); they share their counter
-    tensors, as on the core path (which stores the same shared scalars in every tensor's state). Tensors with no
-    element, which no kernel touches, count as stepped too.
-    """
-    batch_states = list(batch_states) + [[optimizer.state[p]] for p, _ in entries if not p.numel()]
-    if shared_keys and batch_states:
-        keys = sorted(shared_keys)
-        incremented = torch._foreach_add([states[0][key] for states in batch_states for key in keys], 1)
-        for index, states in enumerate(batch_states):
-            new_values = dict(zip(keys, incremented[index * len(keys) : (index + 1) * len(keys)]))
-            for state in states:
-                state.update(new_values)
-    for p, _ in entries:
-        optimizer.state[p]["step"] += 1
+def parameter_list(owner: str, params: Any) -> list:
+    """A param group's parameters as a list; refuses the same tensor listed twice (whose two updates would be
+    applied to one storage: the executors would disagree, and the state would count two steps as one)."""
+    if isinstance(params, torch.Tensor):
+        params = [params]
+    elif isinstance(params, set):
+        raise TypeError(f"{owner}: optimizer parameters must be an ordered collection (a list), not a set")
+    else:
+        params = list(params)
+    seen: Dict[int, int] = {}
+    for index, p in enumerate(params):
+        if id(p) in seen:
+            raise ValueError(
+                f"{owner}: parameter {index} (shape {tuple(p.shape)}) is the same tensor as parameter {seen[id(p)]}; "
+                "list each parameter once"
+            )
+        seen[id(p)] = index
+    return params

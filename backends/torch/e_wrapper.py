@@ -24,18 +24,28 @@ noise or clipping options, and ``|alpha| < 1/(1 - beta1)`` is enforced unless ``
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Optional
+from collections import defaultdict
+from typing import Any, Callable, Dict, List, Optional, Union
 
 import torch
 
-from backends.torch import _state
-from backends.torch import fused_path as _fused_path
-from valley_core import elementwise
-from valley_core.schedules import ScalarOrSchedule, evaluate
+import valley_core as vc
+from backends.kernels.plan import Plan, Unplannable, derive
+from backends.torch import _state, fused
+from backends.torch.dispatch import Dispatcher
+from valley_core.base import GradientTransformation
+from valley_core.schedules import ScalarOrSchedule
+from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
 _CARRY = "EState.carry"
-_IMPLEMENTATIONS = ("auto", "core", "fused")
+#: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
+_UPDATE, _COMMIT = "valley_update", "valley_commit"
+
+
+def e_adaptor(alpha: ScalarOrSchedule = 0.5, beta1: float = 0.01) -> GradientTransformation:
+    """The core chain ``E`` runs: ``valley_core.e_adaptor`` alone (its plan writes the update, not the parameter)."""
+    return vc.chain(vc.e_adaptor(alpha, beta1), name="e_adaptor")
 
 
 class E(torch.optim.Optimizer):
@@ -86,8 +96,7 @@ class E(torch.optim.Optimizer):
         skip_nonfinite: bool = False,
         implementation: str = "auto",
     ) -> None:
-        if implementation not in _IMPLEMENTATIONS:
-            raise ValueError(f"implementation={implementation!r} violates implementation in {_IMPLEMENTATIONS}")
+        dispatcher = Dispatcher("E", implementation, ("auto", "core", "fused"), "adapt these parameters")
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"E needs a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, torch.optim.LBFGS):
@@ -97,13 +106,16 @@ class E(torch.optim.Optimizer):
         (beta1,) = validate_hyperparameters(
             alpha=alpha, betas=(beta1,), beta_names=("beta1",), allow_unstable=allow_unstable
         )
+        for group in base_optimizer.param_groups:
+            _state.parameter_list("E", group["params"])  # refuses a parameter listed twice
         self.base_optimizer = base_optimizer
         self.alpha = alpha
         self.beta1 = beta1
         self.allow_unstable = allow_unstable
         self.skip_nonfinite = skip_nonfinite
         self.implementation = implementation
-        self._fused_failed: Optional[str] = None
+        self.dispatcher = dispatcher
+        self._plans: Dict[Any, Union[Plan, Unplannable]] = {}
         #: Fused path: the adapted gradient of each parameter, reused at every step (not optimizer state).
         self._scratch: Dict[torch.Tensor, torch.Tensor] = {}
         self.skipped_steps = 0
@@ -148,96 +160,67 @@ class E(torch.optim.Optimizer):
         if self.skip_nonfinite and not _state.all_finite(p.grad for p in params):
             self.skipped_steps += 1
             return loss
-        fused = self._fused_params(params)  # decided (and refused, if it must be) before anything is written
+        plan = self._plan()
+        entries = [(p, p.grad) for p in params]
+        # Decided (and refused, if it must be) before anything is written.
+        path = self.dispatcher.choose(plan, entries, self.state, low_precision=False) if params else "core"
+        hyperparameters = {"alpha": self.alpha, "beta1": self.beta1}
+        lib = fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"})))) if path == "fused" else None
         originals: Dict[torch.Tensor, torch.Tensor] = {}
         new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
         batches: Dict[tuple, list] = {}
+        by_step: Dict[tuple, list] = defaultdict(list)
         for p in params:
             state = self.state[p]
-            grad = p.grad
             dtype = _state.state_dtype(p)
             carry = state[_CARRY] if state else torch.zeros_like(p.detach(), dtype=dtype)
             step = state["step"] if state else 0
-            originals[p] = grad
-            if p in fused:
-                # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step
-                # is page-faulted: slower than the step itself for large tensors); the carry is updated in place
-                # after the base optimizer's step (the "e_commit" kernel below).
+            originals[p] = p.grad
+            new_state[p] = {_CARRY: carry, "step": step + 1}
+            if path == "fused":
+                # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step is
+                # page-faulted: slower than the step itself for large tensors); the carry is updated in place after
+                # the base optimizer's step (the second kernel).
                 adapted = self._scratch.get(p)
-                if adapted is None or adapted.shape != grad.shape or adapted.dtype != grad.dtype:
-                    adapted = self._scratch[p] = torch.empty_like(grad)
-                new_carry = carry
-                batches.setdefault((step, dtype), []).append((grad, carry, adapted))
+                if adapted is None or adapted.shape != p.grad.shape or adapted.dtype != p.grad.dtype:
+                    adapted = self._scratch[p] = torch.empty_like(p.grad)
+                batches.setdefault((step, p.dtype), []).append({"grad": p.grad, "update": adapted, "b0": carry})
+                p.grad = adapted
             else:
-                alpha = evaluate(self.alpha, float(step + 1))  # the fused kernels get it per batch (_run_fused)
-                adapted, new_carry = elementwise.e_adaptor_step(
-                    _state.working_copy(grad, dtype), carry, alpha, self.beta1
-                )
-            new_state[p] = {_CARRY: new_carry, "step": step + 1}
-            p.grad = adapted.to(grad.dtype)
-        self._run_fused("e_adapted", batches)
+                by_step[step, dtype].append(p)
+        for (step, dtype), group in by_step.items():  # the core path: the chain's update, op by op
+            transform = e_adaptor(self.alpha, self.beta1)
+            grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
+            counter = torch.tensor(step, dtype=torch.int32, device=group[0].device)
+            carries = tuple(new_state[p][_CARRY] for p in group)
+            adapted_grads, (inner,) = transform.update(grads, (EState(counter, carries),), xp=_state.namespace())
+            for p, adapted, carry in zip(group, adapted_grads, inner.carry):
+                new_state[p][_CARRY] = carry
+                p.grad = adapted.to(originals[p].dtype)
+        if batches:
+            fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]
         try:
             self.base_optimizer.step()
         finally:
             for p, grad in originals.items():
                 p.grad = grad
-        self._run_fused("e_commit", {key: [item[:2] for item in items] for key, items in batches.items()})
+        if batches:
+            fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]
         for p, state in new_state.items():
             self.state[p] = state
         return loss
 
-    def _run_fused(self, kernel: str, batches: Dict[tuple, list]) -> None:
-        """Runs an E kernel of ``backends.kernels.cpu`` on batches of (step, dtype) -> [(grad, carry, ...)]."""
-        for (step, dtype), items in batches.items():
-            items = [item for item in items if item[0].numel()]
-            if items:
-                _fused_path.library().run(
-                    kernel,
-                    _fused_path.dtype_name(dtype),
-                    [[t.data_ptr() for t in column] for column in zip(*items)],
-                    [item[0].numel() for item in items],
-                    0,
-                    0,
-                    0,
-                    {"alpha": float(evaluate(self.alpha, float(step + 1))), "beta1": float(self.beta1)},
-                    False,
-                    torch.get_num_threads(),
-                )
-
-    def _fused_params(self, params: List[torch.Tensor]) -> set:
-        """The parameters whose adaptor step runs in the fused CPU kernel (``backends.kernels.cpu``).
-
-        ``"auto"``: plain contiguous float32/float64 CPU tensors (gradient of the parameter's dtype) when the
-        kernels can be built (if not, a ``RuntimeWarning`` once, then the core's functions). ``"fused"``: all of
-        them, or ``RuntimeError`` naming the first that cannot (before anything is written). ``"core"``: none.
-        """
-        if self.implementation == "core" or self._fused_failed is not None or not params:
-            return set()
-        from backends.kernels.cpu import KernelUnavailable
-
-        eligible = set()
-        for p in params:
-            state = self.state[p]
-            reason = _fused_path.tensor_reason(p, p.grad, [state[_CARRY]] if state else [], low_precision=False)
-            if reason is None:
-                eligible.add(p)
-            elif self.implementation == "fused":
-                raise RuntimeError(
-                    f"E(implementation='fused') cannot adapt a parameter of shape {tuple(p.shape)}: {reason}"
-                )
-        if eligible:
+    def _plan(self) -> Union[Plan, Unplannable]:
+        """The plan of ``e_adaptor(alpha, beta1)`` (one per kind of ``alpha``: a number, or each schedule)."""
+        key = self.alpha if callable(self.alpha) else type(self.alpha)
+        if key not in self._plans:
             try:
-                _fused_path.library()
-            except KernelUnavailable as error:
-                reason = f"the fused CPU kernels could not be built: {error}"
-                if self.implementation == "fused":
-                    raise RuntimeError(f"E(implementation='fused'): {reason}") from None
-                import warnings
-
-                warnings.warn(f"E: {reason}; the adaptor runs op by op instead", RuntimeWarning, stacklevel=3)
-                self._fused_failed = reason
-                return set()
-        return eligible
+                self._plans[key] = derive(
+                    e_adaptor, {"alpha": self.alpha, "beta1": self.beta1}, writes_param=False, name="e_adaptor"
+                )
+            except Unplannable as error:
+                self._plans[key] = error
+        return self._plans[key]
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _index_of(self) -> Dict[int, torch.Tensor]:

@@ -52,18 +52,16 @@ def run_core(transform, grads_sequence, params=None, dtype=torch.float64):
 
 
 def optimizer_state_as_core_dict(optimizer, params):
-    """The torch optimizer's state in the core's flat naming (``"AdamState.first.3"``)."""
+    """The torch optimizer's state in the core's flat naming (``"AdamState.first.3"``); the core's step counters
+    (``"AdamState.count"``), which the torch state keeps as one ``"step"``, are made from it."""
     flat = {}
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for index, p in enumerate(params):
-        # Shared scalars (step counters) by the core's names, never by shape: a 0-d parameter has 0-d buffers.
-        shared = optimizer.shared_state_keys(group_of[id(p)])
-        for key, value in optimizer.state[p].items():
-            if key == "step":
-                continue
-            if key in shared:
-                flat[key] = value
-            else:
+        state = optimizer.state[p]
+        for key in optimizer.counter_keys(group_of[id(p)]):
+            flat[key] = torch.tensor(state["step"], dtype=torch.int32)
+        for key, value in state.items():
+            if key != "step":
                 flat[f"{key}.{index}"] = value
     return flat
 

@@ -9,7 +9,7 @@ To add an optimizer that exists in ``valley_core`` (``vc.adam_cm``, say), add on
 from __future__ import annotations
 
 import valley_core as vc
-from backends.torch.optimizer import optimizer_class
+from backends.torch.valley_optimizer import optimizer_class
 
 _ALTO_DOC = """ALTO: the E adaptor applied to Lamb (the paper's Algorithm 2).
 

@@ -14,66 +14,57 @@ and whenever a group's values change (an LR scheduler, say). The per-tensor mask
 (``weight_decay_mask``, ``trust_ratio_mask``) become per-group settings: ``weight_decay=0`` in a group, and
 the boolean group key ``trust_ratio`` for optimizers that have a trust ratio.
 
-Implementations (``implementation=``):
+Execution: the group's hyperparameters are mapped to the factory's keyword arguments in ONE place
+(:func:`factory_kwargs`); the factory's chain gives the execution plan (``backends.kernels.plan``); the
+dispatcher (``backends.torch.dispatch``, shared with ``E``) picks the executor: ``"core"`` (the chain's
+``update`` on torch tensors: every factory, any float dtype, FSDP2 DTensors), ``"fused"`` (C++ generated from
+the plan, ``backends.torch.fused``; CPU), ``"compiled"`` (``torch.compile`` of the plan's passes,
+``backends.torch.compiled``; the CUDA path) or ``"auto"`` (the first that can run). The executors get the plan,
+the hyperparameters and the state, not the optimizer. The parity suites (``tests/torch/test_torch_fused_path.py``,
+``tests/torch/test_torch_fast_path.py``, ``tests/torch/test_torch_plan.py``) prove them equal to the core.
 
-- ``"core"``: the reference. Each step rebuilds the core's state tuple from ``self.state`` and calls the
-  core transform's ``update`` on the torch tensors (through ``array_api_compat.torch``). Works for every
-  factory, dense CPU/CUDA tensors of any float dtype, and FSDP2 DTensor parameters (DTensor's own
-  ``vector_norm`` all-reduces, so trust ratios use the norms of the full tensors).
-- ``"fused"``: ``backends.torch.fused_path``: multi-tensor C++ kernels generated from the core's traced
-  element-wise functions (``backends.kernels.cpu``), one call per group and step, OpenMP threads
-  (``torch.get_num_threads()``). CPU only; ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD on plain contiguous
-  float32/float64 tensors, and bfloat16/float16 ones with float32 state (as on the core path). Built with the
-  host C++ compiler on first use (about a second, then cached).
-  ``tests/torch/test_torch_fused_path.py`` proves it equal to the core (every optimizer, parameters and every
-  state tensor, float64, 210 steps; bit for bit with the NumPy core where a step has no norm).
-- ``"compiled"``: ``backends.torch.fast_path``: ``torch.compile`` of the core's element-wise functions
-  (``valley_core.elementwise.alto_direction`` ...) and reductions, two fused passes per tensor (``r`` kept in
-  a transient workspace), several tensors per compiled call; for EAdam, EAdamW and ESGD one compiled function
-  per chunk. ALTO, ALTOVanilla, Lamb, EAdam, EAdamW and ESGD on plain float32/float64 tensors (CPU or CUDA);
-  ``tests/torch/test_torch_fast_path.py`` proves it equal to the core (parameters and every state tensor,
-  float64, 200+ steps, 0-d and 1-element tensors included).
-- ``"auto"`` (default): ``"fused"`` where it can run (CPU), else ``"compiled"`` where it can run (CUDA, or a CPU
-  whose fused kernels could not be built), else ``"core"``. If the fused kernels cannot be built (no C++
-  compiler), a ``RuntimeWarning`` says why, before anything is written. If compilation fails (Dynamo's
-  recompile limit ...), the step is completed eagerly by the same functions (never half written), a
-  ``RuntimeWarning`` is issued and later steps use the core path; ``"compiled"`` and ``"fused"`` raise instead
-  (``"fused"`` before writing anything, ``"compiled"`` after completing the step).
+State (``self.state[p]``): the core's per-tensor buffers under their core names without the index
+(``"EState.carry"``, ``"AdamState.first"`` ...) and ONE step counter, ``"step"`` (a Python int): the core's
+counters (``"AdamState.count"`` ...) all equal it and are made from it when the core runs. Checkpoints of
+valley 0.1.0, which stored every counter, load (the counters are checked against ``"step"`` and dropped).
 """
 
 from __future__ import annotations
 
 import inspect
+import re
 from collections import defaultdict
 from copy import deepcopy
 from itertools import chain
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 
 import valley_core as vc
+from backends.kernels.plan import Plan, Unplannable, derive
 from backends.torch import _state
+from backends.torch.dispatch import Dispatcher
 from valley_core.base import GradientTransformation
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
-IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
-# Per factory: its defaults; the hyperparameter settings (``_group_key``) most recently validated, and the shared
-# state keys of recent settings. Validation and layout depend only on the factory and the setting, so they are
-# worked out once per setting rather than at every step. Bounded: an LR scheduler makes a new setting at every
-# step, and those must not accumulate.
+#: Per factory: its defaults; the settings most recently validated; the plans of recent structures. Bounded: an
+#: LR scheduler makes a new setting at every step, and those must not accumulate.
 _DEFAULTS: Dict[Any, Dict[str, Any]] = {}
 _CACHE_SIZE = 64
 _VALID_GROUPS: Dict[Any, Dict[tuple, None]] = {}
-_SHARED_KEYS: Dict[Any, Dict[tuple, frozenset]] = {}
+_PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
 
 
-def _layout_value(value: Any) -> Any:
-    """``value`` with every float replaced by the type ``float`` (tuples element by element)."""
-    if isinstance(value, float):
+def _typed(value: Any, floats: bool = True) -> Any:
+    """A hashable key for ``value`` that tells ``1``, ``1.0`` and ``True`` apart (their ``==`` does not).
+
+    ``floats=False`` keeps only the type of real numbers: the plan depends on structure, not on values.
+    """
+    if isinstance(value, (tuple, list)):
+        return (type(value), tuple(_typed(item, floats) for item in value))
+    if isinstance(value, float) and not floats:
         return float
-    if isinstance(value, tuple):
-        return tuple(_layout_value(item) for item in value)
-    return value
+    return (type(value), value)
 
 
 def _remember(cache: Dict[tuple, Any], key: tuple, value: Any) -> None:
@@ -81,6 +72,29 @@ def _remember(cache: Dict[tuple, Any], key: tuple, value: Any) -> None:
     cache[key] = value
     if len(cache) > _CACHE_SIZE:
         del cache[next(iter(cache))]
+
+
+def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
+    """The torch hyperparameters of ``factory``: its keyword arguments and defaults, the per-tensor masks replaced
+    by the per-group switch ``trust_ratio`` (True) for factories that have a trust-ratio mask."""
+    cached = _DEFAULTS.get(factory)
+    if cached is None:
+        parameters = inspect.signature(factory).parameters
+        cached = {name: p.default for name, p in parameters.items() if name not in _MASKS}
+        if "trust_ratio_mask" in parameters:
+            cached["trust_ratio"] = True
+        _DEFAULTS[factory] = cached
+    return dict(cached)
+
+
+def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: int) -> Dict[str, Any]:
+    """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
+    keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
+    names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
+    kwargs = {name: group[name] for name in names if name != "trust_ratio"}
+    if "trust_ratio" in names:
+        kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
+    return kwargs
 
 
 class ValleyOptimizer(torch.optim.Optimizer):
@@ -130,17 +144,15 @@ class ValleyOptimizer(torch.optim.Optimizer):
         unknown = sorted(set(given) - set(defaults))
         if unknown:
             raise TypeError(f"{type(self).__name__} got unknown hyperparameters {unknown}; it takes {sorted(defaults)}")
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation={implementation!r} violates implementation in {IMPLEMENTATIONS}")
+        dispatcher = Dispatcher(type(self).__name__, implementation)
         if not isinstance(skip_nonfinite, bool):
             raise ValueError(f"skip_nonfinite={skip_nonfinite!r} violates skip_nonfinite is a bool")
         defaults.update(given)
         self.implementation = implementation
+        self.dispatcher = dispatcher
         self.skip_nonfinite = skip_nonfinite
         #: Steps skipped because a gradient was not finite (``skip_nonfinite=True``).
         self.skipped_steps = 0
-        self._fast_path_failed: Optional[str] = None
-        self._fused_failed: Optional[str] = None
         super().__init__(params, defaults)
 
     # ----------------------------------------------------------------------------------- hyperparameters
@@ -152,29 +164,16 @@ class ValleyOptimizer(torch.optim.Optimizer):
     @classmethod
     def hyperparameter_defaults(cls) -> Dict[str, Any]:
         """The factory's defaults (``trust_ratio=True`` for optimizers with a trust ratio)."""
-        cached = _DEFAULTS.get(cls.factory)
-        if cached is None:
-            parameters = inspect.signature(cls.factory).parameters
-            cached = {name: p.default for name, p in parameters.items() if name not in _MASKS}
-            if "trust_ratio_mask" in parameters:
-                cached["trust_ratio"] = True
-            _DEFAULTS[cls.factory] = cached
-        return dict(cached)
+        return hyperparameter_defaults(cls.factory)
 
-    def _factory_kwargs(self, group: Dict[str, Any], count: int) -> Dict[str, Any]:
-        names = _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
-        kwargs = {name: group[name] for name in names if name != "trust_ratio"}
-        if "trust_ratio" in group and "trust_ratio" in names:
-            kwargs["trust_ratio_mask"] = (group["trust_ratio"],) * count
-        return kwargs
-
-    def _group_key(self, group: Dict[str, Any]) -> Optional[tuple]:
-        """The group's hyperparameters as a hashable key (None if a value is not hashable): what validation and
-        the state layout depend on, so that they are worked out once per setting and not at every step."""
+    def _group_key(self, group: Dict[str, Any], floats: bool = True) -> Optional[tuple]:
+        """The group's hyperparameters as a hashable key that tells ``1`` from ``True`` (None if a value is not
+        hashable): what validation (``floats=True``) and the plan (``floats=False``) depend on, so that they are
+        worked out once per setting and not at every step."""
         key = tuple(
-            (name, group.get(name)) for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
+            (name, _typed(group.get(name), floats)) for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
         )
-        if any(isinstance(value, torch.Tensor) for _, value in key):
+        if any(isinstance(value, torch.Tensor) for _, value in group.items() if not isinstance(value, list)):
             return None  # a tensor can change in place under the same identity
         try:
             hash(key)
@@ -182,9 +181,23 @@ class ValleyOptimizer(torch.optim.Optimizer):
             return None
         return key
 
+    def plan_for(self, group: Dict[str, Any]) -> Union[Plan, Unplannable]:
+        """The execution plan of the group's chain (``backends.kernels.plan``), or why there is none."""
+        key = self._group_key(group, floats=False)
+        plans = _PLANS.setdefault(type(self).factory, {})
+        if key is not None and key in plans:
+            return plans[key]
+        try:
+            plan: Union[Plan, Unplannable] = derive(type(self).factory, factory_kwargs(type(self).factory, group, 1))
+        except Unplannable as error:
+            plan = error
+        if key is not None:
+            _remember(plans, key, plan)
+        return plan
+
     def transform_for(self, group: Dict[str, Any], count: int = 1) -> GradientTransformation:
         """The core transform of ``group`` over ``count`` tensors (validates the group's hyperparameters)."""
-        return type(self).factory(**self._factory_kwargs(group, count))
+        return type(self).factory(**factory_kwargs(type(self).factory, group, count))
 
     def _validate_group(self, group: Dict[str, Any], where: str) -> None:
         key = self._group_key(group)
@@ -209,6 +222,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         """Adds a param group after validating its hyperparameters with ``valley_core.validation``."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        param_group = {**param_group, "params": _state.parameter_list(type(self).__name__, param_group["params"])}
         merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
         self._validate_group(merged, f"{type(self).__name__} param group {len(self.param_groups)}")
         super().add_param_group(param_group)
@@ -250,96 +264,49 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if self.skip_nonfinite and not _state.all_finite(g for _, _, entries in work for _, g in entries):
             self.skipped_steps += 1
             return loss
-        # Every group's path is decided (and refused, if it must be) before any state is created or written.
-        paths = [self._path_for(group, entries) for _, group, entries in work]
-        for (_, group, entries), path in zip(work, paths):
+        # Every group's executor is decided (and refused, if it must be) before any state is created or written.
+        plans = [self.plan_for(group) for _, group, _ in work]
+        paths = [self.dispatcher.choose(plan, entries, self.state) for plan, (_, _, entries) in zip(plans, work)]
+        for (_, group, entries), plan, path in zip(work, plans, paths):
             for p, _ in entries:
                 if not self.state[p]:
                     self._init_state(group, p)
+            if path == "core":
+                self.core_step(group, entries)
+                continue
+            assert isinstance(plan, Plan)
+            kwargs = factory_kwargs(type(self).factory, group, 1)
             if path == "fused":
-                from backends.torch import fused_path
+                from backends.torch import fused
 
-                fused_path.step_group(self, group, entries)
-            elif path == "compiled":
-                from backends.torch import fast_path
-
-                failure = fast_path.step_group(self, group, entries)
-                if failure is not None:
-                    self._fast_path_unavailable(failure, completed=True)
+                fused.step(plan, kwargs, entries, self.state)
             else:
-                self._core_step(group, entries)
+                from backends.torch import compiled
+
+                failure = compiled.step(plan, kwargs, entries, self.state)
+                if failure is not None:
+                    self.dispatcher.give_up(
+                        "compiled",
+                        f"{failure} (this step was completed eagerly by the same functions; parameters and state are "
+                        "consistent)",
+                        "later steps use the core path",
+                    )
         return loss
 
-    def _path_for(self, group: Dict[str, Any], entries) -> str:
-        """``"fused"``, ``"compiled"`` or ``"core"`` for this group (decided before anything is written)."""
-        if self.implementation == "core":
-            return "core"
-        if self.implementation in ("fused", "auto") and self._fused_failed is None:
-            from backends.kernels.cpu import KernelUnavailable
-            from backends.torch import fused_path
-
-            reason = fused_path.unsupported_reason(self, group, entries)
-            if reason is None:
-                try:
-                    fused_path.library()
-                    return "fused"
-                except KernelUnavailable as error:
-                    reason = f"the fused CPU kernels could not be built: {error}"
-                    if self.implementation == "auto":
-                        self._fused_unavailable(reason)
-            if self.implementation == "fused":
-                raise RuntimeError(f"{type(self).__name__}(implementation='fused') cannot run this group: {reason}")
-        if self._fast_path_failed is not None:
-            return "core"
-        from backends.torch import fast_path
-
-        reason = fast_path.unsupported_reason(self, group, entries)
-        if reason is not None and self.implementation == "compiled":
-            raise RuntimeError(f"{type(self).__name__}(implementation='compiled') cannot run this group: {reason}")
-        return "compiled" if reason is None else "core"
-
-    def _fused_unavailable(self, reason: str) -> None:
-        import warnings
-
-        warnings.warn(
-            f"{type(self).__name__}: {reason}; using the compiled or core path instead", RuntimeWarning, stacklevel=5
-        )
-        self._fused_failed = reason
-
-    def _fast_path_unavailable(self, reason: str, completed: bool) -> None:
-        """A compilation failed (before writing anything); the step was completed eagerly by the same maths.
-
-        ``"auto"`` warns and uses the core path from the next step on; ``"compiled"`` raises (the step that
-        failed to compile is complete: parameters and state are consistent).
-        """
-        if self.implementation == "compiled":
-            raise RuntimeError(
-                f"{type(self).__name__}(implementation='compiled'): {reason} (this step was "
-                "completed eagerly by the same functions; parameters and state are consistent)"
-            )
-        import warnings
-
-        warnings.warn(
-            f"{type(self).__name__}: the compiled fast path is unavailable ({reason}); this step was "
-            "completed eagerly and later steps use the core path",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-        self._fast_path_failed = reason
-
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor) -> None:
-        xp = _state.namespace()
-        dtype = _state.state_dtype(p)
-        like = p.detach() if p.dtype == dtype else p.detach().to(dtype)
-        init_state = self.transform_for(group, 1).init((like,), xp=xp)
-        per_tensor, shared = _state.per_tensor_entries(vc.state_to_dict(init_state), 1)
-        state = self.state[p]
-        state.update(per_tensor[0])
-        state.update(shared)
-        state["step"] = 0
+        like = p.detach() if p.dtype == _state.state_dtype(p) else p.detach().to(_state.state_dtype(p))
+        init_state = self.transform_for(group, 1).init((like,), xp=_state.namespace())
+        per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(init_state), 1)
+        self.state[p].update(per_tensor[0])
+        self.state[p]["step"] = 0
 
-    def _core_step(self, group: Dict[str, Any], entries) -> None:
-        """The reference path: the core transform's ``update`` on the torch tensors of a group."""
+    def counter_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        """The core's step counters of ``group``'s chain (``"AdamState.count"`` ...): all equal ``"step"``."""
+        template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=_state.namespace())
+        return tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[1])
+
+    def core_step(self, group: Dict[str, Any], entries) -> None:
+        """The reference executor: the core chain's ``update`` on the torch tensors of a group."""
         by_step: Dict[int, list] = defaultdict(list)
         for p, g in entries:
             by_step[self.state[p]["step"]].append((p, g))
@@ -351,49 +318,58 @@ class ValleyOptimizer(torch.optim.Optimizer):
             params = tuple(_state.working_copy(p.detach(), d) for (p, _), d in zip(items, dtypes))
             grads = tuple(_state.working_copy(g, d) for (_, g), d in zip(items, dtypes))
             template = transform.init(tuple(_state.meta_like(p, d) for (p, _), d in zip(items, dtypes)), xp=xp)
+            counter = torch.tensor(step, dtype=torch.int32, device=items[0][0].device)
             flat = {}
             for key in vc.state_to_dict(template):
                 base, index = _state.split_key(key)
-                flat[key] = self.state[items[0 if index is None else index][0]][base]
-            state = vc.state_from_dict(template, flat)
-            updates, new_state = transform.update(grads, state, params, xp=xp)
+                flat[key] = counter if index is None else self.state[items[index][0]][base]
+            updates, new_state = transform.update(grads, vc.state_from_dict(template, flat), params, xp=xp)
             new_params = vc.apply_updates(params, updates)
-            per_tensor, shared = _state.per_tensor_entries(vc.state_to_dict(new_state), count)
+            per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(new_state), count)
             for (p, _), new, entries_of_p in zip(items, new_params, per_tensor):
                 p.detach().copy_(new)
-                target = self.state[p]
-                target.update(entries_of_p)
-                target.update(shared)
-                target["step"] = step + 1
-
-    def shared_state_keys(self, group: Dict[str, Any]) -> frozenset:
-        """The keys of ``self.state[p]`` that hold the core's shared scalars (step counters), for ``group``.
-
-        Decided by the core's state names (``"AdamState.count"`` has no tensor index), never by shape: the
-        buffers of a 0-d parameter are 0-d tensors too.
-        """
-        key = self._group_key(group)
-        if key is not None:
-            # The layout comes from the factory's structure and its non-float settings (AdamCM's top_c ...), never
-            # from a float's value (no transform's init reads one): an LR scheduler's new lr reuses the entry.
-            key = tuple((name, _layout_value(value)) for name, value in key)
-        cache = _SHARED_KEYS.setdefault(type(self).factory, {})
-        if key is not None and key in cache:
-            return cache[key]
-        xp = _state.namespace()
-        template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=xp)
-        _, shared = _state.per_tensor_entries(vc.state_to_dict(template), 1)
-        if key is not None:
-            _remember(cache, key, frozenset(shared))
-        return frozenset(shared)
+                self.state[p].update(entries_of_p)
+                self.state[p]["step"] = step + 1
 
     # ----------------------------------------------------------------------------------- checkpoints
-    def _expected_state(self, group: Dict[str, Any], p: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """Template entries (meta tensors) of one parameter's state, by key."""
-        xp = _state.namespace()
-        template = self.transform_for(group, 1).init((_state.meta_like(p, _state.state_dtype(p)),), xp=xp)
-        per_tensor, shared = _state.per_tensor_entries(vc.state_to_dict(template), 1)
-        return {**per_tensor[0], **shared}
+    def _checked_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Any) -> Dict[str, Any]:
+        """One parameter's saved state, checked by ``valley_core.state_from_dict`` (keys, shapes, dtypes) against
+        the chain's ``init``, converted to the parameter's device and state dtype; raises ``ValueError``.
+
+        valley 0.1.0 stored every core counter (``"AdamState.count"`` ...) beside ``"step"``; they are accepted
+        when they equal ``"step"`` (as they always did) and dropped.
+        """
+        if not isinstance(saved, dict):
+            raise ValueError(f"state must be a dict, got {type(saved).__name__}")
+        step = saved.get("step")
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise ValueError(f"step must be an int, got {step!r}")
+        template = self.transform_for(group, 1).init((_state.meta_like(p, _state.state_dtype(p)),), xp=_state.namespace())
+        expected = vc.state_to_dict(template)
+        flat: Dict[str, Any] = {}
+        for key, stored in saved.items():
+            if key == "step":
+                continue
+            if key in expected:  # a 0.1.0 counter
+                if not isinstance(stored, torch.Tensor) or stored.numel() != 1 or int(stored) != step:
+                    raise ValueError(f"{key}={stored!r} differs from step={step}")
+                continue
+            like = expected.get(f"{key}.0")
+            if isinstance(stored, torch.Tensor) and like is not None and stored.is_floating_point() and like.is_floating_point():
+                stored = stored.to(like.dtype)  # to the state dtype: never rounded down to a 16-bit parameter's
+            if _state.is_dtensor(p) and isinstance(stored, torch.Tensor) and not _state.is_dtensor(stored):
+                raise ValueError(
+                    f"{key} is a plain tensor for a DTensor parameter (save and load FSDP2 checkpoints with "
+                    "torch.distributed.checkpoint)"
+                )
+            flat[f"{key}.0"] = stored
+        flat.update({key: torch.tensor(step, dtype=torch.int32) for key in expected if _state.split_key(key)[1] is None})
+        try:
+            vc.state_from_dict(template, flat)
+        except ValueError as error:  # the core's message, in this optimizer's per-parameter key names
+            raise ValueError(re.sub(r"\.0\b", "", str(error).replace("state does not match this optimizer: ", ""))) from None
+        state = {_state.split_key(key)[0]: value.to(device=p.device, copy=True) for key, value in flat.items() if key.endswith(".0")}
+        return {**state, "step": step}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads a checkpoint after checking ALL of it; on any mismatch raises and changes nothing.
@@ -447,54 +423,19 @@ class ValleyOptimizer(torch.optim.Optimizer):
             )
         )
         group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups)) for p in g["params"]}
+        new_state: defaultdict = defaultdict(dict)
         for saved_id, value in state_dict["state"].items():
             if saved_id not in id_map:
                 problems.append(f"state for parameter id {saved_id!r}, which no param group lists")
                 continue
             p = id_map[saved_id]
-            if not isinstance(value, dict):
-                problems.append(f"parameter {saved_id}: state must be a dict, got {type(value).__name__}")
-                continue
             index, merged = group_of[id(p)]
-            expected = self._expected_state(merged, p)
-            missing = sorted(set(expected) - set(value) - {"step"})
-            unexpected = sorted(set(value) - set(expected) - {"step"})
-            if "step" not in value:
-                missing.append("step")
-            if missing:
-                problems.append(f"parameter {saved_id} (group {index}): missing keys {missing}")
-            if unexpected:
-                problems.append(f"parameter {saved_id} (group {index}): unexpected keys {unexpected}")
-            for key in sorted(set(expected) & set(value)):
-                like, stored = expected[key], value[key]
-                if not isinstance(stored, torch.Tensor):
-                    problems.append(f"parameter {saved_id}: {key} is a {type(stored).__name__}, expected a tensor")
-                elif tuple(stored.shape) != tuple(like.shape):
-                    problems.append(
-                        f"parameter {saved_id} (shape {tuple(p.shape)}): {key} has shape "
-                        f"{tuple(stored.shape)}, expected {tuple(like.shape)}"
-                    )
-                elif stored.is_floating_point() != like.is_floating_point():
-                    problems.append(f"parameter {saved_id}: {key} has dtype {stored.dtype}, expected {like.dtype}")
-                elif _state.is_dtensor(p) and like.dim() > 0 and not _state.is_dtensor(stored):
-                    problems.append(
-                        f"parameter {saved_id}: {key} is a plain tensor for a DTensor parameter "
-                        "(save and load FSDP2 checkpoints with torch.distributed.checkpoint)"
-                    )
-            if "step" in value and (isinstance(value["step"], bool) or not isinstance(value["step"], int)):
-                problems.append(f"parameter {saved_id}: step must be an int, got {value['step']!r}")
+            try:
+                new_state[p] = self._checked_state(merged, p, value)
+            except ValueError as error:
+                problems.append(f"parameter {saved_id} (group {index}, shape {tuple(p.shape)}): {error}")
         if problems:
             raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
-
-        new_state: defaultdict = defaultdict(dict)
-        for saved_id, value in state_dict["state"].items():
-            p = id_map[saved_id]
-            expected = self._expected_state(group_of[id(p)][1], p)
-            converted = {"step": int(value["step"])}
-            for key, like in expected.items():
-                dtype = like.dtype
-                converted[key] = value[key].to(device=p.device, dtype=dtype, copy=True)
-            new_state[p] = converted
         new_groups = []
         for group, saved in zip(groups, saved_groups):
             saved["params"] = group["params"]
@@ -504,16 +445,6 @@ class ValleyOptimizer(torch.optim.Optimizer):
         self.__setstate__({"state": new_state, "param_groups": new_groups})
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
-
-    def state_bytes(self) -> int:
-        """Bytes held by the optimizer's per-parameter buffers (step counters included)."""
-        total = 0
-        for state in self.state.values():
-            for value in state.values():
-                if isinstance(value, torch.Tensor):
-                    local = value.to_local() if _state.is_dtensor(value) else value
-                    total += local.numel() * local.element_size()
-        return total
 
 
 def optimizer_class(

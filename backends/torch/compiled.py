@@ -1,0 +1,171 @@
+"""The compiled executor: ``torch.compile`` of a plan's passes (the executor for CUDA tensors).
+
+Nothing here knows an optimizer. Each pass of a ``backends.kernels.plan.Plan`` (the core chain's own
+statements) is rendered as a Python function over a chunk of :data:`CHUNK` flat tensors (``render``) and
+compiled; the values that cross a reduction live in transient workspaces, freed after the step. The per-step
+scalars travel in ONE tensor of the parameters' dtype (a scalar meets an array in ``T``, as in the core), so
+a new ``lr`` or step never recompiles. The norms' ``sum`` is ``torch.sum``.
+
+Recompilation: each (plan, pass, dtype, device, one-element tensors or not) gets its own code object, hence
+its own Dynamo cache and recompile limit. The last chunk of a group is padded with throw-away tensors;
+one-element tensors get their own chunks (Dynamo specialises size 1); tensors with no element need nothing.
+Should compilation fail (``FailOnRecompileLimitHit``, an Inductor error ...), it fails before the chunk's
+kernels run; that chunk and the rest of the step run eagerly by the same functions, so a step is never half
+written, and ``step`` returns the reason (the dispatcher warns and uses the core path from then on).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+
+from backends.kernels.plan import GRAD, PARAM, Pass, Plan
+from backends.kernels.trace import BINARY, SCALAR, Constant, operand_code
+
+#: Tensors per compiled call.
+CHUNK = 4
+_FLOATS = (torch.float32, torch.float64)
+_functions: Dict[Any, Callable[..., Any]] = {}
+_compiled: Dict[Any, Callable[..., Any]] = {}
+_padding: Dict[Any, List[torch.Tensor]] = {}
+
+
+def unsupported_reason(entries) -> Optional[str]:
+    """None when the compiled path can run these ``(param, grad)`` entries, else why not."""
+    if len({p.dtype for p, _ in entries}) > 1:
+        return "parameters of several dtypes in one group"
+    if len({p.device for p, _ in entries}) > 1:
+        return "parameters on several devices"
+    for p, g in entries:
+        if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
+            return "tensor subclasses (DTensor ...) use the core path"
+        if p.dtype not in _FLOATS or g.dtype != p.dtype:
+            return f"dtype {p.dtype} (grad {g.dtype}): the compiled path handles float32/float64"
+        if not (p.is_contiguous() and g.is_contiguous()):
+            return "non-contiguous parameter or gradient"
+    return None
+
+
+def render(plan: Plan, step: Pass, name: str) -> str:
+    """Python source of ``name(arrays, scalars, totals)``: one pass over ``len(arrays[0])`` tensors.
+
+    ``arrays``: per array of the pass (its loads and stores, in ``arrays_of`` order), a list of flat tensors;
+    ``scalars``: the per-step scalars (1-D tensor); ``totals``: per tensor, the sums of earlier passes.
+    Returns, per tensor, the list of this pass's sums.
+    """
+    names = arrays_of(step)
+    index = {symbol: i for i, symbol in enumerate(plan.step_scalars)}
+
+    def operand(o: Any, kind: str) -> str:
+        if isinstance(o, Constant):
+            return repr(o.value)
+        if plan.kinds.get(o) == SCALAR:
+            return f"scalars[{index[o]}]"
+        return operand_code(o, plan.kinds, kind, str)
+
+    def statement(s: Any) -> str:
+        ops = [operand(o, s.kind) for o in s.operands]
+        if s.op in BINARY:
+            return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
+        if s.op == "neg":
+            return f"{s.target} = -{ops[0]}"
+        return f"{s.target} = torch.sqrt({ops[0]})"
+
+    totals = {target: j for j, target in enumerate(t for p in plan.passes for t, _ in p.sums)}
+    body = [f"{symbol} = arrays[{names.index(array)}][i]" for symbol, array in step.loads]
+    body += [f"{target} = totals[i][{totals[target]}]" for target in step.totals]
+    body += [statement(s) for s in (*step.uniforms, *step.statements)]
+    body += [f"arrays[{names.index(array)}][i].copy_({symbol})" for array, symbol in step.stores]
+    body.append(f"sums.append([{', '.join(f'torch.sum({operand})' for _, operand in step.sums)}])")
+    lines = [f"def {name}(arrays, scalars, totals):", "    sums = []", "    for i in range(len(arrays[0])):"]
+    lines += ["        " + line for line in body]
+    lines.append("    return sums")
+    return "\n".join(lines)
+
+
+def arrays_of(step: Pass) -> List[str]:
+    """The arrays a pass reads or writes, in a fixed order."""
+    return list(dict.fromkeys([array for _, array in step.loads] + [array for array, _ in step.stores]))
+
+
+def _function(plan: Plan, index: int) -> Callable[..., Any]:
+    key = (plan, index)
+    if key not in _functions:
+        name = f"valley_pass_{len(_functions)}"
+        namespace: Dict[str, Any] = {"torch": torch}
+        exec(compile(render(plan, plan.passes[index], name), f"<plan {plan.name} pass {index}>", "exec"), namespace)  # noqa: S102
+        _functions[key] = namespace[name]
+    return _functions[key]
+
+
+def _kernel(plan: Plan, index: int, key: tuple) -> Callable[..., Any]:
+    """``torch.compile`` of a pass for one static configuration (its own code object and Dynamo cache)."""
+    key = (plan, index, *key)
+    if key not in _compiled:
+        _compiled[key] = torch.compile(_function(plan, index), dynamic=True, fullgraph=True)
+    return _compiled[key]
+
+
+def _pad(dtype: torch.dtype, device: torch.device, size: int, count: int, array: str) -> List[torch.Tensor]:
+    """Throw-away flat zero tensors that fill the last chunk (separate allocations: aliasing changes the graph)."""
+    pads = _padding.setdefault((dtype, device, size, array), [])
+    while len(pads) < count:
+        pads.append(torch.zeros(size, dtype=dtype, device=device))
+    return pads[:count]
+
+
+def _is_compilation_error(error: BaseException) -> bool:
+    from torch._dynamo import exc
+
+    return isinstance(error, (exc.FailOnRecompileLimitHit, exc.TorchDynamoException))
+
+
+def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> Optional[str]:
+    """One step of ``(param, grad)`` entries (state initialised); advances ``"step"``.
+
+    Returns None, or (when a pass could not be compiled and the step was completed eagerly) why.
+    """
+    from torch.fx.experimental import _config
+
+    dtype, device = entries[0][0].dtype, entries[0][0].device
+    batches: Dict[tuple, list] = {}
+    for p, g in entries:
+        if p.numel():
+            batches.setdefault((states[p]["step"], p.numel() == 1), []).append((p, g, states[p]))
+    failure: Optional[str] = None
+    for (steps_taken, single), items in batches.items():
+        values = plan.step_scalar_values(hyperparameters, steps_taken, str(dtype).replace("torch.", ""))
+        scalars = torch.tensor(values or [0.0], dtype=dtype).to(device, non_blocking=True)
+        for start in range(0, len(items), CHUNK):
+            chunk = items[start : start + CHUNK]
+            arrays: Dict[str, List[torch.Tensor]] = {
+                GRAD: [g.view(-1) for _, g, _ in chunk],
+                PARAM: [p.detach().view(-1) for p, _, _ in chunk],
+            }
+            arrays.update({role: [s[key].view(-1) for _, _, s in chunk] for role, key in plan.buffers})
+            arrays.update({f"w{j}": [torch.empty_like(a) for a in arrays[GRAD]] for j in range(plan.workspaces)})
+            for name, column in arrays.items():
+                column += _pad(dtype, device, 1 if single else 2, CHUNK - len(chunk), name)
+            totals: List[List[torch.Tensor]] = [[] for _ in range(CHUNK)]
+            for index, sweep in enumerate(plan.passes):
+                arguments = ([arrays[a] for a in arrays_of(sweep)], scalars, totals)
+                sums = None
+                if failure is None:
+                    try:
+                        # No duck sizing: equal sizes of different tensors must not become a guard.
+                        with _config.patch(use_duck_shape=False):
+                            sums = _kernel(plan, index, (dtype, device, single))(*arguments)
+                    except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
+                        if not _is_compilation_error(error):
+                            raise
+                        failure = f"torch.compile failed: {type(error).__name__}: {error}".split("\n")[0]
+                if sums is None:  # eagerly, by the same function: the rest of the step from where it failed
+                    sums = _function(plan, index)(*arguments)
+                totals = [before + new for before, new in zip(totals, sums)]
+        for _, _, state in items:
+            state["step"] += 1
+    for p, _ in entries:
+        if not p.numel():
+            states[p]["step"] += 1
+    return failure

@@ -1,0 +1,107 @@
+"""The one dispatcher: which executor runs a step, for the ``ValleyOptimizer`` classes and for ``E``.
+
+Executors (each consumes a ``backends.kernels.plan.Plan`` and knows no optimizer):
+
+=============  =====================================================  ===========================================
+executor       what runs                                              where
+=============  =====================================================  ===========================================
+``core``       the core chain's ``update`` on torch tensors           everything (DTensor/FSDP2, any float dtype,
+               (``ValleyOptimizer.core_step``; the reference)        unplannable chains such as Adam+CM)
+``fused``      C++ generated from the plan (``backends.torch.fused``)  plain contiguous CPU tensors
+``compiled``   ``torch.compile`` of the plan's passes                 plain contiguous float32/float64 tensors
+               (``backends.torch.compiled``)                          (the CUDA path)
+=============  =====================================================  ===========================================
+
+``implementation="auto"`` takes the first that can run a group (fused, compiled, core); an explicit choice
+runs that executor or raises ``RuntimeError`` with the reason. Every decision is taken before anything is
+written. When an executor fails under ``"auto"`` (no C++ compiler, a compilation error), a
+``RuntimeWarning`` says why, once, and the next executor is used from then on.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Dict, Optional, Sequence, Union
+
+from backends.kernels.cpu import KernelUnavailable
+from backends.kernels.plan import Plan, Unplannable
+
+IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
+
+
+class Dispatcher:
+    """Picks the executor of each step for one optimizer and remembers the executors that failed.
+
+    Args:
+        owner: the optimizer's name, for messages.
+        implementation: ``"auto"`` or one of ``choices``.
+        choices: the implementations this optimizer offers.
+        what: what a refusal says cannot be done (``"run this group"``).
+    """
+
+    def __init__(
+        self, owner: str, implementation: str, choices: Sequence[str] = IMPLEMENTATIONS, what: str = "run this group"
+    ) -> None:
+        if implementation not in choices:
+            raise ValueError(f"implementation={implementation!r} violates implementation in {tuple(choices)}")
+        self.owner = owner
+        self.implementation = implementation
+        self.choices = tuple(choices)
+        self.what = what
+        #: Executors no longer used (``"auto"``), with the reason.
+        self.failed: Dict[str, str] = {}
+
+    def choose(self, plan: Union[Plan, Unplannable], entries, states, low_precision: bool = True) -> str:
+        """``"fused"``, ``"compiled"`` or ``"core"`` for ``(param, grad)`` entries whose state is ``states[p]``.
+
+        Raises:
+            RuntimeError: an explicit ``implementation`` that cannot run these entries (nothing written yet).
+        """
+        wanted = self.implementation
+        if wanted == "core":
+            return "core"
+        if isinstance(plan, Unplannable):
+            return self._refuse(wanted, str(plan)) or "core"
+        if wanted in ("fused", "auto") and "fused" not in self.failed:
+            from backends.torch import fused
+
+            reason = fused.unsupported_reason(plan, entries, states, low_precision)
+            if reason is None:
+                try:
+                    fused.library(plan)
+                    return "fused"
+                except KernelUnavailable as error:
+                    reason = f"the fused CPU kernels could not be built: {error}"
+                    if wanted == "auto":
+                        self.give_up("fused", reason, "using the compiled or core path instead")
+            if wanted == "fused":
+                self._refuse(wanted, reason)
+        if "compiled" in self.choices and "compiled" not in self.failed:
+            from backends.torch import compiled
+
+            reason = compiled.unsupported_reason(entries)
+            if reason is None:
+                return "compiled"
+            self._refuse(wanted, reason)
+        return "core"
+
+    def _refuse(self, wanted: str, reason: Optional[str]) -> None:
+        if wanted != "auto":
+            raise RuntimeError(f"{self.owner}(implementation={wanted!r}) cannot {self.what}: {reason}")
+
+    def give_up(self, executor: str, reason: str, instead: str) -> None:
+        """Stops using ``executor`` (``"auto"``), with a ``RuntimeWarning``; raises for an explicit choice."""
+        if self.implementation == executor:
+            raise RuntimeError(f"{self.owner}(implementation={executor!r}): {reason}")
+        warnings.warn(f"{self.owner}: {reason}; {instead}", RuntimeWarning, stacklevel=4)
+        self.failed[executor] = reason
+
+
+def describe(plan: Union[Plan, Any]) -> str:
+    """One line for ``valley info`` and messages: the plan's passes, or why the chain cannot be planned."""
+    if isinstance(plan, Unplannable):
+        return f"core path only: {plan}"
+    return (
+        f"{len(plan.passes)} pass(es), {plan.reductions} reduction(s), buffers "
+        f"{[key for _, key in plan.buffers]}, {len(plan.step_scalars)} per-step scalars"
+    )

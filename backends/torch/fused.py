@@ -1,0 +1,121 @@
+"""The fused CPU executor: one call of a kernel generated from the plan steps all the tensors of a batch.
+
+Nothing here knows an optimizer. The kernel is ``backends.kernels.cpu``'s C++ of the plan
+(``backends.kernels.plan``: the core chain's own statements), its scalars the plan's per-step scalars; this
+module maps the state to the kernel's arrays (``Plan.roles``: ``grad``, ``param`` or ``update``, then the
+state buffers by their core keys).
+
+Scope: plain (non-DTensor) dense contiguous float32, float64, bfloat16 or float16 CPU tensors (state float32
+for the last two, as on the core path), gradients of the parameter's dtype. Tensors at different steps (some
+had no gradient at times) are stepped in separate calls with their own scalars; tensors with no element need
+no kernel. The kernel cannot fail once called (it is built, or the build fails, before anything is written).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+
+import torch
+
+from backends.kernels import cpu
+from backends.kernels.plan import GRAD, PARAM, UPDATE, Plan
+from backends.torch import _state
+
+_DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_FULL_PRECISION = (torch.float32, torch.float64)
+#: The kernel of every plan is named so; each plan has its own library.
+KERNEL = "valley_step"
+
+
+def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool = True) -> Optional[str]:
+    """None when the fused kernels can step ``p`` (gradient ``g``, state ``buffers``), else why not.
+
+    ``low_precision``: whether bfloat16/float16 parameters (float32 state) are accepted.
+    """
+    if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
+        return "tensor subclasses (DTensor ...) use the core path"
+    if p.device.type != "cpu" or g.device.type != "cpu":
+        return f"parameter on {p.device}, gradient on {g.device}: the fused kernels run on the CPU"
+    accepted = _DTYPES if low_precision else _FULL_PRECISION
+    if p.dtype not in accepted or g.dtype != p.dtype:
+        names = "float32/float64/bfloat16/float16" if low_precision else "float32/float64"
+        return (
+            f"dtype {p.dtype} (grad {g.dtype}): the fused path handles {names} parameters with gradients of their dtype"
+        )
+    if not (p.is_contiguous() and g.is_contiguous()):
+        return "non-contiguous parameter or gradient"
+    state_dtype = _state.state_dtype(p)
+    for buffer in buffers:
+        if buffer.dtype != state_dtype or not buffer.is_contiguous():
+            return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
+    return None
+
+
+def unsupported_reason(plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True) -> Optional[str]:
+    """None when the fused path can run these ``(param, grad)`` entries, else why not (before anything is written)."""
+    keys = [key for _, key in plan.buffers]
+    for p, g in entries:
+        state = states.get(p) or {}
+        reason = tensor_reason(p, g, [state[key] for key in keys if key in state], low_precision)
+        if reason is not None:
+            return reason
+    if any(p.dtype == torch.float16 for p, _ in entries):
+        try:
+            if not library(plan).supports(KERNEL, "float16"):
+                return "float16 kernels need a C++ compiler with _Float16"
+        except cpu.KernelUnavailable:
+            pass  # reported where the build is attempted
+    return None
+
+
+def library(plan: Plan, variants: Sequence[Tuple[str, Optional[FrozenSet[str]]]] = ((KERNEL, None),)) -> cpu.Library:
+    """The built kernels of ``plan`` (raises ``backends.kernels.cpu.KernelUnavailable``)."""
+    return cpu.load([(plan, name, stores) for name, stores in variants])
+
+
+def run(
+    plan: Plan,
+    hyperparameters: Dict[str, Any],
+    batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]],
+    kernel: str = KERNEL,
+    lib: Optional[cpu.Library] = None,
+) -> None:
+    """Runs ``kernel`` of the plan on batches ``(steps taken, parameter dtype) -> [arrays by role]``.
+
+    ``arrays by role``: a tensor for every role of ``Plan.roles`` (``grad``, ``param``/``update``, ``b0`` ...).
+    """
+    lib = lib or library(plan)
+    threads = torch.get_num_threads()
+    for (steps_taken, dtype), items in batches.items():
+        items = [item for item in items if item[GRAD].numel()]
+        if not items:
+            continue
+        # The core runs on float32 working copies of low-precision parameters, so k and the scalars are float32.
+        compute = torch.float32 if dtype in _state.LOW_PRECISION else dtype
+        scalars = plan.step_scalar_values(hyperparameters, steps_taken, _DTYPES[compute])
+        sizes = [item[GRAD].numel() for item in items]
+        # Transient workspaces (not optimizer state), freed after the step: the values that cross a reduction
+        # for tensors up to STORE_LIMIT_BYTES (larger ones recompute them, where the plan allows), the block sums.
+        capacity = max(sizes)
+        if plan.recompute is not None:
+            capacity = min(capacity, cpu.STORE_LIMIT_BYTES // compute.itemsize)
+        work = torch.empty(plan.workspaces * capacity, dtype=compute)
+        sums = torch.empty(plan.reductions * (-(-max(sizes) // cpu.BLOCK)), dtype=torch.float64)
+        columns = [[item[role].data_ptr() for item in items] for role in plan.roles]
+        lib.run(kernel, _DTYPES[dtype], columns, sizes, work.data_ptr(), capacity, sums.data_ptr(), scalars, threads)
+
+
+def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> None:
+    """One step of ``(param, grad)`` entries whose state ``states[param]`` is initialised; advances ``"step"``."""
+    lib = library(plan)  # builds before anything is written; raises KernelUnavailable
+    batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]] = {}
+    for p, g in entries:
+        state = states[p]
+        arrays = {GRAD: g, PARAM: p.detach(), **{role: state[key] for role, key in plan.buffers}}
+        batches.setdefault((state["step"], p.dtype), []).append(arrays)
+    run(plan, hyperparameters, batches, lib=lib)
+    for p, _ in entries:
+        states[p]["step"] += 1
+
+
+__all__ = ["KERNEL", "UPDATE", "library", "run", "step", "tensor_reason", "unsupported_reason"]
