@@ -1,25 +1,32 @@
-"""Where a traced program runs: CuPy kernels on a CUDA device, or NumPy on the CPU (test mode).
+"""Where a plan runs: CuPy kernels on a CUDA device, or NumPy on the CPU (test mode).
 
-Both engines offer the same five operations, so ``backends.cupy._optimizer`` has one code path:
+Both engines offer the same operations, so ``backends.cupy._optimizer`` has one code path:
 
-- ``run(program, arrays, scalars)``: the program's outputs written into the given arrays, in place;
-- ``norm(x)``: the Euclidean norm of a whole tensor as a 0-d array (no host synchronisation on the GPU);
-- ``zeros``, ``to_host``, ``from_host``: state allocation and checkpoint conversion.
+- ``run(plan, tensors, scalars)``: one step of the plan for every tensor (``{array role: array}``), in place;
+- ``zeros``, ``to_host``, ``from_host``, ``all_finite``, ``check_param``, ``same_device``: state allocation,
+  checkpoint conversion and checks.
+
+``interpret`` runs a plan's passes with any array namespace's operators (NumPy; CuPy for a non-contiguous
+tensor), in the kernels' types: a per-step scalar meets an array as a Python float (cast to ``T``), a sum is
+accumulated in float64 and cast to ``T``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+import hashlib
+from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from backends.kernels.trace import Program, render_cuda, run_numpy
+from backends.cupy import _multi_tensor as mt
+from backends.kernels.plan import GRAD, PARAM, Plan
+from backends.kernels.trace import evaluate
 
 #: Floating dtypes the kernels are generated for.
 SUPPORTED_DTYPES = ("float32", "float64")
 
-#: CuPy kernel objects by name, shared by every optimizer of the process (CuPy compiles each once per dtype).
-_KERNELS: Dict[str, Any] = {}
+#: CuPy kernel objects by (plan, pass, ctype, variant), shared by every optimizer of the process.
+_KERNELS: Dict[Any, Any] = {}
 
 
 def import_cupy() -> Any:
@@ -50,28 +57,37 @@ def import_cupy() -> Any:
     return cupy
 
 
+def interpret(plan: Plan, arrays: Dict[str, Any], scalars: Sequence[float], xp: Any) -> None:
+    """One step of ``plan`` for one tensor with ``xp``'s operators, writing ``arrays`` in place."""
+    dtype = arrays[PARAM].dtype
+    env: Dict[str, Any] = dict(zip(plan.step_scalars, (float(s) for s in scalars)))
+    work: Dict[str, Any] = {}
+    for step in plan.passes:
+        values = dict(env)
+        values.update({symbol: (work[a] if a in work else arrays[a]) for symbol, a in step.loads})
+        values = evaluate([*step.uniforms, *step.statements], values, xp, dtype)
+        for target, operand in step.sums:
+            env[target] = xp.asarray(xp.sum(xp.asarray(values[operand], dtype=xp.float64)), dtype=dtype)
+        for array, symbol in step.stores:
+            if array.startswith("w"):
+                work[array] = xp.asarray(values[symbol], dtype=dtype).copy()
+            else:
+                arrays[array][...] = values[symbol]
+
+
 class NumpyEngine:
-    """Runs the traced programs with NumPy (``run_numpy``) and the core's ``l2_norm``: the CPU test mode."""
+    """Runs plans with NumPy (``interpret``): the CPU test mode."""
 
     name = "numpy"
 
     def __init__(self) -> None:
-        import array_api_compat.numpy as compat
-
         self.xp = np
-        self._compat = compat
         self.array_type = np.ndarray
         self.array_type_name = "numpy.ndarray"
 
-    def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
-        results = run_numpy(program, {n: arrays[n] for n in (*program.arrays_in, *program.arrays_inout)}, scalars)
-        for name, value in results.items():
-            arrays[name][...] = value
-
-    def norm(self, array: Any) -> Any:
-        from valley_core import reductions
-
-        return reductions.l2_norm(array, self._compat)
+    def run(self, plan: Plan, tensors: List[Dict[str, Any]], scalars: Sequence[float]) -> None:
+        for arrays in tensors:
+            interpret(plan, arrays, scalars, np)
 
     def zeros(self, shape: Tuple[int, ...], dtype: Any) -> Any:
         return np.zeros(shape, dtype=dtype)
@@ -94,10 +110,11 @@ class NumpyEngine:
 
 
 class CupyEngine:
-    """Runs the traced programs as CuPy ``ElementwiseKernel``s and norms as a CuPy ``ReductionKernel``.
+    """Runs plans as multi-tensor CuPy ``RawKernel``s (``backends.cupy._multi_tensor``), one launch per pass for up
+    to 16 C-contiguous tensors; a non-contiguous tensor is interpreted with CuPy's operators instead.
 
-    Kernels are generated once per program (``render_cuda``) and compiled by CuPy once per dtype.
-    Nothing here reads a device value on the host, so a step is a sequence of asynchronous launches.
+    Kernels are generated once per plan, pass and dtype and compiled by CuPy. Nothing here reads a device value
+    on the host, so a step is a sequence of asynchronous launches.
     """
 
     name = "cupy"
@@ -107,102 +124,47 @@ class CupyEngine:
         self.xp = cupy
         self.array_type = cupy.ndarray
         self.array_type_name = "cupy.ndarray"
-        self._sums: Dict[int, Any] = {}  # squared norms of the multi-tensor path, by tensor count
-        self._norm = _KERNELS.get("valley_l2_norm")
-        if self._norm is None:
-            self._norm = _KERNELS["valley_l2_norm"] = cupy.ReductionKernel(
-                "T x", "T y", "x * x", "a + b", "y = sqrt(a)", "0", "valley_l2_norm"
-            )
+        self._sums: Dict[int, Any] = {}  # the sums of each launch, by size
 
-    def kernel(self, program: Program) -> Any:
-        """The ``ElementwiseKernel`` generated from ``program`` (built once per process, cached by name)."""
-        kernel = _KERNELS.get(program.name)
-        if kernel is None:
-            in_params, out_params, operation = render_cuda(program)
-            kernel = _KERNELS[program.name] = self.xp.ElementwiseKernel(in_params, out_params, operation, program.name)
-        return kernel
-
-    def run(self, program: Program, arrays: Dict[str, Any], scalars: Dict[str, float]) -> None:
-        args = [arrays[n] for n in program.arrays_in]
-        args += [float(scalars[n]) for n in program.scalars]
-        args += [arrays[n] for n in (*program.arrays_inout, *program.arrays_out)]
-        self.kernel(program)(*args)
-
-    def norm(self, array: Any) -> Any:
-        return self._norm(array)
-
-    def _raw_kernel(self, name: str, make_source: Callable[[], Tuple[str, Any]]) -> Any:
-        kernel = _KERNELS.get(name)
-        if kernel is None:
-            source, _ = make_source()
-            kernel = _KERNELS[name] = self.xp.RawKernel(source, name)
-        return kernel
-
-    def lamb_multi_tensor(
-        self,
-        tensors: List[Dict[str, Any]],
-        adaptor: bool,
-        decay: Sequence[bool],
-        trust: Sequence[bool],
-        scalars: Dict[str, float],
-    ) -> None:
-        """The Lamb family's step for C-contiguous tensors: two launches per group of up to 16 tensors.
-
-        See ``backends.cupy._multi_tensor``. Tensors are grouped by dtype and by their weight-decay and
-        trust-ratio switches; each launch accumulates its tensors' squared norms in its own slice of one
-        float64 buffer, zeroed once per step. No value is read back to the host.
-
-        Args:
-            tensors: per tensor, the arrays ``grad``, ``param``, ``first``, ``second`` (and ``carry``).
-            adaptor: whether the E adaptor runs (ALTO) or not (Lamb).
-            decay: the per-tensor weight-decay switches.
-            trust: the per-tensor trust-ratio switches.
-            scalars: every scalar the programs take, by name.
-        """
-        from backends.cupy import _multi_tensor as mt
-        from backends.kernels.programs import apply_from_moments_program, program
-
-        sums = self._sums.get(len(tensors))
-        if sums is None:
-            sums = self._sums[len(tensors)] = self.xp.zeros(2 * len(tensors), dtype=self.xp.float64)
-        sums.fill(0)
-        launched = 0
-        groups: Dict[Tuple[Any, bool, bool], List[int]] = {}
-        for index, arrays in enumerate(tensors):
-            groups.setdefault((arrays["param"].dtype, decay[index], trust[index]), []).append(index)
-        for (dtype, decay_on, trust_on), indices in groups.items():
+    def run(self, plan: Plan, tensors: List[Dict[str, Any]], scalars: Sequence[float]) -> None:
+        contiguous = [t for t in tensors if all(a.flags.c_contiguous for a in t.values())]
+        for arrays in tensors:
+            if not all(a.flags.c_contiguous for a in arrays.values()):
+                interpret(plan, arrays, scalars, self.xp)
+        passes = plan.recompute or plan.passes
+        by_dtype: Dict[Any, List[Dict[str, Any]]] = {}
+        for arrays in contiguous:
+            by_dtype.setdefault(arrays[PARAM].dtype, []).append(arrays)
+        for dtype, group in by_dtype.items():
             ctype = "float" if dtype == np.float32 else "double"
-            first_program = program("lamb_direction", adaptor=adaptor, decay=decay_on)
-            second_program = apply_from_moments_program(decay_on, trust_on)
-            first_name = f"valley_mt_{first_program.name[len('valley_') :]}_{ctype}"
-            second_name = f"valley_mt_{second_program.name[len('valley_') :]}_{ctype}"
-            first = self._raw_kernel(first_name, lambda: mt.first_pass_source(first_program, first_name, ctype))
-            second = self._raw_kernel(second_name, lambda: mt.second_pass_source(second_program, second_name, ctype))
-            first_arrays = (*first_program.arrays_in, *first_program.arrays_inout)
-            second_arrays = (
-                *[a for a in second_program.arrays_in if a not in ("param_norm", "direction_norm")],
-                *second_program.arrays_inout,
-            )
-            for start in range(0, len(indices), mt.TENSORS_PER_LAUNCH):
-                chunk = indices[start : start + mt.TENSORS_PER_LAUNCH]
-                # Slot j of this launch accumulates into chunk_sums[2 j] (||theta||^2) and [2 j + 1] (||r||^2).
-                chunk_sums = sums[2 * launched : 2 * (launched + len(chunk))]
-                launched += len(chunk)
-                sizes = [int(tensors[i]["param"].size) for i in chunk]
-                grid = (mt.grid_x(sizes), len(chunk))
-                for kernel, kernel_program, names in (
-                    (first, first_program, first_arrays),
-                    (second, second_program, second_arrays),
-                ):
+            for start in range(0, len(group), mt.TENSORS_PER_LAUNCH):
+                chunk = group[start : start + mt.TENSORS_PER_LAUNCH]
+                if plan.recompute is None:
+                    chunk = [{**t, **{f"w{j}": self.xp.zeros(t[GRAD].shape, dtype) for j in range(plan.workspaces)}} for t in chunk]
+                sums = self._sums.get(len(chunk))
+                if sums is None:
+                    sums = self._sums[len(chunk)] = self.xp.zeros(max(1, plan.reductions) * len(chunk), dtype=self.xp.float64)
+                sums.fill(0)
+                sizes = [int(t[PARAM].size) for t in chunk]
+                for index, step in enumerate(passes):
                     args: List[Any] = []
                     for slot in range(mt.TENSORS_PER_LAUNCH):  # unused slots: any valid arrays, n = 0
-                        used = slot < len(chunk)
-                        arrays = tensors[chunk[slot] if used else chunk[0]]
-                        args += [arrays[a] for a in names]
-                        args.append(np.int64(sizes[slot] if used else 0))
-                    args += [np.float64(scalars[n]) for n in kernel_program.scalars]
-                    args.append(chunk_sums)
-                    kernel(grid, (mt.BLOCK,), tuple(args))
+                        arrays = chunk[slot] if slot < len(chunk) else chunk[0]
+                        args += [arrays[a] for a in mt.arrays_of(step)]
+                        args.append(np.int64(sizes[slot] if slot < len(chunk) else 0))
+                    args += [np.float64(s) for s in scalars]
+                    args.append(sums)
+                    kernel = self._raw(plan, index, step, ctype, plan.recompute is not None)
+                    kernel((mt.grid_x(sizes), len(chunk)), (mt.BLOCK,), tuple(args))
+
+    def _raw(self, plan: Plan, index: int, step: Any, ctype: str, recompute: bool) -> Any:
+        key = (plan, index, ctype, recompute)
+        kernel = _KERNELS.get(key)
+        if kernel is None:
+            source, _ = mt.pass_source(plan, index, step, "VALLEY_KERNEL", ctype)
+            name = f"valley_pass{index}_{hashlib.sha256(source.encode()).hexdigest()[:16]}_{ctype}"  # one per source
+            kernel = _KERNELS[key] = self.xp.RawKernel(source.replace("VALLEY_KERNEL", name), name)
+        return kernel
 
     def zeros(self, shape: Tuple[int, ...], dtype: Any) -> Any:
         return self.xp.zeros(shape, dtype=dtype)

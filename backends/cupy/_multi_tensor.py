@@ -1,28 +1,22 @@
-"""Multi-tensor CUDA kernels for the Lamb family (ALTO, ALTO vanilla, Lamb): an opt-in path, not the default.
+"""Multi-tensor CUDA kernels generated from a plan: one launch per pass for up to ``TENSORS_PER_LAUNCH`` tensors.
 
-The default path launches four kernels per tensor. This one launches two per group of up to
-``TENSORS_PER_LAUNCH`` contiguous tensors, with the norms fused into the first pass:
+The body of a pass is the plan's statements (``backends.kernels.trace.render_c``: the core's arithmetic);
+this module adds only the plumbing: selecting a tensor's pointers from ``blockIdx.y``, a grid-stride loop, and
+for a pass with sums (the squares ``valley_core.reductions.l2_norm`` adds) a warp-level sum followed by one
+``atomicAdd`` per warp into a float64 buffer that the next pass reads. Nothing here knows an optimizer.
 
-1. ``first pass``: the traced ``lamb_direction`` program (``valley_core.elementwise.alto_direction``) per
-   element; stores ``b, m, v`` in place and accumulates ``||theta||^2`` and ``||r||^2`` (in double) per tensor,
-   without storing ``r``;
-2. ``second pass``: the traced ``lamb_apply_from_moments`` program: ``r`` recomputed from the stored ``m, v``
-   (the same arithmetic), the core's trust ratio from the two norms, and ``theta`` updated in place.
-
-Traffic per float32 parameter: 32 + 16 = 48 bytes (the per-tensor path moves 56; the minimum is 36).
-
-The bodies are the same generated code as the default path (``backends.kernels.trace``); this module only
-adds the plumbing: selecting a tensor's pointers from ``blockIdx.y``, a grid-stride loop, and a warp-level
-sum of the two squared norms followed by one ``atomicAdd`` per warp. With ``-DVALLEY_HOST_EMULATION`` the
-same source compiles as C++ for the host (CUDA's indices become globals, the warp sum a plain add), which
-is how the CPU tests run it; see ``emulation_source``.
+Traffic per float32 parameter of ALTO: 32 + 16 = 48 bytes (the second pass recomputes ``r`` from the new
+``m, v``: the plan's ``recompute`` passes). With ``-DVALLEY_HOST_EMULATION`` the same source compiles as C++
+for the host (CUDA's indices become globals, the warp sum a plain add), which is how the CPU tests run it;
+see ``emulation_source``.
 """
 
 from __future__ import annotations
 
-from typing import List, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
-from backends.kernels.trace import Program, render_cuda
+from backends.kernels.plan import Pass, Plan
+from backends.kernels.trace import render_c
 
 #: Tensors handled by one launch (``gridDim.y``); every launch passes this many pointer slots.
 TENSORS_PER_LAUNCH = 16
@@ -48,108 +42,60 @@ __device__ __forceinline__ void valley_warp_add(double value, double* target) {
 """
 
 
-def _kernel(
-    name: str,
-    ctype: str,
-    arrays_in: Sequence[str],
-    arrays_inout: Sequence[str],
-    scalars: Sequence[str],
-    prologue: str,
-    body: str,
-    loads_extra: str,
-    epilogue: str,
-    loop_tail: str,
-) -> Tuple[str, List[str]]:
-    """Source of one multi-tensor kernel and its C parameter declarations, in order."""
+def arrays_of(step: Pass) -> List[str]:
+    """The arrays a pass reads or writes, in the order of the kernel's parameters."""
+    return list(dict.fromkeys([array for _, array in step.loads] + [array for array, _ in step.stores]))
+
+
+def pass_source(plan: Plan, index: int, step: Pass, name: str, ctype: str) -> Tuple[str, List[str]]:
+    """Source of the kernel of pass ``index`` and its C parameter declarations, in order.
+
+    Parameters: per slot, the pass's arrays (``arrays_of``) and ``n``; then the plan's per-step scalars; then
+    ``sums``: ``Plan.reductions`` doubles per slot (zeroed before the first pass), in the order of the plan's sums.
+    """
+    arrays = arrays_of(step)
     params: List[str] = []
     for slot in range(TENSORS_PER_LAUNCH):
-        params += [f"const T* __restrict__ {a}_{slot}" for a in arrays_in]
-        params += [f"T* __restrict__ {a}_{slot}" for a in arrays_inout]
+        params += [f"T* __restrict__ {a}_{slot}" for a in arrays]
         params.append(f"const long long n_{slot}")
-    params += [f"const double {s}" for s in scalars]
+    params += [f"const double {s}" for s in plan.step_scalars]
     params.append("double* __restrict__ sums")
-    pointers = [f"const T* {a}_ptr = 0;" for a in arrays_in] + [f"T* {a}_ptr = 0;" for a in arrays_inout]
+    offsets: Dict[str, int] = {t: j for j, t in enumerate(t for p in plan.passes for t, _ in p.sums)}
+    total = len(offsets)
     cases = []
     for slot in range(TENSORS_PER_LAUNCH):
-        assigns = " ".join(f"{a}_ptr = {a}_{slot};" for a in (*arrays_in, *arrays_inout))
+        assigns = " ".join(f"{a}_ptr = {a}_{slot};" for a in arrays)
         cases.append(f"    case {slot}: {assigns} n = n_{slot}; break;")
-    loads = [f"const T {a} = {a}_ptr[i];" for a in arrays_in] + [f"T {a} = {a}_ptr[i];" for a in arrays_inout]
-    stores = [f"{a}_ptr[i] = {a};" for a in arrays_inout]
+    prologue = [f"  const T {t} = (T)sums[{total} * slot + {offsets[t]}];" for t in step.totals]
+    prologue += ["  " + render_c(s, plan.kinds) for s in step.uniforms]
+    prologue += [f"  double acc{j} = 0.0;" for j in range(len(step.sums))]
+    body = [f"const T {symbol} = {array}_ptr[i];" for symbol, array in step.loads]
+    body += [render_c(s, plan.kinds) for s in step.statements]
+    body += [f"{array}_ptr[i] = {symbol};" for array, symbol in step.stores]
+    body += [f"acc{j} += (double){operand};" for j, (_, operand) in enumerate(step.sums)]
+    epilogue = [f"  valley_warp_add(acc{j}, &sums[{total} * slot + {offsets[t]}]);" for j, (t, _) in enumerate(step.sums)]
     source = "\n".join(
         [
             f"typedef {ctype} T;",
             _PRELUDE,
             f'extern "C" __global__ void {name}({", ".join(params)}) {{',
             "  const int slot = (int)blockIdx.y;",
-            "  " + " ".join(pointers),
+            "  " + " ".join(f"T* {a}_ptr = 0;" for a in arrays),
             "  long long n = 0;",
             "  switch (slot) {",
             *cases,
             "    default: return;",
             "  }",
-            prologue,
+            *prologue,
             "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n;",
             "       i += (long long)gridDim.x * blockDim.x) {",
-            "    " + " ".join(loads),
-            loads_extra,
-            "    {",
-            body,
-            "    }",
-            "    " + " ".join(stores),
-            loop_tail,
+            *("    " + line for line in body),
             "  }",
-            epilogue,
+            *epilogue,
             "}",
         ]
     )
     return source, params
-
-
-def first_pass_source(program: Program, name: str, ctype: str) -> Tuple[str, List[str]]:
-    """The first pass for ``program`` (a traced ``lamb_direction``): ``b, m, v`` in place, squared norms summed.
-
-    ``sums[2 * slot]`` receives ``||theta||^2`` and ``sums[2 * slot + 1]`` receives ``||r||^2``.
-    """
-    if program.arrays_out != ("direction",):
-        raise ValueError(f"{program.name}: the first pass needs a program whose only new output is 'direction'")
-    _, _, body = render_cuda(program)
-    return _kernel(
-        name,
-        ctype,
-        program.arrays_in,
-        program.arrays_inout,
-        program.scalars,
-        prologue="  double sum_param = 0.0, sum_direction = 0.0;",
-        body=body,
-        loads_extra="    T direction;",
-        loop_tail="    sum_param += (double)param * (double)param;\n"
-        "    sum_direction += (double)direction * (double)direction;",
-        epilogue="  valley_warp_add(sum_param, &sums[2 * slot]);\n"
-        "  valley_warp_add(sum_direction, &sums[2 * slot + 1]);",
-    )
-
-
-def second_pass_source(program: Program, name: str, ctype: str) -> Tuple[str, List[str]]:
-    """The second pass for ``program`` (a traced ``lamb_apply_from_moments``), norms read from ``sums``."""
-    arrays_in = [a for a in program.arrays_in if a not in ("param_norm", "direction_norm")]
-    _, _, body = render_cuda(program)
-    norms = (
-        ("    const T param_norm = (T)sqrt(sums[2 * slot]);\n    const T direction_norm = (T)sqrt(sums[2 * slot + 1]);")
-        if "param_norm" in program.arrays_in
-        else ""
-    )
-    return _kernel(
-        name,
-        ctype,
-        arrays_in,
-        program.arrays_inout,
-        program.scalars,
-        prologue="",
-        body=body,
-        loads_extra=norms,
-        epilogue="",
-        loop_tail="",
-    )
 
 
 def emulation_source(source: str, name: str, params: Sequence[str]) -> str:

@@ -1,8 +1,9 @@
 """The stateful CuPy optimizer: state layout, validation, checkpoints and the order of kernel launches.
 
 The maths is ``valley_core``'s: hyperparameters are validated by the core's factories, the state has the
-layout of the core's ``init`` (so checkpoints are interchangeable with ``backends.numpy``), and every
-element-wise operation is a program traced from ``valley_core.elementwise`` (``backends.kernels.programs``).
+layout of the core's ``init`` (so checkpoints are interchangeable with ``backends.numpy``), and a step runs
+the plan derived from the factory's chain (``backends.kernels.plan``), one plan per combination of the
+per-tensor masks; no optimizer is named here.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import numpy as np
 
 import valley_core as vc
 from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
-from backends.kernels.programs import program
-from backends.kernels.scalars import ADAM_FAMILY, FAMILIES, LAMB_FAMILY, step_scalars
+from backends.kernels.plan import GRAD, PARAM, Plan, Unplannable, derive
 from valley_core.base import GradientTransformation
 from valley_core.transforms.weight_decay import resolve_mask
 
@@ -49,16 +49,6 @@ def _leaves(state: Any) -> List[Any]:
     return [leaf for inner in state for leaf in _leaves(inner)]
 
 
-def _buffers(state: Any) -> Dict[str, Tuple[Any, ...]]:
-    """Per-tensor buffers by role: ``carry`` (EState), ``first``/``second`` (AdamState), ``momentum``."""
-    found: Dict[str, Tuple[Any, ...]] = {}
-    for leaf in _leaves(state):
-        for field in ("carry", "first", "second", "momentum"):
-            if field in leaf._fields:
-                found[field] = getattr(leaf, field)
-    return found
-
-
 def _counts(state: Any) -> List[Any]:
     return [leaf.count for leaf in _leaves(state) if "count" in leaf._fields]
 
@@ -72,20 +62,19 @@ class Optimizer:
         params: CuPy arrays (float32 or float64), updated in place by ``step``.
         factory: the core factory (``valley_core.alto`` ...), called with ``hyperparameters`` for validation
             and for the state layout.
-        family: which traced programs run the step (``"lamb"``, ``"adam"`` or ``"heavy_ball"``).
         hyperparameters: keyword arguments of ``factory``.
         skip_nonfinite: if True, a step whose gradients contain NaN or Inf is skipped (parameters and state
             untouched) and ``step`` returns False. This costs one host synchronisation per step.
         array_module: ``"cupy"`` (default). ``"numpy"`` runs the same code on NumPy arrays on the CPU, the
             traced programs executed by NumPy instead of compiled: a test mode, not a fast path.
-        multi_tensor: ALTO, ALTO vanilla and Lamb only, opt-in: two launches per group of up to 16 tensors
-            with the norms fused into the first pass (``backends.cupy._multi_tensor``) instead of four launches
-            per tensor. Used when every parameter and gradient is C-contiguous (otherwise the step falls back
-            to the default path). Not yet run on a GPU: ``benchmarks/gpu_check.py`` checks and times it.
+        multi_tensor: kept for compatibility (a bool): every step now launches one kernel per pass for up to 16
+            C-contiguous tensors (``backends.cupy._multi_tensor``); a non-contiguous tensor is run by CuPy's
+            operators. Not yet run on a GPU: ``benchmarks/gpu_check.py`` checks and times it.
 
     Raises:
         RuntimeError: (``array_module="cupy"``) if CuPy is not installed or CUDA is not available.
-        ValueError, TypeError: invalid hyperparameters (the core's messages) or parameters.
+        ValueError, TypeError: invalid hyperparameters (the core's messages) or parameters; a chain the plan
+            cannot express (``Unplannable``, a ``ValueError``) says why.
 
     Example:
         The CPU mode runs anywhere (on a GPU, drop ``array_module`` and use ``cupy`` arrays):
@@ -109,7 +98,6 @@ class Optimizer:
         self,
         params: Sequence[Any],
         factory: Callable[..., GradientTransformation],
-        family: str,
         hyperparameters: Dict[str, Any],
         *,
         skip_nonfinite: bool = False,
@@ -118,26 +106,36 @@ class Optimizer:
     ) -> None:
         if not isinstance(multi_tensor, bool):
             raise ValueError(f"multi_tensor={multi_tensor!r} violates multi_tensor is a bool")
-        if multi_tensor and family != LAMB_FAMILY:
-            raise ValueError("multi_tensor=True violates multi_tensor applies to ALTO, ALTOVanilla and Lamb")
-        if multi_tensor and array_module != "cupy":
-            raise ValueError("multi_tensor=True violates multi_tensor needs array_module='cupy'")
         self.multi_tensor = multi_tensor
         self._engine = make_engine(array_module)
         self.transform = factory(**hyperparameters)  # validates with valley_core.validation
         bound = inspect.signature(factory).bind(**hyperparameters)
         bound.apply_defaults()
         self.hyperparameters: Dict[str, Any] = dict(bound.arguments)
-        self.family = family
         self.params: List[Any] = self._check_params(params)
         self.skip_nonfinite = bool(skip_nonfinite)
+        self._plans = self._plan_per_tensor(factory)
         template = self.transform.init(tuple(_Spec(p.shape, p.dtype) for p in self.params), xp=_LayoutNamespace())
         self.state = vc.state_from_dict(
             template, vc.state_to_dict(template), convert=lambda value, like: self._engine.zeros(like.shape, like.dtype)
         )
-        self._count = 0  # steps taken by the state (the core's ``count``), kept on the host
+        self._count = 0  # steps taken by the state (the core's counters), kept on the host
         self.steps_taken = 0
-        self._scratch: Dict[Any, Any] = {}
+
+    def _plan_per_tensor(self, factory: Callable[..., GradientTransformation]) -> List[Plan]:
+        """The plan of each tensor: the factory's, with each per-tensor mask (``*_mask``) at that tensor's value."""
+        masks = {n: resolve_mask(v, self.params, n) for n, v in self.hyperparameters.items() if n.endswith("_mask")}
+        plans: Dict[tuple, Plan] = {}
+        result = []
+        for index in range(len(self.params)):
+            flags = tuple((name, (values[index],)) for name, values in masks.items())
+            if flags not in plans:
+                try:
+                    plans[flags] = derive(factory, {**self.hyperparameters, **dict(flags)})
+                except Unplannable as error:
+                    raise ValueError(f"backends.cupy cannot run it: {error}") from None
+            result.append(plans[flags])
+        return result
 
     # -- validation -------------------------------------------------------------------------------------
     def _check_params(self, params: Sequence[Any]) -> List[Any]:
@@ -174,93 +172,30 @@ class Optimizer:
         return tuple(grads)
 
     # -- the step ---------------------------------------------------------------------------------------
-    def _direction_buffer(self, param: Any) -> Any:
-        """A scratch view shaped like ``param`` for ``r`` (one buffer per dtype, reused tensor after tensor)."""
-        size = int(np.prod(param.shape, dtype=np.int64))
-        buffer = self._scratch.get(param.dtype)
-        if buffer is None or buffer.size < size:
-            largest = max(int(np.prod(p.shape, dtype=np.int64)) for p in self.params if p.dtype == param.dtype)
-            buffer = self._engine.zeros((max(largest, 1),), param.dtype)
-            self._scratch[param.dtype] = buffer
-        return buffer[:size].reshape(param.shape)
-
     def step(self, grads: Sequence[Any]) -> bool:
         """Applies one update to the parameters in place. Returns False if the step was skipped.
 
         Every check (count, shapes, dtypes, devices, finiteness with ``skip_nonfinite``) runs before anything
-        is written. On the GPU the step is a sequence of asynchronous kernel launches: the Lamb family
-        launches four per tensor (direction, two norms, update), EAdam/EAdamW/ESGD one.
+        is written. On the GPU the step is a sequence of asynchronous kernel launches (one per pass of the
+        plan for up to 16 tensors).
         """
         grads = self._check_grads(grads)
         if self.skip_nonfinite and not self._engine.all_finite(grads):
             return False
-        hp = self.hyperparameters
-        scalars = step_scalars(self.transform.name, hp, self._count + 1)
-        params = tuple(self.params)
-        buffers = _buffers(self.state)
-        if self.family == LAMB_FAMILY:
-            self._lamb_step(grads, params, buffers, hp, scalars)
-        elif self.family == ADAM_FAMILY:
-            self._adam_step(grads, params, buffers, hp, scalars)
-        else:
-            self._heavy_ball_step(grads, params, buffers, scalars)
+        flat = vc.state_to_dict(self.state)  # the state's own arrays, written in place
+        batches: Dict[Tuple[int, str], List[Dict[str, Any]]] = {}
+        for index, (g, p, plan) in enumerate(zip(grads, self.params, self._plans)):
+            arrays = {GRAD: g, PARAM: p, **{role: flat[f"{key}.{index}"] for role, key in plan.buffers}}
+            batches.setdefault((id(plan), str(p.dtype)), []).append(arrays)
+        plans = {id(plan): plan for plan in self._plans}
+        for (plan_id, dtype), tensors in batches.items():
+            plan = plans[plan_id]
+            self._engine.run(plan, tensors, plan.step_scalar_values(self.hyperparameters, self._count, dtype))
         for count in _counts(self.state):
             count += 1  # in place: a 0-d array on the device, no synchronisation
         self._count += 1
         self.steps_taken += 1
         return True
-
-    def _lamb_step(self, grads, params, buffers, hp, scalars) -> None:
-        adaptor = "alpha" in hp
-        decay = resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights")
-        trust = resolve_mask(hp["trust_ratio_mask"], params, "scale_by_trust_ratio")
-        if self.multi_tensor and all(a.flags.c_contiguous for a in (*grads, *params)):
-            tensors = []
-            for i, (g, p) in enumerate(zip(grads, params)):
-                arrays = {"grad": g, "param": p, "first": buffers["first"][i], "second": buffers["second"][i]}
-                if adaptor:
-                    arrays["carry"] = buffers["carry"][i]
-                tensors.append(arrays)
-            self._engine.lamb_multi_tensor(tensors, adaptor, decay, trust, scalars)
-            return
-        for i, (g, p) in enumerate(zip(grads, params)):
-            arrays = {
-                "grad": g,
-                "param": p,
-                "first": buffers["first"][i],
-                "second": buffers["second"][i],
-                "direction": self._direction_buffer(p),
-            }
-            if adaptor:
-                arrays["carry"] = buffers["carry"][i]
-            self._engine.run(program("lamb_direction", adaptor=adaptor, decay=decay[i]), arrays, scalars)
-            if trust[i]:
-                arrays["param_norm"] = self._engine.norm(p)
-                arrays["direction_norm"] = self._engine.norm(arrays["direction"])
-                self._engine.run(program("apply_trust_ratio"), arrays, scalars)
-            else:
-                self._engine.run(program("apply_plain"), arrays, scalars)
-
-    def _adam_step(self, grads, params, buffers, hp, scalars) -> None:
-        decoupled = self.transform.name == "eadamw"
-        decay = (
-            resolve_mask(hp["weight_decay_mask"], params, "add_decayed_weights") if decoupled else (True,) * len(params)
-        )
-        for i, (g, p) in enumerate(zip(grads, params)):
-            arrays = {
-                "grad": g,
-                "param": p,
-                "carry": buffers["carry"][i],
-                "first": buffers["first"][i],
-                "second": buffers["second"][i],
-            }
-            variant = program("adam_step", l2=not decoupled, decoupled=decoupled and decay[i])
-            self._engine.run(variant, arrays, scalars)
-
-    def _heavy_ball_step(self, grads, params, buffers, scalars) -> None:
-        for i, (g, p) in enumerate(zip(grads, params)):
-            arrays = {"grad": g, "param": p, "carry": buffers["carry"][i], "momentum": buffers["momentum"][i]}
-            self._engine.run(program("heavy_ball_step"), arrays, scalars)
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
@@ -297,7 +232,6 @@ class Optimizer:
 
 def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:
     """A named subclass ``name(params, *, skip_nonfinite=False, array_module="cupy", multi_tensor=False, **hp)``."""
-    family = FAMILIES[factory.__name__]
 
     def __init__(
         self,
@@ -312,7 +246,6 @@ def optimizer_class(name: str, factory: Callable[..., GradientTransformation], m
             self,
             params,
             factory,
-            family,
             hyperparameters,
             skip_nonfinite=skip_nonfinite,
             array_module=array_module,
@@ -321,7 +254,7 @@ def optimizer_class(name: str, factory: Callable[..., GradientTransformation], m
 
     doc = (
         f"CuPy {name}: ``{name}(params, **hyperparameters)`` with the hyperparameters of "
-        f"``valley_core.{factory.__name__}``, fused into generated CUDA kernels.\n\n"
+        f"``valley_core.{factory.__name__}``, run by CUDA kernels generated from its plan.\n\n"
         f"See ``Optimizer`` for ``skip_nonfinite``, ``array_module`` and ``multi_tensor``.\n\n"
         f"{factory.__doc__}"
     )

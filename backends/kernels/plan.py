@@ -279,7 +279,9 @@ def _schedule(
 
     def passes(recompute: bool) -> Tuple[Tuple[Pass, ...], int]:
         workspace: Dict[str, str] = {}  # symbol -> workspace array, values kept between passes
-        built: List[Dict[str, Any]] = [dict(loads={}, uniforms={}, elements={}, stores=[], sums=[], totals=set()) for _ in range(count)]
+        built: List[Dict[str, Any]] = [
+            dict(loads={}, uniforms={}, elements={}, stores=[], sums=[], totals=set()) for _ in range(count)
+        ]
 
         def need(symbol: str, p: int) -> None:
             """Makes ``symbol`` available per element (or per tensor) in pass ``p``."""

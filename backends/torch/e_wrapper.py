@@ -165,7 +165,11 @@ class E(torch.optim.Optimizer):
         # Decided (and refused, if it must be) before anything is written.
         path = self.dispatcher.choose(plan, entries, self.state, low_precision=False) if params else "core"
         hyperparameters = {"alpha": self.alpha, "beta1": self.beta1}
-        lib = fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"})))) if path == "fused" else None
+        lib = (
+            fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"}))))
+            if path == "fused"
+            else None
+        )
         originals: Dict[torch.Tensor, torch.Tensor] = {}
         new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
         batches: Dict[tuple, list] = {}

@@ -51,7 +51,9 @@ def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool
     return None
 
 
-def unsupported_reason(plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True) -> Optional[str]:
+def unsupported_reason(
+    plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True
+) -> Optional[str]:
     """None when the fused path can run these ``(param, grad)`` entries, else why not (before anything is written)."""
     keys = [key for _, key in plan.buffers]
     for p, g in entries:

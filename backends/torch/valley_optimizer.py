@@ -171,7 +171,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
         hashable): what validation (``floats=True``) and the plan (``floats=False``) depend on, so that they are
         worked out once per setting and not at every step."""
         key = tuple(
-            (name, _typed(group.get(name), floats)) for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
+            (name, _typed(group.get(name), floats))
+            for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
         )
         if any(isinstance(value, torch.Tensor) for _, value in group.items() if not isinstance(value, list)):
             return None  # a tensor can change in place under the same identity
@@ -341,10 +342,13 @@ class ValleyOptimizer(torch.optim.Optimizer):
         """
         if not isinstance(saved, dict):
             raise ValueError(f"state must be a dict, got {type(saved).__name__}")
+        problems: List[str] = []
         step = saved.get("step")
         if isinstance(step, bool) or not isinstance(step, int):
-            raise ValueError(f"step must be an int, got {step!r}")
-        template = self.transform_for(group, 1).init((_state.meta_like(p, _state.state_dtype(p)),), xp=_state.namespace())
+            problems.append(f"step must be an int, got {step!r}")
+        template = self.transform_for(group, 1).init(
+            (_state.meta_like(p, _state.state_dtype(p)),), xp=_state.namespace()
+        )
         expected = vc.state_to_dict(template)
         flat: Dict[str, Any] = {}
         for key, stored in saved.items():
@@ -352,23 +356,34 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 continue
             if key in expected:  # a 0.1.0 counter
                 if not isinstance(stored, torch.Tensor) or stored.numel() != 1 or int(stored) != step:
-                    raise ValueError(f"{key}={stored!r} differs from step={step}")
+                    problems.append(f"{key}={stored!r} differs from step={step}")
                 continue
             like = expected.get(f"{key}.0")
-            if isinstance(stored, torch.Tensor) and like is not None and stored.is_floating_point() and like.is_floating_point():
+            if (
+                isinstance(stored, torch.Tensor)
+                and like is not None
+                and stored.is_floating_point()
+                and like.is_floating_point()
+            ):
                 stored = stored.to(like.dtype)  # to the state dtype: never rounded down to a 16-bit parameter's
             if _state.is_dtensor(p) and isinstance(stored, torch.Tensor) and not _state.is_dtensor(stored):
-                raise ValueError(
+                problems.append(
                     f"{key} is a plain tensor for a DTensor parameter (save and load FSDP2 checkpoints with "
                     "torch.distributed.checkpoint)"
                 )
             flat[f"{key}.0"] = stored
-        flat.update({key: torch.tensor(step, dtype=torch.int32) for key in expected if _state.split_key(key)[1] is None})
+        flat.update({key: torch.tensor(0, dtype=torch.int32) for key in expected if _state.split_key(key)[1] is None})
         try:
             vc.state_from_dict(template, flat)
         except ValueError as error:  # the core's message, in this optimizer's per-parameter key names
-            raise ValueError(re.sub(r"\.0\b", "", str(error).replace("state does not match this optimizer: ", ""))) from None
-        state = {_state.split_key(key)[0]: value.to(device=p.device, copy=True) for key, value in flat.items() if key.endswith(".0")}
+            problems.insert(0, re.sub(r"\.0\b", "", str(error).replace("state does not match this optimizer: ", "")))
+        if problems:
+            raise ValueError("; ".join(problems))
+        state = {
+            _state.split_key(key)[0]: value.to(device=p.device, copy=True)
+            for key, value in flat.items()
+            if key.endswith(".0")
+        }
         return {**state, "step": step}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:

@@ -9,8 +9,8 @@ import pytest
 
 MODULES = [
     "backends.torch",
-    "backends.torch.optimizer",
-    "backends.torch.optimizers",
+    "backends.torch.valley_optimizer",
+    "backends.torch.named",
     "backends.torch.e_wrapper",
     "backends.torch.param_groups",
 ]
@@ -19,7 +19,7 @@ MODULES = [
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
     module = importlib.import_module(name)
-    extra = {"ALTO": module.ALTO} if name == "backends.torch.optimizers" else {}
+    extra = {"ALTO": module.ALTO} if name == "backends.torch.named" else {}
     failures, _ = doctest.testmod(module, extraglobs=extra, optionflags=doctest.ELLIPSIS)
     assert failures == 0
 

@@ -2,7 +2,7 @@
 
 This is the proof that allows ``implementation="compiled"`` (and ``"auto"`` where the fused CPU kernels cannot
 run) to exist; see
-``backends/torch/fast_path.py``. The first test in a fresh process compiles the kernels (tens of seconds on a
+``backends/torch/compiled.py``. The first test in a fresh process compiles the kernels (tens of seconds on a
 small CPU; torch's compilation cache makes later runs faster).
 """
 
@@ -113,7 +113,7 @@ def _run_with_failing_compilation(implementation, steps=12):
 
     from torch._dynamo import config as dynamo_config
 
-    from backends.torch import fast_path
+    from backends.torch import compiled
 
     cls, factory, kwargs = CASES["alto"]
     grads = gradient_sequence(steps, shapes=FAILURE_SHAPES, seed=5)
@@ -127,9 +127,9 @@ def _run_with_failing_compilation(implementation, steps=12):
     params = [torch.nn.Parameter(p.clone()) for p in start]
     optimizer = cls(params, implementation=implementation, **kwargs)
     errors = []
-    single_keys = [k for k in fast_path._compiled if len(k) > 4 and k[4] is True]
+    single_keys = [k for k in compiled._compiled if len(k) > 4 and k[4] is True]
     for key in single_keys:  # make sure the 1-element kernels have to be compiled (and fail)
-        del fast_path._compiled[key]
+        del compiled._compiled[key]
     with dynamo_config.patch(recompile_limit=0), warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for grads_k in grads:
@@ -157,7 +157,7 @@ def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_auto(mo
     assert any("fused CPU kernels could not be built" in w and "VALLEY_CXX" in w for w in warned)
     warned = [w for w in warned if "fused CPU kernels" not in w]
     assert len(warned) == 1 and "FailOnRecompileLimitHit" in warned[0] and "later steps use the core" in warned[0]
-    assert "FailOnRecompileLimitHit" in optimizer._fast_path_failed
+    assert "FailOnRecompileLimitHit" in optimizer.dispatcher.failed["compiled"]
 
 
 def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_compiled():
@@ -168,27 +168,27 @@ def test_a_recompile_limit_hit_mid_step_never_leaves_a_half_written_step_compile
 def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypatch):
     from torch._dynamo.exc import FailOnRecompileLimitHit
 
-    from backends.torch import fast_path
+    from backends.torch import compiled
 
     cls, factory, kwargs = CASES["alto"]
     grads = gradient_sequence(6)
-    kernel = fast_path._kernel
+    kernel = compiled._kernel
     calls = {"second": 0}
 
-    def failing_kernel(function, key):
-        compiled = kernel(function, key)
-        if function is not fast_path.second_pass:
-            return compiled
+    def failing_kernel(plan, index, key):
+        function = kernel(plan, index, key)
+        if index != 1:  # the plan's second pass (after the norms)
+            return function
 
         def second(*args):
             calls["second"] += 1
             if calls["second"] == 4:  # step 4: the first pass has run, the second cannot compile
                 raise FailOnRecompileLimitHit("simulated")
-            return compiled(*args)
+            return function(*args)
 
         return second
 
-    monkeypatch.setattr(fast_path, "_kernel", failing_kernel)
+    monkeypatch.setattr(compiled, "_kernel", failing_kernel)
     _without_fused_kernels(monkeypatch)
     with pytest.warns(RuntimeWarning, match="simulated"):
         params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="auto", **kwargs), grads)

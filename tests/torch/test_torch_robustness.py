@@ -231,14 +231,14 @@ def test_tiny_model_trains_with_every_optimizer():
 
 
 def test_an_lr_scheduler_does_not_grow_the_optimizer_caches():
-    """Validation and the state layout are cached per hyperparameter setting; a scheduler makes a new setting at
+    """Validation and the execution plan are cached per hyperparameter setting; a scheduler makes a new setting at
     every step, and the caches stay bounded (and a new lr is still validated: a negative one is refused)."""
     from backends.torch import ALTO
-    from backends.torch import optimizer as optimizer_module
+    from backends.torch import valley_optimizer as optimizer_module
 
     params = [torch.nn.Parameter(torch.ones(4))]
     optimizer = ALTO(params, lr=0.01)
-    layouts_before = len(optimizer_module._SHARED_KEYS.get(type(optimizer).factory, {}))
+    layouts_before = len(optimizer_module._PLANS.get(type(optimizer).factory, {}))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
     for _ in range(300):
         params[0].grad = torch.full((4,), 0.1)
@@ -246,8 +246,8 @@ def test_an_lr_scheduler_does_not_grow_the_optimizer_caches():
         scheduler.step()
     factory = type(optimizer).factory
     assert len(optimizer_module._VALID_GROUPS[factory]) <= optimizer_module._CACHE_SIZE
-    # one new layout entry at most: the layout does not depend on lr's value
-    assert len(optimizer_module._SHARED_KEYS[factory]) <= layouts_before + 1
+    # one new plan at most: the plan does not depend on lr's value
+    assert len(optimizer_module._PLANS[factory]) <= layouts_before + 1
     optimizer.param_groups[0]["lr"] = -1.0
     with pytest.raises(ValueError, match="lr"):
         optimizer.step()
