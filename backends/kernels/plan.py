@@ -102,6 +102,8 @@ class Plan:
     recompute: Optional[Tuple[Pass, ...]]
     writes_param: bool
     kinds: Dict[str, str] = field(repr=False, compare=False, hash=False)
+    #: The factory's defaults, for hyperparameters a caller of ``step_scalar_values`` leaves out.
+    defaults: Dict[str, Any] = field(repr=False, compare=False, hash=False, default_factory=dict)
 
     @property
     def roles(self) -> Tuple[str, ...]:
@@ -121,7 +123,8 @@ class Plan:
         """
         import array_api_compat.numpy as xp
 
-        env: Dict[str, Any] = {name: float(_lookup(hyperparameters, path)) for name, path in self.hyper_inputs}
+        values = {**self.defaults, **hyperparameters}
+        env: Dict[str, Any] = {name: float(_lookup(values, path)) for name, path in self.hyper_inputs}
         counter = np.asarray(steps_taken, dtype=np.int32)
         env.update({name: counter for name in self.counter_symbols})
         env = evaluate(list(self.scalar_statements), env, xp, np.dtype(dtype))
@@ -232,7 +235,9 @@ def _derive(factory: Callable[..., Any], hyperparameters: Dict[str, Any], writes
                 raise NotTraceable(f"its state scalar {key} is not a step counter")
         elif new is not symbol:
             outputs[symbol.name] = new
-    return _schedule(name, recorder, buffers, counters, hyper_inputs, inputs, outputs, writes_param)
+    plan = _schedule(name, recorder, buffers, counters, hyper_inputs, inputs, outputs, writes_param)
+    plan.defaults.update({n: v for n, v in defaults.items() if v is not inspect.Parameter.empty})
+    return plan
 
 
 def _rebuild(template: Any, flat: Dict[str, Symbol]) -> Any:

@@ -497,5 +497,5 @@ Torch specifics (all optimizers of ``backends.torch``): per-group hyperparameter
 non-finite gradients atomically; sparse gradients raise ``RuntimeError``; state of bfloat16/float16
 parameters is float32 (the parameter itself is rounded to its dtype after each step: there is no master copy);
 ``load_state_dict`` checks the whole checkpoint first and changes nothing on a mismatch.
-See :class:`backends.torch.optimizer.ValleyOptimizer`.
+See :class:`backends.torch.valley_optimizer.ValleyOptimizer`.
 """

@@ -1,7 +1,7 @@
 """The fused CPU path equals the core: parameters and every state tensor, float64, 200+ steps, every optimizer.
 
 This is the proof that allows ``implementation="fused"`` (and ``"auto"`` on the CPU) to exist; see
-``backends/torch/fused_path.py`` and ``backends/kernels/cpu.py``. The oracle is the core transform run op by
+``backends/torch/fused.py`` and ``backends/kernels/cpu.py``. The oracle is the core transform run op by
 op on torch tensors (``run_core``); the kernels are built once per machine (about a second) into a cache.
 """
 
