@@ -97,7 +97,9 @@ def test_torch_state_dict_resume_equals_an_uninterrupted_run():
     assert other.param_groups[0]["top_c"] == 3
     corrupt = first.state_dict()
     corrupt["state"][0]["CriticalMomentaState.buffer"] = torch.zeros(4, 3, dtype=torch.float64)
-    with pytest.raises(ValueError, match=r"CriticalMomentaState\.buffer: shape \(4, 3\) does not match the optimizer's \(3, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"CriticalMomentaState\.buffer: shape \(4, 3\) does not match the optimizer's \(3, 3\)"
+    ):
         other.load_state_dict(corrupt)
 
 

@@ -140,10 +140,15 @@ class CupyEngine:
             for start in range(0, len(group), mt.TENSORS_PER_LAUNCH):
                 chunk = group[start : start + mt.TENSORS_PER_LAUNCH]
                 if plan.recompute is None:
-                    chunk = [{**t, **{f"w{j}": self.xp.zeros(t[GRAD].shape, dtype) for j in range(plan.workspaces)}} for t in chunk]
+                    chunk = [
+                        {**t, **{f"w{j}": self.xp.zeros(t[GRAD].shape, dtype) for j in range(plan.workspaces)}}
+                        for t in chunk
+                    ]
                 sums = self._sums.get(len(chunk))
                 if sums is None:
-                    sums = self._sums[len(chunk)] = self.xp.zeros(max(1, plan.reductions) * len(chunk), dtype=self.xp.float64)
+                    sums = self._sums[len(chunk)] = self.xp.zeros(
+                        max(1, plan.reductions) * len(chunk), dtype=self.xp.float64
+                    )
                 sums.fill(0)
                 sizes = [int(t[PARAM].size) for t in chunk]
                 for index, step in enumerate(passes):

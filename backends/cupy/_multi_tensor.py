@@ -73,7 +73,9 @@ def pass_source(plan: Plan, index: int, step: Pass, name: str, ctype: str) -> Tu
     body += [render_c(s, plan.kinds) for s in step.statements]
     body += [f"{array}_ptr[i] = {symbol};" for array, symbol in step.stores]
     body += [f"acc{j} += (double){operand};" for j, (_, operand) in enumerate(step.sums)]
-    epilogue = [f"  valley_warp_add(acc{j}, &sums[{total} * slot + {offsets[t]}]);" for j, (t, _) in enumerate(step.sums)]
+    epilogue = [
+        f"  valley_warp_add(acc{j}, &sums[{total} * slot + {offsets[t]}]);" for j, (t, _) in enumerate(step.sums)
+    ]
     source = "\n".join(
         [
             f"typedef {ctype} T;",

@@ -1,9 +1,8 @@
-"""Kernels generated from ``valley_core``, shared by the backends that fuse the element-wise maths.
+"""Execution plans derived from ``valley_core`` chains, and the C++ generated from them.
 
-- ``trace``: records a composition of ``valley_core.elementwise`` functions as straight-line code;
-- ``programs``: the compositions (one per optimizer family and pass), written only as calls into the core;
-- ``scalars``: the scalars a step's programs read, from a core factory's hyperparameters;
-- ``cpu``: multi-tensor C++ kernels for the CPU built from the traced programs (compiled on first use).
+- ``trace``: symbolic values that record every operation the core performs (the core runs on them);
+- ``plan``: the execution plan of a chain (per-step scalars, passes cut at reductions, state mapping);
+- ``cpu``: multi-tensor C++ kernels for the CPU generated from a plan (compiled on first use).
 
-Nothing here defines an update rule: the arithmetic is the core's, recorded.
+Nothing here defines an update rule or names an optimizer: the arithmetic is the core's, recorded.
 """

@@ -150,8 +150,8 @@ static void {name}(int64_t count, void* const* arrays, const int64_t* sizes, voi
 """
     for dtype, (ctype, storage) in DTYPES.items():
         guard_open, guard_close = ("#ifdef __FLT16_MAX__\n", "#endif\n") if storage == "_Float16" else ("", "")
-        source += f"""{guard_open}extern "C" void {name}_{dtype}(int64_t count, void* const* arrays, const int64_t* sizes,
-    void* work, int64_t work_capacity, double* sums, const double* scalars, int threads) {{
+        source += f"""{guard_open}extern "C" void {name}_{dtype}(int64_t count, void* const* arrays,
+    const int64_t* sizes, void* work, int64_t work_capacity, double* sums, const double* scalars, int threads) {{
   {name}<{ctype}, {storage}>(count, arrays, sizes, work, work_capacity, sums, scalars, threads);
 }}
 {guard_close}"""

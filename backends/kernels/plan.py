@@ -186,7 +186,7 @@ def derive(
     Raises:
         Unplannable: naming the reason.
     """
-    name = name or getattr(factory, "__name__", "chain")
+    name = name or str(getattr(factory, "__name__", "chain"))
     try:
         return _derive(factory, hyperparameters, writes_param, name)
     except (NotTraceable, TypeError, AttributeError) as error:

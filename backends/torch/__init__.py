@@ -14,11 +14,11 @@
 See ``docs/torch.md``.
 """
 
-from backends.torch.e_wrapper import E
 from backends.torch.dispatch import IMPLEMENTATIONS
-from backends.torch.valley_optimizer import ValleyOptimizer, optimizer_class
+from backends.torch.e_wrapper import E
 from backends.torch.named import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
 from backends.torch.param_groups import NORM_TYPES, core_masks, lamb_param_groups, split_parameters
+from backends.torch.valley_optimizer import ValleyOptimizer, optimizer_class
 
 __all__ = [
     "ALTO",

@@ -10,7 +10,7 @@ entries at every step.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
@@ -87,7 +87,7 @@ def all_finite(grads) -> bool:
     for grad in grads:
         flag = torch.isfinite(grad).all()
         if is_dtensor(flag):
-            flag = flag.full_tensor()
+            flag = flag.full_tensor()  # type: ignore[attr-defined]  # a DTensor
         flags.append(flag.reshape(1))
     if not flags:
         return True
@@ -96,7 +96,7 @@ def all_finite(grads) -> bool:
 
 def per_tensor_entries(flat: Dict[str, Any], count: int) -> Tuple[list, Dict[str, Any]]:
     """Splits a flat core state over ``count`` tensors into per-tensor dicts and the shared scalars."""
-    per_tensor = [dict() for _ in range(count)]
+    per_tensor: List[Dict[str, Any]] = [dict() for _ in range(count)]
     shared: Dict[str, Any] = {}
     for key, value in flat.items():
         base, index = split_key(key)

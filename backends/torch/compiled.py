@@ -154,7 +154,7 @@ def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> Option
                 if failure is None:
                     try:
                         # No duck sizing: equal sizes of different tensors must not become a guard.
-                        with _config.patch(use_duck_shape=False):
+                        with _config.patch(use_duck_shape=False):  # type: ignore[attr-defined]  # set by torch
                             sums = _kernel(plan, index, (dtype, device, single))(*arguments)
                     except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
                         if not _is_compilation_error(error):

@@ -61,7 +61,8 @@ class Dispatcher:
         if wanted == "core":
             return "core"
         if isinstance(plan, Unplannable):
-            return self._refuse(wanted, str(plan)) or "core"
+            self._refuse(wanted, str(plan))
+            return "core"
         if wanted in ("fused", "auto") and "fused" not in self.failed:
             from backends.torch import fused
 

@@ -165,11 +165,10 @@ class E(torch.optim.Optimizer):
         # Decided (and refused, if it must be) before anything is written.
         path = self.dispatcher.choose(plan, entries, self.state, low_precision=False) if params else "core"
         hyperparameters = {"alpha": self.alpha, "beta1": self.beta1}
-        lib = (
-            fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"}))))
-            if path == "fused"
-            else None
-        )
+        lib = None
+        if path == "fused":
+            assert isinstance(plan, Plan)  # the dispatcher picks "fused" for a plan only
+            lib = fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"}))))
         originals: Dict[torch.Tensor, torch.Tensor] = {}
         new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
         batches: Dict[tuple, list] = {}
@@ -179,16 +178,18 @@ class E(torch.optim.Optimizer):
             dtype = _state.state_dtype(p)
             carry = state[_CARRY] if state else torch.zeros_like(p.detach(), dtype=dtype)
             step = state["step"] if state else 0
-            originals[p] = p.grad
+            grad = p.grad
+            assert grad is not None  # _params_with_grad
+            originals[p] = grad
             new_state[p] = {_CARRY: carry, "step": step + 1}
             if path == "fused":
                 # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step is
                 # page-faulted: slower than the step itself for large tensors); the carry is updated in place after
                 # the base optimizer's step (the second kernel).
                 adapted = self._scratch.get(p)
-                if adapted is None or adapted.shape != p.grad.shape or adapted.dtype != p.grad.dtype:
-                    adapted = self._scratch[p] = torch.empty_like(p.grad)
-                batches.setdefault((step, p.dtype), []).append({"grad": p.grad, "update": adapted, "b0": carry})
+                if adapted is None or adapted.shape != grad.shape or adapted.dtype != grad.dtype:
+                    adapted = self._scratch[p] = torch.empty_like(grad)
+                batches.setdefault((step, p.dtype), []).append({"grad": grad, "update": adapted, "b0": carry})
                 p.grad = adapted
             else:
                 by_step[step, dtype].append(p)
@@ -202,14 +203,14 @@ class E(torch.optim.Optimizer):
                 new_state[p][_CARRY] = carry
                 p.grad = adapted.to(originals[p].dtype)
         if batches:
-            fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]
+            fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]  # a Plan when fused
         try:
             self.base_optimizer.step()
         finally:
             for p, grad in originals.items():
                 p.grad = grad
         if batches:
-            fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]
+            fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]  # a Plan when fused
         for p, state in new_state.items():
             self.state[p] = state
         return loss

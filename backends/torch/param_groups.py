@@ -51,7 +51,9 @@ def split_parameters(
 
     A parameter shared by several modules is listed once (where ``named_modules`` first meets it).
     """
-    decay, no_decay, seen = [], [], set()
+    decay: List[Tuple[str, torch.Tensor]] = []
+    no_decay: List[Tuple[str, torch.Tensor]] = []
+    seen = set()
     for module_name, module in model.named_modules():
         for param_name, param in module.named_parameters(recurse=False):
             if not param.requires_grad or id(param) in seen:

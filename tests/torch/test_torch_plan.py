@@ -129,7 +129,9 @@ def test_a_checkpoint_of_valley_0_1_0_with_five_counters_loads_and_gives_the_sam
         torch.testing.assert_close(p, q, **tolerance)
         assert resumed.state[p].keys() == uninterrupted.state[q].keys()
         for key, value in resumed.state[p].items():
-            torch.testing.assert_close(torch.as_tensor(value), torch.as_tensor(uninterrupted.state[q][key]), **tolerance)
+            torch.testing.assert_close(
+                torch.as_tensor(value), torch.as_tensor(uninterrupted.state[q][key]), **tolerance
+            )
 
 
 def test_a_0_1_0_checkpoint_whose_counters_disagree_with_step_is_refused():
