@@ -37,11 +37,6 @@ def e_adaptor_step(grad: Any, carry: Any, alpha: Any, beta1: float) -> Tuple[Any
     return grad + alpha * ema, beta1 * ema - one_minus_beta1 * grad
 
 
-def ema_of_differences(carry: Any, grad: Any, beta1: float) -> Any:
-    """``a_k`` recovered from the carry ``b_k`` and ``g_k`` (for inspection and the two-buffer form)."""
-    return carry + (1.0 - beta1) * grad
-
-
 def adam_moments(update: Any, first: Any, second: Any, beta2: float, beta3: float) -> Tuple[Any, Any]:
     """``m_k = beta2 m + (1 - beta2) u`` and ``v_k = beta3 v + (1 - beta3) u^2``."""
     return beta2 * first + (1.0 - beta2) * update, beta3 * second + (1.0 - beta3) * (update * update)

@@ -298,6 +298,7 @@ class Library:
 
 _lock = threading.Lock()
 _loaded: Dict[tuple, object] = {}
+_plans: List[Plan] = []
 
 
 def load(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> Library:
@@ -307,16 +308,17 @@ def load(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> Libra
     The outcome is remembered per process for the current ``VALLEY_CXX``/``CXX``/cache directory, so a build
     that failed is not retried at every step, and changing those variables is seen at the next call.
     """
-    text = source(kernels)
     environment = tuple(os.environ.get(name) for name in ("VALLEY_CXX", "CXX", "VALLEY_CACHE_DIR", "XDG_CACHE_HOME"))
-    key = (text, environment)
+    # By the plans' identity (each optimizer keeps its plans; ``_plans`` keeps them alive, so an id is not reused).
+    key = (tuple((id(plan), name, stores) for plan, name, stores in kernels), environment)
     outcome = _loaded.get(key)
     if isinstance(outcome, Library):
         return outcome
     with _lock:
         if key not in _loaded:
+            _plans.extend(plan for plan, _, _ in kernels)
             try:
-                _loaded[key] = _load_uncached(text, [name for _, name, _ in kernels])
+                _loaded[key] = _load_uncached(source(kernels), [name for _, name, _ in kernels])
             except KernelUnavailable as error:
                 _loaded[key] = error
         outcome = _loaded[key]

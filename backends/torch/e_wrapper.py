@@ -41,6 +41,8 @@ from valley_core.validation import validate_hyperparameters
 _CARRY = "EState.carry"
 #: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
 _UPDATE, _COMMIT = "valley_update", "valley_commit"
+#: The plans of ``e_adaptor``: one for a number ``alpha`` (a per-step input), one per schedule.
+_PLANS: Dict[Any, Union[Plan, Unplannable]] = {}
 
 
 def e_adaptor(alpha: ScalarOrSchedule = 0.5, beta1: float = 0.01) -> GradientTransformation:
@@ -115,7 +117,6 @@ class E(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.implementation = implementation
         self.dispatcher = dispatcher
-        self._plans: Dict[Any, Union[Plan, Unplannable]] = {}
         #: Fused path: the adapted gradient of each parameter, reused at every step (not optimizer state).
         self._scratch: Dict[torch.Tensor, torch.Tensor] = {}
         self.skipped_steps = 0
@@ -218,14 +219,14 @@ class E(torch.optim.Optimizer):
     def _plan(self) -> Union[Plan, Unplannable]:
         """The plan of ``e_adaptor(alpha, beta1)`` (one per kind of ``alpha``: a number, or each schedule)."""
         key = self.alpha if callable(self.alpha) else type(self.alpha)
-        if key not in self._plans:
+        if key not in _PLANS:
             try:
-                self._plans[key] = derive(
+                _PLANS[key] = derive(
                     e_adaptor, {"alpha": self.alpha, "beta1": self.beta1}, writes_param=False, name="e_adaptor"
                 )
             except Unplannable as error:
-                self._plans[key] = error
-        return self._plans[key]
+                _PLANS[key] = error
+        return _PLANS[key]
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _index_of(self) -> Dict[int, torch.Tensor]:
