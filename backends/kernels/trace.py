@@ -19,6 +19,7 @@ the array's type ``T`` first, so float32 arrays are computed in float32 exactly 
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Tuple
 
@@ -28,6 +29,9 @@ ARRAY = "array"
 _RANK = {SCALAR: 0, UNIFORM: 1, ARRAY: 2}
 #: C/C++/CUDA and Python spellings of the binary operators.
 BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/", "pow": "**"}
+#: Comparisons: their value is 1 or 0 in the statement's type (so a policy such as "ratio 1 where a norm is
+#: zero", ``xp.where(norm > 0, ratio, 1.0)``, traces like any arithmetic).
+COMPARE = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 class NotTraceable(TypeError):
@@ -115,6 +119,18 @@ class Symbol:
     def __rpow__(self, other: Any) -> "Symbol":
         return self._binary("pow", other, True)
 
+    def __gt__(self, other: Any) -> "Symbol":
+        return self._binary("gt", other)
+
+    def __ge__(self, other: Any) -> "Symbol":
+        return self._binary("ge", other)
+
+    def __lt__(self, other: Any) -> "Symbol":
+        return self._binary("lt", other)
+
+    def __le__(self, other: Any) -> "Symbol":
+        return self._binary("le", other)
+
     def __neg__(self) -> "Symbol":
         assert self.recorder is not None
         return self.recorder.emit("neg", (self,))
@@ -182,6 +198,10 @@ class SymbolicNamespace:
             raise NotTraceable("sum of a value that is not per element")
         return self.recorder.emit("sum", (value,), UNIFORM)
 
+    def where(self, condition: Any, if_true: Any, if_false: Any) -> Symbol:
+        """An element-wise (or per-tensor) selection; ``condition`` is a traced comparison."""
+        return self.recorder.emit("where", (as_symbol(condition), as_symbol(if_true), as_symbol(if_false)))
+
     def __getattr__(self, name: str) -> Any:
         raise NotTraceable(f"xp.{name} is not recorded")
 
@@ -210,6 +230,10 @@ def render_c(statement: Statement, kinds: Dict[str, str]) -> str:
         expression = f"-{ops[0]}"
     elif statement.op == "sqrt":
         expression = f"sqrt({ops[0]})"
+    elif statement.op in COMPARE:
+        expression = f"({ctype})({ops[0]} {COMPARE[statement.op]} {ops[1]})"
+    elif statement.op == "where":
+        expression = f"{ops[0]} != 0 ? {ops[1]} : {ops[2]}"
     else:  # pow, astype, sum: per-step scalars and reductions, computed outside element-wise code
         raise ValueError(f"{statement.op} has no element-wise C form")
     return f"const {ctype} {statement.target} = {expression};"
@@ -243,6 +267,10 @@ def evaluate(statements: List[Statement], env: Dict[str, Any], xp: Any, dtype: A
             result = xp.astype(values[0], dtype)
         elif s.op == "sum":
             result = xp.sum(values[0])
+        elif s.op in COMPARE:
+            result = getattr(operator, s.op)(values[0], values[1])
+        elif s.op == "where":
+            result = xp.where(values[0], values[1], values[2])
         else:  # pragma: no cover - the recorder emits only the ops above
             raise ValueError(f"unknown op {s.op}")
         env[s.target] = result

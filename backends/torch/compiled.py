@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, List, Optional
 import torch
 
 from backends.kernels.plan import GRAD, PARAM, Pass, Plan
-from backends.kernels.trace import BINARY, SCALAR, Constant, operand_code
+from backends.kernels.trace import BINARY, COMPARE, SCALAR, Constant, operand_code
 
 #: Tensors per compiled call.
 CHUNK = 4
@@ -68,6 +68,10 @@ def render(plan: Plan, step: Pass, name: str) -> str:
         ops = [operand(o, s.kind) for o in s.operands]
         if s.op in BINARY:
             return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
+        if s.op in COMPARE:
+            return f"{s.target} = {ops[0]} {COMPARE[s.op]} {ops[1]}"
+        if s.op == "where":
+            return f"{s.target} = torch.where({ops[0]}, {ops[1]}, {ops[2]})"
         if s.op == "neg":
             return f"{s.target} = -{ops[0]}"
         return f"{s.target} = torch.sqrt({ops[0]})"

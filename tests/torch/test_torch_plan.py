@@ -63,6 +63,38 @@ def test_a_users_chain_runs_on_the_fast_paths_and_equals_the_core(chain, impleme
     assert all(optimizer.state[p]["step"] == steps for p in params)
 
 
+def zero_safe_lamb(lr=1e-2, betas=(0.9, 0.99), eps=1e-8, trust_eps=1e-6, norm_eps=1e-10):
+    """Lamb with the trust ratio 1 where a norm is zero, written with ``xp.where`` over the core's reductions: the
+    shape a zero-norm policy in ``valley_core.reductions`` would take; every executor must follow it."""
+    from valley_core import reductions
+    from valley_core.base import EmptyState, GradientTransformation
+
+    def update(grads, state, params=None, *, xp=None):
+        out = []
+        for r, p in zip(grads, params):
+            param_norm, update_norm = reductions.l2_norm(p, xp), reductions.l2_norm(r, xp)
+            ratio = reductions.trust_ratio(param_norm, update_norm, trust_eps, norm_eps)
+            out.append(xp.where((param_norm > 0) * (update_norm > 0), ratio, 1.0) * r)
+        return tuple(out), state
+
+    ratio = GradientTransformation(lambda params, *, xp=None: EmptyState(), update, "zero_safe_trust_ratio")
+    return vc.chain(vc.scale_by_adam(betas[0], betas[1], eps), ratio, vc.scale_by_learning_rate(lr))
+
+
+@pytest.mark.parametrize("implementation", ["fused", "compiled"])
+def test_a_selection_in_the_chain_reaches_every_executor(implementation):
+    """A zero-initialised tensor (ratio 1) beside ordinary ones, with xp.where in the chain."""
+    cls = optimizer_class("ZeroSafeLamb", zero_safe_lamb)
+    shapes = [(3, 5), (7,), (4,)]
+    grads = gradient_sequence(8, shapes=shapes, seed=9)
+    start = initial_params(shapes, seed=8)
+    start[2] = torch.zeros(4, dtype=torch.float64)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation=implementation), grads, params=start)
+    core_params, core_state = run_core(zero_safe_lamb(), grads, params=start)
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-12, atol=1e-14)
+    assert float(params[2].detach().abs().max()) > 1e-4  # it moved by about lr, not lr * norm_eps
+
+
 def test_a_users_chain_with_a_trust_ratio_has_two_passes_and_one_with_recomputation():
     plan = derive(e_lars, {})
     assert len(plan.passes) == 2 and plan.reductions == 2
