@@ -26,7 +26,8 @@ from backends.kernels.trace import BINARY, COMPARE, SCALAR, Constant, operand_co
 #: Tensors per compiled call.
 CHUNK = 4
 _FLOATS = (torch.float32, torch.float64)
-_functions: Dict[Any, Callable[..., Any]] = {}
+_functions: Dict[Any, Any] = {}
+_made = 0
 _compiled: Dict[Any, Callable[..., Any]] = {}
 _padding: Dict[Any, List[torch.Tensor]] = {}
 
@@ -93,21 +94,30 @@ def arrays_of(step: Pass) -> List[str]:
     return list(dict.fromkeys([array for _, array in step.loads] + [array for array, _ in step.stores]))
 
 
+def _new_function(plan: Plan, index: int) -> Callable[..., Any]:
+    """A new Python function for a pass (a new code object, so a new Dynamo cache when compiled)."""
+    global _made
+    _made += 1
+    name = f"valley_pass_{_made}"
+    namespace: Dict[str, Any] = {"torch": torch}
+    exec(compile(render(plan, plan.passes[index], name), f"<plan {plan.name} pass {index}>", "exec"), namespace)  # noqa: S102
+    return namespace[name]
+
+
 def _function(plan: Plan, index: int) -> Callable[..., Any]:
-    key = (plan, index)
+    """The pass as a Python function (run eagerly after a compilation failure)."""
+    key = (id(plan), index)
     if key not in _functions:
-        name = f"valley_pass_{len(_functions)}"
-        namespace: Dict[str, Any] = {"torch": torch}
-        exec(compile(render(plan, plan.passes[index], name), f"<plan {plan.name} pass {index}>", "exec"), namespace)  # noqa: S102
-        _functions[key] = namespace[name]
-    return _functions[key]
+        _functions[key] = (plan, _new_function(plan, index))  # the plan kept alive: its id is not reused
+    return _functions[key][1]
 
 
 def _kernel(plan: Plan, index: int, key: tuple) -> Callable[..., Any]:
     """``torch.compile`` of a pass for one static configuration (its own code object and Dynamo cache)."""
-    key = (plan, index, *key)
+    key = (id(plan), index, *key)
     if key not in _compiled:
-        _compiled[key] = torch.compile(_function(plan, index), dynamic=True, fullgraph=True)
+        _compiled[key] = torch.compile(_new_function(plan, index), dynamic=True, fullgraph=True)
+        _function(plan, index)  # keeps the plan alive: its id is not reused
     return _compiled[key]
 
 
