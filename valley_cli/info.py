@@ -126,12 +126,29 @@ def _gpu() -> str:
 def _fused_kernels() -> str:
     """Whether ``backends.kernels.cpu`` builds (or finds in its cache) the fused CPU kernels, and where."""
     try:
+        import valley_core as vc
         from backends.kernels import cpu
+        from backends.kernels.plan import derive
 
-        library = cpu.load()
+        library = cpu.load([(derive(vc.alto, {}), "valley_step", None)])
     except Exception as error:  # noqa: BLE001 - report why, whatever it is
         return f"not available ({_first_line(error)})"
     return f"ok ({library.path}{'' if library.openmp else ', without OpenMP: one thread'})"
+
+
+def _plans() -> dict:
+    """One line per named core optimizer: its plan's passes, or why it has none."""
+    import valley_core as vc
+    from backends.kernels.plan import Unplannable, derive
+
+    lines = {}
+    for name, factory in vc.OPTIMIZERS.items():
+        try:
+            plan = derive(factory, {})
+            lines[name] = f"{len(plan.passes)} pass(es), {plan.reductions} sum(s), state {[k for _, k in plan.buffers]}"
+        except Unplannable as error:
+            lines[name] = f"core path only: {error}"
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
@@ -151,5 +168,8 @@ def run(args: argparse.Namespace) -> int:
     for name, status in backends.items():
         print(f"  {name:18s} {status}")
     print(f"  fused CPU kernels  {kernels}")
+    print("  execution plans (backends.kernels.plan; what cannot be planned runs on the core path):")
+    for name, line in _plans().items():
+        print(f"    {name:16s} {line}")
     print(f"  GPU                {gpu}")
     return 0

@@ -21,7 +21,7 @@ written. When an executor fails under ``"auto"`` (no C++ compiler, a compilation
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Union
 
 from backends.kernels.cpu import KernelUnavailable
 from backends.kernels.plan import Plan, Unplannable
@@ -96,13 +96,3 @@ class Dispatcher:
             raise RuntimeError(f"{self.owner}(implementation={executor!r}): {reason}")
         warnings.warn(f"{self.owner}: {reason}; {instead}", RuntimeWarning, stacklevel=4)
         self.failed[executor] = reason
-
-
-def describe(plan: Union[Plan, Any]) -> str:
-    """One line for ``valley info`` and messages: the plan's passes, or why the chain cannot be planned."""
-    if isinstance(plan, Unplannable):
-        return f"core path only: {plan}"
-    return (
-        f"{len(plan.passes)} pass(es), {plan.reductions} reduction(s), buffers "
-        f"{[key for _, key in plan.buffers]}, {len(plan.step_scalars)} per-step scalars"
-    )
