@@ -207,20 +207,27 @@ def make_torch_optimizer(name: str, params: Sequence[Any], hp: Dict[str, Any]):
     if cls is None:
         raise ImportError(f"{module_name}.{class_name} is not available")
     hp = dict(hp)
-    if module_name == "backends.torch":
-        # The default path ("auto": the fused CPU kernels, proven equal to the core by tests/torch). Their one-off
-        # build (about a second, then cached on disk) happens here, outside the timed training.
-        from backends.kernels import cpu
-
-        try:
-            cpu.load()
-        except cpu.KernelUnavailable:
-            pass  # "auto" warns and uses another path
     if module_name == "torch.optim" and class_name == "SGD":
         return cls(
             list(params), lr=hp["lr"], momentum=hp.get("momentum", 0.0), weight_decay=hp.get("weight_decay", 0.0)
         )
-    return cls(list(params), **hp)
+    optimizer = cls(list(params), **hp)
+    if module_name == "backends.torch":
+        # The default path ("auto": fused CPU kernels generated from the optimizer's plan, proven equal to the core
+        # by tests/torch). Their one-off build (about a second, then cached on disk) happens here, outside the timed
+        # training.
+        from backends.kernels.cpu import KernelUnavailable
+        from backends.kernels.plan import Plan
+        from backends.torch import fused
+
+        for group in optimizer.param_groups:
+            plan = optimizer.plan_for(group)
+            try:
+                if isinstance(plan, Plan):
+                    fused.library(plan)
+            except KernelUnavailable:
+                pass  # "auto" warns and uses another path
+    return optimizer
 
 
 def make_numpy_optimizer(name: str, params: Sequence[np.ndarray], hp: Dict[str, Any]):
