@@ -78,11 +78,9 @@ TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
 ALTO_MIN_BYTES_PER_PARAM = 9 * 4
 #: AdamW's minimum traffic per parameter: read theta, g, m, v and write theta, m, v (float32).
 ADAMW_MIN_BYTES_PER_PARAM = 7 * 4
-#: What backends.cupy's Lamb-family step moves per parameter: direction kernel (read g, theta, b, m, v;
-#: write b, m, v, r), two norms (read theta, r), update (read r, theta; write theta).
-CUPY_ALTO_BYTES_PER_PARAM = 14 * 4
-#: The same for its multi_tensor path: first pass (read g, theta, b, m, v; write b, m, v), second pass
-#: (read m, v, theta; write theta).
+#: What backends.cupy's ALTO step moves per parameter (its plan's two passes; ``multi_tensor`` no longer changes
+#: the kernels): first pass (read g, theta, b, m, v; write b, m, v), second pass (read m, v, theta; write theta).
+CUPY_ALTO_BYTES_PER_PARAM = 12 * 4
 CUPY_MULTI_TENSOR_BYTES_PER_PARAM = 12 * 4
 #: Optimizers with backends.cupy's multi_tensor path.
 MULTI_TENSOR_OPTIMIZERS = ("alto", "alto_vanilla", "lamb")
@@ -763,7 +761,7 @@ def markdown(report: Dict[str, Any]) -> str:
         "Effective bandwidth = minimum bytes of the algorithm (ALTO: read theta, g, b, m, v and write "
         "theta, b, m, v = 36 B/param in float32; AdamW: 28 B/param) / best step time. The authors' ALTO is "
         "given ALTO's minimum although it moves more. 'moved' counts what backends.cupy's kernels "
-        "actually read and write (56 B/param; 48 with multi_tensor).",
+        "actually read and write (48 B/param).",
         "",
         "'host ms' is the time the host spends issuing a step (close to the step time: launch-bound).",
         "",

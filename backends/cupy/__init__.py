@@ -10,12 +10,11 @@
 How it is built (see ``docs/cupy.md``):
 
 - the hyperparameters are validated and the state is laid out by the ``valley_core`` factories;
-- the element-wise part of a step is a composition of ``valley_core.elementwise`` functions, traced once
-  (``backends.kernels.trace``) and compiled as one CuPy ``ElementwiseKernel`` per program that updates the
-  state in place; norms are a CuPy ``ReductionKernel``; the trust ratio stays on the device, so a step never
-  waits for the GPU;
-- ``array_module="numpy"`` runs exactly the same code on NumPy arrays (the traced programs interpreted by
-  NumPy): it is how the CPU test suite checks this adapter against the core.
+- a step runs the execution plan derived from the factory's chain (``backends.kernels.plan``): one CuPy
+  ``RawKernel`` per pass for up to 16 tensors, generated from the plan's statements, the norms' sums
+  accumulated on the device, so a step never waits for the GPU;
+- ``array_module="numpy"`` runs exactly the same plan on NumPy arrays (interpreted by NumPy): it is how the
+  CPU test suite checks this adapter against the core.
 
 Importing this module imports neither CuPy nor CUDA. Constructing an optimizer (with the default
 ``array_module="cupy"``) raises ``RuntimeError`` when CuPy is not installed or CUDA is not available.

@@ -66,7 +66,7 @@ class Optimizer:
         skip_nonfinite: if True, a step whose gradients contain NaN or Inf is skipped (parameters and state
             untouched) and ``step`` returns False. This costs one host synchronisation per step.
         array_module: ``"cupy"`` (default). ``"numpy"`` runs the same code on NumPy arrays on the CPU, the
-            traced programs executed by NumPy instead of compiled: a test mode, not a fast path.
+            plan interpreted by NumPy instead of compiled: a test mode, not a fast path.
         multi_tensor: kept for compatibility (a bool): every step now launches one kernel per pass for up to 16
             C-contiguous tensors (``backends.cupy._multi_tensor``); a non-contiguous tensor is run by CuPy's
             operators. Not yet run on a GPU: ``benchmarks/gpu_check.py`` checks and times it.
