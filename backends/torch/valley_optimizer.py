@@ -114,8 +114,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
             default True: the paper applies it to every tensor).
 
     State (``self.state[p]``): the core's per-tensor buffers under their core names without the index
-    (``"EState.carry"``, ``"AdamState.first"``, ``"AdamState.second"``, ...), the core's step counters
-    (0-d int32 tensors) and ``"step"`` (a Python int). Buffers of bfloat16/float16 parameters are float32.
+    (``"EState.carry"``, ``"AdamState.first"``, ``"AdamState.second"``, ...) and one step counter, ``"step"``
+    (a Python int; the core's counters are made from it). Buffers of bfloat16/float16 parameters are float32.
+    A parameter listed twice is refused (``ValueError``).
     """
 
     #: The ``valley_core`` factory this class runs (a function returning a ``GradientTransformation``).
