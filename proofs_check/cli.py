@@ -15,6 +15,7 @@ import time
 from typing import Any, Dict, List
 
 from proofs_check.common import ClaimResult, Context
+from proofs_check.output import OutputError, prepare
 from proofs_check.report import overall, write_reports
 from proofs_check.runners import BACKENDS, BackendUnavailable, check_backend
 
@@ -31,7 +32,9 @@ CLAIMS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``valley proofs`` / ``python -m proofs_check`` to ``parser``."""
-    parser.add_argument("--quick", action="store_true", help="small version of every check (<= 2 min on 2 cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="every claim and control at small sizes (< 3 min on 2 cores)"
+    )
     parser.add_argument(
         "--backend", choices=BACKENDS, default="numpy", help="which backend runs the optimizers (default numpy)"
     )
@@ -67,17 +70,51 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the selected claims; returns 0 if all pass, 1 if any fails, 2 if the backend cannot run."""
+    """Runs the selected claims; returns 0 if all pass, 1 if any fails, 2 for unusable arguments or outputs.
+
+    The output folder and the docs page are checked (and staged) before any claim runs; the report is moved
+    into place only when every claim has run, so an interrupted run leaves the previous report intact.
+    """
+    prog = "valley proofs" if getattr(args, "_module", None) else "python -m proofs_check"
     names = [n.strip() for n in args.claims.split(",") if n.strip()]
     unknown = [n for n in names if n not in CLAIMS]
-    if unknown:
-        print(f"proofs_check: unknown claims {unknown}; choose from {list(CLAIMS)}", file=sys.stderr)
+    if unknown or not names:
+        print(f"{prog}: error: --claims: unknown claims {unknown}; choose from {list(CLAIMS)}", file=sys.stderr)
         return 2
     try:
         description = check_backend(args.backend)
     except BackendUnavailable as error:
-        print(f"proofs_check: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    try:
+        staging = prepare(args.out, args.docs_md)
+    except OutputError as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    try:
+        results, runtime = _run_claims(args, names, staging.folder)
+        meta = {
+            "command": _command(args),
+            "quick": args.quick,
+            "seed": args.seed,
+            "backend": args.backend,
+            "backend_description": description,
+            "versions": _versions(),
+            "runtime_s": runtime,
+            "claims": names,
+        }
+        write_reports(staging.folder, meta, results, staging.docs_file, link_dir=args.out)
+        staging.publish()
+    except BaseException:
+        staging.discard()
+        raise
+    for r in results:
+        print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, {r.runtime_s:.1f} s)")
+    print(f"overall: {overall(results)}; report: {args.out}/report.md")
+    return 0 if overall(results) == "PASS" else 1
+
+
+def _run_claims(args: argparse.Namespace, names: List[str], folder: str) -> tuple:
     progress = None
     outer: Any = names
     if not args.no_progress:
@@ -87,28 +124,14 @@ def run(args: argparse.Namespace) -> int:
             return tqdm(iterable, total=total, desc=f"  {desc}", leave=False, file=sys.stderr)
 
         outer = tqdm(names, desc="proofs", file=sys.stderr)
-    ctx = Context(backend=args.backend, quick=args.quick, seed=args.seed, out_dir=args.out, progress=progress)
+    ctx = Context(backend=args.backend, quick=args.quick, seed=args.seed, out_dir=folder, progress=progress)
     started = time.perf_counter()
     results: List[ClaimResult] = []
     for name in outer:
         if hasattr(outer, "set_postfix_str"):
             outer.set_postfix_str(name)
         results.append(importlib.import_module(CLAIMS[name]).run(ctx))
-    meta = {
-        "command": _command(args),
-        "quick": args.quick,
-        "seed": args.seed,
-        "backend": args.backend,
-        "backend_description": description,
-        "versions": _versions(),
-        "runtime_s": time.perf_counter() - started,
-        "claims": names,
-    }
-    write_reports(args.out, meta, results, args.docs_md)
-    for r in results:
-        print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, {r.runtime_s:.1f} s)")
-    print(f"overall: {overall(results)}; report: {args.out}/report.md")
-    return 0 if overall(results) == "PASS" else 1
+    return results, time.perf_counter() - started
 
 
 def main(argv: List[str] | None = None) -> int:

@@ -20,17 +20,21 @@ class Check:
         value: the measured number (or a short string of numbers).
         threshold: the rule, e.g. ``"<= 0.6"``.
         passed: whether ``value`` satisfies ``threshold``.
+        statistic: the paired statistics behind the decision (``stats.paired``), when it compares a method
+            with its control over seeds or starts.
     """
 
     description: str
     value: Any
     threshold: str
     passed: bool
+    statistic: Optional[Dict[str, Any]] = None
 
 
 @dataclasses.dataclass
 class ClaimResult:
-    """The record of one claim: what the paper says, what was enforced, what was measured, the verdict."""
+    """The record of one claim: what the paper says, what was tested (controls, regime, statistics), what was
+    enforced, what was measured, the verdict and its explanation."""
 
     name: str
     title: str
@@ -42,6 +46,11 @@ class ClaimResult:
     notes: List[str] = dataclasses.field(default_factory=list)
     runner_paths: List[str] = dataclasses.field(default_factory=list)
     runtime_s: float = 0.0
+    tested: str = ""
+    controls: List[str] = dataclasses.field(default_factory=list)
+    regime: List[str] = dataclasses.field(default_factory=list)
+    statistics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
+    explanation: str = ""
 
     @property
     def verdict(self) -> str:
@@ -53,6 +62,11 @@ class ClaimResult:
             "name": self.name,
             "title": self.title,
             "statement": self.statement,
+            "tested": self.tested,
+            "controls": self.controls,
+            "regime": self.regime,
+            "statistics": to_jsonable(self.statistics),
+            "explanation": self.explanation,
             "assumptions": self.assumptions,
             "evidence": to_jsonable(self.evidence),
             "checks": [to_jsonable(dataclasses.asdict(c)) for c in self.checks],
@@ -73,6 +87,9 @@ class Context:
         seed: base seed; every check derives its own generators from it.
         out_dir: where plots go.
         progress: a callable ``(iterable, total, desc) -> iterable`` (a tqdm wrapper) or None.
+        plant: tests only: ``(name, hyperparameters) -> (name, hyperparameters)`` applied to every optimizer
+            a check asks for, to plant a wrong optimizer and see the verdict flip.
+        tiny: tests only: the smallest sizes (``pick``'s ``tiny`` argument, else its ``quick`` one).
     """
 
     def __init__(
@@ -82,16 +99,22 @@ class Context:
         seed: int = 0,
         out_dir: str = ".",
         progress: Optional[Callable[..., Iterable]] = None,
+        plant: Optional[Callable[[str, Dict[str, Any]], tuple]] = None,
+        tiny: bool = False,
     ) -> None:
         self.backend = backend
-        self.quick = quick
+        self.quick = quick or tiny
+        self.tiny = tiny
         self.seed = seed
         self.out_dir = out_dir
         self._progress = progress
+        self.plant = plant
         self.paths: Dict[str, None] = {}
 
     def stepper(self, name: str, params: Sequence[np.ndarray], **hyperparameters: Any) -> Stepper:
         """An optimizer on this context's backend; its code path is recorded for the report."""
+        if self.plant is not None:
+            name, hyperparameters = self.plant(name, dict(hyperparameters))
         stepper = make_stepper(self.backend, name, params, **hyperparameters)
         self.paths.setdefault(stepper.path, None)
         return stepper
@@ -111,8 +134,10 @@ class Context:
             return iterable
         return self._progress(iterable, total=total, desc=desc)
 
-    def pick(self, quick: Any, full: Any) -> Any:
-        """``quick`` in quick mode, ``full`` otherwise."""
+    def pick(self, quick: Any, full: Any, tiny: Any = None) -> Any:
+        """``quick`` in quick mode, ``full`` otherwise (``tiny``, when given, in the tests' tiny mode)."""
+        if self.tiny and tiny is not None:
+            return tiny
         return quick if self.quick else full
 
 

@@ -1,237 +1,255 @@
-"""Claim 3, non-convex stationarity (Theorem 1): the average squared true-gradient norm is ``O(eps^2)``
-with batch ``b = O(G_inf / eps^2)`` and ``T = O(1 / eps^2)`` steps at a small constant learning rate.
+"""Claim 3, non-convex stationarity (Theorem 1): the average squared true-gradient norm is ``O(eps^2)`` with
+batch ``b = O(G_inf / eps^2)`` and ``T = O(1 / eps^2)`` steps at a small constant learning rate.
 
-Problem: smooth non-convex tanh regression (``problems.TanhRegression``, n = 4096, dim 16); mini-batches
-drawn with replacement (unbiased, variance bounded by the per-sample variance over ``b``); the true
-gradient is the full-batch gradient. Theorem settings: ``mu = sqrt(1 - beta3) G_inf / eps1 = 0.5`` (so eps1
-is set from the analytic ``G_inf``), ``lambda_k = lambda (1 - mu)^k`` (``valley_core.exponential_decay``),
-constant ``lr = 0.01``, ``b(eps) = ceil(0.1 G_inf / eps^2)``, ``T(eps) = ceil(4 / eps^2)``.
+Problem: a two-layer tanh network fitted to a random teacher (``problems.TwoLayerTanh``, n = 2048, two
+parameter tensors, a saddle near the small start): non-convex, and a problem on which optimizers can differ.
+ALTO (the paper's large-batch setting ``alpha = -5, beta1 = 0.99``) is run against its base, Lamb (``alpha =
+0``), on the same data, starts, mini-batch streams and budgets. Theorem settings: ``mu = sqrt(1 - beta3)
+G_inf / eps1 = 0.5`` (``eps1`` from the largest mini-batch ``||g||_inf`` of a pilot run at the start),
+``lambda_k = lambda (1 - mu)^k``, constant ``lr``, ``b(eps) = ceil(C_BATCH / eps^2)``, ``T(eps) =
+ceil(C_STEPS / eps^2)``; a second regime with a small ``eps1`` (``mu >> 1``, outside the theorem) shows what
+the Adam part does when the theorem's ``eps1`` does not swamp it.
 
-Measured: (1) ``A(eps)``, the average of ``||grad f(theta_k)||^2`` over the ``T(eps)`` steps, against
-``eps^2`` (slope >= 0.75 means ``O(eps^2)`` within tolerance); (2) the exponent of the running average in
-``T`` at fixed ``b``; (3) the exponent in ``b`` of the average over the second half of runs of equal
-length; (4) steps-to-eps (first ``T`` with running average ``<= eps^2``) for ALTO and Lamb, fitted against
-``1/eps`` (the paper: ``eps^-2`` for ALTO against ``eps^-4`` in Lamb's analysis).
+Measured per (method, regime, eps, seed): ``A(eps)``, the average of ``||grad f(theta_k)||^2`` over the
+``T(eps)`` steps; steps-to-eps (first ``T`` with running average
+``<= TARGET eps^2``, within ``T(eps)``); ``max_k ||theta_k||``
+against ``D``. Fitted constants ``A = C eps^(2p)`` and ``steps = C' eps^(-q)`` for both methods side by side.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, Dict, List
 
 import numpy as np
 
 import valley_core as vc
+from proofs_check import stats
 from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slope, save_figure
-from proofs_check.problems import TanhRegression
+from proofs_check.problems import TwoLayerTanh
 
 NAME = "nonconvex_stationarity"
 TITLE = "Non-convex stationarity, Theorem 1: average squared gradient norm O(eps^2)"
 LR, MU, WD, BETA3 = 0.01, 0.5, 1e-4, 0.99
-C_BATCH, C_STEPS = 0.1, 4.0
+C_BATCH, C_STEPS = 0.2, 4.0
+D_BOUND = 10.0  # the theorem's bounded-iterates constant D, fixed before the run: max ||theta_k||_2 <= D
+SMALL_EPS1 = 1e-8
+TARGET = 100.0  # steps-to-eps: first T with running average <= TARGET eps^2 (the bound's constant is unknown)
 OPTIMIZERS = {"alto": {"alpha": -5.0, "betas": (0.99, 0.9, BETA3)}, "lamb": {"betas": (0.9, BETA3)}}
+REGIMES = ("theorem_eps1", "small_eps1")
 
 
-def _run(
-    ctx: Context,
-    problem: TanhRegression,
-    name: str,
-    batch: int,
-    min_steps: int,
-    cap: int,
-    target: float,
-    seed_index: int,
-    stride: int = 1,
-) -> Dict[str, Any]:
-    rng = ctx.rng(3, seed_index, batch, list(OPTIMIZERS).index(name))
-    start = ctx.rng(3, seed_index).standard_normal(problem.dim) * 0.5
-    eps1 = math.sqrt(1.0 - BETA3) * problem.g_inf / MU
-    stepper = ctx.stepper(
-        name, [start], lr=LR, eps=eps1, weight_decay=vc.exponential_decay(WD, 1.0 - MU), **OPTIMIZERS[name]
+def _g_inf(problem: TwoLayerTanh, start: List[np.ndarray], rng: np.random.Generator, batch: int) -> float:
+    """The largest mini-batch ``||g||_inf`` over 200 random batches at the start (sets ``eps1``)."""
+    return max(
+        max(float(np.max(np.abs(g))) for g in problem.grad(start, rng.integers(0, problem.n, batch)))
+        for _ in range(200)
     )
-    norms: List[float] = []
-    total, reached, max_inf = 0.0, None, 0.0
-    for k in range(cap):
-        theta = stepper.params[0]
+
+
+def _run(ctx: Context, problem, name, start, eps1, batch, steps, target, rng, stride) -> Dict[str, Any]:
+    stepper = ctx.stepper(
+        name, start, lr=LR, eps=eps1, weight_decay=vc.exponential_decay(WD, 1.0 - MU), **OPTIMIZERS[name]
+    )
+    norms, max_theta, max_inf, reached = [], 0.0, 0.0, None
+    total = 0.0
+    for k in range(steps):
+        params = stepper.params
+        max_theta = max(max_theta, math.sqrt(sum(float(np.sum(p * p)) for p in params)))
         if k % stride == 0:
-            value = float(np.sum(problem.grad(theta) ** 2))
+            value = sum(float(np.sum(g * g)) for g in problem.grad(params))
             norms.append(value)
             total += value
             if reached is None and total / len(norms) <= target:
                 reached = k + 1
-        g = problem.grad(theta, rng.integers(0, problem.n, batch))
-        max_inf = max(max_inf, float(np.max(np.abs(g))))
-        stepper.step([g])
-        if k + 1 >= min_steps and reached is not None:
-            break
-    norms_arr = np.array(norms)
-    return {
-        "norms": norms_arr,
-        "running": np.cumsum(norms_arr) / np.arange(1, len(norms_arr) + 1),
-        "stride": stride,
-        "reached": reached,
-        "max_grad_inf": max_inf,
-        "steps": k + 1,
-    }
+        grads = problem.grad(params, rng.integers(0, problem.n, batch))
+        max_inf = max(max_inf, max(float(np.max(np.abs(g))) for g in grads))
+        stepper.step(grads)
+    running = np.cumsum(norms) / np.arange(1, len(norms) + 1)
+    return {"A": float(running[-1]), "reached": reached, "max_theta": max_theta, "max_inf": max_inf, "running": running}
 
 
 def run(ctx: Context) -> ClaimResult:
     """Runs the scans and returns the claim's record."""
+    with warnings.catch_warnings():  # nan means of censored runs are reported as such
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return _run_all(ctx)
+
+
+def _run_all(ctx: Context) -> ClaimResult:
     started = time.perf_counter()
-    eps2_grid = ctx.pick([4e-3, 2e-3, 1e-3], [4e-3, 2e-3, 1e-3, 5e-4, 2.5e-4])
-    seeds = ctx.pick(1, 2)
-    b_steps = ctx.pick(2000, 8000)
-    evidence: Dict[str, Any] = {"eps2_grid": eps2_grid, "seeds": seeds, "lr": LR, "mu": MU}
-    A = {name: np.zeros(len(eps2_grid)) for name in OPTIMIZERS}
-    reach = {name: np.zeros(len(eps2_grid)) for name in OPTIMIZERS}
-    censored = {name: 0 for name in OPTIMIZERS}
-    tail = np.zeros(len(eps2_grid))
-    running_min_eps = []
-    batches = [int(math.ceil(C_BATCH * 1.0 / e)) for e in eps2_grid]
-    jobs = [(s, n, i) for s in range(seeds) for n in OPTIMIZERS for i in range(len(eps2_grid))]
-    jobs += [(s, "b-sweep", i) for s in range(seeds) for i in range(len(eps2_grid))]
-    max_inf, g_inf = 0.0, None
-    for seed_index, name, i in ctx.progress(jobs, total=len(jobs), desc=NAME):
-        problem = TanhRegression(ctx.rng(3, seed_index, 99))
-        g_inf = problem.g_inf
+    eps2_grid = ctx.pick([4e-3, 2e-3, 1e-3], [8e-3, 4e-3, 2e-3, 1e-3, 5e-4], tiny=[4e-3, 2e-3])
+    seeds = ctx.pick(2, 5, tiny=2)
+    problem = TwoLayerTanh(ctx.rng(3, 99))
+    jobs = [(s, r, n, i) for s in range(seeds) for r in REGIMES for n in OPTIMIZERS for i in range(len(eps2_grid))]
+    results: Dict[tuple, Dict[str, Any]] = {}
+    g_inf_seen = {}
+    for seed_index, regime, name, i in ctx.progress(jobs, total=len(jobs), desc=NAME):
         eps2 = eps2_grid[i]
-        batch = int(math.ceil(C_BATCH * problem.g_inf / eps2))
-        batches[i] = batch
-        if name == "b-sweep":
-            result = _run(ctx, problem, "alto", batch, b_steps, b_steps, -1.0, seed_index)
-            tail[i] += float(np.mean(result["norms"][b_steps // 2 :])) / seeds
-            continue
+        batch = int(math.ceil(C_BATCH / eps2))
         steps = int(math.ceil(C_STEPS / eps2))
-        result = _run(ctx, problem, name, batch, steps, 4 * steps, eps2, seed_index)
-        max_inf = max(max_inf, result["max_grad_inf"])
-        A[name][i] += float(result["running"][steps - 1]) / seeds
-        if result["reached"] is None:
-            censored[name] += 1
-            reach[name][i] += float("nan")
-        else:
-            reach[name][i] += result["reached"] / seeds
-        if name == "alto" and i == len(eps2_grid) - 1:
-            running_min_eps.append(result["running"][:steps])
+        start = problem.init(ctx.rng(3, seed_index))
+        if seed_index not in g_inf_seen:
+            g_inf_seen[seed_index] = _g_inf(problem, start, ctx.rng(3, seed_index, 7), int(C_BATCH / eps2_grid[0]))
+        eps1 = math.sqrt(1.0 - BETA3) * g_inf_seen[seed_index] / MU if regime == "theorem_eps1" else SMALL_EPS1
+        # the same mini-batch stream for both methods (paired)
+        rng = ctx.rng(3, seed_index, i, REGIMES.index(regime))
+        results[(seed_index, regime, name, i)] = _run(
+            ctx, problem, name, start, eps1, batch, steps, TARGET * eps2, rng, max(1, steps // 400)
+        )
+    evidence: Dict[str, Any] = {
+        "eps2_grid": eps2_grid,
+        "seeds": seeds,
+        "lr": LR,
+        "mu": MU,
+        "batch_per_eps": [int(math.ceil(C_BATCH / e)) for e in eps2_grid],
+        "steps_per_eps": [int(math.ceil(C_STEPS / e)) for e in eps2_grid],
+        "G_inf_at_start_per_seed": [g_inf_seen[s] for s in range(seeds)],
+        "D_bound": D_BOUND,
+    }
+    checks: List[Check] = []
+    statistics: List[Dict[str, Any]] = []
     inv_eps = 1.0 / np.sqrt(np.array(eps2_grid))
-    slope_A = loglog_slope(eps2_grid, A["alto"])
-    running = np.mean(running_min_eps, axis=0)
-    t_grid = np.unique(np.round(np.logspace(np.log10(50), np.log10(len(running)), 12)).astype(int))
-    p_T = loglog_slope(t_grid, running[t_grid - 1])
-    p_b = loglog_slope(batches, tail)
-    exponents = {name: loglog_slope(inv_eps, reach[name]) for name in OPTIMIZERS}
-    evidence.update(
-        {
-            "G_inf_analytic": g_inf,
-            "max_minibatch_grad_inf_seen": max_inf,
-            "eps1_from_mu": math.sqrt(1.0 - BETA3) * g_inf / MU,
-            "batch_per_eps": batches,
-            "steps_per_eps": [int(math.ceil(C_STEPS / e)) for e in eps2_grid],
-            "A_alto": A["alto"],
-            "A_lamb": A["lamb"],
-            "slope_A_vs_eps2_alto": slope_A,
-            "slope_A_vs_eps2_lamb": loglog_slope(eps2_grid, A["lamb"]),
-            "T_grid_fixed_b": t_grid,
-            "running_avg_fixed_b": running[t_grid - 1],
-            "exponent_T": p_T,
-            "b_sweep_steps": b_steps,
-            "second_half_avg_per_b": tail,
-            "exponent_b": p_b,
-            "steps_to_eps_alto": reach["alto"],
-            "steps_to_eps_lamb": reach["lamb"],
-            "steps_to_eps_exponent_alto": exponents["alto"],
-            "steps_to_eps_exponent_lamb": exponents["lamb"],
-            "censored_runs": censored,
-        }
-    )
+    constants: Dict[str, Any] = {}
+    for regime in REGIMES:
+        for name in OPTIMIZERS:
+            A = np.array([[results[(s, regime, name, i)]["A"] for i in range(len(eps2_grid))] for s in range(seeds)])
+            reach = np.array(
+                [
+                    [results[(s, regime, name, i)]["reached"] or np.nan for i in range(len(eps2_grid))]
+                    for s in range(seeds)
+                ],
+                dtype=float,
+            )
+            A_mean = A.mean(axis=0)
+            p_A = loglog_slope(eps2_grid, A_mean)
+            c_A = float(np.exp(np.mean(np.log(A_mean) - p_A * np.log(eps2_grid))))
+            reach_mean = np.nanmean(reach, axis=0) if np.isfinite(reach).any() else reach[0]
+            q = loglog_slope(inv_eps, reach_mean)
+            c_steps = float(np.exp(np.nanmean(np.log(reach_mean) - q * np.log(inv_eps))))
+            constants[f"{regime}/{name}"] = {
+                "A_mean": A_mean,
+                "A_exponent_in_eps2": p_A,
+                "A_constant": c_A,
+                "steps_to_eps_mean": reach_mean,
+                "steps_to_eps_exponent_in_1/eps": q,
+                "steps_to_eps_constant": c_steps,
+                "censored_runs": int(np.sum(~np.isfinite(reach))),
+                "max_theta_norm": max(
+                    results[(s, regime, name, i)]["max_theta"] for s in range(seeds) for i in range(len(eps2_grid))
+                ),
+                "max_minibatch_grad_inf": max(
+                    results[(s, regime, name, i)]["max_inf"] for s in range(seeds) for i in range(len(eps2_grid))
+                ),
+                "A_per_seed": A,
+                "steps_to_eps_per_seed": reach,
+            }
+    evidence["constants"] = constants
+    # paired over seeds: log A(eps) and log steps-to-eps, ALTO - Lamb (averaged over the eps grid per seed)
+    for regime in REGIMES:
+        a, base = constants[f"{regime}/alto"], constants[f"{regime}/lamb"]
+        statistics.append(
+            stats.paired(
+                np.mean(np.log(a["A_per_seed"]), axis=1),
+                np.mean(np.log(base["A_per_seed"]), axis=1),
+                f"{regime}: mean over eps of log A(eps), ALTO - Lamb",
+            )
+        )
+        statistics.append(
+            stats.paired(
+                np.nanmean(np.log(a["steps_to_eps_per_seed"]), axis=1),
+                np.nanmean(np.log(base["steps_to_eps_per_seed"]), axis=1),
+                f"{regime}: mean over eps of log steps-to-eps, ALTO - Lamb",
+            )
+        )
+    theorem = constants["theorem_eps1/alto"]
+    largest = max(v["max_theta_norm"] for v in constants.values())
     checks = [
         Check(
-            "ALTO: slope of log A(eps) against log eps^2 (A = O(eps^2) means slope >= 1)",
-            slope_A,
+            "ALTO, theorem's eps1: exponent of A(eps) in eps^2 (A = O(eps^2) means >= 1)",
+            theorem["A_exponent_in_eps2"],
             ">= 0.75",
-            slope_A >= 0.75,
+            theorem["A_exponent_in_eps2"] >= 0.75,
         ),
         Check(
-            f"ALTO: exponent of the running average in T at fixed b = {batches[-1]}",
-            p_T,
-            "<= -0.1 (falls)",
-            p_T <= -0.1,
-        ),
-        Check(
-            f"ALTO: exponent in b of the second-half average over {b_steps} steps", p_b, "<= -0.1 (falls)", p_b <= -0.1
-        ),
-        Check(
-            "ALTO: exponent of steps-to-eps in 1/eps (claim: 2)",
-            exponents["alto"],
+            f"ALTO, theorem's eps1: exponent of steps to running average <= {TARGET:g} eps^2 in 1/eps (claim: 2), "
+            "no censored run",
+            theorem["steps_to_eps_exponent_in_1/eps"],
             "<= 2.5 and no censored run",
-            exponents["alto"] <= 2.5 and censored["alto"] == 0,
+            theorem["steps_to_eps_exponent_in_1/eps"] <= 2.5 and theorem["censored_runs"] == 0,
         ),
         Check(
-            "ALTO's steps-to-eps exponent no worse than Lamb's (claim: 2 against 4)",
-            f"{exponents['alto']:.3g} vs {exponents['lamb']:.3g}",
-            "alto <= lamb + 0.25",
-            exponents["alto"] <= exponents["lamb"] + 0.25,
+            f"bounded iterates: max_k ||theta_k|| over every run against D = {D_BOUND:g}",
+            largest,
+            f"<= {D_BOUND:g}",
+            largest <= D_BOUND,
         ),
     ]
-    plots = [_plot(ctx, eps2_grid, A, reach, t_grid, running, batches, tail)]
-    assumptions = [
-        "L-smooth per-sample loss: tanh regression with a smooth bounded regulariser (by construction).",
-        "Unbiased stochastic gradients with bounded variance: mini-batches sampled uniformly with replacement "
-        "from the n = 4096 samples (by construction).",
-        f"Bounded gradients ||g||_inf <= G_inf: analytic bound G_inf = (1 + y_max) max|x| + 0.65 rho = {g_inf:.4g}; "
-        f"largest mini-batch ||g||_inf seen: {max_inf:.4g}.",
-        f"mu = sqrt(1 - beta3) G_inf / eps1 = {MU} <= 1: enforced by choosing eps1 = sqrt(1-beta3) G_inf / mu.",
-        f"Weight decay lambda_k = {WD} (1 - mu)^k via valley_core.exponential_decay (enforced).",
-        f"b(eps) = ceil({C_BATCH} G_inf / eps^2), T(eps) = ceil({C_STEPS} / eps^2), constant lr = {LR} "
-        "(the constants were chosen from one pilot run of ALTO and Lamb at lr 0.01 and 0.003 before the "
-        "checks were written; the thresholds were fixed before the first measured run).",
-        "ALTO at the paper's large-batch setting alpha = -5, beta1 = 0.99, (beta2, beta3) = (0.9, 0.99); Lamb "
-        "with the same lr, eps1, betas and weight-decay schedule.",
-        "True gradient = full-batch gradient, evaluated at every step.",
-    ]
-    notes = [
-        "Lamb's eps^-4 is an upper bound from its own analysis, not a measured rate: a measured Lamb exponent "
-        "near 2 does not contradict it, it shows the bound is loose on this problem.",
-        "The b-exponent is measured on the second half of equal-length runs, where the batch-independent "
-        "transient has died out; the full-run average at a fixed T is dominated by that transient.",
-    ]
+    diff = statistics[0]
+    explanation = (
+        "In the theorem's regime (eps1 set so that mu = 0.5) the measured constants of ALTO and Lamb are "
+        f"side by side in the evidence; ALTO - Lamb in log A: {stats.summary(diff)}. "
+        "The theorem's large eps1 makes the Adam denominators nearly constant, so both methods behave like "
+        "SGD with a trust ratio there; the small-eps1 regime (outside the theorem) shows the Adam part at "
+        f"work: {stats.summary(statistics[2])}. Lamb's eps^-4 is an upper bound from its own analysis, not a "
+        "measured rate; a measured Lamb exponent near 2 shows that bound is loose here."
+    )
+    plots = [_plot(ctx, eps2_grid, constants)]
     return ClaimResult(
         NAME,
         TITLE,
-        "Theorem 1: with L-smooth losses, unbiased bounded-variance bounded gradients, "
-        "mu = sqrt(1-beta3) G_inf/eps1 <= 1, lambda_k = lambda (1-mu)^k, b = O(G_inf/eps^2), a small "
-        "constant lr and T >= O(G_inf^1.5/eps^2), the average expected squared gradient norm is "
+        "Theorem 1: with L-smooth losses, unbiased bounded-variance bounded gradients, bounded iterates "
+        "(||theta|| <= D), mu = sqrt(1-beta3) G_inf/eps1 <= 1, lambda_k = lambda (1-mu)^k, b = O(G_inf/eps^2), "
+        "a small constant lr and T >= O(G_inf^1.5/eps^2), the average expected squared gradient norm is "
         "O(eps^2); Lamb's analysis needs T and b of order eps^-4.",
-        assumptions,
+        [
+            "L-smooth per-sample loss: two-layer tanh network with a smooth bounded regulariser (by construction).",
+            "Unbiased stochastic gradients with bounded variance: mini-batches sampled uniformly with replacement "
+            "(by construction); the same batch stream for ALTO and Lamb within a seed.",
+            f"mu = {MU}: eps1 = sqrt(1 - beta3) G_inf / mu with G_inf the largest mini-batch ||g||_inf of 200 "
+            "batches at the start (G_inf along the run is reported: max_minibatch_grad_inf).",
+            f"Weight decay lambda_k = {WD} (1 - mu)^k via valley_core.exponential_decay (enforced).",
+            f"b(eps) = ceil({C_BATCH} / eps^2), T(eps) = ceil({C_STEPS} / eps^2), constant lr = {LR}.",
+            f"Bounded iterates ||theta|| <= D: NOT enforced (no projection); max_k ||theta_k|| is monitored "
+            f"against D = {D_BOUND:g}, fixed before the run.",
+            "True gradient = full-batch gradient, evaluated every max(1, T/400) steps.",
+        ],
         evidence,
         checks,
         plots,
-        notes,
+        [],
         ctx.take_paths(),
         time.perf_counter() - started,
+        tested="How A(eps) and steps-to-eps scale with eps for ALTO at the theorem's settings, whether the "
+        "iterates stay within D, and the measured constants of ALTO and of its base Lamb side by side.",
+        controls=["Lamb (ALTO with alpha = 0): same problem, starts, mini-batch streams, eps1, lr and budgets."],
+        regime=[
+            f"eps^2 in {eps2_grid} (b and T scale as 1/eps^2); {seeds} seeds (start and batch stream).",
+            f"eps1: the theorem's (mu = {MU}) and a small one ({SMALL_EPS1:g}, mu >> 1, outside the theorem).",
+        ],
+        statistics=statistics,
+        explanation=explanation,
     )
 
 
-def _plot(ctx, eps2_grid, A, reach, t_grid, running, batches, tail) -> str:
+def _plot(ctx, eps2_grid, constants) -> str:
     plt = figure()
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for name in OPTIMIZERS:
-        axes[0].loglog(eps2_grid, A[name], "o-", label=name)
-        axes[3].loglog(1.0 / np.sqrt(eps2_grid), reach[name], "o-", label=name)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    inv = 1.0 / np.sqrt(np.array(eps2_grid))
+    for key, value in constants.items():
+        style = "-" if key.startswith("theorem") else "--"
+        axes[0].loglog(eps2_grid, value["A_mean"], "o" + style, label=key)
+        axes[1].loglog(inv, value["steps_to_eps_mean"], "o" + style, label=key)
     axes[0].loglog(eps2_grid, eps2_grid, "k:", label="eps^2")
     axes[0].set_xlabel("eps^2")
     axes[0].set_ylabel("A(eps): average ||grad f||^2 over T(eps)")
-    axes[1].loglog(t_grid, running[t_grid - 1], "o-")
-    axes[1].set_xlabel(f"T (b = {batches[-1]})")
-    axes[1].set_ylabel("running average ||grad f||^2")
-    axes[2].loglog(batches, tail, "o-")
-    axes[2].set_xlabel("batch size b")
-    axes[2].set_ylabel("second-half average ||grad f||^2")
-    inv = 1.0 / np.sqrt(np.array(eps2_grid))
-    axes[3].loglog(inv, reach["alto"][0] * (inv / inv[0]) ** 2, "k:", label="slope 2")
-    axes[3].set_xlabel("1/eps")
-    axes[3].set_ylabel("steps to running average <= eps^2")
-    for ax in (axes[0], axes[3]):
+    reach = constants["theorem_eps1/alto"]["steps_to_eps_mean"]
+    axes[1].loglog(inv, reach[0] * (inv / inv[0]) ** 2, "k:", label="slope 2")
+    axes[1].set_xlabel("1/eps")
+    axes[1].set_ylabel("steps to running average <= eps^2")
+    for ax in axes:
         ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(ctx, fig, "nonconvex_stationarity.png")

@@ -31,6 +31,24 @@ def logistic_stream(
     return x, y
 
 
+def logistic_drifting_stream(
+    rng: np.random.Generator, steps: int, dim: int, label_noise: float = 0.1, turns: float = 2.0
+) -> Tuple[np.ndarray, np.ndarray]:
+    """A drifting online logistic stream: like :func:`logistic_stream`, but the labelling vector rotates in a
+    random plane, ``w*_t = 2 (cos(phi_t) u + sin(phi_t) v)`` with ``phi_t = 2 pi turns t / steps``, so no
+    fixed point fits the whole sequence (the regret is still against the best fixed point in hindsight)."""
+    x = rng.standard_normal((steps, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    u, v = np.linalg.qr(rng.standard_normal((dim, 2)))[0].T
+    phi = 2.0 * np.pi * turns * np.arange(steps) / steps
+    w_star = 2.0 * (np.cos(phi)[:, None] * u + np.sin(phi)[:, None] * v)
+    y = np.sign(np.sum(x * w_star, axis=1))
+    y[y == 0] = 1.0
+    flip = rng.random(steps) < label_noise
+    y[flip] *= -1.0
+    return x, y
+
+
 def logistic_losses(theta: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``log(1 + exp(-y x . theta))`` per sample."""
     return np.logaddexp(0.0, -y * (x @ theta))
@@ -139,6 +157,18 @@ def rosenbrock_valley_hvp(p: np.ndarray, v: np.ndarray, scale: float = 10.0) -> 
     return np.stack([hxx * v[..., 0] + hxy * v[..., 1], hxy * v[..., 0] + hyy * v[..., 1]], axis=-1)
 
 
+def descending_valley(p: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    """The Rosenbrock valley whose floor descends slowly towards ``(1, 1)``: ``10 (y - x^2)^2 + slope (1 - x)^2``
+    (the Rosenbrock function with a weak ``(1 - x)^2`` term): a better minimum at the end of a long valley."""
+    return rosenbrock_valley(p) + slope * (1.0 - p[..., 0]) ** 2
+
+
+def descending_valley_grad(p: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    grad = rosenbrock_valley_grad(p)
+    grad[..., 0] += -2.0 * slope * (1.0 - p[..., 0])
+    return grad
+
+
 def rosenbrock_valley_position(p: np.ndarray) -> np.ndarray:
     """Arc length along ``y = x^2`` (from the vertex) of the nearest point of the parabola.
 
@@ -238,3 +268,42 @@ def sharp_flat_2d_hess(p: np.ndarray) -> np.ndarray:
         scaled = d / width
         hess = hess + e * (np.diag(1.0 / width**2) - scaled[..., :, None] * scaled[..., None, :])
     return hess
+
+
+# ------------------------------------------------------------------------------- two-layer tanh network
+class TwoLayerTanh:
+    """A two-layer tanh network fitted to a random teacher (smooth, non-convex, two parameter tensors).
+
+    ``f(W, w) = 1/n sum_i 1/2 (w . tanh(W x_i) - y_i)^2 + rho R(W, w)``, ``R = sum p^2 / (1 + p^2)`` over every
+    entry; ``x_i`` uniform in ``[-1, 1]^dim``; ``y_i`` from a teacher of the same shape plus noise. The loss has a
+    saddle at small weights and a continuum of symmetric minima, so optimizers can differ on it.
+    """
+
+    def __init__(
+        self, rng: np.random.Generator, n: int = 2048, dim: int = 8, hidden: int = 8, rho: float = 1e-3
+    ) -> None:
+        self.x = rng.uniform(-1.0, 1.0, (n, dim))
+        teacher_w, teacher_v = rng.standard_normal((hidden, dim)), rng.standard_normal(hidden)
+        self.y = np.tanh(self.x @ teacher_w.T) @ teacher_v + 0.1 * rng.standard_normal(n)
+        self.n, self.dim, self.hidden, self.rho = n, dim, hidden, rho
+
+    def init(self, rng: np.random.Generator, scale: float = 0.1) -> list:
+        """A small random start ``[W, w]`` (near the saddle at the origin)."""
+        return [rng.standard_normal((self.hidden, self.dim)) * scale, rng.standard_normal(self.hidden) * scale]
+
+    def loss(self, params) -> float:
+        w, v = params
+        residual = np.tanh(self.x @ w.T) @ v - self.y
+        reg = sum(float(np.sum(p * p / (1.0 + p * p))) for p in params)
+        return float(0.5 * np.mean(residual**2) + self.rho * reg)
+
+    def grad(self, params, index: np.ndarray | None = None) -> list:
+        """``[dW, dw]``: the full gradient, or the mini-batch gradient over the rows ``index`` (unbiased)."""
+        w, v = params
+        x = self.x if index is None else self.x[index]
+        y = self.y if index is None else self.y[index]
+        hidden = np.tanh(x @ w.T)
+        residual = (hidden @ v - y) / len(y)
+        grad_v = hidden.T @ residual
+        grad_w = ((residual[:, None] * (1.0 - hidden * hidden)) * v[None, :]).T @ x
+        return [g + self.rho * 2.0 * p / (1.0 + p * p) ** 2 for g, p in zip((grad_w, grad_v), params)]

@@ -7,6 +7,7 @@ import os
 from typing import Any, Dict, List
 
 from proofs_check.common import ClaimResult, fmt, to_jsonable
+from proofs_check.stats import summary
 
 
 def report_json(meta: Dict[str, Any], results: List[ClaimResult]) -> Dict[str, Any]:
@@ -66,18 +67,34 @@ def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefi
             f'<a id="{r.name}"></a>',
             f"## {r.title}: {r.verdict}",
             "",
-            f"**Claim.** {r.statement}",
+            f"**What the paper claims.** {r.statement}",
             "",
-            "**Assumptions and how they are enforced.**",
+            f"**What was tested.** {r.tested}",
+            "",
+            "**Controls.**",
             "",
         ]
+        out += [f"- {c}" for c in r.controls]
+        out += ["", "**Regime swept.**", ""] + [f"- {g}" for g in r.regime]
+        out += ["", "**Assumptions and how they are enforced.**", ""]
         out += [f"- {a}" for a in r.assumptions]
-        out += ["", "**Checks.**", "", "| check | measured | threshold | pass |", "|---|---|---|---|"]
+        out += [
+            "",
+            "**Checks and statistics** (thresholds fixed in the code before the run).",
+            "",
+            "| check | measured | threshold | pass | paired statistic |",
+            "|---|---|---|---|---|",
+        ]
         for c in r.checks:
+            statistic = summary(c.statistic) if c.statistic else ""
             out.append(
                 f"| {_cell(c.description)} | {_cell(fmt(c.value))} | {_cell(c.threshold)} | "
-                f"{'yes' if c.passed else '**no**'} |"
+                f"{'yes' if c.passed else '**no**'} | {_cell(statistic)} |"
             )
+        if r.statistics:
+            out += ["", "**Further paired comparisons (effect sizes, not verdicts).**", ""]
+            out += [f"- {_cell(s.get('label', ''))}: {summary(s)}" for s in r.statistics]
+        out += ["", f"**Verdict: {r.verdict}.** {r.explanation}"]
         if r.notes:
             out += ["", "**Notes.**", ""] + [f"- {n}" for n in r.notes]
         out += ["", "**Code paths that ran the optimizers:** " + ", ".join(f"`{p}`" for p in r.runner_paths), ""]
@@ -88,8 +105,15 @@ def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefi
     return "\n".join(out) + "\n"
 
 
-def write_reports(out_dir: str, meta: Dict[str, Any], results: List[ClaimResult], docs_md: str | None = None) -> None:
-    """Writes ``report.json`` and ``report.md`` into ``out_dir`` (and ``docs_md`` with relative links)."""
+def write_reports(
+    out_dir: str,
+    meta: Dict[str, Any],
+    results: List[ClaimResult],
+    docs_md: str | None = None,
+    link_dir: str | None = None,
+) -> None:
+    """Writes ``report.json`` and ``report.md`` into ``out_dir`` (and ``docs_md`` with plot links relative to it,
+    pointing into ``link_dir``, the folder the report will finally live in; default ``out_dir``)."""
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "report.json"), "w") as handle:
         json.dump(report_json(meta, results), handle, indent=1)
@@ -97,6 +121,7 @@ def write_reports(out_dir: str, meta: Dict[str, Any], results: List[ClaimResult]
     with open(os.path.join(out_dir, "report.md"), "w") as handle:
         handle.write(report_markdown(meta, results))
     if docs_md:
-        prefix = os.path.relpath(os.path.abspath(out_dir), os.path.dirname(os.path.abspath(docs_md)))
+        target = os.path.abspath(link_dir or out_dir)
+        prefix = os.path.relpath(target, os.path.dirname(os.path.abspath(docs_md)))
         with open(docs_md, "w") as handle:
             handle.write(report_markdown(meta, results, plot_prefix=prefix.rstrip("/") + "/"))

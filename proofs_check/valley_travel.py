@@ -6,7 +6,15 @@ parabola ``y = x^2``) and the squared-cardioid valley ``c(x, y)^2`` (floor: the 
 ``r = 1 + cos phi``). From random starts near the floor, ESGD against SGD and EAdam against Adam (the same
 lr; E with ``alpha = -5, beta1 = 0.9``). Distance travelled along the floor = ``|s(theta_N) - s(theta_k0)|``
 where ``s`` is the arc-length coordinate of the nearest floor point and ``k0`` the first step with loss
-``<= 1e-4``. Element-wise optimizers, so the starts are the rows of one array.
+``<= 1e-4``. Element-wise optimizers, so the starts are the rows of one array; ALTO and Lamb (a trust ratio
+per tensor) get one tensor per start.
+
+ALTO against Lamb is run too, and a third valley whose floor descends slowly towards a better minimum
+(``10 (y - x^2)^2 + 0.01 (1 - x)^2``), where "better minima along valleys" is measured by the final loss. Every
+comparison is paired over the starts (the same starts for E and its base) and must pass an effect-size
+threshold fixed before the run: the median paired ratio E/base of the distance travelled at least
+``TRAVEL_EFFECT`` (flat floors), or of the final loss at most ``LOSS_EFFECT`` (descending floor), with a sign
+test p-value below ``P_MAX``.
 """
 
 from __future__ import annotations
@@ -16,26 +24,35 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from proofs_check import problems
+from proofs_check import problems, stats
 from proofs_check.common import Check, ClaimResult, Context, figure, save_figure
 
 NAME = "valley_travel"
 TITLE = "Valley travel (Figure 1): E-optimizers move further along a valley of minima"
 LOW = 1e-4
+TRAVEL_EFFECT = 1.25  # E must travel at least 25 % further (median paired ratio)
+LOSS_EFFECT = 0.8  # on the descending floor E must end at least 20 % lower (median paired ratio)
+P_MAX = 0.01
+PER_TENSOR = ("alto", "lamb")
 PAIRS = {
     "sgd_vs_esgd": (("sgd", {"lr": 0.002}), ("esgd", {"lr": 0.002, "alpha": -5.0, "betas": (0.9, 0.0)})),
     "adam_vs_eadam": (("adam", {"lr": 0.01}), ("eadam", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.999)})),
+    "lamb_vs_alto": (
+        ("lamb", {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.0}),
+        ("alto", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
+    ),
 }
 VALLEYS = {
     "rosenbrock": (problems.rosenbrock_valley, problems.rosenbrock_valley_grad, problems.rosenbrock_valley_position),
     "cardioid": (problems.cardioid_valley, problems.cardioid_valley_grad, problems.cardioid_valley_position),
+    "descending": (problems.descending_valley, problems.descending_valley_grad, problems.rosenbrock_valley_position),
 }
 TRACKED = 3
 
 
 def _starts(ctx: Context, valley: str, n: int) -> np.ndarray:
     rng = ctx.rng(6, list(VALLEYS).index(valley))
-    if valley == "rosenbrock":
+    if valley in ("rosenbrock", "descending"):
         x = rng.uniform(-1.5, 1.5, n)
         return np.column_stack([x, x * x + rng.uniform(-0.5, 0.5, n)])
     phi = rng.uniform(-2.5, 2.5, n)
@@ -47,7 +64,8 @@ def _travel(
     ctx: Context, valley: str, name: str, hyper: Dict[str, Any], starts: np.ndarray, steps: int
 ) -> Dict[str, Any]:
     f, grad, position = VALLEYS[valley]
-    stepper = ctx.stepper(name, [starts], **hyper)
+    rows = name not in PER_TENSOR
+    stepper = ctx.stepper(name, [starts] if rows else list(starts), **hyper)
     n = len(starts)
     first_low = np.full(n, np.nan)
     reached = np.zeros(n, dtype=bool)
@@ -56,7 +74,7 @@ def _travel(
     tracks = [np.array(starts[:TRACKED], copy=True)]
     with np.errstate(all="ignore"):
         for _ in range(steps):
-            p = stepper.params[0]
+            p = stepper.params[0] if rows else np.stack(stepper.params)
             s = position(p)
             low = f(p) <= LOW
             newly = low & ~reached
@@ -65,9 +83,10 @@ def _travel(
                 path += np.where(reached, np.abs(s - previous_s), 0.0)
             reached |= low
             previous_s = s
-            stepper.step([grad(p)])
-            tracks.append(np.array(stepper.params[0][:TRACKED], copy=True))
-        final = np.array(stepper.params[0], copy=True)
+            stepper.step([grad(p)] if rows else list(grad(p)))
+            now = stepper.params[0] if rows else np.stack(stepper.params)
+            tracks.append(np.array(now[:TRACKED], copy=True))
+        final = np.array(stepper.params[0] if rows else np.stack(stepper.params), copy=True)
     net = np.abs(position(final) - first_low)
     net = np.where(reached & np.all(np.isfinite(final), axis=1), net, np.nan)
     return {
@@ -80,22 +99,24 @@ def _travel(
 
 
 def run(ctx: Context) -> ClaimResult:
-    """Runs every pair on both valleys and returns the claim's record."""
+    """Runs every pair on every valley and returns the claim's record."""
     started = time.perf_counter()
-    n = ctx.pick(100, 400)
-    steps = ctx.pick(2000, 6000)
+    n = ctx.pick(100, 300, tiny=30)
+    n_tensor = ctx.pick(12, 40, tiny=6)  # ALTO/Lamb: one tensor per start
+    steps = ctx.pick(1500, 4000, tiny=600)
     jobs = [(v, pair, i) for v in VALLEYS for pair in PAIRS for i in (0, 1)]
     results: Dict[tuple, Dict[str, Any]] = {}
     for valley, pair, i in ctx.progress(jobs, total=len(jobs), desc=NAME):
         name, hyper = PAIRS[pair][i]
-        results[(valley, pair, i)] = _travel(ctx, valley, name, hyper, _starts(ctx, valley, n), steps)
-    evidence: Dict[str, Any] = {"starts": n, "steps": steps, "low_loss": LOW}
+        count = n_tensor if name in PER_TENSOR else n
+        results[(valley, pair, i)] = _travel(ctx, valley, name, hyper, _starts(ctx, valley, count), steps)
+    evidence: Dict[str, Any] = {"starts": n, "starts_per_tensor_pairs": n_tensor, "steps": steps, "low_loss": LOW}
     checks: List[Check] = []
     for valley in VALLEYS:
         for pair in PAIRS:
             base, explorer = results[(valley, pair, 0)], results[(valley, pair, 1)]
             both = base["reached"] & explorer["reached"]
-            entry = {}
+            entry: Dict[str, Any] = {}
             for label, r in (("base", base), ("E", explorer)):
                 entry[f"{label}_reached_fraction"] = float(np.mean(r["reached"]))
                 entry[f"{label}_median_net_travel"] = float(np.nanmedian(r["net"])) if r["reached"].any() else None
@@ -103,37 +124,59 @@ def run(ctx: Context) -> ClaimResult:
                     float(np.nanmedian(r["path"])) if r["reached"].any() else None
                 )
                 entry[f"{label}_median_final_loss"] = float(np.nanmedian(r["final_loss"]))
-            entry["fraction_E_travels_further"] = (
-                float(np.mean(explorer["net"][both] > base["net"][both])) if both.any() else None
+            if valley == "descending":
+                e_vals, b_vals = np.log(explorer["final_loss"]), np.log(base["final_loss"])
+                statistic = stats.paired(e_vals, b_vals, f"{valley}, {pair}: log final loss, E - base (per start)")
+                ratio = float(np.exp(statistic["median_diff"])) if statistic["n"] else float("nan")
+                passed = ratio <= LOSS_EFFECT and statistic["sign_test_p"] < P_MAX
+                description = f"{valley}, {pair}: median paired ratio of the final loss, E / base (lower = better)"
+                threshold = f"<= {LOSS_EFFECT} and sign-test p < {P_MAX}"
+            else:
+                tiny = 1e-12  # a run that does not move gets a finite log
+                e_vals = np.log(np.where(both, explorer["net"], np.nan) + tiny)
+                b_vals = np.log(np.where(both, base["net"], np.nan) + tiny)
+                statistic = stats.paired(e_vals, b_vals, f"{valley}, {pair}: log distance along the floor, E - base")
+                ratio = float(np.exp(statistic["median_diff"])) if statistic["n"] else float("nan")
+                passed = (
+                    ratio >= TRAVEL_EFFECT
+                    and statistic["sign_test_p"] < P_MAX
+                    and statistic["positive"] > statistic["negative"]
+                )
+                description = (
+                    f"{valley}, {pair}: median paired ratio E / base of the distance along the floor after the "
+                    f"first loss <= {LOW:g}"
+                )
+                threshold = f">= {TRAVEL_EFFECT} and sign-test p < {P_MAX}"
+            entry["median_paired_ratio"] = ratio
+            entry["fraction_E_better"] = (
+                statistic.get("positive", 0) / max(statistic["n"], 1)
+                if valley != "descending"
+                else statistic.get("negative", 0) / max(statistic["n"], 1)
             )
             evidence[f"{valley}/{pair}"] = entry
-            e_med, b_med = entry["E_median_net_travel"], entry["base_median_net_travel"]
-            passed = e_med is not None and b_med is not None and e_med > b_med
-            checks.append(
-                Check(
-                    f"{valley}, {pair}: median distance along the floor after first loss <= {LOW:g}, E > base",
-                    f"{e_med if e_med is None else f'{e_med:.4g}'} vs {b_med if b_med is None else f'{b_med:.4g}'}",
-                    "E > base",
-                    passed,
-                )
-            )
+            checks.append(Check(description, ratio, threshold, bool(passed), statistic))
     plots = [_plot(ctx, results)]
+    failing = [c.description.split(":")[0] for c in checks if not c.passed]
+    explanation = (
+        "Every comparison pairs E with its base on the same starts and must clear the effect-size threshold, "
+        "not only a sign. " + (f"Below the threshold: {'; '.join(failing)}." if failing else "All pairs clear it.")
+    )
     assumptions = [
         "Valleys with a continuum of minima (zero-loss floors) by construction: 10 (y - x^2)^2 and c(x, y)^2 with "
-        "c = (x^2 + y^2 - x)^2 - (x^2 + y^2) (cardioid r = 1 + cos phi); deterministic gradients.",
-        f"{n} random starts near the floor (Rosenbrock: x in [-1.5, 1.5], y = x^2 + U(-0.5, 0.5); cardioid: "
-        f"phi in [-2.5, 2.5], radius x U(0.8, 1.2)); {steps} steps.",
-        "Same lr within a pair (SGD/ESGD 0.002, Adam/EAdam 0.01); E: alpha = -5, beta1 = 0.9 (half the stability "
-        "bound); ESGD with beta2 = 0 (SGD base without momentum). Fixed before the runs.",
+        "c = (x^2 + y^2 - x)^2 - (x^2 + y^2) (cardioid r = 1 + cos phi); a descending floor 10 (y - x^2)^2 + "
+        "0.01 (1 - x)^2 (minimum at (1, 1)); deterministic gradients.",
+        f"{n} random starts near the floor ({n_tensor} for ALTO/Lamb, one tensor each) (Rosenbrock-type: x in "
+        f"[-1.5, 1.5], y = x^2 + U(-0.5, 0.5); cardioid: phi in [-2.5, 2.5], radius x U(0.8, 1.2)); {steps} steps.",
+        "Same lr within a pair (SGD/ESGD 0.002, Adam/EAdam 0.01, Lamb/ALTO 0.01); E: alpha = -5, beta1 = 0.9 "
+        "(half the stability bound); ESGD with beta2 = 0 (SGD base without momentum). Fixed before the runs.",
         "Floor coordinate: arc length of the nearest parabola point (Newton on the cubic) / of the cardioid at the "
         "point's polar angle (an approximation near the curve).",
-        "Threshold fixed in advance: median net distance along the floor of E strictly above the base's.",
     ]
     return ClaimResult(
         NAME,
         TITLE,
         "Figure 1: on valleys of minima, E-adapted optimizers (alpha < 0) keep moving along the "
-        "valley floor after reaching it, where SGD and Adam stop.",
+        "valley floor after reaching it, where SGD and Adam stop, and so find better minima along valleys.",
         assumptions,
         evidence,
         checks,
@@ -141,15 +184,24 @@ def run(ctx: Context) -> ClaimResult:
         [],
         ctx.take_paths(),
         time.perf_counter() - started,
+        tested="How far E-optimizers travel along a zero-loss valley floor after reaching it, compared with their "
+        "bases on the same starts, and how low they end on a slowly descending floor.",
+        controls=["The base optimizer of each pair (SGD, Adam, Lamb: alpha = 0), same starts, lr and steps."],
+        regime=[
+            f"Valleys: {', '.join(VALLEYS)}; pairs: {', '.join(PAIRS)}; {steps} steps.",
+            f"Effect-size thresholds fixed before the run: travel ratio >= {TRAVEL_EFFECT}, final-loss ratio <= "
+            f"{LOSS_EFFECT}, sign-test p < {P_MAX}.",
+        ],
+        explanation=explanation,
     )
 
 
 def _plot(ctx: Context, results) -> str:
     plt = figure()
-    fig, axes = plt.subplots(2, 2, figsize=(10, 8))
+    fig, axes = plt.subplots(len(VALLEYS), len(PAIRS), figsize=(4.5 * len(PAIRS), 3.8 * len(VALLEYS)))
     for row, valley in enumerate(VALLEYS):
         f = VALLEYS[valley][0]
-        box = ((-1.8, 1.8), (-0.6, 3.0)) if valley == "rosenbrock" else ((-0.6, 2.4), (-1.6, 1.6))
+        box = ((-1.8, 1.8), (-0.6, 3.0)) if valley != "cardioid" else ((-0.6, 2.4), (-1.6, 1.6))
         gx, gy = np.meshgrid(np.linspace(*box[0], 200), np.linspace(*box[1], 200))
         z = np.log10(f(np.stack([gx, gy], -1)) + 1e-8)
         for col, pair in enumerate(PAIRS):

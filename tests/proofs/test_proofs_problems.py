@@ -52,6 +52,7 @@ def test_valleys_and_landscapes():
         (problems.rosenbrock_valley, problems.rosenbrock_valley_grad),
         (problems.cardioid_valley, problems.cardioid_valley_grad),
         (problems.sharp_flat_2d, problems.sharp_flat_2d_grad),
+        (problems.descending_valley, problems.descending_valley_grad),
     ):
         np.testing.assert_allclose(g(p), _fd_grad(f, p), rtol=1e-5, atol=1e-8)
     v = rng.standard_normal(2)
@@ -83,3 +84,29 @@ def test_valleys_and_landscapes():
     card = np.column_stack([r * np.cos(phi), r * np.sin(phi)])
     np.testing.assert_allclose(problems.cardioid_valley(card), 0.0, atol=1e-20)
     np.testing.assert_allclose(problems.cardioid_valley_position(card), 4 * np.sin(phi / 2))
+
+
+def test_two_layer_tanh_gradient():
+    rng = np.random.default_rng(4)
+    p = problems.TwoLayerTanh(rng, n=64, dim=3, hidden=4)
+    params = p.init(rng, scale=0.7)
+    flat = np.concatenate([q.ravel() for q in params])
+
+    def unflatten(z):
+        return [z[:12].reshape(4, 3), z[12:]]
+
+    numeric = _fd_grad(lambda z: p.loss(unflatten(z)), flat)
+    analytic = np.concatenate([g.ravel() for g in p.grad(params)])
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-9)
+    index = np.arange(10)
+    full_of_subset = problems.TwoLayerTanh.__new__(problems.TwoLayerTanh)
+    full_of_subset.__dict__.update(p.__dict__, x=p.x[index], y=p.y[index], n=10)
+    for a, b in zip(p.grad(params, index), full_of_subset.grad(params)):
+        np.testing.assert_allclose(a, b)
+
+
+def test_drifting_stream_rotates():
+    x, y = problems.logistic_drifting_stream(np.random.default_rng(5), 400, 6, label_noise=0.0)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0)
+    first, last = x[:100], x[200:300]  # half a turn apart: the labels of a fixed point disagree
+    assert set(np.unique(y)) == {-1.0, 1.0} and len(first) == len(last)
