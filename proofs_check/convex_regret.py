@@ -181,8 +181,8 @@ def _regret_curve(problem: str, run: Dict[str, Any], grid: np.ndarray) -> np.nda
 def run(ctx: Context) -> ClaimResult:
     """Runs every setting on every problem and returns the claim's record."""
     started = time.perf_counter()
-    steps = ctx.pick(1500, 8000, tiny=800)
-    seeds = ctx.pick(3, 6, tiny=2)
+    steps = ctx.pick(1500, 6000, tiny=800)
+    seeds = ctx.pick(3, 5, tiny=2)
     grid = np.unique(np.round(np.logspace(np.log10(30), np.log10(steps), ctx.pick(7, 14))).astype(int))
     fit_from = max(100.0, steps / 100.0)
     jobs = [(p, s, i) for p in PROBLEMS for s in SETTINGS for i in range(seeds)]

@@ -141,7 +141,7 @@ def run(ctx: Context) -> ClaimResult:
     tanh = problems.TanhRegression(ctx.rng(4, 3), n=4096, dim=16)
     batches = ctx.pick([16, 128, 1024, 4096], [16, 64, 256, 1024, 4096], tiny=[16, 4096])
     seeds = ctx.pick(3, 6, tiny=2)
-    s_steps = ctx.pick(120, 300, tiny=60)
+    s_steps = ctx.pick(120, 300, tiny=100)
     s_jobs = [(n, b, i) for n in STOCHASTIC for b in batches for i in range(seeds)]
     cos = {}
     for name, batch, seed_index in ctx.progress(s_jobs, total=len(s_jobs), desc=NAME + " (stochastic)"):

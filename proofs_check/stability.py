@@ -84,11 +84,11 @@ def run(ctx: Context) -> ClaimResult:
     """Runs the map and returns the claim's record."""
     started = time.perf_counter()
     betas1 = ctx.pick([0.9, 0.99], [0.5, 0.9, 0.99], tiny=[0.99])
-    ratios = ctx.pick([-1.5, -0.95, -0.5, 0.0, 0.95], [-1.5, -0.95, -0.7, -0.4, 0.0, 0.4, 0.95, 1.5], tiny=[-0.95, 0.0])
+    ratios = ctx.pick([-1.5, -0.95, -0.5, 0.0, 0.95], [-1.5, -0.95, -0.7, -0.4, 0.0, 0.4, 0.95], tiny=[-0.95, 0.0])
     lr_factors = ctx.pick([0.1, 1.0, 3.0], [0.1, 0.3, 1.0, 3.0], tiny=[0.1, 3.0])
-    kappas = ctx.pick([100.0], [1.0, 100.0])
-    steps = ctx.pick(500, 2000, tiny=300)
-    n_starts = ctx.pick(3, 5, tiny=2)
+    kappas = [100.0]
+    steps = ctx.pick(500, 1200, tiny=300)
+    n_starts = ctx.pick(3, 4, tiny=2)
     dim = 10
     starts = ctx.rng(1).standard_normal((n_starts, dim))
     starts /= np.linalg.norm(starts, axis=1, keepdims=True)

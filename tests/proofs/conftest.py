@@ -1,4 +1,4 @@
-"""Runs every claim once in quick mode (numpy backend, seed 0); the tests assert on the evidence."""
+"""Runs every claim once in the tests' tiny mode (numpy backend, seed 0); the tests assert on the records."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from proofs_check.cli import CLAIMS
 
 
 @pytest.fixture(scope="session")
-def quick_report(tmp_path_factory):
-    """``{claim name: ClaimResult}`` from one quick run of every claim, plus the output folder."""
+def tiny_report(tmp_path_factory):
+    """``{claim name: ClaimResult}`` from one tiny run of every claim, plus the output folder."""
     import importlib
 
     from proofs_check.common import Context
 
-    out = tmp_path_factory.mktemp("proofs_quick")
-    ctx = Context(backend="numpy", quick=True, seed=0, out_dir=str(out))
+    out = tmp_path_factory.mktemp("proofs_tiny")
+    ctx = Context(backend="numpy", quick=True, seed=0, out_dir=str(out), tiny=True)
     results = {name: importlib.import_module(module).run(ctx) for name, module in CLAIMS.items()}
     return results, out
