@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import platform
+import signal
 import sys
+import threading
 import time
 from typing import Any, Dict, List
 
@@ -91,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
     except OutputError as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    previous_handler = _terminate_as_exit()
     try:
         results, runtime = _run_claims(args, names, staging.folder)
         meta = {
@@ -108,10 +111,25 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         staging.discard()
         raise
+    finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     for r in results:
         print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, {r.runtime_s:.1f} s)")
     print(f"overall: {overall(results)}; report: {args.out}/report.md")
     return 0 if overall(results) == "PASS" else 1
+
+
+def _terminate_as_exit() -> Any:
+    """Makes SIGTERM (``kill``) raise ``SystemExit(143)`` so that the staged files are removed; returns the
+    previous handler (None when not on the main thread, where handlers cannot be set)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 def _run_claims(args: argparse.Namespace, names: List[str], folder: str) -> tuple:

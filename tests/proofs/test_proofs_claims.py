@@ -96,9 +96,7 @@ def test_controls_are_run_on_the_same_problems(tiny_report):
     stability = results["stability_rule"].evidence
     assert 0.0 in stability["ratios_alpha_times_1_minus_beta1"]
     regret = results["convex_regret"].evidence
-    assert {"logistic/control:alpha=0", "logistic_drifting/control:constant_alpha(alpha=-5,beta1=0.99)"} <= set(
-        regret
-    )
+    assert {"logistic/control:alpha=0", "logistic_drifting/control:constant_alpha(alpha=-5,beta1=0.99)"} <= set(regret)
     for key in ("logistic/alto_vanilla(alpha0=0.5,beta1=0.01)", "least_squares/control:alpha=0"):
         assert 0.0 <= regret[key]["steps_monotonicity_holds_fraction"] <= 1.0
         assert regret[key]["max_theta_norm"] <= regret["radius_D"] + 1e-12
@@ -131,3 +129,24 @@ def test_paired_statistics():
     assert statistic["ci95"][0] > 0 and stats.above(statistic) and not stats.below(statistic)
     assert statistic["mean_diff"] == pytest.approx(2.25)
     assert stats.paired([1.0, np.nan], [0.0, 0.0])["n"] == 1
+
+
+def test_torch_backend_reproduces_numpy_evidence(tmp_path):
+    """The report doubles as a cross-backend test: the same claim through backends.torch gives the same numbers."""
+    pytest.importorskip("torch")
+    from proofs_check import hessian_link
+
+    numpy_result = hessian_link.run(Context("numpy", True, 0, str(tmp_path / "n"), tiny=True))
+    torch_result = hessian_link.run(Context("torch", True, 0, str(tmp_path / "t"), tiny=True))
+    assert all("torch" in p for p in torch_result.runner_paths)
+    for key, value in numpy_result.evidence.items():
+        if isinstance(value, dict) and key != "stochastic":
+            for field, numbers in value.items():
+                np.testing.assert_allclose(torch_result.evidence[key][field], numbers, rtol=1e-8, atol=1e-12)
+    for name in ("alto", "lamb"):
+        np.testing.assert_allclose(
+            torch_result.evidence["stochastic"][name]["per_seed"],
+            numpy_result.evidence["stochastic"][name]["per_seed"],
+            rtol=1e-7,
+            atol=1e-10,
+        )
