@@ -181,9 +181,9 @@ def _regret_curve(problem: str, run: Dict[str, Any], grid: np.ndarray) -> np.nda
 def run(ctx: Context) -> ClaimResult:
     """Runs every setting on every problem and returns the claim's record."""
     started = time.perf_counter()
-    steps = ctx.pick(1500, 6000, tiny=800)
+    steps = ctx.pick(1000, 6000, tiny=600)
     seeds = ctx.pick(3, 5, tiny=2)
-    grid = np.unique(np.round(np.logspace(np.log10(30), np.log10(steps), ctx.pick(7, 14))).astype(int))
+    grid = np.unique(np.round(np.logspace(np.log10(30), np.log10(steps), ctx.pick(6, 14))).astype(int))
     fit_from = max(100.0, steps / 100.0)
     jobs = [(p, s, i) for p in PROBLEMS for s in SETTINGS for i in range(seeds)]
     curves: Dict[tuple, List[np.ndarray]] = {}

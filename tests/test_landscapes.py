@@ -56,6 +56,10 @@ def test_quick_run_writes_the_table_plots_and_command(tmp_path):
     assert f"valley bench landscapes --quick --out {out} --seed 1" in text
     assert "Quick mode" in text
     table = [line for line in text.splitlines() if line.startswith("|")]
+    controls = [line for line in table if line.count("|") == 9]
+    table = [line for line in table if line not in controls]
+    assert controls[0].startswith("| landscape | A | B |")
+    assert len(controls) == 2 + len(bench.landscapes(quick=True)) * len(bench.CONTROL_PAIRS)
     header = [cell.strip() for cell in table[0].strip("|").split("|")]
     assert header == list(bench.TABLE_COLUMNS)
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in table[2:]]
@@ -74,3 +78,17 @@ def test_quick_run_writes_the_table_plots_and_command(tmp_path):
         png = out / f"landscapes_{landscape.name}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(landscapes_{landscape.name}.png)" in text
+
+
+def test_controls_are_compared_start_by_start():
+    landscape = bench.landscapes(quick=True)[2]
+    points = bench.starts(landscape, np.random.default_rng(0))
+    run = {
+        name: bench.Result(landscape, name, bench.trajectories(landscape, bench.make_optimizer(name, 0.05), points))
+        for name in ("ALTO(alpha=0)", "Lamb", "Adam")
+    }
+    # ALTO at alpha = 0 is Lamb: the same update, so no start differs and the test finds nothing
+    np.testing.assert_allclose(run["ALTO(alpha=0)"].path, run["Lamb"].path, rtol=1e-12, atol=1e-12)
+    assert bench.paired_reach(run["ALTO(alpha=0)"], run["Lamb"]) == (0, 0, 1.0)
+    only_a, only_b, p = bench.paired_reach(run["Adam"], run["Lamb"])
+    assert only_a == int(np.sum(run["Adam"].reached & ~run["Lamb"].reached)) and 0.0 < p <= 1.0

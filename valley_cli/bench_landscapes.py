@@ -323,6 +323,45 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
     plt.close(figure)
 
 
+#: (method, control) pairs compared start by start in the controls table
+CONTROL_PAIRS = (("ALTO", "ALTO(alpha=0)"), ("ALTO", "Lamb"), ("ALTO(alpha=0)", "Adam"), ("EAdam", "Adam"))
+
+
+def paired_reach(method: Result, control: Result) -> Tuple[int, int, float]:
+    """Starts only ``method`` brings to the global basin, starts only ``control`` does, and the two-sided sign
+    test on those discordant starts (the same starts for both: McNemar's exact test)."""
+    from scipy.stats import binomtest
+
+    only_method = int(np.sum(method.reached & ~control.reached))
+    only_control = int(np.sum(control.reached & ~method.reached))
+    discordant = only_method + only_control
+    p = float(binomtest(only_method, discordant, 0.5).pvalue) if discordant else 1.0
+    return only_method, only_control, p
+
+
+def controls_table(results: Sequence[Result]) -> List[str]:
+    """Markdown lines: for every landscape and pair of CONTROL_PAIRS, the paired comparison over the starts."""
+    by_key = {(r.landscape.name, r.optimizer): r for r in results}
+    lines = [
+        "Controls, start by start (the same starts): *only A* / *only B* count the starts that one optimizer brings "
+        "to the global basin and the other does not; *p* is the exact two-sided sign test on those starts. "
+        "ALTO against ALTO(alpha=0) is E's own effect; ALTO(alpha=0) against Adam is the trust ratio's.",
+        "",
+        "| landscape | A | B | reached A | reached B | only A | only B | p |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for landscape in dict.fromkeys(r.landscape.name for r in results):
+        for a, b in CONTROL_PAIRS:
+            if (landscape, a) in by_key and (landscape, b) in by_key:
+                first, second = by_key[(landscape, a)], by_key[(landscape, b)]
+                only_a, only_b, p = paired_reach(first, second)
+                lines.append(
+                    f"| {first.landscape.title} | {a} | {b} | {100 * first.reached.mean():.0f}% | "
+                    f"{100 * second.reached.mean():.0f}% | {only_a} | {only_b} | {p:.2g} |"
+                )
+    return lines
+
+
 def markdown(results: Sequence[Result], command: str, seconds: float, quick: bool) -> str:
     lines = [
         "# Toy landscapes: Adam, Adam+CM, EAdam, ALTO, and the controls ALTO(alpha=0) and Lamb",
@@ -350,6 +389,7 @@ def markdown(results: Sequence[Result], command: str, seconds: float, quick: boo
         "|" + "---|" * len(TABLE_COLUMNS),
     ]
     lines += ["| " + " | ".join(result.row()) + " |" for result in results]
+    lines += ["", *controls_table(results)]
     lines += ["", "Hyperparameters (besides the learning rate in the table; `valley_core` factories):", ""]
     for name, (factory, kwargs) in OPTIMIZER_SETTINGS.items():
         lines.append(f"- {name}: `valley_core.{factory}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`")

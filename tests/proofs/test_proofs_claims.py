@@ -101,7 +101,7 @@ def test_controls_are_run_on_the_same_problems(tiny_report):
         assert 0.0 <= regret[key]["steps_monotonicity_holds_fraction"] <= 1.0
         assert regret[key]["max_theta_norm"] <= regret["radius_D"] + 1e-12
     constants = results["nonconvex_stationarity"].evidence["constants"]
-    assert {"theorem_eps1/alto", "theorem_eps1/lamb", "small_eps1/alto", "small_eps1/lamb"} == set(constants)
+    assert {"theorem_eps1/alto", "theorem_eps1/alto_r=-0.9", "theorem_eps1/lamb"} == set(constants)
     stochastic = results["hessian_link"].evidence["stochastic"]
     assert set(stochastic) >= {"alto", "lamb"}
     cos = stochastic["alto"]["median_cosine_per_batch_seed_mean"]
