@@ -32,6 +32,17 @@ CLAIMS = {
 }
 
 
+def _non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0 (NumPy seeds cannot be negative)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} violates seed >= 0")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Adds the options of ``valley proofs`` / ``python -m proofs_check`` to ``parser``."""
     parser.add_argument(
@@ -41,7 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--backend", choices=BACKENDS, default="numpy", help="which backend runs the optimizers (default numpy)"
     )
     parser.add_argument("--out", default="proofs_report", help="output folder (report.md, report.json, plots)")
-    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="base seed, >= 0 (default 0)")
     parser.add_argument("--claims", default=",".join(CLAIMS), help=f"comma-separated subset of: {', '.join(CLAIMS)}")
     parser.add_argument(
         "--docs-md", default=None, help="also write this Markdown page with plot links relative to it (docs/proofs.md)"

@@ -152,3 +152,10 @@ def test_a_killed_run_removes_its_staging(tmp_path):
     assert process.wait(timeout=60) == 143
     assert not list(tmp_path.rglob(".proofs-staging-*")) and not docs.exists()
     assert not (out / "report.json").exists()
+
+
+def test_a_negative_seed_is_an_argument_error(capsys, no_claim_may_run):
+    """Regression: a negative --seed ran until NumPy refused it inside the first claim (a traceback)."""
+    with pytest.raises(SystemExit) as raised:
+        cli.main(["--quick", "--claims", "hessian_link", "--seed", "-1", "--no-progress"])
+    assert raised.value.code == 2 and "seed >= 0" in capsys.readouterr().err
