@@ -1,8 +1,9 @@
 """Claim 2, convex regret (Theorem 2): ``R(T) = O(sqrt(T))`` for ALTO (vanilla) with the theorem's schedules,
 against its controls.
 
-Online logistic regression (i.i.d. and drifting: the labelling vector rotates twice over the run) and online
-least squares in dimension 10: at step ``t`` the learner holds ``theta_t``, pays ``f_t(theta_t)``, receives
+Online logistic regression (i.i.d.; drifting: the labelling vector rotates twice over the run; adversarial: each
+label is chosen after seeing ``theta_t`` to make it wrong, ``y_t = -sign(x_t . theta_t)``) and online least
+squares in dimension 10: at step ``t`` the learner holds ``theta_t``, pays ``f_t(theta_t)``, receives
 ``grad f_t(theta_t)``, takes one ALTO-vanilla step and is projected back onto ``||theta|| <= D``. Regret
 ``R(T) = sum_t f_t(theta_t) - min_{||theta|| <= D} sum_t f_t(theta)``, the comparator found for every ``T`` of a
 log-spaced grid by an exact-Hessian trust-region solver on the KKT conditions of the ball constraint.
@@ -11,8 +12,9 @@ Settings, all on the same streams, seeds and budgets: the theorem's two (``alpha
 ``alpha0 = 0.5, beta1 = 0.01`` and ``alpha0 = -5, beta1 = 0.99``); the controls ``alpha = 0`` (Lamb-vanilla,
 E off), constant ``alpha = -5`` (is the theorem's ``alpha/sqrt(k)`` needed?) and constant ``lr`` (the negative
 control: it breaks ``lr_k = lr/sqrt(k)``, the check must reject it). Checks (thresholds fixed before any
-run): the log-log slope of the seed-averaged ``R(T)`` over ``T >= max(100, T_max/100)`` is at most
-``0.5 + 0.1`` and ``R(T)/T`` decreases there. Paired statistics over seeds give E's effect on the regret.
+run): the log-log slope of the seed-averaged ``R(T)`` (where positive) over ``T >= max(100, T_max/100)`` is at
+most ``0.5 + 0.1`` and ``R(T)/T`` at ``T_max`` is below its value at the window's start (the bound is an upper
+bound: a negative regret satisfies it). Paired statistics over seeds give E's effect on the regret.
 The fraction of steps where the theorem's monotonicity assumption holds is measured and reported.
 """
 
@@ -42,6 +44,13 @@ PROBLEMS = {
         problems.logistic_grad,
         problems.logistic_hess,
     ),
+    # x_t as in the i.i.d. stream; the label is chosen by an adaptive adversary after seeing theta_t
+    "logistic_adversarial": (
+        problems.logistic_stream,
+        problems.logistic_losses,
+        problems.logistic_grad,
+        problems.logistic_hess,
+    ),
     "least_squares": (
         problems.least_squares_stream,
         problems.least_squares_losses,
@@ -58,6 +67,7 @@ SETTINGS = {
     "control:constant_alpha(alpha=-5,beta1=0.99)": (-5.0, 0.99, False, True),
     "negative_control:constant_lr(alpha0=0.5,beta1=0.01)": (0.5, 0.01, True, False),
 }
+IID = ("logistic", "least_squares")  # the streams on which constant lr is a negative control
 THEOREM = ("alto_vanilla(alpha0=0.5,beta1=0.01)", "alto_vanilla(alpha0=-5,beta1=0.99)")
 LR0, WD0, BETA2, BETA3 = 0.1, 1e-4, 0.9, 0.99
 
@@ -122,6 +132,8 @@ def _online_run(ctx: Context, problem: str, setting: str, seed_index: int, steps
     previous = None
     for t in range(steps):
         theta = stepper.params[0]
+        if problem == "logistic_adversarial":  # the label that makes theta_t wrong: y_t = -sign(x_t . theta_t)
+            y[t] = -1.0 if float(x[t] @ theta) > 0 else 1.0
         paid[t] = problems_loss(losses, theta, x[t], y[t])
         g = grad(theta, x[t : t + 1], y[t : t + 1])
         max_grad_inf = max(max_grad_inf, float(np.max(np.abs(g))))
@@ -150,6 +162,10 @@ def _online_run(ctx: Context, problem: str, setting: str, seed_index: int, steps
         "paid": paid,
         "max_grad_inf": max_grad_inf,
         "max_norm": max_norm,
+        "final_norm": float(np.linalg.norm(stepper.params[0])),
+        "final_cosine_with_start": float(
+            stepper.params[0] @ start / (np.linalg.norm(stepper.params[0]) * np.linalg.norm(start) + 1e-300)
+        ),
         "projection_active_fraction": projected / steps,
         "monotonicity_violation_fraction": violations / checked if checked else None,
         "steps_with_violation_fraction": steps_with_violation / (steps - 1) if checked else None,
@@ -215,7 +231,9 @@ def run(ctx: Context) -> ClaimResult:
             slopes[(problem, setting)] = slope
             per_seed = [loglog_slope(grid[fit], c[fit]) for c in curves[(problem, setting)]]
             ratio = mean / grid
-            decreasing = bool(np.all(np.diff(ratio[fit]) < 0))
+            # the theorem is an upper bound: the average regret must fall over the window (negative regret, a
+            # learner beating the best fixed point, satisfies it); the slope is fitted where R(T) > 0
+            decreasing = bool(ratio[-1] < ratio[fit][0])
             track = tracking[(problem, setting)]
             monotone = [t["monotonicity_violation_fraction"] for t in track]
             entry = {
@@ -224,11 +242,13 @@ def run(ctx: Context) -> ClaimResult:
                 "regret_over_T": ratio,
                 "slope": slope,
                 "slope_per_seed": per_seed,
-                "R_over_T_decreasing": decreasing,
+                "R_over_T_falls_over_window": decreasing,
                 "R_over_T_first_last": [ratio[0], ratio[-1]],
                 "max_grad_inf": max(t["max_grad_inf"] for t in track),
                 "max_theta_norm": max(t["max_norm"] for t in track),
                 "projection_active_fraction": float(np.mean([t["projection_active_fraction"] for t in track])),
+                "final_theta_norm_mean": float(np.mean([t["final_norm"] for t in track])),
+                "final_cosine_with_start_mean": float(np.mean([t["final_cosine_with_start"] for t in track])),
                 "monotonicity_violation_fraction": (None if monotone[0] is None else float(np.mean(monotone))),
                 "steps_monotonicity_holds_fraction": (
                     None
@@ -238,12 +258,12 @@ def run(ctx: Context) -> ClaimResult:
             }
             evidence[f"{problem}/{setting}"] = entry
             passes = slope <= 0.5 + SLOPE_TOLERANCE and decreasing
-            if setting.startswith("negative_control") and "drifting" not in problem:
+            if setting.startswith("negative_control") and problem in IID:
                 checks.append(
                     Check(
                         f"{problem}, negative control (constant lr): the check must reject it "
-                        "(slope > 0.6 or R/T not decreasing)",
-                        f"slope {fmt(slope)}, R/T decreasing {decreasing}",
+                        "(slope > 0.6 or R/T not falling)",
+                        f"slope {fmt(slope)}, R/T falls {decreasing}",
                         "check fails",
                         not passes,
                     )
@@ -251,10 +271,10 @@ def run(ctx: Context) -> ClaimResult:
             elif setting in THEOREM:
                 checks.append(
                     Check(
-                        f"{problem}, {setting}: log-log slope of the seed-mean R(T) for T >= {fit_from:g}; "
-                        "R(T)/T decreasing there",
+                        f"{problem}, {setting}: log-log slope of the seed-mean R(T) > 0 for T >= {fit_from:g}; "
+                        "R(T)/T at T_max below its value at the window's start",
                         f"slope {fmt(slope)}, R/T {fmt(ratio[fit][0])} -> {fmt(ratio[-1])}",
-                        f"slope <= {0.5 + SLOPE_TOLERANCE} and strictly decreasing",
+                        f"slope <= {0.5 + SLOPE_TOLERANCE} and R/T falls",
                         passes,
                         stats.paired(per_seed, [0.5] * len(per_seed), f"{problem}, {setting}: per-seed slope - 0.5"),
                     )
@@ -283,42 +303,62 @@ def run(ctx: Context) -> ClaimResult:
         for s in THEOREM
         if evidence[f"{p}/{s}"]["steps_monotonicity_holds_fraction"] is not None
     ]
-    constant_alpha_ok = all(slopes[(p, "control:constant_alpha(alpha=-5,beta1=0.99)")] <= 0.6 for p in PROBLEMS)
-    alpha0_ok = all(slopes[(p, "control:alpha=0")] <= 0.6 for p in PROBLEMS)
-    theorem_ok = all(c.passed for c in checks if "negative control" not in c.description)
+
+    def verdict_of(problem: str, setting: str) -> bool:
+        entry = evidence[f"{problem}/{setting}"]
+        return bool(slopes[(problem, setting)] <= 0.5 + SLOPE_TOLERANCE and entry["R_over_T_falls_over_window"])
+
+    per_stream = []
+    for problem in PROBLEMS:
+        passing = [s for s in SETTINGS if not s.startswith("negative") and verdict_of(problem, s)]
+        failing = [s for s in SETTINGS if not s.startswith("negative") and not verdict_of(problem, s)]
+        per_stream.append(
+            f"{problem}: "
+            + (f"within the bound: {', '.join(passing)}" if passing else "no setting within the bound")
+            + (f"; NOT within it: {', '.join(failing)}" if failing else "")
+        )
     control_rejected = all(c.passed for c in checks if "negative control" in c.description)
     explanation = (
-        (
-            "The theorem's settings give regret growing no faster than sqrt(T) on every stream, the drifting one "
-            "included"
-            if theorem_ok
-            else "The theorem's settings do NOT give sqrt(T) regret on every stream (see the checks)"
-        )
+        "Per stream, which settings keep R(T) within the sqrt(T) bound (slope <= 0.6 and R/T falling): "
+        + "; ".join(per_stream)
+        + ". "
         + (
-            ", and the check rejects the constant-lr control, so it can fail. "
+            "The check rejects the constant-lr control on the i.i.d. streams, so it can fail. "
             if control_rejected
-            else "; the check does not reject the constant-lr control. "
+            else "The check does NOT reject the constant-lr control on every i.i.d. stream. "
         )
         + (
-            "The alpha = 0 control passes the same check"
-            if alpha0_ok
-            else "The alpha = 0 control does NOT pass the same check"
+            "The alpha = 0 and constant-alpha controls get the same verdict as the theorem's settings on every "
+            "stream, so the rate (or its failure) comes from the Lamb part and the lr schedule, not from E; E's "
+            "effect is the paired difference listed below. "
+            if all(len({verdict_of(p, s) for s in SETTINGS if not s.startswith("negative")}) == 1 for p in PROBLEMS)
+            else "The controls do not all get the theorem settings' verdict (see the evidence). "
         )
-        + (" and so does constant alpha" if constant_alpha_ok else "; constant alpha does not")
-        + ": the O(sqrt(T)) rate here comes from the Adam/Lamb part and the lr schedule; E's effect on the "
-        "regret is the paired difference listed below (its sign and size, not the rate). "
         + (
             f"The monotonicity assumption of the proof holds on only {_percent_range(holds)} of the steps "
-            "(all coordinates at once) of the theorem's runs: the bound "
-            "is observed without that assumption holding."
+            "(all coordinates at once) of the theorem's runs. "
             if holds
             else ""
         )
     )
+    adversarial = evidence["logistic_adversarial/alto_vanilla(alpha0=0.5,beta1=0.01)"]
+    if not verdict_of("logistic_adversarial", "alto_vanilla(alpha0=0.5,beta1=0.01)"):
+        explanation += (
+            "On the adversarial stream the regret grows with slope "
+            f"{slopes[('logistic_adversarial', 'alto_vanilla(alpha0=0.5,beta1=0.01)')]:.2f}: measured, ||theta_T|| "
+            f"ends at {adversarial['final_theta_norm_mean']:.2g} (seed mean) with cosine "
+            f"{adversarial['final_cosine_with_start_mean']:.2f} to the start. The trust ratio scales every step by "
+            "phi = ||theta|| + norm_eps, so theta shrinks towards 0 while keeping much of its direction, the "
+            "adversary's labels stay close to those of a fixed direction, and a fixed comparator fits them. "
+            "A positive lower bound on phi (which LAMB's analysis assumes) is not among the assumptions enforced "
+            "here: valley's phi is bounded below only by norm_eps (1e-10 by default). "
+        )
+    collapsed = evidence["logistic_adversarial/negative_control:constant_lr(alpha0=0.5,beta1=0.01)"]
     explanation += (
-        " On the drifting stream the constant-lr control tracks the drift and beats the fixed comparator "
-        f"(slope {fmt(slopes[('logistic_drifting', 'negative_control:constant_lr(alpha0=0.5,beta1=0.01)')])}), "
-        "so it is a negative control only on the i.i.d. streams."
+        "On the drifting stream the regret turns negative (the learner tracks the drift better than any fixed "
+        "point); there, and on the adversarial stream (where constant lr ends at ||theta_T|| = "
+        f"{collapsed['final_theta_norm_mean']:.2g} and its regret stays flat), constant lr is not a negative "
+        "control."
     )
     plots = [_plot(ctx, grid, curves)]
     assumptions = [
@@ -341,7 +381,7 @@ def run(ctx: Context) -> ClaimResult:
     return ClaimResult(
         NAME,
         TITLE,
-        "Theorem 2: for convex losses with bounded gradients on a bounded set, with "
+        "Theorem 2 (any sequence of convex losses): for convex losses with bounded gradients on a bounded set, with "
         "lr_k = lr/sqrt(k), alpha_k <= alpha/sqrt(k), lambda_k <= lambda/sqrt(k), "
         "beta2^2/beta3 < 1 and a monotonicity assumption, ALTO's regret is O(sqrt(T)) "
         "(so R(T)/T -> 0).",
@@ -352,6 +392,11 @@ def run(ctx: Context) -> ClaimResult:
         [
             "The fit window starts at T >= max(100, T_max/100): R(T)/T rises between T = 30 and 50 on least "
             "squares while the iterate travels from its start (the whole curve is in the evidence).",
+            "Disclosure: the first full run of this edition required R(T)/T to decrease at every grid point. On "
+            "the drifting stream the regret turns negative after about one turn (the learner tracks the drift "
+            "better than any fixed point), which satisfies the theorem's upper bound but not that criterion; "
+            "the criterion was replaced by its upper-bound form (R/T at T_max below its value at the window's "
+            "start, slope fitted where R > 0) before the reported run. The adversarial stream was added then.",
         ],
         ctx.take_paths(),
         time.perf_counter() - started,
@@ -363,7 +408,8 @@ def run(ctx: Context) -> ClaimResult:
             "negative control: constant lr = 0.1 (breaks lr/sqrt(k) only); the check must reject it.",
         ],
         regime=[
-            f"Streams: {', '.join(PROBLEMS)} (drifting: the labelling vector rotates twice over the run).",
+            f"Streams: {', '.join(PROBLEMS)} (drifting: the labelling vector rotates twice over the run; "
+            "adversarial: y_t = -sign(x_t . theta_t), chosen after seeing the learner's point).",
             f"T up to {steps}, {seeds} seeds (stream, start), fit over T >= {fit_from:g}.",
             "alpha0 in {0.5 (beta1 0.01, small-batch setting), -5 (beta1 0.99, large-batch setting)}.",
         ],

@@ -27,6 +27,7 @@ from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slop
 
 NAME = "stability_rule"
 TITLE = "Stability rule |alpha| < 1/(1 - beta1)"
+SHRINK_SLOPE = 0.25  # a late amplitude "shrinks as lr -> 0" when its log-log slope in lr exceeds this
 SUP_BOUND = 10.0  # bounded: sup_k ||theta_k|| <= SUP_BOUND ||theta_0||  (fixed before the run)
 
 #: optimizer -> (base lr of the grid, the other betas, fixed hyperparameters); weight decay 0: the objective
@@ -167,8 +168,8 @@ def run(ctx: Context) -> ClaimResult:
             slopes[f"kappa={k:g},beta1={b:g},r={r:g}"] = {
                 "late_amplitude_per_lr": amplitude,
                 "control_late_amplitude_per_lr": control,
-                "final_ratio_per_lr": [
-                    float(np.median(out[(name, k, b, r, f, "constant")]["final"])) for f in lr_factors
+                "worst_final_ratio_per_lr": [
+                    float(np.max(out[(name, k, b, r, f, "constant")]["final"])) for f in lr_factors
                 ],
                 "slope_late_amplitude_vs_lr": loglog_slope(lr_factors, amplitude),
             }
@@ -213,10 +214,10 @@ def run(ctx: Context) -> ClaimResult:
         if not_decreased:
             growing = [v["slope_late_amplitude_vs_lr"] for v in slopes.values()]
             at_lrs = {
-                key: [f for f, ratio in zip(lr_factors, v["final_ratio_per_lr"]) if ratio > 1.0]
+                key: [f for f, ratio in zip(lr_factors, v["worst_final_ratio_per_lr"]) if ratio > 1.0]
                 for key, v in slopes.items()
             }
-            shrinking = all(g > 0 for g in growing)
+            shrinking = all(g > SHRINK_SLOPE for g in growing)
             explanation.append(
                 f"{name} at constant lr: {len(not_decreased)} configuration(s) inside the rule stay bounded (sup "
                 f"ratio <= {worst_sup:.3g}) but end above their start at some lr ("
@@ -225,7 +226,7 @@ def run(ctx: Context) -> ClaimResult:
                 + (
                     ", i.e. a bounded oscillation that shrinks as lr -> 0"
                     if shrinking
-                    else ", i.e. it does NOT shrink as lr -> 0"
+                    else f", so it does not clearly shrink as lr -> 0 (a slope <= {SHRINK_SLOPE} somewhere)"
                 )
                 + (
                     " and is gone under lr/sqrt(k)."
