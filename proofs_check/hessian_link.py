@@ -222,9 +222,9 @@ def run(ctx: Context) -> ClaimResult:
         + ", ".join(
             f"batch {b}: {c:.2f}" for b, c in zip(batches, stochastic["alto"]["median_cosine_per_batch_seed_mean"])
         )
-        + " (median cosine, seed mean, ALTO's run). At small batch a_k is mostly the difference of two "
-        "independent sampling errors, so E adds curvature information only at large batch: a plausible reason "
-        "why the paper finds gains only there.",
+        + " (median cosine, seed mean, ALTO's run). At small batch a_k tracks the curvature term poorly "
+        "(g_k and g_{k-1} come from different batches), so E can add curvature information only at large "
+        "batch: consistent with the paper finding gains only there.",
     )
 
 

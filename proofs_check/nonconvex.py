@@ -196,9 +196,7 @@ def _run_all(ctx: Context) -> ClaimResult:
         f"{np.exp(paper['mean_diff']):.4f} against Lamb ({stats.summary(paper)}); with a strong E (r = -0.9) by "
         f"{np.exp(strong['mean_diff']):.4f} ({stats.summary(strong)}), and its iterates reach max ||theta|| = "
         f"{constants['theorem_eps1/alto_r=-0.9']['max_theta_norm']:.3g} against D = {D_BOUND:g}: the problem "
-        "separates methods, the paper's setting barely differs from Lamb. The theorem's large eps1 (mu = 0.5) makes "
-        "the Adam denominators nearly constant, so in its regime every variant behaves like SGD with a trust "
-        "ratio. Lamb's eps^-4 is an upper "
+        "separates methods, the paper's setting barely differs from Lamb. Lamb's eps^-4 is an upper "
         "bound from its own analysis, not a measured rate: a measured Lamb exponent near 2 shows that bound is "
         "loose here, not that ALTO improves on it."
     )

@@ -156,10 +156,14 @@ def run(ctx: Context) -> ClaimResult:
             evidence[f"{valley}/{pair}"] = entry
             checks.append(Check(description, ratio, threshold, bool(passed), statistic))
     plots = [_plot(ctx, results)]
-    failing = [c.description.split(":")[0] for c in checks if not c.passed]
+    failing = [f"{c.description.split(':')[0]} (ratio {c.value:.3g})" for c in checks if not c.passed]
+    passing = [f"{c.description.split(':')[0]} (ratio {c.value:.3g})" for c in checks if c.passed]
     explanation = (
         "Every comparison pairs E with its base on the same starts and must clear the effect-size threshold, "
-        "not only a sign. " + (f"Below the threshold: {'; '.join(failing)}." if failing else "All pairs clear it.")
+        "not only a sign (ratio = median paired ratio E / base). "
+        + (f"Clear it: {'; '.join(passing)}. " if passing else "")
+        + (f"Do not: {'; '.join(failing)}." if failing else "All pairs clear it.")
+        + " On the descending floor a ratio above 1 means E ends HIGHER than its base."
     )
     assumptions = [
         "Valleys with a continuum of minima (zero-loss floors) by construction: 10 (y - x^2)^2 and c(x, y)^2 with "
