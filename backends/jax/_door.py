@@ -35,6 +35,43 @@ import valley_core as vc
 MASK_ARGUMENTS = ("weight_decay_mask", "trust_ratio_mask")
 
 
+class _JaxNumpyForSharding:
+    """``jax.numpy`` as the core's ``xp``, except where the core places new arrays beside a sharded parameter.
+
+    The core creates its step counters and small constants with ``asarray(..., device=)`` and Adam+CM's
+    stacks of momenta ``(top_c, *shape)`` and priorities ``(top_c,)`` with ``zeros(..., device=)``, ``device``
+    being the device of a parameter (the array-API way to keep state beside the parameters; buffers shaped
+    like a parameter come from ``zeros_like`` and keep its sharding by themselves). For a parameter sharded
+    over several devices JAX reports its ``NamedSharding`` as that device, whose partition spec is written for
+    the parameter's rank. Here ``asarray`` replicates over the same mesh, and ``zeros`` shards a stack of
+    tensors like the tensor (``PartitionSpec(None, *spec)``; rank >= 2) and replicates the rank-1 arrays.
+    Everything else is ``jax.numpy``.
+    """
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(jnp, name)
+
+    @staticmethod
+    def _replicated(device: Any) -> Any:
+        if isinstance(device, jax.sharding.NamedSharding):
+            return jax.sharding.NamedSharding(device.mesh, jax.sharding.PartitionSpec())
+        return device
+
+    def asarray(self, obj: Any, dtype: Any = None, device: Any = None, copy: Any = None) -> Any:
+        return jnp.asarray(obj, dtype=dtype, device=self._replicated(device), copy=copy)
+
+    def zeros(self, shape: Any, dtype: Any = None, device: Any = None) -> Any:
+        rank = len(shape) if isinstance(shape, (tuple, list)) else 1
+        if isinstance(device, jax.sharding.NamedSharding) and rank >= 2:  # a stack of tensors (rank >= 1)
+            device = jax.sharding.NamedSharding(device.mesh, jax.sharding.PartitionSpec(None, *device.spec))
+        else:  # priorities, or the stack of a 0-d tensor (whose spec is empty anyway)
+            device = self._replicated(device)
+        return jnp.zeros(shape, dtype=dtype, device=device)
+
+
+XP = _JaxNumpyForSharding()
+
+
 def leaves_of(tree: Any, treedef: Any, what: str) -> list:
     """The leaves of ``tree`` in the order of ``treedef`` (the parameters' structure), or a clear error."""
     try:
@@ -66,7 +103,8 @@ def _schedule_on_optax_count(schedule: Callable[[Any], Any]) -> Callable[[Any], 
 
     def core_schedule(k: Any) -> Any:
         if isinstance(k, (int, float)):  # the validator evaluates schedules at step 1 with a Python number
-            return schedule(int(k) - 1)
+            with jax.ensure_compile_time_eval():  # a concrete value even while the step is being traced
+                return schedule(int(k) - 1)
         return schedule(jnp.asarray(jnp.round(k) - 1, dtype=jnp.int32))
 
     core_schedule.__qualname__ = f"optax_count({getattr(schedule, '__qualname__', schedule)!r})"
@@ -96,6 +134,19 @@ def _int32_is_enough():
         yield
 
 
+def _placed_like(param_leaves: list, state: Any) -> Any:
+    """The state with no leaf committed to a device when no parameter is.
+
+    The core creates its step counters on the first parameter's device, which commits them in JAX, while
+    its buffers (``zeros_like``) follow the parameters. A jitted step given such a mix as its first state
+    and its own committed outputs afterwards compiles twice; uncommitting the counters (0-d, a host round
+    trip) makes the first state look like every later one.
+    """
+    if any(getattr(leaf, "committed", False) for leaf in param_leaves):
+        return state
+    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(np.asarray(leaf)) if leaf.committed else leaf, state)
+
+
 def optax_transformation(build: Callable[..., vc.GradientTransformation], arguments: Dict[str, Any]):
     """An ``optax.GradientTransformation`` running ``build(**arguments)`` over the leaves of pytrees.
 
@@ -121,14 +172,15 @@ def optax_transformation(build: Callable[..., vc.GradientTransformation], argume
         if not leaves:
             raise ValueError("init: the parameters contain no arrays")
         with _int32_is_enough():
-            return core_for(params, treedef).init(tuple(leaves), xp=jnp)
+            state = core_for(params, treedef).init(tuple(leaves), xp=XP)
+        return _placed_like(leaves, state)
 
     def update(updates: Any, state: Any, params: Any = None) -> Tuple[Any, Any]:
         grad_leaves, treedef = jax.tree_util.tree_flatten(updates)
         param_leaves = None if params is None else tuple(leaves_of(params, treedef, "params"))
         transform = core_for(updates if params is None else params, treedef)
         with _int32_is_enough():
-            new_leaves, new_state = transform.update(tuple(grad_leaves), state, param_leaves, xp=jnp)
+            new_leaves, new_state = transform.update(tuple(grad_leaves), state, param_leaves, xp=XP)
         in_grad_dtypes = [jnp.asarray(u, dtype=g.dtype) for u, g in zip(new_leaves, grad_leaves)]
         return jax.tree_util.tree_unflatten(treedef, in_grad_dtypes), new_state
 
