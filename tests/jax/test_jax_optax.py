@@ -168,6 +168,19 @@ def test_inject_hyperparams_changes_the_learning_rate_between_jitted_steps_witho
     assert len(traces) == 1
 
 
+def test_inject_hyperparams_with_adam_cm_needs_its_structural_settings_static():
+    params = {"w": jnp.ones(3)}
+    with pytest.raises(ValueError, match=r"^(top_c|decay)=Array\(.* violates (top_c|decay) is"):
+        optax.inject_hyperparams(bj.adam_cm)(learning_rate=1e-3).init(params)
+    static = ("top_c", "decay", "kappa", "critical_test")
+    injected = optax.inject_hyperparams(bj.adam_cm, static_args=static)(learning_rate=1e-2, top_c=2)
+    state = injected.init(params)
+    for _ in range(3):
+        updates, state = jax.jit(injected.update)(params, state, params)
+        params = optax.apply_updates(params, updates)
+    assert float(params["w"][0]) < 1.0
+
+
 def test_inject_hyperparams_checks_concrete_values_at_init():
     with pytest.raises(ValueError, match=r"^lr=-0\.1 violates lr >= 0$"):
         optax.inject_hyperparams(bj.alto)(learning_rate=-0.1).init({"w": jnp.ones(2)})
