@@ -6,7 +6,7 @@ with one tree structure, runs the core transform with ``xp=jax.numpy`` over the 
 updates with that structure. The core's state (NamedTuples of tuples of arrays) is already a pytree, so it is
 the optax state as it is: ``jax.jit``, ``pickle`` and any checkpointer that stores pytrees take it.
 
-Nothing about the maths is decided here; the adapter converts three things only:
+Nothing about the maths is decided here; the adapter converts and places things only:
 
 * masks: optax's form (a pytree of bools shaped like the parameters, or a callable ``params -> pytree``)
   becomes the core's tuple of bools over the leaves;
@@ -14,7 +14,9 @@ Nothing about the maths is decided here; the adapter converts three things only:
   with the 1-based index ``k`` of the step being taken, as a float. A callable hyperparameter is wrapped so
   that an optax schedule receives ``k - 1`` as an int32 count, as it would inside optax;
 * updates are returned in each gradient leaf's dtype (a hyperparameter injected as a float64 array by
-  ``optax.inject_hyperparams`` under ``jax_enable_x64`` would otherwise promote float32 updates).
+  ``optax.inject_hyperparams`` under ``jax_enable_x64`` would otherwise promote float32 updates);
+* placement: the state sits where the parameters are (``_JaxNumpyForSharding``, ``_placed_like``), so
+  sharded parameters get sharded state and a jitted step compiles once.
 """
 
 from __future__ import annotations
@@ -142,9 +144,13 @@ def _placed_like(param_leaves: list, state: Any) -> Any:
     and its own committed outputs afterwards compiles twice; uncommitting the counters (0-d, a host round
     trip) makes the first state look like every later one.
     """
+    if any(isinstance(leaf, jax.core.Tracer) for leaf in param_leaves):
+        return state  # init is being traced (jax.jit(opt.init)): jit places its outputs
     if any(getattr(leaf, "committed", False) for leaf in param_leaves):
         return state
-    return jax.tree_util.tree_map(lambda leaf: jnp.asarray(np.asarray(leaf)) if leaf.committed else leaf, state)
+    return jax.tree_util.tree_map(
+        lambda leaf: jnp.asarray(np.asarray(leaf)) if getattr(leaf, "committed", False) else leaf, state
+    )
 
 
 def optax_transformation(build: Callable[..., vc.GradientTransformation], arguments: Dict[str, Any]):

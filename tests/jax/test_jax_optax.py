@@ -56,6 +56,21 @@ def test_jit_traces_the_step_once(make):
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree_util.tree_leaves(tree))
 
 
+def test_jitted_init_gives_the_eager_state_and_one_compiled_step():
+    params, grads = problem(5, seed=1)
+    transformation = bj.alto(learning_rate=1e-2)
+    eager = transformation.init(as_tree(params))
+    state = jax.jit(transformation.init)(as_tree(params))
+    for a, b in zip(jax.tree_util.tree_leaves(eager), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    step = _jitted_step(transformation, [])
+    tree = as_tree(params)
+    _COMPILES.clear()
+    for g in grads:
+        tree, state = step(tree, state, as_tree(g))
+    assert len(_COMPILES) == 1
+
+
 def test_resume_from_a_pickled_state_equals_the_uninterrupted_run():
     params, grads = problem(40, seed=2)
     transformation = bj.alto(learning_rate=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3)
