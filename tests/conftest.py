@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-NAMESPACES = ("numpy", "array_api_strict", "torch")
+NAMESPACES = ("numpy", "array_api_strict", "torch", "jax")
 
 
 def _load(name: str):
@@ -14,6 +14,10 @@ def _load(name: str):
         import array_api_compat.numpy as xp
     elif name == "array_api_strict":
         xp = pytest.importorskip("array_api_strict")
+    elif name == "jax":
+        jax = pytest.importorskip("jax")
+        jax.config.update("jax_enable_x64", True)  # the core tests compare float64 with NumPy
+        import jax.numpy as xp
     else:
         pytest.importorskip("torch")
         xp = importlib.import_module("array_api_compat.torch")
@@ -22,5 +26,5 @@ def _load(name: str):
 
 @pytest.fixture(params=NAMESPACES)
 def xp(request):
-    """An array-API namespace: numpy, array-api-strict, torch (skipped when not installed)."""
+    """An array-API namespace: numpy, array-api-strict, torch, jax.numpy (skipped when not installed)."""
     return _load(request.param)

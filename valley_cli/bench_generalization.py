@@ -1618,7 +1618,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         importlib.import_module("torch")
     except ImportError:
-        print("valley bench generalization needs torch (pip install 'valley[torch]')", file=sys.stderr)
+        print("valley bench generalization needs torch (pip install 'valley-optim[torch]')", file=sys.stderr)
         return 2
     os.makedirs(os.path.join(args.out, "results"), exist_ok=True)
     cache = os.path.join(args.out, "results", "generalization_runs.json")

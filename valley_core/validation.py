@@ -6,6 +6,11 @@ Every rule raises ``ValueError`` whose message names the parameter, its value an
 
 Schedules (callables) are checked through their value at step 1; what they do later is the caller's
 responsibility (documented in ``valley_core.schedules``).
+
+A scalar hyperparameter may also be a 0-d real array (the element-wise functions accept those). Its value is
+checked like a float when it can be read; an array that a compiler is tracing (``jax.jit``) has no value yet
+and is accepted unchecked: the adapter that traces it checks it where it is concrete (``backends.jax``
+checks at construction and ``init``).
 """
 
 from __future__ import annotations
@@ -14,9 +19,30 @@ import contextlib
 import contextvars
 import math
 import numbers
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from valley_core.schedules import ScalarOrSchedule
+
+
+def _read_scalar_array(name: str, value: Any) -> Optional[float]:
+    """The value of a 0-d real array as a float, or ``None`` while it is being traced (no value yet)."""
+    if tuple(value.shape) != () or getattr(getattr(value, "dtype", None), "kind", "f") not in "fiu":
+        raise ValueError(
+            f"{name}={value!r} violates {name} is a real number (got {type(value).__name__} of shape "
+            f"{tuple(value.shape)} and dtype {getattr(value, 'dtype', None)})"
+        )
+    try:
+        return float(value)
+    except Exception:  # noqa: BLE001 - a traced array: its value exists only when the program runs
+        return None
+
+
+def _as_real_or_traced(name: str, value: Any) -> Optional[float]:
+    """``_as_real`` that also takes a 0-d real array; ``None`` for a traced one (checked by its adapter)."""
+    if not isinstance(value, (bool, numbers.Real)) and hasattr(value, "shape"):
+        read = _read_scalar_array(name, value)
+        return None if read is None else _as_real(name, read)
+    return _as_real(name, value)
 
 
 def _as_real(name: str, value: Any) -> float:
@@ -28,25 +54,25 @@ def _as_real(name: str, value: Any) -> float:
     return value
 
 
-def _value_at_step_one(name: str, value: ScalarOrSchedule) -> float:
+def _value_at_step_one(name: str, value: ScalarOrSchedule) -> Optional[float]:
     if callable(value):
         try:
             first = value(1)
         except Exception as error:  # noqa: BLE001 - reported with the parameter's name
             raise ValueError(f"{name} schedule could not be evaluated at step 1: {error}") from error
         return _as_real(f"{name}(1)", float(first))
-    return _as_real(name, value)
+    return _as_real_or_traced(name, value)
 
 
 def check_nonnegative(name: str, value: ScalarOrSchedule) -> None:
-    """``value >= 0`` and finite (a schedule: its value at step 1)."""
+    """``value >= 0`` and finite (a schedule: its value at step 1; a traced array: not checked)."""
     real = _value_at_step_one(name, value)
-    if real < 0:
+    if real is not None and real < 0:
         raise ValueError(f"{name}={real!r} violates {name} >= 0")
 
 
-def check_real(name: str, value: ScalarOrSchedule) -> float:
-    """A finite real number (a schedule: its value at step 1). Returns that value."""
+def check_real(name: str, value: ScalarOrSchedule) -> Optional[float]:
+    """A finite real number (a schedule: its value at step 1). Returns that value (``None``: traced)."""
     return _value_at_step_one(name, value)
 
 
@@ -75,7 +101,7 @@ def check_stability(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool 
     if not isinstance(allow_unstable, bool):
         raise ValueError(f"allow_unstable={allow_unstable!r} violates allow_unstable is a bool")
     real = check_real("alpha", alpha)
-    if allow_unstable:
+    if allow_unstable or real is None:
         return
     bound = stability_bound(beta1)
     if not abs(real) < bound:

@@ -131,3 +131,33 @@ def test_shape_check_passes_symbolic_tensors_of_unknown_sizes():
     check_update_inputs((Symbolic((None, 3)),), (Symbolic((5, 3)),))
     with pytest.raises(ValueError, match=r"grads\[0\] has shape \(None, 4\) but params\[0\] has shape \(5, 3\)"):
         check_update_inputs((Symbolic((None, 4)),), (Symbolic((5, 3)),))
+
+
+def test_zero_dimensional_arrays_are_checked_by_value():
+    """A 0-d real array (what the element-wise functions accept as a scalar) is checked like a float."""
+    import numpy as np
+
+    vc.alto(lr=np.asarray(1e-3), alpha=np.float64(-1.0), betas=(0.9, 0.9, 0.99), eps=np.asarray(1e-6))
+    with pytest.raises(ValueError, match=r"^lr=-1\.0 violates lr >= 0$"):
+        vc.alto(lr=np.asarray(-1.0))
+    with pytest.raises(ValueError, match=r"^alpha=-50\.0 violates \|alpha\| < 1/\(1-beta1\) = 10 for beta1=0\.9"):
+        vc.alto(alpha=np.asarray(-50.0), betas=(0.9, 0.9, 0.99))
+    with pytest.raises(
+        ValueError, match=r"^lr=array\(\[1\., 1\.\]\) violates lr is a real number \(got ndarray of shape"
+    ):
+        vc.alto(lr=np.ones(2))
+    with pytest.raises(ValueError, match=r"^eps=array\(True\) violates eps is a real number"):
+        vc.alto(eps=np.asarray(True))
+
+
+def test_traced_arrays_are_left_to_their_adapter():
+    """Inside ``jax.jit`` a hyperparameter has no value yet: accepted unchecked (backends.jax checks at init)."""
+    jax = pytest.importorskip("jax")
+
+    def build(lr, alpha):
+        vc.alto(lr=lr, alpha=alpha, betas=(0.1, 0.9, 0.99))  # alpha=-50 would violate the rule if it were known
+        return lr
+
+    assert float(jax.jit(build)(jax.numpy.asarray(1e-3), jax.numpy.asarray(-50.0))) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="violates"):
+        build(jax.numpy.asarray(1e-3), jax.numpy.asarray(-50.0))
