@@ -11,9 +11,9 @@ from valley_cli.main import add_module_subcommands, run_module
 
 #: study -> (module, one-line help)
 STUDIES = {
-    "generalization": (
-        "valley_cli.bench_generalization",
-        "large-batch study: SGD/Adam/AdamW/Lamb/ALTO/EAdam on digits and a char-level LM",
+    "study": (
+        "valley_cli.study.cli",
+        "the large-batch study: ALTO vs Lamb (AdamW, SGD as references) on MNIST-1D and a char-level LM",
     ),
     "landscapes": (
         "valley_cli.bench_landscapes",
