@@ -194,20 +194,20 @@ class StudyConfig:
     """
 
     batch_sizes: Tuple[int, ...] = (128, 1024, 4096, 16384)
-    epochs: Dict[int, int] = dataclasses.field(default_factory=lambda: {128: 3, 1024: 10, 4096: 100, 16384: 100})
-    step_budgets: Tuple[int, ...] = (75, 150, 600)
+    epochs: Dict[int, int] = dataclasses.field(default_factory=lambda: {128: 1, 1024: 6, 4096: 25, 16384: 100})
+    step_budgets: Tuple[int, ...] = (75, 150)
     n_train: int = 50_000
     n_val: int = 5_000
     n_test: int = 5_000
-    hidden: Tuple[int, ...] = (128, 128)
+    hidden: Tuple[int, ...] = (64, 64)
     large_batch_grid: Tuple[float, ...] = LARGE_BATCH_GRID
     small_batch_grid: Tuple[float, ...] = SMALL_BATCH_GRID
     reference_grids: Dict[str, Tuple[float, ...]] = dataclasses.field(default_factory=lambda: dict(REFERENCE_GRIDS))
-    references_from: int = LARGE_BATCH
+    references_from: int = 128
     tuning_seeds: Tuple[int, ...] = (0, 1)
     seeds: int = 5
-    small_seeds: int = 3
-    lm_batch_sizes: Tuple[int, ...] = (32, 128)
+    small_seeds: int = 5
+    lm_batch_sizes: Tuple[int, ...] = (32, 64)
     lm_steps: int = 500
     lm_seeds: int = 3
     lm_grid: Tuple[float, ...] = LM_GRID
