@@ -1,19 +1,25 @@
-"""``valley demo``: ALTO vs Lamb vs AdamW vs SGD at a large batch on scikit-learn's digits.
+"""``valley demo``: ALTO vs Lamb vs AdamW vs SGD at a large batch, the study's protocol at a small budget.
 
-A small MLP is trained on a fixed, deterministic train/validation/test split of the bundled digits data
-(no download) at large batch sizes (the whole training split, and 1024), with several seeds. ALTO uses the
-paper's large-batch defaults (``valley_core.defaults_for_batch_size``). The command prints a table (test
-accuracy mean ± std, final training loss, wall time) and saves a plot.
+By default a small MLP (40-64-64-10, the study's) is trained on MNIST-1D (generated offline by the ``mnist1d`` package's
+generator, 50k training signals, cached on disk after the first run) at batch 4096 for 300 steps (about 25
+epochs), 3 seeds, with the protocol of ``valley bench study``: linear warmup over 10 % of the steps then cosine
+decay for every optimizer, ALTO at the paper's defaults for the batch size
+(``valley_core.defaults_for_batch_size``), Lamb = ALTO with ``alpha = 0``, weight decay and the trust ratio on
+weight matrices only (``backends.torch.lamb_param_groups``). The learning rates are fixed (``DEMO_LRS``); the
+study tunes them. ``--data digits`` runs scikit-learn's bundled digits instead (batch 1197 = the whole training
+split, and 1024). The command prints a table (test accuracy mean ± std, final training loss, wall time) and
+saves a plot and the table.
 
-The optimizers come from ``backends.torch`` (ALTO, Lamb) and ``torch.optim`` (AdamW, SGD). Without torch,
-the demo runs on the NumPy reference backend (``backends.numpy``), with the MLP's forward and backward pass
-written here in NumPy. The update maths lives only in ``valley_core``; this module trains models.
+The optimizers come from ``backends.torch`` (ALTO, Lamb) and ``torch.optim`` (AdamW, SGD). Without torch the
+demo runs on the NumPy reference backend (``backends.numpy``, the MLP's forward and backward pass written here
+in NumPy; the trust ratio then applies to every tensor, biases included). The update maths lives only in
+``valley_core``; this module trains models.
 
-The data helpers and the training loop are shared with ``valley bench generalization``.
+Exit codes: 0 done, 1 a run diverged, 2 bad arguments or output path (found before any training).
 
 Example:
-    $ valley demo                 # about a minute on two cores
-    $ valley demo --quick --backend numpy --out /tmp/demo
+    $ valley demo                 # about a minute on two cores (after the first run generated the data)
+    $ valley demo --data digits --backend numpy --quick --out /tmp/demo
 """
 
 from __future__ import annotations
@@ -21,85 +27,58 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import importlib.util
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from valley_cli.study import training
+from valley_cli.study.data import (
+    DIGITS_TEST as TEST_SIZE,
+)
+from valley_cli.study.data import (
+    DIGITS_VALIDATION as VALIDATION_SIZE,
+)
+from valley_cli.study.data import (
+    ClassificationSplit,
+    load_digits_split,
+    load_mnist1d,
+)
+from valley_cli.study.training import batch_indices, mean_std, training_loop, warmup_cosine_factor, warmup_steps
 
 #: Where ``valley demo`` writes its plot and table unless ``--out`` says otherwise.
 DEFAULT_OUT = "valley-out"
 #: The optimizers the demo compares, in table order.
 DEMO_OPTIMIZERS = ("ALTO", "Lamb", "AdamW", "SGD")
-#: Size of the validation and of the test split of digits (the rest, 1197 images, is the training split).
-VALIDATION_SIZE = 300
-TEST_SIZE = 300
-#: Hidden layer widths of the demo's MLP.
-MLP_HIDDEN = (128, 128)
+#: Data sets: name -> (default batch sizes, input width, hidden widths). Batch 0 = the whole training split.
+DATASETS = {"mnist1d": ((4096,), 40, (64, 64)), "digits": ((0, 1024), 64, (128, 128))}
+#: Fixed learning rates (the demo does not tune): data set -> optimizer -> lr.
+DEMO_LRS = {
+    "mnist1d": {"ALTO": 3e-2, "Lamb": 3e-2, "AdamW": 1e-2, "SGD": 0.3},
+    "digits": {"ALTO": 1e-2, "Lamb": 1e-2, "AdamW": 1e-2, "SGD": 0.1},
+}
+#: Test-accuracy evaluations per run (evenly spaced) for the plot.
+CURVE_POINTS = 60
+#: Kept for callers of the digits demo: the hidden widths of its MLP.
+MLP_HIDDEN = DATASETS["digits"][2]
+DigitsSplit = ClassificationSplit
 
-
-# --------------------------------------------------------------------------------------------------- data
-
-
-class DigitsSplit(NamedTuple):
-    """The digits data, split once and for all (pixels scaled to [0, 1], float32; labels int64)."""
-
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
-
-
-def load_digits_split() -> DigitsSplit:
-    """Loads scikit-learn's bundled digits (1797 8x8 images) and splits it deterministically.
-
-    The split is stratified and seeded with a constant, so it is the same on every machine and every call:
-    300 test images, 300 validation images, 1197 training images.
-
-    Returns:
-        A ``DigitsSplit``.
-    """
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
-
-    data = load_digits()
-    x = (data.data / 16.0).astype(np.float32)
-    y = data.target.astype(np.int64)
-    x_rest, x_test, y_rest, y_test = train_test_split(x, y, test_size=TEST_SIZE, random_state=0, stratify=y)
-    x_train, x_val, y_train, y_val = train_test_split(
-        x_rest, y_rest, test_size=VALIDATION_SIZE, random_state=0, stratify=y_rest
-    )
-    return DigitsSplit(x_train, y_train, x_val, y_val, x_test, y_test)
-
-
-def batch_indices(n: int, batch_size: int, steps: int, seed: int):
-    """Yields ``steps`` index arrays: epochs of a seeded permutation, the last partial batch dropped.
-
-    Args:
-        n: number of training examples.
-        batch_size: examples per step (``>= n`` means the whole training split every step).
-        steps: how many batches to yield.
-        seed: seeds the shuffling.
-    """
-    if batch_size >= n:
-        everything = np.arange(n)
-        for _ in range(steps):
-            yield everything
-        return
-    rng = np.random.default_rng(seed + 7919)
-    per_epoch = n // batch_size
-    produced = 0
-    while produced < steps:
-        order = rng.permutation(n)
-        for b in range(per_epoch):
-            if produced >= steps:
-                return
-            yield order[b * batch_size : (b + 1) * batch_size]
-            produced += 1
+__all__ = [
+    "DEMO_OPTIMIZERS",
+    "TEST_SIZE",
+    "VALIDATION_SIZE",
+    "batch_indices",
+    "load_digits_split",
+    "load_mnist1d",
+    "mean_std",
+    "training_loop",
+]
 
 
 # ---------------------------------------------------------------------------------------------- backends
@@ -139,95 +118,27 @@ def set_threads(threads: Optional[int]) -> int:
     return threads
 
 
-def optimizer_hyperparameters(name: str, batch_size: int, lr: Optional[float] = None) -> Dict[str, Any]:
-    """The demo's hyperparameters for one optimizer at one batch size.
-
-    ALTO uses the paper's defaults for the batch size (``valley_core.defaults_for_batch_size``) with the
-    paper's large-batch learning rate 1e-2; Lamb uses the same moments, epsilons, weight decay and learning
-    rate (it is ALTO with ``alpha = 0``). AdamW uses torch's default moments with the same learning rate and
-    weight decay; SGD uses heavy-ball momentum 0.9 and learning rate 0.1.
+def optimizer_hyperparameters(
+    name: str, batch_size: int, lr: Optional[float] = None, data: str = "mnist1d"
+) -> Dict[str, Any]:
+    """The demo's hyperparameters for one optimizer at one batch size (the study's, at ``DEMO_LRS``).
 
     Args:
         name: ``ALTO``, ``Lamb``, ``AdamW`` or ``SGD``.
         batch_size: the batch size (selects ALTO's exploring or exploiting defaults).
         lr: overrides the learning rate.
+        data: ``mnist1d`` or ``digits`` (selects the default learning rate).
 
     Returns:
         Keyword arguments in ``valley_core``'s names (``lr``, ``alpha``, ``betas``, ``momentum`` ...).
     """
-    from valley_core import defaults_for_batch_size
-
-    if name == "ALTO":
-        hp = {"lr": 1e-2, **defaults_for_batch_size(batch_size)}
-    elif name == "Lamb":
-        paper = defaults_for_batch_size(batch_size)
-        hp = {
-            "lr": 1e-2,
-            "betas": paper["betas"][1:],
-            "eps": paper["eps"],
-            "weight_decay": paper["weight_decay"],
-            "trust_eps": paper["trust_eps"],
-            "norm_eps": paper["norm_eps"],
-        }
-    elif name == "AdamW":
-        hp = {"lr": 1e-2, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-4}
-    elif name == "SGD":
-        hp = {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0}
-    else:
+    if name not in DEMO_OPTIMIZERS:
         raise ValueError(f"optimizer={name!r} is not one of {DEMO_OPTIMIZERS}")
-    if lr is not None:
-        hp["lr"] = lr
-    return hp
+    return training.optimizer_hyperparameters(name, batch_size, DEMO_LRS[data][name] if lr is None else lr)
 
-
-#: optimizer name -> (module, class) for the torch path. AdamW, Adam and SGD are torch's own builtins.
-TORCH_OPTIMIZERS = {
-    "ALTO": ("backends.torch", "ALTO"),
-    "Lamb": ("backends.torch", "Lamb"),
-    "EAdam": ("backends.torch", "EAdam"),
-    "AdamCM": ("backends.torch", "AdamCM"),
-    "AdamW": ("torch.optim", "AdamW"),
-    "Adam": ("torch.optim", "Adam"),
-    "SGD": ("torch.optim", "SGD"),
-}
 
 #: optimizer name -> class name in ``backends.numpy``.
-NUMPY_OPTIMIZERS = {"ALTO": "ALTO", "Lamb": "Lamb", "EAdam": "EAdam", "AdamW": "AdamW", "Adam": "Adam", "SGD": "SGD"}
-
-
-def make_torch_optimizer(name: str, params: Sequence[Any], hp: Dict[str, Any]):
-    """Builds a torch optimizer from ``valley_core``-style hyperparameters.
-
-    Raises:
-        ImportError: if the optimizer's module (e.g. ``backends.torch``) or class is not available.
-    """
-    module_name, class_name = TORCH_OPTIMIZERS[name]
-    module = importlib.import_module(module_name)
-    cls = getattr(module, class_name, None)
-    if cls is None:
-        raise ImportError(f"{module_name}.{class_name} is not available")
-    hp = dict(hp)
-    if module_name == "torch.optim" and class_name == "SGD":
-        return cls(
-            list(params), lr=hp["lr"], momentum=hp.get("momentum", 0.0), weight_decay=hp.get("weight_decay", 0.0)
-        )
-    optimizer = cls(list(params), **hp)
-    if module_name == "backends.torch":
-        # The default path ("auto": fused CPU kernels generated from the optimizer's plan, proven equal to the core
-        # by tests/torch). Their one-off build (about a second, then cached on disk) happens here, outside the timed
-        # training.
-        from backends.kernels.cpu import KernelUnavailable
-        from backends.kernels.plan import Plan
-        from backends.torch import fused
-
-        for group in optimizer.param_groups:
-            plan = optimizer.plan_for(group)
-            try:
-                if isinstance(plan, Plan):
-                    fused.library(plan)
-            except KernelUnavailable:
-                pass  # "auto" warns and uses another path
-    return optimizer
+NUMPY_OPTIMIZERS = {"ALTO": "ALTO", "Lamb": "Lamb", "AdamW": "AdamW", "SGD": "SGD"}
 
 
 def make_numpy_optimizer(name: str, params: Sequence[np.ndarray], hp: Dict[str, Any]):
@@ -236,31 +147,17 @@ def make_numpy_optimizer(name: str, params: Sequence[np.ndarray], hp: Dict[str, 
     return getattr(backend, NUMPY_OPTIMIZERS[name])(list(params), **hp)
 
 
-def optimizer_available(name: str, backend: str) -> bool:
-    """True if optimizer ``name`` can be built on ``backend`` (``torch`` or ``numpy``)."""
-    try:
-        if backend == "torch":
-            module_name, class_name = TORCH_OPTIMIZERS[name]
-            return hasattr(importlib.import_module(module_name), class_name)
-        return name in NUMPY_OPTIMIZERS and hasattr(importlib.import_module("backends.numpy"), NUMPY_OPTIMIZERS[name])
-    except (ImportError, KeyError):
-        return False
+def warmup_cosine_table(value: float, steps: int) -> Callable[[Any], float]:
+    """``k -> value * warmup_cosine_factor(k, steps, warmup)`` as a table lookup (for ``backends.numpy``).
 
-
-def linear_decay_factor(k: Any, steps: int) -> Any:
-    """``1 - (k - 1) / steps``: the learning-rate factor of step ``k`` (1-based) of a run of ``steps`` steps.
-
-    Linear decay to zero, the schedule of the Lamb paper without its warm-up, is applied to every optimizer
-    alike (plain arithmetic, so it is also a valid ``valley_core`` schedule).
+    A lookup, not arithmetic on ``k``: cosine needs a math function, which ``valley_core`` schedules may not
+    call on ``k``; the NumPy backend passes ``k`` as a 0-d array that ``int()`` accepts.
     """
-    return 1 - (k - 1) / steps
+    warmup = warmup_steps(steps)
+    table = [value * warmup_cosine_factor(k, steps, warmup) for k in range(1, steps + 1)]
 
-
-def linear_decay(value: float, steps: int) -> Callable[[Any], Any]:
-    """``k -> value * linear_decay_factor(k, steps)``, a ``valley_core`` learning-rate schedule."""
-
-    def schedule(k: Any) -> Any:
-        return value * linear_decay_factor(k, steps)
+    def schedule(k: Any) -> float:
+        return table[min(int(k), steps) - 1]
 
     return schedule
 
@@ -337,14 +234,9 @@ def _cross_entropy(logits: np.ndarray, y: np.ndarray) -> Tuple[float, np.ndarray
 
 def torch_mlp(sizes: Sequence[int]):
     """A ReLU MLP as a ``torch.nn.Sequential`` (initialise under ``torch.manual_seed`` for determinism)."""
-    import torch
+    from valley_cli.study.models import mlp
 
-    layers: List[Any] = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        layers.append(torch.nn.Linear(fan_in, fan_out))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    return torch.nn.Sequential(*layers)
+    return mlp(sizes)
 
 
 # -------------------------------------------------------------------------------------------------- runs
@@ -387,156 +279,64 @@ class RunResult:
     diverged: bool = False
 
 
-class LoopOutcome(NamedTuple):
-    """What a training loop records: per-step losses, ``(step, seconds, metric)`` points, time, divergence."""
-
-    losses: List[float]
-    curve: List[Tuple[int, float, float]]
-    elapsed: float
-    diverged: bool
-
-
-def training_loop(
-    batches: Iterable[Any],
-    step: Callable[[Any], float],
-    checkpoint: Optional[Callable[[int], Optional[float]]] = None,
-    on_step: Optional[Callable[[], None]] = None,
-) -> LoopOutcome:
-    """Runs ``step(batch)`` (one optimizer step, returning the loss) over ``batches``, timing only the steps.
-
-    Stops at the first non-finite loss (``diverged``). After step ``k`` (1-based) ``checkpoint(k)`` may return a
-    metric, recorded with the training time so far; evaluations are not timed.
-    """
-    losses: List[float] = []
-    curve: List[Tuple[int, float, float]] = []
-    elapsed = 0.0
-    for number, batch in enumerate(batches, start=1):
-        start = time.perf_counter()
-        value = float(step(batch))
-        elapsed += time.perf_counter() - start
-        losses.append(value)
-        if on_step:
-            on_step()
-        if not math.isfinite(value):
-            return LoopOutcome(losses, curve, elapsed, True)
-        metric = checkpoint(number) if checkpoint else None
-        if metric is not None:
-            curve.append((number, elapsed, metric))
-    return LoopOutcome(losses, curve, elapsed, False)
-
-
-def train_torch_classifier(
-    model_fn: Callable[[], Any],
+def train_torch_mlp(
     optimizer: str,
     hp: Dict[str, Any],
-    data: DigitsSplit,
+    data: ClassificationSplit,
     batch_size: int,
     steps: int,
     seed: int,
-    eval_every: int = 0,
-    reshape: Optional[Tuple[int, ...]] = None,
-    lr_decay: bool = True,
+    hidden: Sequence[int],
     on_step: Optional[Callable[[], None]] = None,
 ) -> RunResult:
-    """Trains a torch classifier on ``data`` and evaluates it.
-
-    Args:
-        model_fn: builds the model; called after ``torch.manual_seed(seed)``.
-        optimizer: a key of ``TORCH_OPTIMIZERS``.
-        hp: the optimizer's hyperparameters (``valley_core`` names).
-        data: the split.
-        batch_size: examples per step.
-        steps: optimizer steps.
-        seed: seeds initialisation and batch order.
-        eval_every: record test accuracy every this many steps (0: never during training).
-        reshape: input shape per example (e.g. ``(1, 8, 8)`` for a CNN), ``None`` to keep vectors.
-        lr_decay: decay the learning rate linearly to zero over the run (``linear_decay_factor``).
-        on_step: called after every step (progress bars).
-
-    Returns:
-        A ``RunResult``.
-    """
-    import torch
-    import torch.nn.functional as F
-
-    torch.manual_seed(seed)
-    model = model_fn()
-    shape = (-1, *reshape) if reshape else None
-
-    def tensor(x: np.ndarray):
-        t = torch.from_numpy(x)
-        return t.reshape(shape) if shape else t
-
-    x_train, y_train = tensor(data.x_train), torch.from_numpy(data.y_train)
-    x_val, y_val = tensor(data.x_val), torch.from_numpy(data.y_val)
-    x_test, y_test = tensor(data.x_test), torch.from_numpy(data.y_test)
-
-    def evaluate(x, y) -> Tuple[float, float]:
-        with torch.no_grad():
-            logits = model(x)
-            return float(F.cross_entropy(logits, y)), float((logits.argmax(1) == y).float().mean())
-
-    initial_loss, _ = evaluate(x_train, y_train)
-    opt = make_torch_optimizer(optimizer, model.parameters(), hp)
-    scheduler = (
-        torch.optim.lr_scheduler.LambdaLR(opt, lambda s: linear_decay_factor(s + 1, steps)) if lr_decay else None
+    """Trains the torch MLP with the study's loop (``valley_cli.study.training.train_classifier``)."""
+    sizes = (data.x_train.shape[1], *hidden, int(data.y_train.max()) + 1)
+    out = training.train_classifier(
+        lambda: torch_mlp(sizes),
+        optimizer,
+        hp,
+        data,
+        batch_size,
+        steps,
+        seed,
+        curve_points=min(steps, CURVE_POINTS),
+        on_step=on_step,
     )
-
-    def step(idx: np.ndarray) -> float:
-        index = torch.from_numpy(idx)
-        xb, yb = (x_train, y_train) if len(idx) == len(y_train) else (x_train[index], y_train[index])
-        opt.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model(xb), yb)
-        loss.backward()
-        opt.step()
-        if scheduler is not None:
-            scheduler.step()
-        return loss.detach().item()
-
-    def checkpoint(number: int) -> Optional[float]:
-        return evaluate(x_test, y_test)[1] if eval_every and number % eval_every == 0 else None
-
-    loop = training_loop(batch_indices(len(y_train), batch_size, steps, seed), step, checkpoint, on_step)
-    final_loss, _ = evaluate(x_train, y_train)
-    val_loss, val_acc = evaluate(x_val, y_val)
-    _, test_acc = evaluate(x_test, y_test)
     return RunResult(
         optimizer,
         batch_size,
         seed,
         dict(hp),
-        len(loop.losses),
-        initial_loss,
-        final_loss,
-        val_acc,
-        test_acc,
-        val_loss,
-        loop.elapsed,
-        loop.losses,
-        loop.curve,
-        loop.diverged or not math.isfinite(final_loss),
+        out["steps"],
+        out["initial_train_loss"],
+        out["final_train_loss"],
+        out["val_accuracy"],
+        out["test_accuracy"],
+        out["val_loss"],
+        out["train_seconds"],
+        out["batch_losses"],
+        [tuple(point) for point in out["curve"]],
+        out["diverged"],
     )
 
 
 def train_numpy_mlp(
     optimizer: str,
     hp: Dict[str, Any],
-    data: DigitsSplit,
+    data: ClassificationSplit,
     batch_size: int,
     steps: int,
     seed: int,
-    eval_every: int = 0,
     hidden: Sequence[int] = MLP_HIDDEN,
-    lr_decay: bool = True,
     on_step: Optional[Callable[[], None]] = None,
 ) -> RunResult:
-    """The NumPy twin of ``train_torch_classifier`` for the MLP (``backends.numpy`` optimizers)."""
+    """The NumPy twin of ``train_torch_mlp`` (``backends.numpy`` optimizers, the same warmup + cosine)."""
     n_features, n_classes = data.x_train.shape[1], int(data.y_train.max()) + 1
     model = NumpyMLP((n_features, *hidden, n_classes), seed)
-    initial_loss = model.loss(data.x_train, data.y_train)
+    probe_x, probe_y = data.x_train[:5000], data.y_train[:5000]
+    initial_loss = model.loss(probe_x, probe_y)
     built = dict(hp)
-    if lr_decay:
-        built["lr"] = linear_decay(hp["lr"], steps)
+    built["lr"] = warmup_cosine_table(hp["lr"], steps)
     opt = make_numpy_optimizer(optimizer, model.params, built)
 
     def step(idx: np.ndarray) -> float:
@@ -545,11 +345,11 @@ def train_numpy_mlp(
         return loss
 
     def checkpoint(number: int) -> Optional[float]:
-        return model.accuracy(data.x_test, data.y_test) if eval_every and number % eval_every == 0 else None
+        return model.accuracy(data.x_test, data.y_test)
 
     with np.errstate(over="ignore", invalid="ignore"):
         loop = training_loop(batch_indices(len(data.y_train), batch_size, steps, seed), step, checkpoint, on_step)
-        final_loss = model.loss(data.x_train, data.y_train)
+        final_loss = model.loss(probe_x, probe_y)
         val_loss = model.loss(data.x_val, data.y_val)
     return RunResult(
         optimizer,
@@ -569,12 +369,6 @@ def train_numpy_mlp(
     )
 
 
-def mean_std(values: Sequence[float]) -> Tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
-
-
 # ------------------------------------------------------------------------------------------------- demo
 
 
@@ -583,8 +377,9 @@ class DemoConfig:
     """What ``valley demo`` runs.
 
     Attributes:
+        data: ``mnist1d`` or ``digits``.
         backend: ``torch`` or ``numpy``.
-        batch_sizes: batch sizes; ``0`` stands for the whole training split.
+        batch_sizes: batch sizes (``None``: the data set's defaults); ``0`` stands for the whole training split.
         seeds: the seeds.
         steps: optimizer steps per run.
         optimizers: optimizer names.
@@ -593,8 +388,9 @@ class DemoConfig:
         progress: show a tqdm progress bar.
     """
 
+    data: str = "mnist1d"
     backend: str = "torch"
-    batch_sizes: Tuple[int, ...] = (0, 1024)
+    batch_sizes: Optional[Tuple[int, ...]] = None
     seeds: Tuple[int, ...] = (0, 1, 2)
     steps: int = 300
     optimizers: Tuple[str, ...] = DEMO_OPTIMIZERS
@@ -604,27 +400,80 @@ class DemoConfig:
 
 
 #: Columns of the demo's table, in order.
-DEMO_COLUMNS = ("batch", "optimizer", "test accuracy", "final train loss", "wall time / run (s)")
+DEMO_COLUMNS = ("batch", "optimizer", "lr", "test accuracy", "final train loss", "wall time / run (s)")
+
+
+def load_data(name: str) -> ClassificationSplit:
+    """The demo's data set: ``mnist1d`` (50k/5k/5k, generated offline, cached) or ``digits``."""
+    if name == "mnist1d":
+        return load_mnist1d()
+    if name == "digits":
+        return load_digits_split()
+    raise ValueError(f"data={name!r} is not one of {tuple(DATASETS)}")
 
 
 def run_demo(config: DemoConfig) -> Tuple[List[Dict[str, Any]], List[RunResult]]:
     """Runs the demo: every optimizer, batch size and seed.
-
-    Args:
-        config: what to run.
 
     Returns:
         ``(rows, runs)``: one table row per (batch size, optimizer) with the keys of ``DEMO_COLUMNS`` plus
         numeric fields (``test_accuracy_mean``, ``test_accuracy_std``, ``final_train_loss_mean``,
         ``initial_train_loss_mean``, ``wall_time_mean``, ``diverged``), and every ``RunResult``.
     """
-    data = load_digits_split()
+    from tqdm import tqdm
+
+    data = load_data(config.data)
     n_train = len(data.y_train)
-    sizes = (data.x_train.shape[1], *MLP_HIDDEN, 10)
+    batch_sizes = config.batch_sizes or DATASETS[config.data][0]
+    hidden = DATASETS[config.data][2]
     if config.backend == "torch":
         set_threads(config.threads)
-    with _blas_threads(config.threads or 1):
-        return _run_demo(config, data, n_train, sizes)
+    runs: List[RunResult] = []
+    rows: List[Dict[str, Any]] = []
+    total = len(batch_sizes) * len(config.optimizers) * len(config.seeds) * config.steps
+    with (
+        _blas_threads(config.threads or 1),
+        tqdm(
+            total=total, desc="valley demo", unit="step", disable=not config.progress, file=sys.stderr, mininterval=0.5
+        ) as bar,
+    ):
+        for requested in batch_sizes:
+            batch_size = n_train if requested == 0 or requested >= n_train else requested
+            for name in config.optimizers:
+                hp = optimizer_hyperparameters(name, batch_size, data=config.data)
+                group: List[RunResult] = []
+                for seed in config.seeds:
+                    bar.set_postfix_str(f"batch {batch_size} {name} seed {seed}")
+                    train = train_torch_mlp if config.backend == "torch" else train_numpy_mlp
+                    result = train(
+                        name, hp, data, batch_size, config.steps, seed, hidden, on_step=lambda: bar.update(1)
+                    )
+                    bar.update(config.steps - result.steps)
+                    group.append(result)
+                runs.extend(group)
+                rows.append(_row(group, name, batch_size, n_train, hp))
+    return rows, runs
+
+
+def _row(group: Sequence[RunResult], name: str, batch_size: int, n_train: int, hp: Dict[str, Any]) -> Dict[str, Any]:
+    acc_mean, acc_std = mean_std([r.test_accuracy for r in group])
+    loss_mean, loss_std = mean_std([r.final_train_loss for r in group])
+    time_mean, _ = mean_std([r.wall_time for r in group])
+    return {
+        "batch": f"{batch_size} (full)" if batch_size == n_train else str(batch_size),
+        "optimizer": name,
+        "lr": f"{hp['lr']:g}",
+        "test accuracy": f"{100 * acc_mean:.2f} ± {100 * acc_std:.2f} %",
+        "final train loss": f"{loss_mean:.4f} ± {loss_std:.4f}",
+        "wall time / run (s)": f"{time_mean:.2f}",
+        "batch_size": batch_size,
+        "test_accuracy_mean": acc_mean,
+        "test_accuracy_std": acc_std,
+        "final_train_loss_mean": loss_mean,
+        "initial_train_loss_mean": mean_std([r.initial_train_loss for r in group])[0],
+        "wall_time_mean": time_mean,
+        "diverged": sum(r.diverged for r in group),
+    }
 
 
 def _blas_threads(threads: int):
@@ -636,66 +485,6 @@ def _blas_threads(threads: int):
 
         return contextlib.nullcontext()
     return threadpool_limits(limits=threads)
-
-
-def _run_demo(
-    config: DemoConfig, data: DigitsSplit, n_train: int, sizes: Tuple[int, ...]
-) -> Tuple[List[Dict[str, Any]], List[RunResult]]:
-    from tqdm import tqdm
-
-    runs: List[RunResult] = []
-    rows: List[Dict[str, Any]] = []
-    total = len(config.batch_sizes) * len(config.optimizers) * len(config.seeds) * config.steps
-    with tqdm(
-        total=total, desc="valley demo", unit="step", disable=not config.progress, file=sys.stderr, mininterval=0.5
-    ) as bar:
-        for requested in config.batch_sizes:
-            batch_size = n_train if requested == 0 or requested >= n_train else requested
-            for name in config.optimizers:
-                hp = optimizer_hyperparameters(name, batch_size)
-                group: List[RunResult] = []
-                for seed in config.seeds:
-                    bar.set_postfix_str(f"batch {batch_size} {name} seed {seed}")
-                    if config.backend == "torch":
-                        result = train_torch_classifier(
-                            lambda: torch_mlp(sizes),
-                            name,
-                            hp,
-                            data,
-                            batch_size,
-                            config.steps,
-                            seed,
-                            eval_every=1,
-                            on_step=lambda: bar.update(1),
-                        )
-                    else:
-                        result = train_numpy_mlp(
-                            name, hp, data, batch_size, config.steps, seed, eval_every=1, on_step=lambda: bar.update(1)
-                        )
-                    bar.update(config.steps - result.steps)
-                    group.append(result)
-                runs.extend(group)
-                acc_mean, acc_std = mean_std([r.test_accuracy for r in group])
-                loss_mean, loss_std = mean_std([r.final_train_loss for r in group])
-                time_mean, _ = mean_std([r.wall_time for r in group])
-                label = f"{batch_size} (full)" if batch_size == n_train else str(batch_size)
-                rows.append(
-                    {
-                        "batch": label,
-                        "optimizer": name,
-                        "test accuracy": f"{100 * acc_mean:.2f} ± {100 * acc_std:.2f} %",
-                        "final train loss": f"{loss_mean:.4f} ± {loss_std:.4f}",
-                        "wall time / run (s)": f"{time_mean:.2f}",
-                        "batch_size": batch_size,
-                        "test_accuracy_mean": acc_mean,
-                        "test_accuracy_std": acc_std,
-                        "final_train_loss_mean": loss_mean,
-                        "initial_train_loss_mean": mean_std([r.initial_train_loss for r in group])[0],
-                        "wall_time_mean": time_mean,
-                        "diverged": sum(r.diverged for r in group),
-                    }
-                )
-    return rows, runs
 
 
 def format_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> str:
@@ -710,7 +499,7 @@ def format_table(rows: Sequence[Dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def plot_demo(runs: Sequence[RunResult], path: str) -> str:
+def plot_demo(runs: Sequence[RunResult], path: str, title: str = "MNIST-1D MLP") -> str:
     """Saves training-loss and test-accuracy curves (mean over seeds, min-max band) to ``path`` (PNG)."""
     import matplotlib
 
@@ -734,32 +523,40 @@ def plot_demo(runs: Sequence[RunResult], path: str) -> str:
                 curve_steps = [point[0] for point in group[0].curve[:length]]
                 axes[1, column].plot(curve_steps, 100 * acc.mean(0), label=name, color=line.get_color())
         axes[0, column].set_yscale("log")
-        axes[0, column].set_title(f"digits MLP, batch {batch_size}")
+        axes[0, column].set_title(f"{title}, batch {batch_size}")
         axes[0, column].set_xlabel("step")
         axes[0, column].set_ylabel("training loss (minibatch)")
         axes[1, column].set_xlabel("step")
         axes[1, column].set_ylabel("test accuracy (%)")
-        axes[1, column].set_ylim(50, 100)
         for ax in axes[:, column]:
             ax.grid(alpha=0.3)
             ax.legend()
     fig.tight_layout()
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``valley demo``."""
+    parser.add_argument(
+        "--data", choices=tuple(DATASETS), default="mnist1d", help="MNIST-1D at batch 4096 (default) or digits"
+    )
     parser.add_argument(
         "--backend",
         choices=("auto", "torch", "numpy"),
         default="auto",
         help="torch (backends.torch + torch.optim) or numpy (backends.numpy); auto: torch if it imports, else numpy",
     )
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300)")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (default 3; --quick 2)")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 300; --quick 15)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default ./{DEFAULT_OUT}/)")
     parser.add_argument("--quick", action="store_true", help="a tiny run for smoke tests (seconds)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
@@ -767,12 +564,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> DemoConfig:
-    """Turns parsed options into a ``DemoConfig``."""
+    """Turns parsed options into a ``DemoConfig``.
+
+    Raises:
+        ValueError: naming the first bad option (a count below 1, an output path that is not a folder).
+    """
     steps = args.steps if args.steps is not None else (15 if args.quick else 300)
-    seeds = args.seeds if not args.quick or args.seeds != 3 else 2
-    if seeds < 1 or steps < 1:
-        raise ValueError(f"--seeds={seeds} and --steps={steps} must be positive")
+    seeds = args.seeds if args.seeds is not None else (2 if args.quick else 3)
+    for option, value in (("--seeds", seeds), ("--steps", steps), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ValueError(f"{option}={value} must be a positive integer")
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out} exists and is not a folder")
+    parent = os.path.dirname(os.path.abspath(args.out))
+    probe = parent
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK):
+        raise ValueError(f"--out {args.out}: cannot create or write under {probe}")
     return DemoConfig(
+        data=args.data,
         backend=resolve_backend(args.backend),
         seeds=tuple(range(seeds)),
         steps=steps,
@@ -782,40 +593,85 @@ def config_from_args(args: argparse.Namespace) -> DemoConfig:
     )
 
 
+def write_outputs(out: str, files: Dict[str, Callable[[str], Any]]) -> List[str]:
+    """Writes each output into a temporary folder next to ``out``, then moves them into ``out``.
+
+    An interrupted run (or a failing writer) leaves the previous outputs in ``out`` untouched.
+
+    Args:
+        out: the output folder (created if missing).
+        files: file name -> function writing that file at the path it is given.
+
+    Returns:
+        The final paths.
+    """
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".valley-demo-", dir=parent)
+    try:
+        for name, write in files.items():
+            write(os.path.join(staging, name))
+        os.makedirs(out, exist_ok=True)
+        paths = []
+        for name in files:
+            final = os.path.join(out, name)
+            os.replace(os.path.join(staging, name), final)
+            paths.append(final)
+        return paths
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    """``valley demo``: trains, prints the table, saves the plot; returns 0 (1 if a run diverged)."""
-    config = config_from_args(args)
+    """``valley demo``: trains, prints the table, saves the plot; 0, or 1 if a run diverged, 2 for bad input."""
+    try:
+        config = config_from_args(args)
+    except ValueError as error:
+        print(f"valley demo: {error}", file=sys.stderr)
+        return 2
     if args.backend == "auto" and config.backend == "numpy":
         print("torch or backends.torch is not available: running on the NumPy backend (backends.numpy)")
     if config.backend == "torch" and not torch_available():
         print("valley demo: --backend torch needs torch and backends.torch; try --backend numpy", file=sys.stderr)
+        return 2
+    if config.data == "mnist1d" and importlib.util.find_spec("mnist1d") is None:
+        print("valley demo: --data mnist1d needs the mnist1d package (pip install 'valley[demo]')", file=sys.stderr)
         return 2
     started = time.perf_counter()
     rows, runs = run_demo(config)
     total = time.perf_counter() - started
     table = format_table(rows, DEMO_COLUMNS)
     threads = f", torch threads: {set_threads(config.threads)}" if config.backend == "torch" else ""
+    _, width, hidden = DATASETS[config.data]
+    n_train = len(load_data(config.data).y_train)
+    name = "MNIST-1D" if config.data == "mnist1d" else "digits"
     header = (
-        f"digits ({len(load_digits_split().y_train)} training images), MLP 64-"
-        f"{'-'.join(map(str, MLP_HIDDEN))}-10, {config.steps} steps per run, seeds "
-        f"{list(config.seeds)}, backend {config.backend}{threads}"
+        f"{name} ({n_train} training examples), MLP {width}-{'-'.join(map(str, hidden))}-10, {config.steps} steps "
+        f"per run (warmup {warmup_steps(config.steps)} steps, then cosine), seeds {list(config.seeds)}, backend "
+        f"{config.backend}{threads}"
     )
     settings = "\n".join(
         f"  {row['optimizer']:6s} batch {row['batch_size']}: "
-        f"{_format_hp(optimizer_hyperparameters(row['optimizer'], row['batch_size']))}"
+        f"{_format_hp(optimizer_hyperparameters(row['optimizer'], row['batch_size'], data=config.data))}"
         for row in rows
     )
     print(header)
     print(table)
     print("hyperparameters:\n" + settings)
-    os.makedirs(config.out, exist_ok=True)
-    plot_path = plot_demo(runs, os.path.join(config.out, "demo.png"))
-    with open(os.path.join(config.out, "demo.md"), "w", encoding="utf-8") as handle:
-        handle.write(f"# valley demo\n\n{header}\n\n{table}\n\nhyperparameters:\n\n```\n{settings}\n```\n")
-    print(f"plot: {plot_path}\ntable: {os.path.join(config.out, 'demo.md')}\ntotal time {total:.1f} s")
+    markdown = f"# valley demo\n\n{header}\n\n{table}\n\nhyperparameters:\n\n```\n{settings}\n```\n"
+
+    def write_markdown(path: str) -> None:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(markdown)
+
+    plot_path, table_path = write_outputs(
+        config.out, {"demo.png": lambda path: plot_demo(runs, path, f"{name} MLP"), "demo.md": write_markdown}
+    )
+    print(f"plot: {plot_path}\ntable: {table_path}\ntotal time {total:.1f} s")
     diverged = sum(row["diverged"] for row in rows)
     if diverged:
-        print(f"warning: {diverged} run(s) diverged (NaN/Inf loss)")
+        print(f"valley demo: {diverged} run(s) diverged (NaN/Inf loss)", file=sys.stderr)
+        return 1
     return 0
 
 
