@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         train=not args.report_only,
         cache_name=cache_root or "runs",
     )
-    paths = report.write_outputs(result, config, args.out, _command_line(), args.report)
+    cache_folder = os.path.join(cache_parent, cache_root or "runs")
+    paths = report.write_outputs(result, config, args.out, _command_line(), args.report, cache_folder)
     for line in report.verdict_lines(report.comparisons(result)):
         print(line)
     print(
