@@ -171,7 +171,7 @@ def tuning_table(records: Sequence[Dict[str, Any]], group: Group) -> Dict[str, L
     for name in grids.COMPARED:
         row: List[Optional[float]] = []
         for lr in group.grid:
-            values = []
+            values: List[float] = []
             for seed in group.tuning_seeds:
                 record = by_key.get(grids.run_key(grids.spec(group, name, lr, seed)))
                 if record is None or record["diverged"]:

@@ -75,9 +75,9 @@ def study_json(result: StudyResult, config: StudyConfig, command: str) -> Dict[s
     tta = []
     for group in result.groups:
         chosen = result.selected.get(group_key(group))
-        row = analysis.time_to_target(result.records, group, chosen) if chosen else None
-        if row:
-            tta.append(row)
+        target_row = analysis.time_to_target(result.records, group, chosen) if chosen else None
+        if target_row:
+            tta.append(target_row)
     return {
         "command": command,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
