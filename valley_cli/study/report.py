@@ -146,14 +146,33 @@ def plot_batch_scaling(result: StudyResult, path: str) -> Optional[str]:
         ],
         key=lambda g: g.steps,
     )
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, axes = plt.subplots(1, 3, figsize=(18, 4.5))
+    comps = [c for c in comparisons(result) if c["arm"] == "main" and c["task"] == "mnist1d"]
+    for label, x_key, marker in (("about 300 steps", "batch_size", "o"), (f"batch {largest}", "steps", "s")):
+        rows = sorted(
+            (c for c in comps if (c["batch_size"] == largest if x_key == "steps" else c["setting"] == "epoch budget")),
+            key=lambda c: c[x_key],
+        )
+        if rows:
+            xs = [c[x_key] for c in rows]
+            mid = [c["alto_minus_lamb"] for c in rows]
+            low = [c["alto_minus_lamb"] - c["ci_low"] if math.isfinite(c["ci_low"]) else 0.0 for c in rows]
+            high = [c["ci_high"] - c["alto_minus_lamb"] if math.isfinite(c["ci_high"]) else 0.0 for c in rows]
+            axes[2].errorbar(xs, mid, yerr=[low, high], marker=marker, capsize=4, label=f"{label} (x = {x_key})")
+    axes[2].axhline(0.0, color="black", linewidth=0.8)
+    axes[2].set_xscale("log", base=2)
+    axes[2].set_xlabel("batch size or steps")
+    axes[2].set_ylabel("ALTO - Lamb test accuracy (points), paired 95 % CI")
+    axes[2].set_title("paired difference ALTO - Lamb")
+    axes[2].grid(alpha=0.3)
+    axes[2].legend()
     for ax, groups_, x_of, xlabel, title in (
         (
             axes[0],
             sorted(main, key=lambda g: g.batch_size),
             lambda g: g.batch_size,
             "batch size",
-            "MNIST-1D, epoch budget",
+            "MNIST-1D, about 300 steps per batch size",
         ),
         (axes[1], budget, lambda g: g.steps, "steps", f"MNIST-1D, batch {largest}: step budget"),
     ):
