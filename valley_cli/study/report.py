@@ -329,6 +329,41 @@ def verdict_lines(comps: Sequence[Dict[str, Any]]) -> List[str]:
     return lines
 
 
+def observations(result: StudyResult) -> List[str]:
+    """Facts computed from the selections and summaries that qualify the verdict."""
+    lines = []
+    chosen = [(g, result.selected[group_key(g)]) for g in result.groups if group_key(g) in result.selected]
+    if chosen:
+        same = sum(c["ALTO"] == c["Lamb"] for _, c in chosen)
+        lines.append(
+            f"ALTO and Lamb selected the same learning rate in {same} of {len(chosen)} settings (same grid, "
+            "same tuning seeds), so the comparisons above are at equal learning rates wherever they agree."
+        )
+    best = []
+    edges = []
+    for group, choice in chosen:
+        if group.task != "mnist1d":
+            continue
+        rows = analysis.summary(result.records, group, choice)
+        if not rows:
+            continue
+        top = max(rows, key=lambda r: r["mean"])
+        best.append(f"{top['optimizer']} at batch {group.batch_size}, {group.steps} steps ({top['mean']:.2f} %)")
+        grids_of = {"ALTO": group.grid, "Lamb": group.grid, **dict(group.references)}
+        for name, lr in choice.items():
+            grid = grids_of.get(name, ())
+            if grid and lr in (grid[0], grid[-1]) and len(grid) > 1:
+                edges.append(f"{name} {lr:g} (batch {group.batch_size}, {group.steps} steps)")
+    if best:
+        lines.append("Best mean test accuracy per MNIST-1D setting: " + "; ".join(best) + ".")
+    if edges:
+        lines.append(
+            "Selected learning rates at the edge of their grid (the optimum may lie outside it, so that "
+            "optimizer may be under-tuned): " + ", ".join(edges) + "."
+        )
+    return lines
+
+
 def render_markdown(
     result: StudyResult, config: StudyConfig, payload: Dict[str, Any], plots: Dict[str, Optional[str]]
 ) -> str:
@@ -349,7 +384,7 @@ def render_markdown(
     ]
     if not result.complete:
         out += ["**The study did not complete: settings after the deadline were not run (see the tables).**", ""]
-    out += ["## Verdict", ""] + [f"- {line}" for line in verdict_lines(comps)] + [""]
+    out += ["## Verdict", ""] + [f"- {line}" for line in verdict_lines(comps) + observations(result)] + [""]
     out += [
         "## The paper's numbers beside ours",
         "",
