@@ -13,7 +13,7 @@ schedule ``k -> value`` (``valley_core.schedules``).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from valley_core.base import GradientTransformation, chain
 from valley_core.schedules import ScalarOrSchedule
@@ -38,14 +38,24 @@ def _named(transform: GradientTransformation, name: str) -> GradientTransformati
 
 
 def _lamb_chain(
-    lr, adapt, betas_m_v, eps, weight_decay, trust_eps, norm_eps, bias_correction, weight_decay_mask, trust_ratio_mask
+    lr,
+    adapt,
+    betas_m_v,
+    eps,
+    weight_decay,
+    trust_eps,
+    norm_eps,
+    bias_correction,
+    weight_decay_mask,
+    trust_ratio_mask,
+    zero_norm_ratio,
 ) -> Tuple[GradientTransformation, ...]:
     beta2, beta3 = betas_m_v
     return (
         *adapt,
         scale_by_adam(beta2, beta3, eps, bias_correction),
         add_decayed_weights(weight_decay, weight_decay_mask),
-        scale_by_trust_ratio(trust_eps, norm_eps, trust_ratio_mask),
+        scale_by_trust_ratio(trust_eps, norm_eps, trust_ratio_mask, zero_norm_ratio),
         scale_by_learning_rate(lr),
     )
 
@@ -62,6 +72,7 @@ def alto(
     weight_decay_mask: Mask = None,
     trust_ratio_mask: Mask = None,
     allow_unstable: bool = False,
+    zero_norm_ratio: Optional[float] = 1.0,
 ) -> GradientTransformation:
     """ALTO: the E adaptor applied to Lamb (the paper's Algorithm 2; Algorithm 1 with ``bias_correction=False``).
 
@@ -72,8 +83,10 @@ def alto(
         phi = ||theta_k^(i)|| + norm_eps
         theta_{k+1}^(i) = theta_k^(i) - lr r_k^(i) phi / (||r_k^(i)|| + trust_eps phi)
 
-    Deviations from the paper: none in the maths. Additions: ``weight_decay_mask`` and ``trust_ratio_mask``
-    (per-tensor switches; the paper applies both to every tensor), schedules for lr/alpha/weight_decay.
+    Deviations from the paper: where a norm is zero the trust ratio is ``zero_norm_ratio`` (default 1; ``None``
+    restores the paper's formula, see ``reductions.trust_ratio``). Additions: ``weight_decay_mask`` and
+    ``trust_ratio_mask`` (per-tensor switches; the paper applies both to every tensor), schedules for
+    lr/alpha/weight_decay.
     Unlike the authors' code, no gradient clipping is applied and the trust ratio is applied whatever the
     weight decay (see ``docs/algorithm.md``).
 
@@ -89,6 +102,9 @@ def alto(
         weight_decay_mask: which tensors get weight decay (``None``: all).
         trust_ratio_mask: which tensors get the trust ratio (``None``: all).
         allow_unstable: skip the stability rule (research use only).
+        zero_norm_ratio: the trust ratio where ``||theta|| = 0`` or ``||r|| = 0`` (default 1, so that
+            zero-initialised tensors train; a deviation from the paper, whose formula gives about
+            ``norm_eps / ||r||`` there); ``None`` for the paper's formula everywhere.
 
     Example:
         >>> import numpy as np
@@ -130,6 +146,7 @@ def alto(
                 bias_correction,
                 weight_decay_mask,
                 trust_ratio_mask,
+                zero_norm_ratio,
             )
         ),
         "alto",
@@ -147,6 +164,7 @@ def alto_vanilla(
     weight_decay_mask: Mask = None,
     trust_ratio_mask: Mask = None,
     allow_unstable: bool = False,
+    zero_norm_ratio: Optional[float] = 1.0,
 ) -> GradientTransformation:
     """ALTO without bias correction (the paper's Algorithm 1, the form its convex theorem is proved for).
 
@@ -165,6 +183,7 @@ def alto_vanilla(
             weight_decay_mask,
             trust_ratio_mask,
             allow_unstable,
+            zero_norm_ratio,
         ),
         "alto_vanilla",
     )
@@ -180,6 +199,7 @@ def lamb(
     bias_correction: bool = True,
     weight_decay_mask: Mask = None,
     trust_ratio_mask: Mask = None,
+    zero_norm_ratio: Optional[float] = 1.0,
 ) -> GradientTransformation:
     """Lamb in the paper's form: ALTO with ``alpha = 0`` (``betas = (beta2, beta3)`` for m and v).
 
@@ -208,6 +228,7 @@ def lamb(
                 bias_correction,
                 weight_decay_mask,
                 trust_ratio_mask,
+                zero_norm_ratio,
             )
         ),
         "lamb",

@@ -13,12 +13,22 @@ def l2_norm(array: Any, xp: Any) -> Any:
     return xp.sqrt(xp.sum(array * array))
 
 
-def trust_ratio(param_norm: Any, update_norm: Any, trust_eps: float, norm_eps: float) -> Any:
-    """The paper's layer-wise trust ratio ``phi / (||r|| + trust_eps * phi)`` with ``phi = ||theta|| + norm_eps``.
+def trust_ratio(
+    param_norm: Any, update_norm: Any, trust_eps: float, norm_eps: float, zero_norm_ratio: Any, xp: Any
+) -> Any:
+    """The layer-wise trust ratio: the paper's ``phi / (||r|| + trust_eps * phi)``, ``phi = ||theta|| + norm_eps``,
+    where both norms are positive, and ``zero_norm_ratio`` where either is zero.
 
-    Deviation from most Lamb implementations: no special case when ``||theta|| = 0`` or ``||r|| = 0``; the
-    epsilons keep it finite. A zero-initialised tensor therefore moves by about ``lr * norm_eps`` per step
-    under the trust ratio: exclude such tensors (biases) with the trust-ratio mask.
+    Why the zero-norm rule: under the paper's formula a tensor that starts at exactly zero (every bias,
+    LayerNorm's shift) moves by about ``lr * norm_eps`` (1e-13) per step, so it never trains. Keras', optax's
+    and pytorch-optimizer's Lamb and the authors' own ALTO use a ratio of 1 there; so do we by default
+    (``zero_norm_ratio=1.0``). ``zero_norm_ratio=None`` is the paper's formula everywhere (Algorithms 1-2
+    exactly). Where both norms are positive the two agree bit for bit.
     """
     phi = param_norm + norm_eps
-    return phi / (update_norm + trust_eps * phi)
+    if zero_norm_ratio is None:
+        return phi / (update_norm + trust_eps * phi)
+    positive = (param_norm > 0) & (update_norm > 0)
+    # The denominator is replaced where a norm is zero so that trust_eps = 0 cannot divide by zero there.
+    ratio = phi / xp.where(positive, update_norm + trust_eps * phi, xp.ones_like(update_norm))
+    return xp.where(positive, ratio, xp.full_like(ratio, zero_norm_ratio))

@@ -111,6 +111,15 @@ def check_stability(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool 
         )
 
 
+def check_zero_norm_ratio(value: Any) -> None:
+    """``zero_norm_ratio``: None (the paper's trust ratio everywhere) or a finite real >= 0."""
+    if value is None:
+        return
+    real = _as_real("zero_norm_ratio", value)
+    if not (math.isfinite(real) and real >= 0):
+        raise ValueError(f"zero_norm_ratio={real!r} violates zero_norm_ratio is None or a finite real >= 0")
+
+
 def check_bool(name: str, value: Any) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{name}={value!r} violates {name} is a bool")
