@@ -436,3 +436,21 @@ def test_float16_variable_keeps_float32_state_and_rounds_each_step(cls):
         theta = (theta + updates[0]).astype(np.float16).astype(np.float32)
     np.testing.assert_allclose(variable.numpy().astype(np.float32), theta, rtol=2e-3, atol=0)
     assert not np.allclose(variable.numpy(), start)
+
+
+# --- zero-initialised tensors (issue 13, defect 7) ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ALTO, ALTOVanilla, Lamb])
+def test_zero_initialised_biases_train_under_the_default_trust_ratio(cls):
+    def trained_bias(**kwargs):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])  # Dense biases start at zero
+        model.compile(optimizer=cls(learning_rate=1e-2, **kwargs), loss="mse")
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 3)).astype("float32")
+        model.fit(x, y, epochs=40, batch_size=64, verbose=0)
+        return float(np.abs(model.layers[0].bias.numpy()).max())
+
+    assert trained_bias() > 1e-3  # a ratio of 1 where ||theta|| = 0: it moves about lr per step at first
+    assert trained_bias(zero_norm_ratio=None) < 1e-8  # the paper's formula: about lr * norm_eps per step

@@ -14,14 +14,14 @@ import warnings
 
 import pytest
 import torch
-
-from backends.torch import ALTO, ESGD, E, EAdam, EAdamW, Lamb
 from torch_helpers import (
     assert_close,
     assert_same_state,
     clone_state,
     initial_params,
 )
+
+from backends.torch import ALTO, ESGD, E, EAdam, EAdamW, Lamb
 
 
 def _params(dtype=torch.float64):
