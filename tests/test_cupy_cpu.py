@@ -336,3 +336,21 @@ def test_docstring_example_runs():
     from backends.cupy import _optimizer
 
     assert doctest.testmod(_optimizer).failed == 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "cupy_cpu_mode"])
+def test_a_zero_initialised_tensor_trains_under_the_default_trust_ratio(backend):
+    # Issue 13.7: the same zero-norm policy as the core (ratio 1 where a norm is zero) on the stateful adapters.
+    def trained(**kwargs):
+        params = [np.zeros(4), np.ones(3)]
+        if backend == "numpy":
+            opt = vnp.ALTO(params, lr=1e-2, **kwargs)
+        else:
+            opt = vcp.ALTO(params, lr=1e-2, array_module="numpy", **kwargs)
+        rng = np.random.default_rng(0)
+        for _ in range(10):
+            opt.step([rng.normal(size=4), rng.normal(size=3)])
+        return float(np.abs(params[0]).max())
+
+    assert trained() > 1e-3
+    assert trained(zero_norm_ratio=None) < 1e-9  # the paper's formula, still available

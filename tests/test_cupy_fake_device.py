@@ -115,7 +115,7 @@ def _fake_cupy():
     module.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(getDeviceCount=lambda: 1))
     module.RawKernel = FakeRawKernel
     module.float64 = np.float64
-    module.sqrt, module.sum = np.sqrt, np.sum
+    module.sqrt, module.sum, module.where = np.sqrt, np.sum, np.where
     module.asarray = lambda value, dtype=None: _on_device(np.asarray(value), dtype)
     module.zeros = lambda shape, dtype=None: _on_device(np.zeros(shape, dtype=dtype))
     module.array = lambda value, dtype=None, copy=True: _on_device(np.asarray(value), dtype)

@@ -14,21 +14,29 @@ def l2_norm(array: Any, xp: Any) -> Any:
 
 
 def trust_ratio(
-    param_norm: Any, update_norm: Any, trust_eps: float, norm_eps: float, zero_norm_ratio: Any, xp: Any
+    param_norm: Any,
+    update_norm: Any,
+    trust_eps: float,
+    norm_eps: float,
+    zero_norm_ratio: Any = None,
+    xp: Any = None,
 ) -> Any:
     """The layer-wise trust ratio: the paper's ``phi / (||r|| + trust_eps * phi)``, ``phi = ||theta|| + norm_eps``,
-    where both norms are positive, and ``zero_norm_ratio`` where either is zero.
+    where both norms are positive, and ``zero_norm_ratio`` where either is zero (``None``: the paper's formula
+    everywhere; ``xp`` is needed otherwise).
 
     Why the zero-norm rule: under the paper's formula a tensor that starts at exactly zero (every bias,
     LayerNorm's shift) moves by about ``lr * norm_eps`` (1e-13) per step, so it never trains. Keras', optax's
-    and pytorch-optimizer's Lamb and the authors' own ALTO use a ratio of 1 there; so do we by default
-    (``zero_norm_ratio=1.0``). ``zero_norm_ratio=None`` is the paper's formula everywhere (Algorithms 1-2
-    exactly). Where both norms are positive the two agree bit for bit.
+    and pytorch-optimizer's Lamb and the authors' own ALTO use a ratio of 1 there; so do the named optimizers
+    by default (``zero_norm_ratio=1.0``). Where both norms are positive the two agree bit for bit.
+
+    Only comparisons, ``where`` and arithmetic on arrays, so that every executor's generated code (traced by
+    ``backends.kernels``) computes exactly this.
     """
     phi = param_norm + norm_eps
     if zero_norm_ratio is None:
         return phi / (update_norm + trust_eps * phi)
-    positive = (param_norm > 0) & (update_norm > 0)
-    # The denominator is replaced where a norm is zero so that trust_eps = 0 cannot divide by zero there.
-    ratio = phi / xp.where(positive, update_norm + trust_eps * phi, xp.ones_like(update_norm))
-    return xp.where(positive, ratio, xp.full_like(ratio, zero_norm_ratio))
+    # Where ||r|| = 0 the denominator is replaced (by 1) so that trust_eps = 0 cannot divide by zero there.
+    denominator = xp.where(update_norm > 0, update_norm + trust_eps * phi, update_norm + 1)
+    fallback = update_norm * 0 + zero_norm_ratio  # the constant as an array like the norms (exact for finite norms)
+    return xp.where(param_norm > 0, xp.where(update_norm > 0, phi / denominator, fallback), fallback)

@@ -113,7 +113,7 @@ def check_stability(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool 
 
 def check_zero_norm_ratio(value: Any) -> None:
     """``zero_norm_ratio``: None (the paper's trust ratio everywhere) or a finite real >= 0."""
-    if value is None:
+    if value is None or _SYMBOLIC.get():
         return
     real = _as_real("zero_norm_ratio", value)
     if not (math.isfinite(real) and real >= 0):

@@ -64,13 +64,19 @@ class E(torch.optim.Optimizer):
         base_optimizer: any ``torch.optim.Optimizer`` (Adam, SGD, a user's own). Its ``param_groups`` are
             shared: changing ``lr`` on ``E`` changes it on the base, LR schedulers work on either.
         alpha: exploration coefficient (float, or a schedule ``k -> alpha_k``); ``< 0`` explores.
-        beta1: persistence of the EMA of gradient differences, in ``[0, 1)``.
+        e_beta: the paper's ``beta1``, persistence of the EMA of gradient differences, in ``[0, 1)`` (also
+            accepted as ``beta1=``). Named ``e_beta`` as in every torch optimizer of valley, where ``betas``
+            belongs to the moments that torch's schedulers cycle.
         allow_unstable: skip the rule ``|alpha| < 1/(1 - beta1)``.
         skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite.
         implementation: where the adaptor's arithmetic runs: ``"auto"`` (default: the fused CPU kernel
             generated from ``valley_core.elementwise.e_adaptor_step``, ``backends.kernels.cpu``, for plain
             contiguous float32/float64 CPU tensors, op by op elsewhere), ``"core"`` (op by op) or ``"fused"``
             (the kernel, or ``RuntimeError``). Both give the same values bit for bit (tested).
+
+    ``alpha``, ``e_beta`` and ``allow_unstable`` are attributes; assigning one re-checks the stability rule and
+    raises ``ValueError`` (keeping the old value) when it is broken. ``copy.deepcopy``, ``pickle`` and
+    ``torch.save`` of an ``E`` give a working optimizer; its state-dict hooks run as torch's do.
 
     Optimizers whose ``step`` re-evaluates the closure several times (``torch.optim.LBFGS``) are refused:
     ``E`` evaluates the closure once and adapts that gradient.
@@ -79,7 +85,7 @@ class E(torch.optim.Optimizer):
         >>> import torch
         >>> from backends.torch import E
         >>> w = torch.nn.Parameter(torch.tensor([3.0, -2.0]))
-        >>> opt = E(torch.optim.SGD([w], lr=0.1), alpha=0.5, beta1=0.01)
+        >>> opt = E(torch.optim.SGD([w], lr=0.1), alpha=0.5, e_beta=0.01)
         >>> for _ in range(100):
         ...     opt.zero_grad()
         ...     (w ** 2).sum().backward()
@@ -92,12 +98,16 @@ class E(torch.optim.Optimizer):
         self,
         base_optimizer: torch.optim.Optimizer,
         alpha: ScalarOrSchedule = 0.5,
-        beta1: float = 0.01,
+        e_beta: Optional[float] = None,
         *,
+        beta1: Optional[float] = None,
         allow_unstable: bool = False,
         skip_nonfinite: bool = False,
         implementation: str = "auto",
     ) -> None:
+        if e_beta is not None and beta1 is not None:
+            raise TypeError("E got both e_beta and beta1 (the paper's name of the same coefficient): give one")
+        e_beta = 0.01 if e_beta is None and beta1 is None else (e_beta if e_beta is not None else beta1)
         dispatcher = Dispatcher("E", implementation, ("auto", "core", "fused"), "adapt these parameters")
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"E needs a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
@@ -105,15 +115,11 @@ class E(torch.optim.Optimizer):
             raise TypeError("E cannot wrap torch.optim.LBFGS: it re-evaluates the closure inside step()")
         if not isinstance(skip_nonfinite, bool):
             raise ValueError(f"skip_nonfinite={skip_nonfinite!r} violates skip_nonfinite is a bool")
-        (beta1,) = validate_hyperparameters(
-            alpha=alpha, betas=(beta1,), beta_names=("beta1",), allow_unstable=allow_unstable
-        )
+        checked_beta = _checked(alpha, e_beta, allow_unstable)
         for group in base_optimizer.param_groups:
             _state.parameter_list("E", group["params"])  # refuses a parameter listed twice
         self.base_optimizer = base_optimizer
-        self.alpha = alpha
-        self.beta1 = beta1
-        self.allow_unstable = allow_unstable
+        self._alpha, self._e_beta, self._allow_unstable = alpha, checked_beta, allow_unstable
         self.skip_nonfinite = skip_nonfinite
         self.implementation = implementation
         self.dispatcher = dispatcher
@@ -125,6 +131,46 @@ class E(torch.optim.Optimizer):
         self._initialising = False
         # Share the base optimizer's groups (the same list and dicts): lr changes and schedulers apply to both.
         self.param_groups = base_optimizer.param_groups
+
+    # ------------------------------------------------------------------ hyperparameters, checked when assigned
+    @property
+    def alpha(self) -> ScalarOrSchedule:
+        """The exploration coefficient (a float or a schedule ``k -> alpha_k``)."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: ScalarOrSchedule) -> None:
+        _checked(value, self._e_beta, self._allow_unstable)
+        self._alpha = value
+
+    @property
+    def e_beta(self) -> float:
+        """The E adaptor's EMA coefficient (the paper's ``beta1``)."""
+        return self._e_beta
+
+    @e_beta.setter
+    def e_beta(self, value: float) -> None:
+        self._e_beta = _checked(self._alpha, value, self._allow_unstable)
+
+    #: The paper's name of ``e_beta``.
+    beta1 = e_beta
+
+    @property
+    def allow_unstable(self) -> bool:
+        """Whether the rule ``|alpha| < 1/(1 - beta1)`` is skipped."""
+        return self._allow_unstable
+
+    @allow_unstable.setter
+    def allow_unstable(self, value: bool) -> None:
+        _checked(self._alpha, self._e_beta, value)
+        self._allow_unstable = value
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """Everything ``E`` holds (torch's ``__getstate__`` keeps only defaults, state and groups), so that
+        ``copy.deepcopy``, ``pickle`` and ``torch.save`` give a working ``E``. The fused path's scratch buffers
+        are not state and are rebuilt."""
+        own = {key: value for key, value in self.__dict__.items() if not key.endswith("_hooks")}  # as torch does
+        return {**own, "_scratch": {}}
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds the group to the base optimizer (whose groups ``E`` shares)."""
@@ -165,7 +211,7 @@ class E(torch.optim.Optimizer):
         entries = [(p, p.grad) for p in params]
         # Decided (and refused, if it must be) before anything is written.
         path = self.dispatcher.choose(plan, entries, self.state, low_precision=False) if params else "core"
-        hyperparameters = {"alpha": self.alpha, "beta1": self.beta1}
+        hyperparameters = {"alpha": self._alpha, "beta1": self._e_beta}
         lib = None
         if path == "fused":
             assert isinstance(plan, Plan)  # the dispatcher picks "fused" for a plan only
@@ -195,7 +241,7 @@ class E(torch.optim.Optimizer):
             else:
                 by_step[step, dtype].append(p)
         for (step, dtype), group in by_step.items():  # the core path: the chain's update, op by op
-            transform = e_adaptor(self.alpha, self.beta1)
+            transform = e_adaptor(self._alpha, self._e_beta)
             grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
             counter = torch.tensor(step, dtype=torch.int32, device=group[0].device)
             carries = tuple(new_state[p][_CARRY] for p in group)
@@ -222,7 +268,7 @@ class E(torch.optim.Optimizer):
         if key not in _PLANS:
             try:
                 _PLANS[key] = derive(
-                    e_adaptor, {"alpha": self.alpha, "beta1": self.beta1}, writes_param=False, name="e_adaptor"
+                    e_adaptor, {"alpha": self._alpha, "beta1": self._e_beta}, writes_param=False, name="e_adaptor"
                 )
             except Unplannable as error:
                 _PLANS[key] = error
@@ -236,17 +282,24 @@ class E(torch.optim.Optimizer):
     def state_dict(self) -> Dict[str, Any]:
         """The base optimizer's state dict plus an ``"e_adaptor"`` entry with the adaptor's own state.
 
-        ``"e_adaptor"``: ``{"alpha", "beta1", "allow_unstable", "state": {param index: {"EState.carry": tensor,
-        "step": int}}}`` with the same parameter indices as the base optimizer's ``"state"``.
+        ``"e_adaptor"``: ``{"alpha", "e_beta", "allow_unstable", "state": {param index: {"EState.carry": tensor,
+        "step": int}}}`` with the same parameter indices as the base optimizer's ``"state"``. The state-dict
+        hooks registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them.
         """
+        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
+            pre_hook(self)
         state_dict = dict(self.base_optimizer.state_dict())
         index = {id(p): i for i, p in self._index_of().items()}
         state_dict["e_adaptor"] = {
-            "alpha": self.alpha,
-            "beta1": self.beta1,
-            "allow_unstable": self.allow_unstable,
+            "alpha": self._alpha,
+            "e_beta": self._e_beta,
+            "allow_unstable": self._allow_unstable,
             "state": {index[id(p)]: {_CARRY: s[_CARRY], "step": s["step"]} for p, s in self.state.items() if s},
         }
+        for post_hook in self._optimizer_state_dict_post_hooks.values():
+            result = post_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
         return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -256,6 +309,12 @@ class E(torch.optim.Optimizer):
         mismatch a ``ValueError`` names it and nothing is changed. Then the base optimizer loads its part
         (its own checks apply); if it raises, the adaptor's state is left unchanged too.
         """
+        if isinstance(state_dict, dict):
+            state_dict = state_dict.copy()
+            for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+                result = pre_hook(self, state_dict)
+                if result is not None:
+                    state_dict = result
         if not isinstance(state_dict, dict) or "e_adaptor" not in state_dict:
             raise ValueError(
                 "E.load_state_dict: the state dict has no 'e_adaptor' entry; it was not saved by "
@@ -264,12 +323,11 @@ class E(torch.optim.Optimizer):
             )
         saved = state_dict["e_adaptor"]
         problems: List[str] = []
-        try:
-            (beta1,) = validate_hyperparameters(
-                alpha=saved["alpha"],
-                betas=(saved["beta1"],),
-                beta_names=("beta1",),
-                allow_unstable=saved.get("allow_unstable", False),
+        try:  # valley 0.1.0 wrote the coefficient as "beta1"
+            e_beta = _checked(
+                saved["alpha"],
+                saved["e_beta"] if "e_beta" in saved else saved["beta1"],
+                saved.get("allow_unstable", False),
             )
         except (KeyError, ValueError, TypeError) as error:
             raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
@@ -287,7 +345,10 @@ class E(torch.optim.Optimizer):
             if not isinstance(carry, torch.Tensor) or tuple(carry.shape) != tuple(p.shape):
                 shape = tuple(carry.shape) if isinstance(carry, torch.Tensor) else type(carry).__name__
                 problems.append(f"parameter {index}: {_CARRY} has shape {shape}, the parameter {tuple(p.shape)}")
-            if isinstance(entry["step"], bool) or not isinstance(entry["step"], int):
+            step = entry["step"]
+            if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
+                step = int(step)
+            if isinstance(step, bool) or not isinstance(step, int):
                 problems.append(f"parameter {index}: step must be an int, got {entry['step']!r}")
         if problems:
             raise ValueError("E.load_state_dict: the adaptor's state does not match: " + "; ".join(problems))
@@ -301,5 +362,17 @@ class E(torch.optim.Optimizer):
                 _CARRY: entry[_CARRY].to(device=p.device, dtype=_state.state_dtype(p), copy=True),
                 "step": int(entry["step"]),
             }
-        self.alpha, self.beta1 = saved["alpha"], beta1
-        self.allow_unstable = saved.get("allow_unstable", False)
+        self._alpha, self._e_beta = saved["alpha"], e_beta
+        self._allow_unstable = saved.get("allow_unstable", False)
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+
+def _checked(alpha: Any, e_beta: Any, allow_unstable: Any) -> float:
+    """``e_beta`` as a float after ``valley_core.validation`` checked alpha, e_beta and the stability rule."""
+    if not isinstance(allow_unstable, bool):
+        raise ValueError(f"allow_unstable={allow_unstable!r} violates allow_unstable is a bool")
+    (checked,) = validate_hyperparameters(
+        alpha=alpha, betas=(e_beta,), beta_names=("beta1",), allow_unstable=allow_unstable
+    )
+    return checked

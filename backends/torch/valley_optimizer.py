@@ -44,12 +44,17 @@ import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
 from backends.torch import _state
 from backends.torch.dispatch import Dispatcher
+from backends.torch.hyperparameters import (
+    checkpoint_group,
+    factory_kwargs,
+    hyperparameter_defaults,
+    signature,
+    to_torch_keys,
+)
 from valley_core.base import GradientTransformation
 
-_MASKS = ("weight_decay_mask", "trust_ratio_mask")
-#: Per factory: its defaults; the settings most recently validated; the plans of recent structures. Bounded: an
-#: LR scheduler makes a new setting at every step, and those must not accumulate.
-_DEFAULTS: Dict[Any, Dict[str, Any]] = {}
+#: Per factory: the settings most recently validated; the plans of recent structures. Bounded: an LR scheduler
+#: makes a new setting at every step, and those must not accumulate.
 _CACHE_SIZE = 64
 _VALID_GROUPS: Dict[Any, Dict[tuple, None]] = {}
 _PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
@@ -58,11 +63,12 @@ _PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
 def _typed(value: Any, floats: bool = True) -> Any:
     """A hashable key for ``value`` that tells ``1``, ``1.0`` and ``True`` apart (their ``==`` does not).
 
-    ``floats=False`` keeps only the type of real numbers: the plan depends on structure, not on values.
+    ``floats=False`` keeps only the type of real numbers (a 0-d tensor counts as a float): the plan depends on
+    structure, not on values.
     """
     if isinstance(value, (tuple, list)):
         return (type(value), tuple(_typed(item, floats) for item in value))
-    if isinstance(value, float) and not floats:
+    if not floats and (isinstance(value, float) or (isinstance(value, torch.Tensor) and value.dim() == 0)):
         return float
     return (type(value), value)
 
@@ -72,29 +78,6 @@ def _remember(cache: Dict[tuple, Any], key: tuple, value: Any) -> None:
     cache[key] = value
     if len(cache) > _CACHE_SIZE:
         del cache[next(iter(cache))]
-
-
-def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
-    """The torch hyperparameters of ``factory``: its keyword arguments and defaults, the per-tensor masks replaced
-    by the per-group switch ``trust_ratio`` (True) for factories that have a trust-ratio mask."""
-    cached = _DEFAULTS.get(factory)
-    if cached is None:
-        parameters = inspect.signature(factory).parameters
-        cached = {name: p.default for name, p in parameters.items() if name not in _MASKS}
-        if "trust_ratio_mask" in parameters:
-            cached["trust_ratio"] = True
-        _DEFAULTS[factory] = cached
-    return dict(cached)
-
-
-def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: int) -> Dict[str, Any]:
-    """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
-    keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
-    names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
-    kwargs = {name: group[name] for name in names if name != "trust_ratio"}
-    if "trust_ratio" in names:
-        kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
-    return kwargs
 
 
 class ValleyOptimizer(torch.optim.Optimizer):
@@ -141,6 +124,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if name in given:
                 raise TypeError(f"{type(self).__name__} got multiple values for hyperparameter {name!r}")
             given[name] = value
+        given = to_torch_keys(type(self).factory, given, type(self).__name__)
         defaults = self.hyperparameter_defaults()
         unknown = sorted(set(given) - set(defaults))
         if unknown:
@@ -171,12 +155,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         """The group's hyperparameters as a hashable key that tells ``1`` from ``True`` (None if a value is not
         hashable): what validation (``floats=True``) and the plan (``floats=False``) depend on, so that they are
         worked out once per setting and not at every step."""
-        key = tuple(
-            (name, _typed(group.get(name), floats))
-            for name in _DEFAULTS.get(type(self).factory) or self.hyperparameter_defaults()
-        )
-        if any(isinstance(value, torch.Tensor) for _, value in group.items() if not isinstance(value, list)):
-            return None  # a tensor can change in place under the same identity
+        key = tuple((name, _typed(group.get(name), floats)) for name in self.hyperparameter_defaults())
+        if floats and any(isinstance(value, torch.Tensor) for _, value in group.items() if not isinstance(value, list)):
+            return None  # a tensor can change in place under the same identity: validated at every step
         try:
             hash(key)
         except TypeError:
@@ -224,10 +205,17 @@ class ValleyOptimizer(torch.optim.Optimizer):
         """Adds a param group after validating its hyperparameters with ``valley_core.validation``."""
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
-        param_group = {**param_group, "params": _state.parameter_list(type(self).__name__, param_group["params"])}
+        where = f"{type(self).__name__} param group {len(self.param_groups)}"
+        param_group = to_torch_keys(type(self).factory, param_group, where)
+        param_group["params"] = _state.parameter_list(type(self).__name__, param_group["params"])
         merged = {**self.defaults, **{k: v for k, v in param_group.items() if k != "params"}}
-        self._validate_group(merged, f"{type(self).__name__} param group {len(self.param_groups)}")
+        self._validate_group(merged, where)
         super().add_param_group(param_group)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """torch's state (defaults, state, groups) and this class's own settings, so that ``copy.deepcopy``,
+        ``pickle`` and ``torch.save(optimizer)`` give a working optimizer."""
+        return {**super().__getstate__(), **_pickled_attributes(self)}
 
     # ------------------------------------------------------------------------------------------- stepping
     def _collect(self) -> List[Tuple[int, Dict[str, Any], List[Tuple[torch.Tensor, torch.Tensor]]]]:
@@ -345,6 +333,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
             raise ValueError(f"state must be a dict, got {type(saved).__name__}")
         problems: List[str] = []
         step = saved.get("step")
+        if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
+            step = int(step)  # torch's own optimizers store a 0-d tensor
         if isinstance(step, bool) or not isinstance(step, int):
             problems.append(f"step must be an int, got {step!r}")
         template = self.transform_for(group, 1).init(
@@ -416,19 +406,31 @@ class ValleyOptimizer(torch.optim.Optimizer):
         problems: List[str] = []
         # The checkpoint's hyperparameters are restored (as in torch.optim), and they decide the state's layout
         # (AdamCM's buffer size, say); where they are invalid, this optimizer's own group is used to check it.
+        # The group that is validated is the group that is installed: every hyperparameter must be in the
+        # checkpoint (a group of another class lacks some), none is filled in from this optimizer's defaults.
         layout_groups: List[Dict[str, Any]] = []
         for index, (group, saved) in enumerate(zip(groups, saved_groups)):
             layout_groups.append(group)
-            if len(group["params"]) != len(saved["params"]):
+            if not isinstance(saved, dict) or len(group["params"]) != len(saved.get("params", ())):
+                count = len(saved["params"]) if isinstance(saved, dict) and "params" in saved else "no"
                 problems.append(
-                    f"param group {index} has {len(saved['params'])} parameters in the state dict, "
-                    f"{len(group['params'])} here"
+                    f"param group {index} has {count} parameters in the state dict, {len(group['params'])} here"
                 )
                 continue
-            merged = {**self.defaults, **{k: v for k, v in saved.items() if k != "params"}}
             try:
-                self._validate_group(merged, f"param group {index}")
-                layout_groups[-1] = merged
+                saved = saved_groups[index] = checkpoint_group(type(self).factory, saved, f"param group {index}")
+            except (TypeError, ValueError) as error:
+                problems.append(str(error))
+                continue
+            missing = [key for key in self.hyperparameter_defaults() if key not in saved]
+            if missing:
+                problems.append(
+                    f"param group {index}: missing hyperparameters {missing} (a checkpoint of another optimizer?)"
+                )
+                continue
+            try:
+                self._validate_group(saved, f"param group {index}")
+                layout_groups[-1] = saved
             except ValueError as error:
                 problems.append(str(error))
         if any("parameters in the state dict" in problem for problem in problems):
@@ -463,6 +465,14 @@ class ValleyOptimizer(torch.optim.Optimizer):
             post_hook(self)
 
 
+def _pickled_attributes(optimizer: Any) -> Dict[str, Any]:
+    """What ``torch.optim.Optimizer.__getstate__`` leaves out of a valley optimizer: its own settings."""
+    return {name: optimizer.__dict__[name] for name in _OWN_ATTRIBUTES if name in optimizer.__dict__}
+
+
+_OWN_ATTRIBUTES = ("implementation", "dispatcher", "skip_nonfinite", "skipped_steps")
+
+
 def optimizer_class(
     name: str, factory: Callable[..., GradientTransformation], doc: Optional[str] = None, module: str = __name__
 ) -> type:
@@ -483,12 +493,13 @@ def optimizer_class(
         "factory": staticmethod(factory),
         "__doc__": header + inspect.cleandoc(body) + _COMMON_DOC,
         "__module__": module,
+        "__signature__": signature(factory),
     }
     return type(name, (ValleyOptimizer,), namespace)
 
 
 def _signature_preview(factory: Callable[..., Any]) -> List[str]:
-    return [f"{n}={p.default!r}" for n, p in list(inspect.signature(factory).parameters.items())[:3]]
+    return [f"{name}={value!r}" for name, value in list(hyperparameter_defaults(factory).items())[:3]]
 
 
 _COMMON_DOC = """

@@ -111,7 +111,14 @@ def test_other_group_structure_and_invalid_hyperparameters_are_rejected():
         {**state_dict, "param_groups": state_dict["param_groups"] * 2},
         "2 param groups, this optimizer has 1",
     )
-    bad_groups = [{**state_dict["param_groups"][0], "alpha": -5.0, "betas": (0.1, 0.9, 0.99)}]
+    group = state_dict["param_groups"][0]
+    bad_groups = [{**group, "alpha": -5.0, "e_beta": 0.1, "betas": (0.9, 0.99)}]
+    _assert_rejected(
+        optimizer, {**state_dict, "param_groups": bad_groups}, r"alpha=-5.0 violates \|alpha\| < 1/\(1-beta1\)"
+    )
+    # The same in valley 0.1.0's layout (E's beta1 first in betas), which is migrated before it is checked.
+    old_layout = {key: value for key, value in group.items() if key != "e_beta"}
+    bad_groups = [{**old_layout, "alpha": -5.0, "betas": (0.1, 0.9, 0.99)}]
     _assert_rejected(
         optimizer, {**state_dict, "param_groups": bad_groups}, r"alpha=-5.0 violates \|alpha\| < 1/\(1-beta1\)"
     )

@@ -158,8 +158,10 @@ def test_a_hyperparameter_changed_between_steps_is_validated_before_anything_mov
 def test_positional_hyperparameters_follow_the_core_signature():
     optimizer = ALTO([torch.nn.Parameter(torch.zeros(2))], 0.5, -1.0)
     assert optimizer.defaults["lr"] == 0.5 and optimizer.defaults["alpha"] == -1.0
+    # torch keys (issue 13.1): the moments in `betas` as for torch.optim.Adam, the E adaptor's beta1 in `e_beta`.
     assert ALTO.hyperparameter_names()[:3] == ("lr", "alpha", "betas")
-    assert ALTO.hyperparameter_defaults()["betas"] == (0.99, 0.9, 0.99)
+    assert ALTO.hyperparameter_defaults()["betas"] == (0.9, 0.99)
+    assert ALTO.hyperparameter_defaults()["e_beta"] == 0.99
 
 
 def test_closure_and_zero_grad():
