@@ -90,7 +90,7 @@ def main(argv=None) -> int:
 
     runs = {
         "valley ALTO": make_alto,
-        "valley E(AdamW)": lambda model: E(torch.optim.AdamW(model.parameters(), lr=1e-3), alpha=0.5, beta1=0.01),
+        "valley E(AdamW)": lambda model: E(torch.optim.AdamW(model.parameters(), lr=1e-3), alpha=0.5, e_beta=0.01),
         "torch AdamW": lambda model: torch.optim.AdamW(model.parameters(), lr=1e-3),
     }
     for name, make in runs.items():

@@ -47,11 +47,15 @@ class DigitsMLP(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = ALTO(
-            lamb_param_groups(self.net, weight_decay=1e-4), lr=self.hparams.lr, alpha=-1.0, betas=(0.9, 0.9, 0.99)
+            lamb_param_groups(self.net, weight_decay=1e-4),
+            lr=self.hparams.lr,
+            alpha=-1.0,
+            e_beta=0.9,
+            betas=(0.9, 0.99),
         )
-        # cycle_momentum=False: OneCycleLR would otherwise cycle betas[0], which is E's beta1, not a momentum.
+        # OneCycleLR cycles betas[0], the first-moment coefficient (E's coefficient is e_beta, never cycled).
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=self.hparams.lr, total_steps=self.hparams.total_steps, cycle_momentum=False
+            optimizer, max_lr=self.hparams.lr, total_steps=self.hparams.total_steps
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 

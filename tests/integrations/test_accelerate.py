@@ -29,8 +29,8 @@ def _objects():
     )
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 10))
-    optimizer = ALTO(lamb_param_groups(model, weight_decay=1e-4), lr=0.1, alpha=-1.0, betas=(0.9, 0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=STEPS, cycle_momentum=False)
+    optimizer = ALTO(lamb_param_groups(model, weight_decay=1e-4), lr=0.1, alpha=-1.0, e_beta=0.9, betas=(0.9, 0.99))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=STEPS)
     loader = torch.utils.data.DataLoader(data, batch_size=BATCH, shuffle=False)
     return model, optimizer, loader, scheduler
 

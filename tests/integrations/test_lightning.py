@@ -6,8 +6,6 @@ end of the first epoch (``ModelCheckpoint``) and must end with the parameters of
 
 from __future__ import annotations
 
-import inspect
-
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -70,18 +68,6 @@ def _cli_run(tmp_path, extra):
     return LightningCLI(DigitsMLPForCLI, DigitsData, args=arguments, save_config_kwargs={"overwrite": True})
 
 
-def _signature_takes_lr():
-    from backends.torch import ALTO
-
-    return "lr" in inspect.signature(ALTO).parameters
-
-
-@pytest.mark.xfail(
-    not _signature_takes_lr(),
-    strict=True,
-    reason="inspect.signature(backends.torch.ALTO) is (params, *args, ..., **kwargs), so LightningCLI/jsonargparse "
-    "cannot see lr: the torch classes need explicit signatures (being rewritten on another branch)",
-)
 def test_lightning_cli_optimizer_lr(tmp_path):
     cli = _cli_run(tmp_path, ["--optimizer=backends.torch.ALTO", "--optimizer.lr=0.02", "--optimizer.alpha=-1.0"])
     optimizer = cli.trainer.optimizers[0]

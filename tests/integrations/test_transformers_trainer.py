@@ -56,8 +56,8 @@ def tiny_gpt2():
 
 def train(output_dir: Path, resume_from: str | None = None):
     model = tiny_gpt2()
-    optimizer = ALTO(lamb_param_groups(model, weight_decay=1e-2), lr=3e-3, alpha=-1.0, betas=(0.9, 0.9, 0.99))
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=STEPS, cycle_momentum=False)
+    optimizer = ALTO(lamb_param_groups(model, weight_decay=1e-2), lr=3e-3, alpha=-1.0, e_beta=0.9, betas=(0.9, 0.99))
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=STEPS)
     arguments = transformers.TrainingArguments(
         output_dir=str(output_dir),
         max_steps=STEPS,
