@@ -494,8 +494,21 @@ def optimizer_class(
         "__doc__": header + inspect.cleandoc(body) + _COMMON_DOC,
         "__module__": module,
         "__signature__": signature(factory),
+        "__init__": _init_with_signature(signature(factory)),
     }
     return type(name, (ValleyOptimizer,), namespace)
+
+
+def _init_with_signature(sig: inspect.Signature) -> Callable[..., None]:
+    """A per-class ``__init__`` whose signature names the hyperparameters: tools that read ``__init__`` rather than
+    the class (jsonargparse, so LightningCLI's ``--optimizer.lr``) see them too."""
+
+    def __init__(self: ValleyOptimizer, *args: Any, **kwargs: Any) -> None:
+        ValleyOptimizer.__init__(self, *args, **kwargs)
+
+    self_parameter = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __init__.__signature__ = sig.replace(parameters=[self_parameter, *sig.parameters.values()])  # type: ignore[attr-defined]
+    return __init__
 
 
 def _signature_preview(factory: Callable[..., Any]) -> List[str]:
