@@ -65,37 +65,13 @@ class KerasNamespace:
         return ops.zeros_like(x, dtype=dtype)
 
     @staticmethod
-    def ones_like(x: Any, dtype: Any = None, device: Any = None) -> Any:
-        return ops.ones_like(x, dtype=dtype)
-
-    @staticmethod
     def zeros(shape: Any, dtype: Any = None, device: Any = None) -> Any:
         return ops.zeros(shape, dtype=dtype)
-
-    @staticmethod
-    def ones(shape: Any, dtype: Any = None, device: Any = None) -> Any:
-        return ops.ones(shape, dtype=dtype)
-
-    @staticmethod
-    def full(shape: Any, fill_value: Any, dtype: Any = None, device: Any = None) -> Any:
-        return ops.full(shape, fill_value, dtype=dtype)
 
     @staticmethod
     def sum(x: Any, axis: Any = None, dtype: Any = None, keepdims: builtins.bool = False) -> Any:
         result = ops.sum(x, axis=axis, keepdims=keepdims)
         return result if dtype is None else ops.cast(result, dtype)
-
-    @staticmethod
-    def concat(arrays: Any, axis: int = 0) -> Any:
-        return ops.concatenate(arrays, axis=axis)
-
-    @staticmethod
-    def pow(x1: Any, x2: Any) -> Any:
-        return ops.power(x1, x2)
-
-    @staticmethod
-    def permute_dims(x: Any, axes: Any) -> Any:
-        return ops.transpose(x, axes)
 
     @staticmethod
     def _vector_norm(x: Any, axis: Any = None, keepdims: builtins.bool = False, ord: Any = 2) -> Any:
