@@ -115,8 +115,8 @@ def check_zero_norm_ratio(value: Any) -> None:
     """``zero_norm_ratio``: None (the paper's trust ratio everywhere) or a finite real >= 0."""
     if value is None or _SYMBOLIC.get():
         return
-    real = _as_real("zero_norm_ratio", value)
-    if not (math.isfinite(real) and real >= 0):
+    real = _as_real_or_traced("zero_norm_ratio", value)  # optax.inject_hyperparams passes 0-d arrays
+    if real is not None and not (math.isfinite(real) and real >= 0):
         raise ValueError(f"zero_norm_ratio={real!r} violates zero_norm_ratio is None or a finite real >= 0")
 
 
