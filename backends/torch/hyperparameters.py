@@ -23,7 +23,7 @@ which stored it) and stored in the torch keys above.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
@@ -32,15 +32,19 @@ from valley_core.validation import check_betas
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
 E_BETA = "e_beta"
 _DEFAULTS: Dict[Any, Dict[str, Any]] = {}
+_MOMENT_KEYS: Dict[Any, Optional[str]] = {}
 
 
 def moment_key(factory: Callable[..., Any]) -> Optional[str]:
     """``"betas"`` or ``"momentum"``: the torch key of an E-optimizer's moment coefficients (None otherwise)."""
-    parameters = inspect.signature(factory).parameters
-    if "alpha" not in parameters or "betas" not in parameters:
-        return None
-    default = parameters["betas"].default
-    return "momentum" if isinstance(default, tuple) and len(default) == 2 else "betas"
+    if factory not in _MOMENT_KEYS:
+        parameters = inspect.signature(factory).parameters
+        key = None
+        if "alpha" in parameters and "betas" in parameters:
+            default = parameters["betas"].default
+            key = "momentum" if isinstance(default, tuple) and len(default) == 2 else "betas"
+        _MOMENT_KEYS[factory] = key
+    return _MOMENT_KEYS[factory]
 
 
 def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
@@ -49,24 +53,24 @@ def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
     The masks become the group switch ``trust_ratio`` (True); an E-optimizer's ``betas`` become ``betas``
     (or ``momentum``) for the moments, and ``e_beta``, last, for the E adaptor.
     """
-    cached = _DEFAULTS.get(factory)
-    if cached is None:
+    if factory not in _DEFAULTS:
         parameters = inspect.signature(factory).parameters
-        cached = {name: p.default for name, p in parameters.items() if name not in _MASKS}
-        if "trust_ratio_mask" in parameters:
-            cached["trust_ratio"] = True
         key = moment_key(factory)
+        defaults: Dict[str, Any] = {}
+        for name, p in parameters.items():
+            if name in _MASKS:
+                continue
+            if name == "betas" and key is not None:
+                _, *moments = p.default
+                defaults[key] = tuple(moments) if key == "betas" else moments[0]
+            else:
+                defaults[name] = p.default
+        if "trust_ratio_mask" in parameters:
+            defaults["trust_ratio"] = True
         if key is not None:
-            e_beta, *moments = cached["betas"]
-            cached = {
-                (key if name == "betas" else name): (
-                    (tuple(moments) if key == "betas" else moments[0]) if name == "betas" else value
-                )
-                for name, value in cached.items()
-            }
-            cached[E_BETA] = e_beta
-        _DEFAULTS[factory] = cached
-    return dict(cached)
+            defaults[E_BETA] = parameters["betas"].default[0]
+        _DEFAULTS[factory] = defaults
+    return dict(_DEFAULTS[factory])
 
 
 def to_torch_keys(factory: Callable[..., Any], values: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -150,8 +154,3 @@ def signature(factory: Callable[..., Any]) -> inspect.Signature:
         Parameter("skip_nonfinite", Parameter.KEYWORD_ONLY, default=False),
     ]
     return inspect.Signature(parameters)
-
-
-def names(factory: Callable[..., Any]) -> Tuple[str, ...]:
-    """The torch hyperparameter names of ``factory``, in order."""
-    return tuple(hyperparameter_defaults(factory))
