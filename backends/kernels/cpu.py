@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
 
 from backends.kernels.plan import GRAD, PARAM, UPDATE, Pass, Plan
 from backends.kernels.trace import render_c
@@ -61,6 +61,12 @@ DTYPES = {
 }
 #: The arrays stored in the parameter's dtype (the others, state and workspaces, are in the compute type).
 _STORAGE_ROLES = frozenset({GRAD, PARAM, UPDATE})
+#: Compact state codes (``backends.torch.compact_state``): stochastically rounded bfloat16, and block-wise int8
+#: with a square-root code (signed) or a fourth-root code (unsigned, the second moment).
+COMPACT_CODES = ("bf16", "q8s", "q8u")
+_CODE_TYPES = {"bf16": "valley_bf16", "q8s": "int8_t", "q8u": "uint8_t"}
+#: Elements per int8 block (one float32 scale): ``backends.torch.compact_state.QBLOCK``.
+QBLOCK = 256
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
 
 
@@ -68,8 +74,20 @@ class KernelUnavailable(RuntimeError):
     """The CPU kernels could not be built or loaded (no compiler, a failed compilation ...)."""
 
 
-def _sweep(plan: Plan, step: Pass, index: int, pointers: Dict[str, str], stores: Optional[FrozenSet[str]]) -> str:
-    """One pass over the blocks of a tensor: totals of earlier sums, uniforms, then the element loop."""
+def _sweep(
+    plan: Plan,
+    step: Pass,
+    index: int,
+    pointers: Dict[str, str],
+    stores: Optional[FrozenSet[str]],
+    formats: Optional[Dict[str, str]] = None,
+) -> str:
+    """One pass over the blocks of a tensor: totals of earlier sums, uniforms, then the element loop.
+
+    ``formats``: the compact code of each state role so stored (decoded on load; encoded on store: bfloat16 per
+    element, int8 per block of :data:`QBLOCK` after the block's new values are known).
+    """
+    formats = formats or {}
     offsets = {target: i for i, (target, _) in enumerate(s for p in plan.passes for s in p.sums)}
     total = len(offsets)
     lines = []
@@ -85,11 +103,22 @@ def _sweep(plan: Plan, step: Pass, index: int, pointers: Dict[str, str], stores:
 
     def load(symbol: str, array: str) -> str:
         value = f"{pointers[array]}[i]"
-        return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES else value};"
+        code = formats.get(array)
+        if code in ("q8s", "q8u"):
+            return f"const T {symbol} = valley_d{code}({value}, {array}_s[i / VALLEY_QBLOCK]);"
+        return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES or code else value};"
 
     def store(array: str, symbol: str) -> str:
+        code = formats.get(array)
+        if code == "bf16":
+            return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, valley_hash32(static_cast<uint32_t>(i) ^ {array}_seed));"
+        if code:
+            return f"{array}_tmp[i - lo] = {symbol};"
         value = f"narrow<P>({symbol})" if array in _STORAGE_ROLES else symbol
         return f"{pointers[array]}[i] = {value};"
+
+    written = [array for array, _ in step.stores if stores is None or array in stores]
+    blocked = [array for array in written if formats.get(array) in ("q8s", "q8u")]
 
     body = [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
@@ -102,31 +131,60 @@ def _sweep(plan: Plan, step: Pass, index: int, pointers: Dict[str, str], stores:
         "  const int64_t lo = b * VALLEY_BLOCK;",
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
+        *(f"  float {array}_tmp[VALLEY_BLOCK];" for array in blocked),
         f"  #pragma omp simd{reduction}",
         "  for (int64_t i = lo; i < hi; ++i) {",
         *("    " + line for line in body),
         "  }",
+        *(
+            f"  valley_store_{formats[array]}({array}_tmp, lo, hi, {pointers[array]}, {array}_s, {array}_seed);"
+            for array in blocked
+        ),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
         "}",
     ]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
-def kernel_source(plan: Plan, name: str, stores: Optional[FrozenSet[str]] = None) -> str:
+def compact_columns(plan: Plan, formats: Dict[str, str]) -> List[str]:
+    """The array columns a compact kernel takes after ``plan.roles``: the scales of each int8 role
+    (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seed of each compact role in ``plan.roles`` order)."""
+    scaled = [f"{role}.scale" for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
+    return [*scaled, "seeds"] if formats else []
+
+
+def kernel_source(
+    plan: Plan, name: str, stores: Optional[FrozenSet[str]] = None, formats: Optional[Dict[str, str]] = None
+) -> str:
     """The C++ of one plan: a template kernel ``name`` and its exported instances ``<name>_<dtype>``.
 
     ``stores``: the arrays written (default: every store of the plan). ``backends.torch.E`` runs a plan twice,
     first writing only the update, then (after the base optimizer's step) only the state.
+    ``formats``: state roles kept in a compact code (:data:`COMPACT_CODES`); such a kernel takes the columns
+    :func:`compact_columns` after the roles, has float32 compute only, and no recompute passes (a value that
+    crosses a reduction is always kept in the workspace: recomputing it from the encoded state would differ).
     """
+    formats = dict(formats or {})
     pointers = {role: f"{role}_p" for role in plan.roles}
     pointers.update({f"w{i}": f"w{i}_p" for i in range(plan.workspaces)})
     declarations = []
     for index, role in enumerate(plan.roles):
-        ctype = "P" if role in _STORAGE_ROLES else "T"
+        ctype = "P" if role in _STORAGE_ROLES else _CODE_TYPES.get(formats.get(role, ""), "T")
         declarations.append(f"{ctype}* __restrict__ {role}_p = static_cast<{ctype}*>(arrays[{index} * count + t]);")
+    extra = compact_columns(plan, formats)
+    for offset, column in enumerate(extra, start=len(plan.roles)):
+        if column == "seeds":
+            declarations.append(
+                f"const uint32_t* seeds_p = static_cast<const uint32_t*>(arrays[{offset} * count + t]);"
+            )
+            compact_roles = [role for role in plan.roles if role in formats]
+            declarations += [f"const uint32_t {role}_seed = seeds_p[{k}];" for k, role in enumerate(compact_roles)]
+        else:
+            role = column.split(".")[0]
+            declarations.append(f"float* __restrict__ {role}_s = static_cast<float*>(arrays[{offset} * count + t]);")
     declarations += [f"T* __restrict__ w{i}_p = work_p + {i} * work_capacity;" for i in range(plan.workspaces)]
-    stored = "\n".join(_sweep(plan, p, i, pointers, stores) for i, p in enumerate(plan.passes))
-    if plan.recompute is not None:
+    stored = "\n".join(_sweep(plan, p, i, pointers, stores, formats) for i, p in enumerate(plan.passes))
+    if plan.recompute is not None and not formats:
         again = "\n".join(_sweep(plan, p, i, pointers, stores) for i, p in enumerate(plan.recompute))
         passes = f"if (n <= work_capacity) {{\n{stored}\n}} else {{\n{again}\n}}"
     else:
@@ -149,6 +207,8 @@ static void {name}(int64_t count, void* const* arrays, const int64_t* sizes, voi
 }}
 """
     for dtype, (ctype, storage) in DTYPES.items():
+        if formats and ctype != "float":
+            continue  # compact state is decoded to float32
         guard_open, guard_close = ("#ifdef __FLT16_MAX__\n", "#endif\n") if storage == "_Float16" else ("", "")
         source += f"""{guard_open}extern "C" void {name}_{dtype}(int64_t count, void* const* arrays,
     const int64_t* sizes, void* work, int64_t work_capacity, double* sums, const double* scalars, int threads) {{
@@ -158,8 +218,9 @@ static void {name}(int64_t count, void* const* arrays, const int64_t* sizes, voi
     return source
 
 
-def source(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> str:
-    """A C++ translation unit with the kernels ``(plan, name, stores)``."""
+def source(kernels: Sequence[Tuple[Any, ...]]) -> str:
+    """A C++ translation unit with the kernels ``(plan, name, stores)`` or ``(plan, name, stores, formats)``
+    (``formats``: ``((role, code), ...)``, see :func:`kernel_source`)."""
     header = f"""// Generated by backends/kernels/cpu.py from valley_core execution plans. Do not edit.
 #include <cmath>
 #include <cstdint>
@@ -189,9 +250,71 @@ template <> inline valley_bf16 narrow<valley_bf16, float>(float x) {{
   u += ((u >> 16) & 1u) + 0x7FFFu;
   return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
 }}
+
+// Compact state (backends/torch/compact_state.py has the same arithmetic in torch; the two agree bit for bit).
+// Random bits: Wellons' lowbias32 of (element index ^ seed); stochastic rounding.
+static const int64_t VALLEY_QBLOCK = {QBLOCK};
+static inline uint32_t valley_hash32(uint32_t x) {{
+  x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
+  return x;
+}}
+static inline float valley_uniform(uint32_t r) {{ return static_cast<float>(r >> 8) * 0x1p-24f; }}
+static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  if ((u & 0x7F800000u) != 0x7F800000u) u += r & 0xFFFFu;
+  return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
+}}
+static inline float valley_dq8s(int8_t c, float scale) {{
+  const int ci = c;
+  const float a = static_cast<float>(ci < 0 ? -ci : ci) / 127.0f;
+  const float x = scale * (a * a);
+  return ci < 0 ? -x : x;
+}}
+static inline float valley_dq8u(uint8_t c, float scale) {{
+  const float a = static_cast<float>(c) / 255.0f;
+  const float a2 = a * a;
+  return scale * (a2 * a2);
+}}
+static inline void valley_store_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
+                                    uint32_t seed) {{
+  for (int64_t s = lo; s < hi; s += VALLEY_QBLOCK) {{
+    const int64_t e = s + VALLEY_QBLOCK < hi ? s + VALLEY_QBLOCK : hi;
+    float m = 0.0f;
+    for (int64_t i = s; i < e; ++i) {{ const float a = std::fabs(x[i - lo]); m = a > m ? a : m; }}
+    scales[s / VALLEY_QBLOCK] = m;
+    const float d = m > 0.0f ? m : 1.0f;
+    for (int64_t i = s; i < e; ++i) {{
+      const float v = x[i - lo];
+      const float u = std::sqrt(std::fabs(v) / d) * 127.0f;
+      float c = std::floor(u + valley_uniform(valley_hash32(static_cast<uint32_t>(i) ^ seed)));
+      c = c > 127.0f ? 127.0f : c;
+      codes[i] = static_cast<int8_t>(v < 0.0f ? -c : c);
+    }}
+  }}
+}}
+static inline void valley_store_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
+                                    uint32_t seed) {{
+  for (int64_t s = lo; s < hi; s += VALLEY_QBLOCK) {{
+    const int64_t e = s + VALLEY_QBLOCK < hi ? s + VALLEY_QBLOCK : hi;
+    float m = 0.0f;
+    for (int64_t i = s; i < e; ++i) {{ const float a = std::fabs(x[i - lo]); m = a > m ? a : m; }}
+    scales[s / VALLEY_QBLOCK] = m;
+    const float d = m > 0.0f ? m : 1.0f;
+    for (int64_t i = s; i < e; ++i) {{
+      const float u = std::sqrt(std::sqrt(std::fabs(x[i - lo]) / d)) * 255.0f;
+      float c = std::floor(u + valley_uniform(valley_hash32(static_cast<uint32_t>(i) ^ seed)));
+      c = c > 255.0f ? 255.0f : c;
+      codes[i] = static_cast<uint8_t>(c);
+    }}
+  }}
+}}
 #pragma GCC diagnostic ignored "-Wunused-variable"
+#pragma GCC diagnostic ignored "-Wunused-function"
 """
-    return header + "".join(kernel_source(plan, name, stores) for plan, name, stores in kernels)
+    return header + "".join(
+        kernel_source(k[0], k[1], k[2], dict(k[3]) if len(k) > 3 and k[3] else None) for k in kernels
+    )
 
 
 def _compiler() -> str:
@@ -301,7 +424,7 @@ _loaded: Dict[tuple, object] = {}
 _plans: List[Plan] = []
 
 
-def load(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> Library:
+def load(kernels: Sequence[Tuple[Any, ...]]) -> Library:
     """The kernels ``(plan, name, stores)``, built on first use (then from the cache). Raises
     :class:`KernelUnavailable`.
 
@@ -310,15 +433,15 @@ def load(kernels: Sequence[Tuple[Plan, str, Optional[FrozenSet[str]]]]) -> Libra
     """
     environment = tuple(os.environ.get(name) for name in ("VALLEY_CXX", "CXX", "VALLEY_CACHE_DIR", "XDG_CACHE_HOME"))
     # By the plans' identity (each optimizer keeps its plans; ``_plans`` keeps them alive, so an id is not reused).
-    key = (tuple((id(plan), name, stores) for plan, name, stores in kernels), environment)
+    key = (tuple((id(k[0]), *k[1:]) for k in kernels), environment)
     outcome = _loaded.get(key)
     if isinstance(outcome, Library):
         return outcome
     with _lock:
         if key not in _loaded:
-            _plans.extend(plan for plan, _, _ in kernels)
+            _plans.extend(k[0] for k in kernels)
             try:
-                _loaded[key] = _load_uncached(source(kernels), [name for _, name, _ in kernels])
+                _loaded[key] = _load_uncached(source(kernels), [k[1] for k in kernels])
             except KernelUnavailable as error:
                 _loaded[key] = error
         outcome = _loaded[key]

@@ -51,8 +51,13 @@ class Dispatcher:
         #: Executors no longer used (``"auto"``), with the reason.
         self.failed: Dict[str, str] = {}
 
-    def choose(self, plan: Union[Plan, Unplannable], entries, states, low_precision: bool = True) -> str:
+    def choose(
+        self, plan: Union[Plan, Unplannable], entries, states, low_precision: bool = True, state_format: str = "float32"
+    ) -> str:
         """``"fused"``, ``"compiled"`` or ``"core"`` for ``(param, grad)`` entries whose state is ``states[p]``.
+
+        ``state_format``: the storage of the state buffers (``backends.torch.compact_state``); the compiled
+        executor runs float32 state only.
 
         Raises:
             RuntimeError: an explicit ``implementation`` that cannot run these entries (nothing written yet).
@@ -66,10 +71,10 @@ class Dispatcher:
         if wanted in ("fused", "auto") and "fused" not in self.failed:
             from backends.torch import fused
 
-            reason = fused.unsupported_reason(plan, entries, states, low_precision)
+            reason = fused.unsupported_reason(plan, entries, states, low_precision, state_format)
             if reason is None:
                 try:
-                    fused.library(plan)
+                    fused.library(plan, state_format=state_format)
                     return "fused"
                 except KernelUnavailable as error:
                     reason = f"the fused CPU kernels could not be built: {error}"
@@ -81,6 +86,8 @@ class Dispatcher:
             from backends.torch import compiled
 
             reason = compiled.unsupported_reason(entries)
+            if reason is None and state_format != "float32":
+                reason = f"state_dtype={state_format!r}: the compiled path runs float32 state (the core path runs it)"
             if reason is None:
                 return "compiled"
             self._refuse(wanted, reason)

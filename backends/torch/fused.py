@@ -19,7 +19,7 @@ import torch
 
 from backends.kernels import cpu
 from backends.kernels.plan import GRAD, PARAM, UPDATE, Plan
-from backends.torch import _state
+from backends.torch import _state, compact_state
 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _FULL_PRECISION = (torch.float32, torch.float64)
@@ -27,10 +27,13 @@ _FULL_PRECISION = (torch.float32, torch.float64)
 KERNEL = "valley_step"
 
 
-def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool = True) -> Optional[str]:
+def tensor_reason(
+    p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool = True, state_format: str = "float32"
+) -> Optional[str]:
     """None when the fused kernels can step ``p`` (gradient ``g``, state ``buffers``), else why not.
 
-    ``low_precision``: whether bfloat16/float16 parameters (float32 state) are accepted.
+    ``low_precision``: whether bfloat16/float16 parameters (float32 state) are accepted. ``state_format``: the
+    storage of the buffers (``backends.torch.compact_state``).
     """
     if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
         return "tensor subclasses (DTensor ...) use the core path"
@@ -46,19 +49,51 @@ def tensor_reason(p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool
         return "non-contiguous parameter or gradient"
     state_dtype = _state.state_dtype(p)
     for buffer in buffers:
+        if state_format != "float32":
+            if state_dtype != torch.float32:
+                return f"state_dtype={state_format!r} with {p.dtype} parameters"
+            if compact_state.format_of(buffer) != state_format or not buffer.is_contiguous():
+                return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
+            continue
         if buffer.dtype != state_dtype or not buffer.is_contiguous():
             return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
     return None
 
 
+def compact_formats(plan: Plan, state_format: str) -> Tuple[Tuple[str, str], ...]:
+    """``(role, code)`` of each state buffer of ``plan`` in ``state_format`` (empty for float32)."""
+    if state_format == "float32":
+        return ()
+    if state_format == "bfloat16":
+        return tuple((role, "bf16") for role, _ in plan.buffers)
+    return tuple((role, "q8u" if key in compact_state.NONNEGATIVE else "q8s") for role, key in plan.buffers)
+
+
+def plan_reason(plan: Plan, state_format: str) -> Optional[str]:
+    """Why the fused kernels cannot keep this plan's state in ``state_format`` (None if they can): a pass that
+    reads a buffer an earlier pass wrote would read the encoded value, where the core reads the exact one."""
+    if state_format == "float32":
+        return None
+    written: set = set()
+    for step in plan.passes:
+        reread = written & {array for _, array in step.loads}
+        if reread:
+            return f"state_dtype={state_format!r}: a pass of {plan.name}'s plan reads {sorted(reread)} after writing it"
+        written |= {array for array, _ in step.stores if array.startswith("b")}
+    return None
+
+
 def unsupported_reason(
-    plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True
+    plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True, state_format: str = "float32"
 ) -> Optional[str]:
     """None when the fused path can run these ``(param, grad)`` entries, else why not (before anything is written)."""
     keys = [key for _, key in plan.buffers]
+    reason = plan_reason(plan, state_format)
+    if reason is not None:
+        return reason
     for p, g in entries:
         state = states.get(p) or {}
-        reason = tensor_reason(p, g, [state[key] for key in keys if key in state], low_precision)
+        reason = tensor_reason(p, g, [state[key] for key in keys if key in state], low_precision, state_format)
         if reason is not None:
             return reason
     if any(p.dtype == torch.float16 for p, _ in entries):
@@ -70,8 +105,16 @@ def unsupported_reason(
     return None
 
 
-def library(plan: Plan, variants: Sequence[Tuple[str, Optional[FrozenSet[str]]]] = ((KERNEL, None),)) -> cpu.Library:
-    """The built kernels of ``plan`` (raises ``backends.kernels.cpu.KernelUnavailable``)."""
+def library(
+    plan: Plan,
+    variants: Sequence[Tuple[str, Optional[FrozenSet[str]]]] = ((KERNEL, None),),
+    state_format: str = "float32",
+) -> cpu.Library:
+    """The built kernels of ``plan`` (raises ``backends.kernels.cpu.KernelUnavailable``); ``state_format``: the
+    storage of the state buffers (compact kernels decode and encode them, ``backends.torch.compact_state``)."""
+    formats = compact_formats(plan, state_format)
+    if formats:
+        return cpu.load([(plan, name, stores, formats) for name, stores in variants])
     return cpu.load([(plan, name, stores) for name, stores in variants])
 
 
@@ -81,10 +124,13 @@ def run(
     batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]],
     kernel: str = KERNEL,
     lib: Optional[cpu.Library] = None,
+    columns_after: Sequence[str] = (),
 ) -> None:
     """Runs ``kernel`` of the plan on batches ``(steps taken, parameter dtype) -> [arrays by role]``.
 
-    ``arrays by role``: a tensor for every role of ``Plan.roles`` (``grad``, ``param``/``update``, ``b0`` ...).
+    ``arrays by role``: a tensor for every role of ``Plan.roles`` (``grad``, ``param``/``update``, ``b0`` ...),
+    and of ``columns_after`` (a compact kernel's scales and seeds, ``backends.kernels.cpu.compact_columns``).
+    A compact kernel (``columns_after`` given) keeps every value that crosses a reduction in the workspace.
     """
     lib = lib or library(plan)
     threads = torch.get_num_threads()
@@ -99,23 +145,48 @@ def run(
         # Transient workspaces (not optimizer state), freed after the step: the values that cross a reduction
         # for tensors up to STORE_LIMIT_BYTES (larger ones recompute them, where the plan allows), the block sums.
         capacity = max(sizes)
-        if plan.recompute is not None:
+        if plan.recompute is not None and not columns_after:
             capacity = min(capacity, cpu.STORE_LIMIT_BYTES // compute.itemsize)
         work = torch.empty(plan.workspaces * capacity, dtype=compute)
         sums = torch.empty(plan.reductions * (-(-max(sizes) // cpu.BLOCK)), dtype=torch.float64)
-        columns = [[item[role].data_ptr() for item in items] for role in plan.roles]
+        columns = [[item[role].data_ptr() for item in items] for role in (*plan.roles, *columns_after)]
         lib.run(kernel, _DTYPES[dtype], columns, sizes, work.data_ptr(), capacity, sums.data_ptr(), scalars, threads)
 
 
-def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> None:
-    """One step of ``(param, grad)`` entries whose state ``states[param]`` is initialised; advances ``"step"``."""
-    lib = library(plan)  # builds before anything is written; raises KernelUnavailable
+def step(
+    plan: Plan,
+    hyperparameters: Dict[str, Any],
+    entries,
+    states,
+    state_format: str = "float32",
+    indices: Optional[Dict[int, int]] = None,
+) -> None:
+    """One step of ``(param, grad)`` entries whose state ``states[param]`` is initialised; advances ``"step"``.
+
+    ``state_format``: the storage of the state (``backends.torch.compact_state``); ``indices``: ``id(p) ->`` the
+    parameter's position among the optimizer's parameters (the compact stores' random bits depend on it).
+    """
+    lib = library(plan, state_format=state_format)  # builds before anything is written; raises KernelUnavailable
+    formats = dict(compact_formats(plan, state_format))
+    columns_after = cpu.compact_columns(plan, formats)
     batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]] = {}
     for p, g in entries:
         state = states[p]
         arrays = {GRAD: g, PARAM: p.detach(), **{role: state[key] for role, key in plan.buffers}}
+        if formats:
+            assert indices is not None
+            keys = dict(plan.buffers)
+            for role, key in plan.buffers:
+                if formats[role] != "bf16":
+                    arrays[f"{role}.scale"] = state[key + compact_state.SCALE]
+            seeds = [
+                compact_state.seed(state["step"] + 1, indices[id(p)], keys[role])
+                for role in plan.roles
+                if role in formats
+            ]
+            arrays["seeds"] = torch.tensor([s - (1 << 32) if s >= 1 << 31 else s for s in seeds], dtype=torch.int32)
         batches.setdefault((state["step"], p.dtype), []).append(arrays)
-    run(plan, hyperparameters, batches, lib=lib)
+    run(plan, hyperparameters, batches, lib=lib, columns_after=columns_after)
     for p, _ in entries:
         states[p]["step"] += 1
 

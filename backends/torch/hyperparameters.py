@@ -69,6 +69,7 @@ def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
             defaults["trust_ratio"] = True
         if key is not None:
             defaults[E_BETA] = parameters["betas"].default[0]
+        defaults["state_dtype"] = "float32"  # a torch-side setting: the storage of the state (compact_state.py)
         _DEFAULTS[factory] = defaults
     return dict(_DEFAULTS[factory])
 
@@ -102,7 +103,7 @@ def to_torch_keys(factory: Callable[..., Any], values: Dict[str, Any], where: st
 
 #: Hyperparameters added after valley 0.1.0, with the value that reproduces 0.1.0's behaviour: a checkpoint
 #: group without them is a 0.1.0 group and gets these (``None``: the paper's trust ratio everywhere, as 0.1.0).
-ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None}
+ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None, "state_dtype": "float32"}
 
 
 def checkpoint_group(factory: Callable[..., Any], group: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -121,7 +122,7 @@ def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: in
     """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
     keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
     names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
-    kwargs = {name: _host_value(group[name]) for name in names if name not in ("trust_ratio", E_BETA)}
+    kwargs = {name: _host_value(group[name]) for name in names if name not in ("trust_ratio", E_BETA, "state_dtype")}
     if "trust_ratio" in names:
         kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
     key = moment_key(factory)

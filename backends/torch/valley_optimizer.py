@@ -42,7 +42,7 @@ import torch
 
 import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
-from backends.torch import _state
+from backends.torch import _state, compact_state
 from backends.torch.dispatch import Dispatcher
 from backends.torch.hyperparameters import (
     checkpoint_group,
@@ -197,6 +197,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if not isinstance(value, bool):
                 raise ValueError(f"{where}: trust_ratio={value!r} violates trust_ratio is a bool")
         try:
+            compact_state.check_format(group.get("state_dtype", "float32"))
             self.transform_for(group)
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
@@ -226,6 +227,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 _state.check_dense_float(type(self).__name__, group_index, param_index, p, p.grad)
+                if group.get("state_dtype", "float32") != "float32" and p.dtype == torch.float64:
+                    raise TypeError(
+                        f"{type(self).__name__} param group {group_index}, parameter {param_index}: "
+                        f"state_dtype={group['state_dtype']!r} needs a float32/bfloat16/float16 parameter, not float64"
+                    )
                 entries.append((p, p.grad))
             if entries:
                 self._validate_group(group, f"{type(self).__name__} param group {group_index}")
@@ -256,7 +262,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
             return loss
         # Every group's executor is decided (and refused, if it must be) before any state is created or written.
         plans = [self.plan_for(group) for _, group, _ in work]
-        paths = [self.dispatcher.choose(plan, entries, self.state) for plan, (_, _, entries) in zip(plans, work)]
+        paths = [
+            self.dispatcher.choose(plan, entries, self.state, state_format=group.get("state_dtype", "float32"))
+            for plan, (_, group, entries) in zip(plans, work)
+        ]
         for (_, group, entries), plan, path in zip(work, plans, paths):
             for p, _ in entries:
                 if not self.state[p]:
@@ -269,7 +278,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if path == "fused":
                 from backends.torch import fused
 
-                fused.step(plan, kwargs, entries, self.state)
+                fused.step(
+                    plan, kwargs, entries, self.state, group.get("state_dtype", "float32"), self.tensor_indices()
+                )
             else:
                 from backends.torch import compiled
 
@@ -287,8 +298,22 @@ class ValleyOptimizer(torch.optim.Optimizer):
         like = p.detach() if p.dtype == _state.state_dtype(p) else p.detach().to(_state.state_dtype(p))
         init_state = self.transform_for(group, 1).init((like,), xp=_state.namespace())
         per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(init_state), 1)
-        self.state[p].update(per_tensor[0])
+        self._store(group, p, per_tensor[0], 0)
         self.state[p]["step"] = 0
+
+    def tensor_indices(self) -> Dict[int, int]:
+        """``id(p) -> p``'s position among the parameters, group by group (``state_dict``'s order)."""
+        return {id(p): i for i, p in enumerate(q for group in self.param_groups for q in group["params"])}
+
+    def _store(self, group: Dict[str, Any], p: torch.Tensor, buffers: Dict[str, Any], step: int) -> None:
+        """Writes ``p``'s new state buffers in the group's ``state_dtype`` (``backends.torch.compact_state``)."""
+        state_format = group.get("state_dtype", "float32")
+        if state_format == "float32":
+            self.state[p].update(buffers)
+            return
+        index = self.tensor_indices()[id(p)]
+        for key, value in buffers.items():
+            compact_state.encode(self.state[p], key, value, state_format, compact_state.seed(step, index, key))
 
     def counter_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
         """The core's step counters of ``group``'s chain (``"AdamState.count"`` ...): all equal ``"step"``."""
@@ -312,13 +337,15 @@ class ValleyOptimizer(torch.optim.Optimizer):
             flat = {}
             for key in vc.state_to_dict(template):
                 base, index = _state.split_key(key)
-                flat[key] = counter if index is None else self.state[items[index][0]][base]
+                flat[key] = (
+                    counter if index is None else compact_state.decode(self.state[items[index][0]], base, dtypes[index])
+                )
             updates, new_state = transform.update(grads, vc.state_from_dict(template, flat), params, xp=xp)
             new_params = vc.apply_updates(params, updates)
             per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(new_state), count)
             for (p, _), new, entries_of_p in zip(items, new_params, per_tensor):
                 p.detach().copy_(new)
-                self.state[p].update(entries_of_p)
+                self._store(group, p, entries_of_p, step + 1)
                 self.state[p]["step"] = step + 1
 
     # ----------------------------------------------------------------------------------- checkpoints
@@ -331,6 +358,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
         """
         if not isinstance(saved, dict):
             raise ValueError(f"state must be a dict, got {type(saved).__name__}")
+        state_format = group.get("state_dtype", "float32")
+        if state_format != "float32" or any(
+            compact_state.format_of(saved[k]) != "float32" for k in compact_state.buffer_keys(saved)
+        ):
+            return self._checked_compact_state(group, p, saved, state_format)
         problems: List[str] = []
         step = saved.get("step")
         if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
@@ -376,6 +408,36 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if key.endswith(".0")
         }
         return {**state, "step": step}
+
+    def _checked_compact_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Dict[str, Any], state_format: str):
+        """:meth:`_checked_state` of a state stored in a compact format or loaded into one: checked on its float32
+        decoding; installed as stored when its format is the group's ``state_dtype`` (bit for bit), else converted
+        (``backends.torch.compact_state.convert``)."""
+        keys = compact_state.buffer_keys(saved)
+        problems = [reason for reason in map(lambda key: compact_state.check_stored(saved, key), keys) if reason]
+        problems += [
+            f"{k} has no buffer"
+            for k in saved
+            if k.endswith(compact_state.SCALE) and k[: -len(compact_state.SCALE)] not in saved
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        index = self.tensor_indices()[id(p)]
+        plain = compact_state.convert(saved, "float32", index, _state.state_dtype(p))
+        checked = self._checked_state({**group, "state_dtype": "float32"}, p, plain)
+        if all(compact_state.format_of(saved[k]) == state_format for k in keys) and set(keys) == set(checked) - {
+            "step"
+        }:
+            stored = {
+                k: v
+                for k, v in saved.items()
+                if k in checked or (k.endswith(compact_state.SCALE) and k[: -len(compact_state.SCALE)] in checked)
+            }
+            return {
+                **{k: v.to(device=p.device, copy=True) for k, v in stored.items() if k != "step"},
+                "step": checked["step"],
+            }
+        return compact_state.convert(checked, state_format, index)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads a checkpoint after checking ALL of it; on any mismatch raises and changes nothing.

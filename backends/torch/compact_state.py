@@ -1,0 +1,281 @@
+"""Compact optimizer state: bfloat16 or block-wise int8 buffers, decoded to float32 around every step.
+
+The update maths stays the core's. An executor decodes each compact buffer to float32, runs the plan's (or the
+core chain's) element-wise functions in float32, and encodes the new buffer again. This module is the torch
+reference of the two formats (the core path uses it; the fused C++ kernels, ``backends.kernels.cpu``, implement
+the same arithmetic bit for bit, and ``tests/torch/test_torch_compact_state.py`` checks it).
+
+Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
+
+- ``"float32"``: the core's buffers unchanged (the default).
+- ``"bfloat16"``: each buffer is stored as bfloat16 (2 bytes per element), rounded STOCHASTICALLY: the float32
+  value's bits plus 16 random bits, truncated to the upper half. The rounding is unbiased (``E[stored] = x``),
+  so increments far below bfloat16's resolution (``(1 - beta) g`` added to a large EMA) are kept on average
+  instead of being lost, as round-to-nearest would lose them at every step.
+- ``"int8"``: per block of :data:`QBLOCK` = 256 consecutive elements a float32 scale and one byte per element,
+  stochastically rounded as well. Signed buffers (the E carry, ``m``): ``scale = max |x|`` and the code
+  ``c = round(127 * sqrt(|x| / scale))`` with the sign of ``x``, decoded ``x = scale * (c / 127)^2``. The
+  second moment ``v >= 0`` (``"AdamState.second"``, :data:`NONNEGATIVE`): an unsigned code
+  ``c = round(255 * (v / scale)^(1/4))``, decoded ``v = scale * (c / 255)^4``, with ``scale = max v``. Why the
+  roots: a linear code sets small elements of a block to 0; for ``v`` that divides ``m`` by ``eps`` alone, a
+  huge update. The square root on ``m`` (``v``'s fourth root is ``sqrt(sqrt(v))``, the linear code of
+  ``sqrt(v)`` companded once more) spends the codes on the small values: ``m`` spans ``127^2 = 1.6e4`` and
+  ``v`` spans ``255^4 = 4.2e9`` per block before an element becomes 0, and an element of the same block with
+  ``|g|`` 1000x below the block's largest still has nonzero codes in ``m`` and ``v``. The error of one store is
+  at most one code step: ``2 scale / 127`` for signed buffers, ``4 scale / 255`` for ``v`` (the derivative of
+  the decoding at the top of the range), far less for small elements.
+
+The random bits: a counter-based generator, so that a resumed run equals the uninterrupted one bit for bit
+without storing a generator state. The 32 random bits of element ``i`` of a buffer are
+``hash32((i mod 2^32) ^ seed)``, ``seed = hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ crc32(key))``:
+``step`` the step count AFTER the step that writes the buffer, ``tensor_index`` the parameter's position in
+the optimizer's parameters (the order of ``state_dict``: group by group), ``key`` the core's buffer name, and
+``hash32`` the "lowbias32" integer hash (Wellons: ``x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
+x *= 0x846ca68b; x ^= x >> 16``, modulo 2^32). bfloat16 uses its low 16 bits, int8 the top 24 as a uniform
+``u`` in [0, 1) (``floor(y + u)``).
+
+Storage: ``optimizer.state[p][key]`` holds the bfloat16 buffer, or the int8/uint8 codes (the parameter's
+shape) and ``optimizer.state[p][key + ".scale"]`` the float32 scales (``ceil(numel / 256)``). ``state_dict``
+stores these; :func:`convert_state_dict` converts a checkpoint between formats (float32 <-> compact).
+"""
+
+from __future__ import annotations
+
+import zlib
+from copy import copy
+from typing import Any, Dict, Iterable, Optional, Tuple
+
+import torch
+
+#: The formats of ``state_dtype``.
+FORMATS = ("float32", "bfloat16", "int8")
+#: Elements per int8 block (one float32 scale each).
+QBLOCK = 256
+#: Suffix of the key of an int8 buffer's scales.
+SCALE = ".scale"
+#: Core buffers that are never negative: stored with the unsigned int8 code.
+NONNEGATIVE = frozenset({"AdamState.second"})
+_M32 = 0xFFFFFFFF
+
+
+def check_format(state_dtype: Any) -> str:
+    """``state_dtype`` itself if valid, else ``ValueError`` naming the choices."""
+    if not isinstance(state_dtype, str) or state_dtype not in FORMATS:
+        raise ValueError(f"state_dtype={state_dtype!r} violates state_dtype in {FORMATS}")
+    return state_dtype
+
+
+# ------------------------------------------------------------------------------------------------ random bits
+def hash32(x: int) -> int:
+    """Wellons' lowbias32 on a Python int (modulo 2^32)."""
+    x &= _M32
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & _M32
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & _M32
+    x ^= x >> 16
+    return x
+
+
+def seed(step: int, tensor_index: int, key: str) -> int:
+    """The 32-bit seed of one buffer's store at ``step`` (the step count after the step)."""
+    return hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ zlib.crc32(key.encode()))
+
+
+def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
+    # x * constant mod 2^32 in int64 without overflow: the constant in two 16-bit halves.
+    low = x * (constant & 0xFFFF)
+    high = ((x * (constant >> 16)) & 0xFFFF) << 16
+    return (low + high) & _M32
+
+
+def random_bits(count: int, seed_value: int, device: Any = "cpu") -> torch.Tensor:
+    """``hash32((i mod 2^32) ^ seed)`` for ``i < count``, as int64 in [0, 2^32)."""
+    x = (torch.arange(count, dtype=torch.int64, device=device) & _M32) ^ seed_value
+    x = x ^ (x >> 16)
+    x = _mul32(x, 0x7FEB352D)
+    x = x ^ (x >> 15)
+    x = _mul32(x, 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+# ----------------------------------------------------------------------------------------------------- formats
+def _to_bfloat16(x: torch.Tensor, seed_value: int) -> torch.Tensor:
+    flat = x.detach().reshape(-1).to(torch.float32)
+    bits = flat.view(torch.int32).to(torch.int64) & _M32
+    rounded = ((bits + (random_bits(flat.numel(), seed_value, flat.device) & 0xFFFF)) & 0xFFFF0000) & _M32
+    rounded = torch.where(rounded >= 1 << 31, rounded - (1 << 32), rounded).to(torch.int32).view(torch.float32)
+    # Inf and NaN are kept as they are (no random bits added to them).
+    out = torch.where(torch.isfinite(flat), rounded, flat).to(torch.bfloat16)
+    return out.reshape(x.shape)
+
+
+def _blocks(flat: torch.Tensor) -> torch.Tensor:
+    pad = (-flat.numel()) % QBLOCK
+    if pad:
+        flat = torch.cat([flat, flat.new_zeros(pad)])
+    return flat.reshape(-1, QBLOCK)
+
+
+def _uniform(count: int, seed_value: int, device: Any) -> torch.Tensor:
+    return (random_bits(count, seed_value, device) >> 8).to(torch.float32) * (2.0**-24)
+
+
+def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    flat = x.detach().reshape(-1).to(torch.float32)
+    n = flat.numel()
+    magnitude = _blocks(flat.abs())
+    scales = magnitude.amax(dim=1) if n else torch.zeros(0, dtype=torch.float32, device=flat.device)
+    ratio = (magnitude / torch.where(scales > 0, scales, 1.0)[:, None]).reshape(-1)[:n]
+    uniform = _uniform(n, seed_value, flat.device)
+    if nonnegative:
+        codes = torch.floor(torch.sqrt(torch.sqrt(ratio)) * 255.0 + uniform).clamp_(max=255.0)
+        stored = codes.to(torch.uint8)
+    else:
+        codes = torch.floor(torch.sqrt(ratio) * 127.0 + uniform).clamp_(max=127.0)
+        stored = torch.where(flat < 0, -codes, codes).to(torch.int8)
+    return stored.reshape(x.shape), scales
+
+
+def _from_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    n = codes.numel()
+    flat = codes.reshape(-1)
+    per_element = scales.repeat_interleave(QBLOCK)[:n]
+    if codes.dtype == torch.uint8:
+        a = flat.to(torch.float32) / 255.0
+        square = a * a
+        value = per_element * (square * square)
+    else:
+        a = flat.to(torch.int32).abs().to(torch.float32) / 127.0
+        value = per_element * (a * a)
+        value = torch.where(flat < 0, -value, value)
+    return value.reshape(codes.shape)
+
+
+def encode(state: Dict[str, Any], key: str, value: torch.Tensor, state_dtype: str, seed_value: int) -> None:
+    """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8)."""
+    if state_dtype == "float32":
+        state[key] = value
+    elif state_dtype == "bfloat16":
+        state[key] = _to_bfloat16(value, seed_value)
+    else:
+        state[key], state[key + SCALE] = _to_int8(value, seed_value, key in NONNEGATIVE)
+
+
+def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """The buffer ``state[key]`` as a float tensor of ``dtype`` (whatever its format)."""
+    stored = state[key]
+    if stored.dtype in (torch.int8, torch.uint8):
+        return _from_int8(stored, state[key + SCALE]).to(dtype)
+    return stored if stored.dtype == dtype else stored.to(dtype)
+
+
+def format_of(stored: torch.Tensor) -> str:
+    """The format of a stored buffer: ``"bfloat16"``, ``"int8"`` or ``"float32"`` (any other float dtype)."""
+    if stored.dtype == torch.bfloat16:
+        return "bfloat16"
+    if stored.dtype in (torch.int8, torch.uint8):
+        return "int8"
+    return "float32"
+
+
+def check_stored(state: Dict[str, Any], key: str) -> Optional[str]:
+    """None when ``state[key]`` (and its scales) is a well-formed stored buffer, else what is wrong."""
+    stored = state.get(key)
+    if not isinstance(stored, torch.Tensor):
+        return f"{key} is missing or not a tensor"
+    if stored.dtype in (torch.int8, torch.uint8):
+        expected_dtype = torch.uint8 if key in NONNEGATIVE else torch.int8
+        if stored.dtype != expected_dtype:
+            return f"{key} has codes of dtype {stored.dtype}, expected {expected_dtype}"
+        scales = state.get(key + SCALE)
+        blocks = -(-stored.numel() // QBLOCK)
+        if not isinstance(scales, torch.Tensor) or scales.dtype != torch.float32 or tuple(scales.shape) != (blocks,):
+            return f"{key}{SCALE} must be a float32 tensor of shape ({blocks},)"
+    elif key + SCALE in state:
+        return f"{key}{SCALE} given for a {stored.dtype} buffer"
+    return None
+
+
+def buffer_keys(state: Dict[str, Any]) -> Iterable[str]:
+    """The buffer keys of one parameter's state (not ``"step"``, not the scales)."""
+    return [
+        k
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor)
+        and (v.is_floating_point() or v.dtype in (torch.int8, torch.uint8))
+        and not k.endswith(SCALE)
+    ]
+
+
+def convert(state: Dict[str, Any], state_dtype: str, tensor_index: int, dtype: torch.dtype = torch.float32) -> dict:
+    """One parameter's state with every buffer in ``state_dtype`` (float32 buffers are decoded to ``dtype``).
+
+    A compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step.
+    """
+    check_format(state_dtype)
+    out = {k: v for k, v in state.items() if not k.endswith(SCALE)}
+    step = int(state.get("step", 0))
+    for key in buffer_keys(state):
+        value = decode(state, key, dtype if state_dtype == "float32" else torch.float32)
+        if format_of(state[key]) == state_dtype and state_dtype != "float32":
+            out[key] = state[key]
+            if key + SCALE in state:
+                out[key + SCALE] = state[key + SCALE]
+            continue
+        encode(out, key, value, state_dtype, seed(step, tensor_index, key))
+    return out
+
+
+def convert_state_dict(state_dict: Dict[str, Any], state_dtype: str) -> Dict[str, Any]:
+    """A copy of an optimizer's ``state_dict`` with every buffer in ``state_dtype`` and every group's
+    ``state_dtype`` set: float32 -> bfloat16/int8 (a compact checkpoint) or back (``"float32"``).
+
+    Example::
+
+        compact = convert_state_dict(torch.load("alto.pt"), "int8")
+        optimizer = ALTO(model.parameters(), state_dtype="int8")
+        optimizer.load_state_dict(compact)
+    """
+    check_format(state_dtype)
+    groups = []
+    for group in state_dict["param_groups"]:
+        group = copy(group)
+        group["state_dtype"] = state_dtype
+        groups.append(group)
+    state = {
+        index: convert(value, state_dtype, _position(state_dict, index)) for index, value in state_dict["state"].items()
+    }
+    return {**state_dict, "state": state, "param_groups": groups}
+
+
+def _position(state_dict: Dict[str, Any], saved_id: Any) -> int:
+    ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+    return ids.index(saved_id)
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes held by the optimizer's state tensors (buffers and scales; not the step counters)."""
+    return sum(
+        v.numel() * v.element_size()
+        for state in optimizer.state.values()
+        for v in state.values()
+        if isinstance(v, torch.Tensor)
+    )
+
+
+__all__ = [
+    "FORMATS",
+    "NONNEGATIVE",
+    "QBLOCK",
+    "SCALE",
+    "check_format",
+    "convert",
+    "convert_state_dict",
+    "decode",
+    "encode",
+    "hash32",
+    "random_bits",
+    "seed",
+    "state_bytes",
+]
