@@ -1,0 +1,349 @@
+"""Compact optimizer state (``state_dtype="bfloat16" | "int8"``, ``backends.torch.compact_state``).
+
+Oracles: the formats are transcribed here from their documented definitions (lowbias32 on Python ints, the
+bfloat16 neighbours of a float32, the int8 decodings ``scale (c/127)^2`` and ``scale (c/255)^4``), never taken
+from the code under test. The parity of a compact run with the float32 run is checked against an error bound
+propagated from the per-store bound of the format through the core's recursions (below), not a tuned tolerance.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import valley_core as vc
+from backends.torch import ALTO, EAdam, Lamb
+from backends.torch import compact_state as cs
+from backends.torch.valley_optimizer import factory_kwargs
+
+SHAPES = [(700,), (3, 300), (1,), ()]
+FORMATS = ("bfloat16", "int8")
+
+
+def lowbias32(x: int) -> int:
+    x &= 0xFFFFFFFF
+    x ^= x >> 16
+    x = (x * 0x7FEB352D) & 0xFFFFFFFF
+    x ^= x >> 15
+    x = (x * 0x846CA68B) & 0xFFFFFFFF
+    return x ^ (x >> 16)
+
+
+def gradients(steps, seed=1):
+    """Drifting noisy float32 gradients, independent of the parameters (errors cannot feed back)."""
+    rng = np.random.default_rng(seed)
+    scales = [rng.uniform(0.01, 3.0, size=s) for s in SHAPES]  # magnitudes spread within each block
+    return [
+        [torch.tensor(sc * (1 + 0.01 * k) * rng.normal(size=s), dtype=torch.float32) for sc, s in zip(scales, SHAPES)]
+        for k in range(steps)
+    ]
+
+
+def params(seed=0):
+    rng = np.random.default_rng(seed)
+    return [torch.nn.Parameter(torch.tensor(rng.normal(size=s), dtype=torch.float32)) for s in SHAPES]
+
+
+def run(make, sequence, ps=None):
+    ps = ps or params()
+    optimizer = make(ps)
+    for grads in sequence:
+        for p, g in zip(ps, grads):
+            p.grad = g.clone()
+        optimizer.step()
+    return ps, optimizer
+
+
+# ------------------------------------------------------------------------------------------------ formats
+def test_random_bits_are_lowbias32_of_index_xor_seed():
+    seed = cs.seed(7, 3, "AdamState.first")
+    assert seed == lowbias32(lowbias32(lowbias32(7 ^ 0x5EED) ^ 3) ^ __import__("zlib").crc32(b"AdamState.first"))
+    bits = cs.random_bits(5000, seed)
+    assert [int(b) for b in bits[::97]] == [lowbias32(i ^ seed) for i in range(0, 5000, 97)]
+
+
+def bf16_neighbours(x: float):
+    """The two bfloat16 values around float32 ``x``: its upper 16 bits, and those plus one (magnitude)."""
+    u = int(np.array([x], dtype=np.float32).view(np.uint32)[0])
+    down = u & 0xFFFF0000
+    up = down + 0x10000 if u != down else down
+    return [float(np.array([v], dtype=np.uint32).view(np.float32)[0]) for v in (down, up)]
+
+
+def test_bfloat16_store_is_a_neighbour_and_unbiased():
+    rng = np.random.default_rng(3)
+    x = torch.tensor(rng.normal(size=2000) * 10.0 ** rng.uniform(-6, 3, size=2000), dtype=torch.float32)
+    stores = torch.stack([cs.decode(_encoded(x, "bfloat16", s), "b").float() for s in range(400)])
+    for i in range(0, 2000, 37):
+        assert set(stores[:, i].tolist()) <= set(bf16_neighbours(float(x[i])))
+    # E[stored] = x: the mean of 400 independent stores is within 4 standard errors of x (one ulp <= 2^-7 |x|).
+    error = (stores.double().mean(0) - x.double()).abs()
+    assert bool((error <= 4 * 2.0**-7 * x.double().abs() / math.sqrt(400) + 1e-45).all())
+    exact = x.to(torch.bfloat16).float()  # a bfloat16 value is stored as itself
+    assert torch.equal(cs.decode(_encoded(exact, "bfloat16", 5), "b").float(), exact)
+
+
+def _encoded(x, state_dtype, seed, key="b"):
+    state = {}
+    cs.encode(state, key, x, state_dtype, seed)
+    return state
+
+
+@pytest.mark.parametrize("key, nonnegative", [("EState.carry", False), ("AdamState.second", True)])
+def test_int8_store_within_one_code_step(key, nonnegative):
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=1000) * 10.0 ** rng.uniform(-4, 1, size=1000)
+    x = np.abs(x) if nonnegative else x
+    state = _encoded(torch.tensor(x, dtype=torch.float32), "int8", 11, key)
+    codes, scales = state[key].numpy().astype(np.int64), state[key + cs.SCALE].numpy().astype(np.float64)
+    assert state[key].dtype == (torch.uint8 if nonnegative else torch.int8)
+    block = np.arange(1000) // 256
+    assert np.array_equal(scales, [np.abs(x[block == b]).astype(np.float32).max() for b in range(4)])
+    scale = scales[block]
+    if nonnegative:  # transcription of the decoding and of the bound: one code step at the top, 4 scale / 255
+        decoded = scale * (codes / 255.0) ** 4
+        bound = scale * (1 - (254 / 255) ** 4)
+    else:
+        decoded = scale * np.sign(codes) * (np.abs(codes) / 127.0) ** 2
+        bound = scale * (1 - (126 / 127) ** 2)
+    assert np.allclose(cs.decode(state, key).numpy(), decoded, rtol=1e-6, atol=0)
+    assert bool((np.abs(decoded - x) <= bound * (1 + 1e-5)).all())
+    # Small elements keep nonzero codes: every |x| >= scale / 127^2 (signed) or v >= scale / 255^4 (a linear code
+    # would need |x| >= scale / 127).
+    floor = scale / (255.0**4 if nonnegative else 127.0**2)
+    assert bool((codes[np.abs(x) >= floor * (1 + 1e-6)] != 0).all())
+    assert np.count_nonzero(codes) > np.count_nonzero(np.abs(x) >= scale / 127)
+
+
+def test_small_increments_survive_in_bfloat16():
+    """An EMA with beta = 0.999 moving from 1 towards 1.01: each increment (1e-5) is below half a bfloat16 ulp
+    at 1 (2^-8), so round-to-nearest would stay at 1 forever; stochastic rounding follows the float32 EMA."""
+    exact, nearest, state = 1.0, torch.tensor([1.0]), _encoded(torch.ones(4096), "bfloat16", 0)
+    for k in range(3000):
+        exact = 0.999 * exact + 0.001 * 1.01
+        nearest = (0.999 * nearest.float() + 0.001 * 1.01).to(torch.bfloat16)
+        cs.encode(state, "b", 0.999 * cs.decode(state, "b") + 0.001 * 1.01, "bfloat16", cs.seed(k, 0, "b"))
+    assert float(nearest) == 1.0
+    assert abs(float(cs.decode(state, "b").double().mean()) - exact) < 0.1 * (exact - 1.0)
+
+
+# ------------------------------------------------------------------------------- compact vs float32 runs
+def store_bound(value: np.ndarray, state_dtype: str, key: str) -> np.ndarray:
+    """The largest error of one store of ``value`` (per element): one ulp for stochastic bfloat16 (up to
+    2^-7 |x|), one code step at the top of the block for int8 (``2 scale/127``, ``v``: ``4 scale/255``)."""
+    if state_dtype == "bfloat16":
+        return 2.0**-7 * np.abs(value)
+    flat = np.abs(value).reshape(-1)
+    pad = np.concatenate([flat, np.zeros((-flat.size) % 256)]).reshape(-1, 256).max(1)
+    scale = np.repeat(pad, 256)[: flat.size].reshape(value.shape)
+    return scale * (4 / 255 if key in cs.NONNEGATIVE else 2 / 127)
+
+
+@pytest.mark.parametrize("state_dtype", FORMATS)
+@pytest.mark.parametrize("cls", [ALTO, EAdam, Lamb])
+def test_compact_state_within_the_bound_propagated_from_the_format(cls, state_dtype):
+    """200 steps, fixed gradients. The error bounds follow the core's recursions (``valley_core.elementwise``):
+    carry ``b' = beta1 (b + (1-beta1) g) - (1-beta1) g`` (error x beta1), ``u = g + alpha (b + (1-beta1) g)``
+    (error |alpha| e_b), ``m' = beta2 m + (1-beta2) u``, ``v' = beta3 v + (1-beta3) u^2`` (error
+    ``2|u| e_u + e_u^2``), plus one store bound each step at the compact run's value (|reference| + bound)."""
+    sequence = gradients(200)
+    _, reference = run(lambda ps: cls(ps, implementation="core"), sequence)
+    ps, compact = run(lambda ps: cls(ps, implementation="core", state_dtype=state_dtype), sequence)
+    kwargs = factory_kwargs(cls.factory, reference.param_groups[0], 1)
+    if "alpha" in kwargs:
+        alpha, (beta1, beta2, beta3) = float(kwargs["alpha"]), kwargs["betas"]
+    else:
+        alpha, beta1, (beta2, beta3) = 0.0, 0.0, kwargs["betas"]
+    # The reference trajectory of the buffers (float32, the core), replayed here to know each step's values.
+    for index in range(len(SHAPES)):
+        b = m = v = np.zeros(SHAPES[index])
+        e_b = e_m = e_v = np.zeros(SHAPES[index])
+        for grads in sequence:
+            g = grads[index].double().numpy()
+            ema = b + (1 - beta1) * g
+            u = g + alpha * ema if alpha else g
+            e_u = abs(alpha) * e_b
+            b = beta1 * ema - (1 - beta1) * g
+            m = beta2 * m + (1 - beta2) * u
+            v = beta3 * v + (1 - beta3) * u * u
+            e_b = beta1 * e_b
+            e_b = e_b + store_bound(np.abs(b) + e_b, state_dtype, "EState.carry")
+            e_m = beta2 * e_m + (1 - beta2) * e_u
+            e_m = e_m + store_bound(np.abs(m) + e_m, state_dtype, "AdamState.first")
+            e_v = beta3 * e_v + (1 - beta3) * (2 * np.abs(u) * e_u + e_u * e_u)
+            e_v = e_v + store_bound(np.abs(v) + e_v, state_dtype, "AdamState.second")
+        p_ref, p_cmp = reference.param_groups[0]["params"][index], ps[index]
+        for key, bound, exact in (("AdamState.first", e_m, m), ("AdamState.second", e_v, v), ("EState.carry", e_b, b)):
+            if key not in compact.state[p_cmp]:
+                continue
+            ref = reference.state[p_ref][key].double().numpy()
+            got = cs.decode(compact.state[p_cmp], key).double().numpy()
+            assert np.allclose(ref, exact, rtol=1e-4, atol=1e-6)  # the replay is the core's trajectory
+            slack = 1e-5 * np.abs(ref) + 1e-9  # float32 arithmetic of the two runs
+            assert bool((np.abs(got - ref) <= bound + slack).all()), (key, float(np.max(np.abs(got - ref) - bound)))
+
+
+# ---------------------------------------------------------------------------------- fused == core, resume
+def assert_same_store(core_state, fused_state, state_dtype):
+    """Equal codes, except where the float32 values before the store differed in their last bit (torch's
+    element-wise kernels and the C++ ones may round one operation differently, 1 ulp) and the random threshold fell
+    between them: then the two stores are neighbouring codes, one store bound apart. Such flips are rare."""
+    flips = total = 0
+    for key in cs.buffer_keys(core_state):
+        assert core_state[key].dtype == fused_state[key].dtype
+        core, fused = cs.decode(core_state, key).double(), cs.decode(fused_state, key).double()
+        bound = torch.tensor(store_bound(core.abs().numpy(), state_dtype, key)) * (1 + 1e-5)
+        assert bool(((core - fused).abs() <= bound).all()), key
+        flips += int((core_state[key] != fused_state[key]).sum())
+        total += core.numel()
+    assert flips <= max(1, total // 1000), (flips, total)
+
+
+@pytest.mark.parametrize("state_dtype", FORMATS)
+@pytest.mark.parametrize("cls", [ALTO, EAdam, Lamb])
+def test_fused_equals_core_for_compact_state(cls, state_dtype):
+    """Each of 40 steps from the same state (the core's, loaded into a fused optimizer): the same stores (see
+    :func:`assert_same_store`) and parameters as close as for float32 state (the norms are summed in another
+    order). Then 40 steps of each executor on its own: the stores still agree within the format's bound."""
+    sequence = gradients(40)
+    pc = params()
+    core = cls(pc, implementation="core", state_dtype=state_dtype)
+    for k, grads in enumerate(sequence):
+        pf = [torch.nn.Parameter(p.detach().clone()) for p in pc]
+        fused = cls(pf, implementation="fused", state_dtype=state_dtype)
+        if k:
+            fused.load_state_dict(core.state_dict())
+        for p, q, g in zip(pc, pf, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        core.step()
+        fused.step()
+        for a, b in zip(pc, pf):
+            assert_same_store(core.state[a], fused.state[b], state_dtype)
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+    pf, fused = run(lambda ps: cls(ps, implementation="fused", state_dtype=state_dtype), sequence)
+    for a, b in zip(pc, pf):
+        assert fused.state[b]["step"] == core.state[a]["step"] == 40
+
+
+def test_fused_compact_on_multi_block_tensors():
+    """Tensors of several 4096-element kernel blocks and a partial last int8 block."""
+    shapes = [(3 * 4096 + 77,), (257,)]
+    rng = np.random.default_rng(9)
+    sequence = [[torch.tensor(rng.normal(size=s), dtype=torch.float32) for s in shapes] for _ in range(5)]
+    for state_dtype in FORMATS:
+        results = []
+        for implementation in ("core", "fused"):
+            ps = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+            optimizer = ALTO(ps, implementation=implementation, state_dtype=state_dtype)
+            for grads in sequence:
+                for p, g in zip(ps, grads):
+                    p.grad = g
+                optimizer.step()
+            results.append((ps, optimizer))
+        (pc, core), (pf, fused) = results
+        for a, b in zip(pc, pf):
+            assert_same_store(core.state[a], fused.state[b], state_dtype)
+            assert torch.allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("implementation", ["core", "fused"])
+@pytest.mark.parametrize("state_dtype", FORMATS)
+def test_resume_equals_uninterrupted_bit_for_bit(state_dtype, implementation):
+    sequence = gradients(40)
+    make = lambda ps: ALTO(ps, implementation=implementation, state_dtype=state_dtype)  # noqa: E731
+    p_full, full = run(make, sequence)
+    p_half, half = run(make, sequence[:17])
+    buffer = io.BytesIO()
+    torch.save({"params": [p.detach() for p in p_half], "optimizer": half.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    ps = [torch.nn.Parameter(p.clone()) for p in saved["params"]]
+    resumed = make(ps)
+    resumed.load_state_dict(saved["optimizer"])
+    for grads in sequence[17:]:
+        for p, g in zip(ps, grads):
+            p.grad = g.clone()
+        resumed.step()
+    for a, b in zip(p_full, ps):
+        assert torch.equal(a, b)
+        for key, value in full.state[a].items():
+            assert (
+                (value == resumed.state[b][key])
+                if not isinstance(value, torch.Tensor)
+                else torch.equal(value, resumed.state[b][key])
+            )
+
+
+# ---------------------------------------------------------------------------------- checkpoints, bytes, refusals
+def test_convert_state_dict_float32_to_compact_and_back():
+    sequence = gradients(10)
+    ps, optimizer = run(lambda ps: ALTO(ps), sequence)
+    plain = optimizer.state_dict()
+    for state_dtype in FORMATS:
+        compact = cs.convert_state_dict(plain, state_dtype)
+        assert all(g["state_dtype"] == state_dtype for g in compact["param_groups"])
+        target = ALTO([torch.nn.Parameter(p.detach().clone()) for p in ps], state_dtype=state_dtype)
+        target.load_state_dict(compact)
+        back = cs.convert_state_dict(target.state_dict(), "float32")
+        for index, state in plain["state"].items():
+            for key in ("EState.carry", "AdamState.first", "AdamState.second"):
+                ref, got = state[key], back["state"][index][key]
+                assert got.dtype == torch.float32
+                bound = torch.tensor(store_bound(ref.double().numpy(), state_dtype, key))
+                assert bool(((got.double() - ref.double()).abs() <= bound * (1 + 1e-5) + 1e-30).all())
+        # the optimizer continues from the converted state
+        for p, g in zip(target.param_groups[0]["params"], sequence[0]):
+            p.grad = g.clone()
+        target.step()
+
+
+def test_loading_a_float32_checkpoint_into_a_compact_group_converts_it():
+    ps, optimizer = run(lambda ps: ALTO(ps), gradients(3))
+    saved = optimizer.state_dict()
+    for group in saved["param_groups"]:
+        group["state_dtype"] = "int8"  # as an optimizer built with state_dtype="int8" would restore it
+    target = ALTO([torch.nn.Parameter(p.detach().clone()) for p in ps], state_dtype="int8")
+    target.load_state_dict(saved)
+    first = target.state[target.param_groups[0]["params"][0]]
+    assert first["AdamState.first"].dtype == torch.int8 and first["AdamState.second"].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("state_dtype, ratio", [("float32", 3.0), ("bfloat16", 1.5), ("int8", 0.8)])
+def test_state_bytes(state_dtype, ratio):
+    ps = [torch.nn.Parameter(torch.zeros(256 * 1000))]
+    optimizer = ALTO(ps, state_dtype=state_dtype)
+    ps[0].grad = torch.ones_like(ps[0])
+    optimizer.step()
+    measured = cs.state_bytes(optimizer) / (ps[0].numel() * 4)
+    assert measured <= ratio and (state_dtype == "int8" or measured == ratio)
+
+
+def test_refusals():
+    p = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match="state_dtype='float16' violates"):
+        ALTO([p], state_dtype="float16")
+    p.grad = torch.ones(3)
+    with pytest.raises(RuntimeError, match="compiled path runs float32 state"):
+        ALTO([p], implementation="compiled", state_dtype="bfloat16").step()
+    q = torch.nn.Parameter(torch.zeros(3, dtype=torch.float64))
+    q.grad = torch.ones(3, dtype=torch.float64)
+    optimizer = ALTO([q], state_dtype="int8")
+    with pytest.raises(TypeError, match="float64"):
+        optimizer.step()
+    assert not optimizer.state[q]
+    _, optimizer = run(lambda ps: ALTO(ps, state_dtype="int8"), gradients(2))
+    saved = optimizer.state_dict()
+    saved["state"][0]["AdamState.first.scale"] = torch.zeros(5)
+    fresh = ALTO(params(), state_dtype="int8")
+    with pytest.raises(ValueError, match=r"AdamState\.first\.scale must be a float32 tensor of shape \(3,\)"):
+        fresh.load_state_dict(saved)
+    assert not fresh.state
+
+
+def test_the_factory_is_not_given_state_dtype():
+    kwargs = factory_kwargs(vc.alto, {**ALTO.hyperparameter_defaults(), "state_dtype": "int8"}, 1)
+    assert "state_dtype" not in kwargs
