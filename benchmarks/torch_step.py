@@ -5,6 +5,8 @@ Usage::
     .venv/bin/python benchmarks/torch_step.py                      # both layouts, CPU
     .venv/bin/python benchmarks/torch_step.py --layout uniform --repeats 5 --warmup 2
     .venv/bin/python benchmarks/torch_step.py --device cuda        # the same table on a GPU
+    .venv/bin/python benchmarks/torch_step.py --layout uniform --only "ALTO (fused" AdamW \
+        --state-dtype float32 bfloat16 int8                          # compact optimizer state (issue 16)
 
 Layouts: ``uniform`` (50M float32 parameters in 200 tensors of 250,000) and ``gpt2`` (the parameter list of
 GPT-2 small, 124M float32 parameters in 148 tensors). For each implementation, all in one process on the
@@ -24,6 +26,10 @@ valley Lamb (fused, compiled), the authors' ALTO (``e-optimizer-adaptor``),
 ``torch.optim.AdamW(fused=True)`` and ``pytorch_optimizer.Lamb``; for comparison (no target), valley EAdam (fused,
 auto), the authors' ``E`` around ``torch.optim.Adam(fused=True)`` and ``torch.optim.Adam(fused=True)`` (EAdam is
 charged 9 arrays per element like ALTO, Adam 7).
+
+``--state-dtype bfloat16 int8`` adds fused ALTO with compact state (``backends.torch.compact_state``) and prints
+its targets against fused ALTO with float32 state measured in the same rounds: state bytes, and the per-round
+median step-time ratio (bfloat16 <= 1.0, int8 <= 1.3). Bandwidths stay charged at float32's 9 x 4 bytes.
 """
 
 from __future__ import annotations
@@ -96,12 +102,20 @@ def make_params(shapes: Sequence[Tuple[int, ...]], device: str) -> List[torch.nn
     return params
 
 
-def implementations(device: str):
+def implementations(device: str, state_dtypes: Sequence[str] = ()):
     """(name, algorithm, constructor) for every implementation measured."""
     alto_args = dict(lr=1e-3, alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=1e-4)
     items = []
     if device == "cpu":  # the fused kernels are CPU kernels
         items.append(("valley ALTO (fused)", "alto", lambda ps: ALTO(ps, implementation="fused", **alto_args)))
+        for state_dtype in [d for d in state_dtypes if d != "float32"]:
+            items.append(
+                (
+                    f"valley ALTO (fused, state_dtype={state_dtype})",
+                    "alto",
+                    lambda ps, d=state_dtype: ALTO(ps, implementation="fused", state_dtype=d, **alto_args),
+                )
+            )
     items += [
         ("valley ALTO (compiled)", "alto", lambda ps: ALTO(ps, implementation="compiled", **alto_args)),
         ("valley ALTO (core)", "alto", lambda ps: ALTO(ps, implementation="core", **alto_args)),
@@ -235,7 +249,9 @@ def measure_round_robin(constructors, shapes, device: str, warmup: int, repeats:
     return results, times
 
 
-def run_layout(layout: str, device: str, warmup: int, repeats: int, only: Sequence[str]) -> None:
+def run_layout(
+    layout: str, device: str, warmup: int, repeats: int, only: Sequence[str], state_dtypes: Sequence[str] = ()
+) -> None:
     shapes = LAYOUTS[layout]()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     numel = sum(int(torch.Size(s).numel()) for s in shapes)
@@ -246,7 +262,7 @@ def run_layout(layout: str, device: str, warmup: int, repeats: int, only: Sequen
     )
     selected = [
         (name, algorithm, constructor)
-        for name, algorithm, constructor in implementations(device)
+        for name, algorithm, constructor in implementations(device, state_dtypes)
         if not only or any(word.lower() in name.lower() for word in only)
     ]
     measured, times = measure_round_robin(
@@ -268,6 +284,30 @@ def run_layout(layout: str, device: str, warmup: int, repeats: int, only: Sequen
             f"| {best_bandwidth:.2f} |"
         )
     print_targets({row[0]: row[1:] for row in rows}, times)
+    print_compact_targets({row[0]: row[1:] for row in rows}, times)
+
+
+def print_compact_targets(by_name, times) -> None:
+    """Issue 16's targets: compact state against float32 state (fused ALTO, measured in the same rounds)."""
+    base_name = "valley ALTO (fused)"
+    if base_name not in by_name:
+        return
+    targets = {"bfloat16": (1.5, 1.0), "int8": (0.8, 1.3)}
+    adamw = by_name.get("torch AdamW (fused)")
+    for state_dtype, (bytes_target, time_target) in targets.items():
+        name = f"valley ALTO (fused, state_dtype={state_dtype})"
+        if name not in by_name:
+            continue
+        per_round = statistics.median(c / f for c, f in zip(times[name], times[base_name]))
+        ratio = by_name[name][2]
+        print(
+            f"- {name}: state / parameter bytes {ratio:.3f} (target {'=' if state_dtype == 'bfloat16' else '<='} "
+            f"{bytes_target}: {'met' if ratio <= bytes_target + 1e-3 else 'MISSED'}; float32 state "
+            f"{by_name[base_name][2]:.2f}{f', fused AdamW {adamw[2]:.2f}' if adamw else ''}); step time / float32 "
+            f"state: per-round median {per_round:.3f}, median {by_name[name][0] / by_name[base_name][0]:.3f}, min "
+            f"{by_name[name][1] / by_name[base_name][1]:.3f} (target <= {time_target}: "
+            f"{'met' if per_round <= time_target else 'MISSED'} by the per-round median)"
+        )
 
 
 def print_targets(by_name, times) -> None:
@@ -320,6 +360,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--only", nargs="*", default=(), help="substrings of implementation names to run")
     parser.add_argument(
+        "--state-dtype",
+        nargs="*",
+        default=(),
+        choices=["float32", "bfloat16", "int8"],
+        help="also measure fused ALTO with these state dtypes (compact optimizer state)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=0,
@@ -331,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     for layout in ["uniform", "gpt2"] if args.layout == "all" else [args.layout]:
-        run_layout(layout, args.device, args.warmup, args.repeats, args.only)
+        run_layout(layout, args.device, args.warmup, args.repeats, args.only, args.state_dtype)
 
 
 if __name__ == "__main__":

@@ -111,7 +111,8 @@ def _sweep(
     def store(array: str, symbol: str) -> str:
         code = formats.get(array)
         if code == "bf16":
-            return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, valley_hash32(static_cast<uint32_t>(i) ^ {array}_seed));"
+            bits = f"valley_hash32(static_cast<uint32_t>(i) ^ {array}_seed)"
+            return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, {bits});"
         if code:
             return f"{array}_tmp[i - lo] = {symbol};"
         value = f"narrow<P>({symbol})" if array in _STORAGE_ROLES else symbol
@@ -148,7 +149,7 @@ def _sweep(
 
 def compact_columns(plan: Plan, formats: Dict[str, str]) -> List[str]:
     """The array columns a compact kernel takes after ``plan.roles``: the scales of each int8 role
-    (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seed of each compact role in ``plan.roles`` order)."""
+    (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seed of each compact role, in role order)."""
     scaled = [f"{role}.scale" for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
     return [*scaled, "seeds"] if formats else []
 
