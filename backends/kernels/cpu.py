@@ -105,7 +105,7 @@ def _sweep(
         value = f"{pointers[array]}[i]"
         code = formats.get(array)
         if code in ("q8s", "q8u"):
-            return f"const T {symbol} = valley_d{code}({value}, {array}_s[i / VALLEY_QBLOCK]);"
+            return f"const T {symbol} = {array}_in[i - lo];"
         return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES or code else value};"
 
     def store(array: str, symbol: str) -> str:
@@ -120,6 +120,7 @@ def _sweep(
 
     written = [array for array, _ in step.stores if stores is None or array in stores]
     blocked = [array for array in written if formats.get(array) in ("q8s", "q8u")]
+    decoded = [array for _, array in step.loads if formats.get(array) in ("q8s", "q8u")]
 
     body = [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
@@ -133,6 +134,12 @@ def _sweep(
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
         *(f"  float {array}_tmp[VALLEY_BLOCK];" for array in blocked),
+        *(f"  float {array}_in[VALLEY_BLOCK];" for array in decoded),
+        *(
+            f"  valley_load_{formats[array]}({pointers[array]} + lo, {array}_s + lo / VALLEY_QBLOCK, "
+            f"static_cast<int>(hi - lo), {array}_in);"
+            for array in decoded
+        ),
         f"  #pragma omp simd{reduction}",
         "  for (int64_t i = lo; i < hi; ++i) {",
         *("    " + line for line in body),
@@ -259,54 +266,82 @@ static inline uint32_t valley_hash32(uint32_t x) {{
   x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
   return x;
 }}
-static inline float valley_uniform(uint32_t r) {{ return static_cast<float>(r >> 8) * 0x1p-24f; }}
+static inline float valley_uniform(uint32_t r) {{
+  return static_cast<float>(static_cast<int32_t>(r >> 8)) * 0x1p-24f;  // via int32: vectorises; exact (< 2^24)
+}}
 static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   if ((u & 0x7F800000u) != 0x7F800000u) u += r & 0xFFFFu;
   return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
 }}
-static inline float valley_dq8s(int8_t c, float scale) {{
-  const int ci = c;
-  const float a = static_cast<float>(ci < 0 ? -ci : ci) / 127.0f;
-  const float x = scale * (a * a);
-  return ci < 0 ? -x : x;
+// int8 blocks: decoded into / encoded from a float array of one kernel block (lo .. hi), 32-bit loop indices and
+// truncation instead of floor (equal: the operand is >= 0) so that the loops vectorise.
+static inline void valley_load_q8s(const int8_t* codes, const float* scales, int n, float* out) {{
+  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
+    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
+    const float scale = scales[s / VALLEY_QBLOCK];
+    #pragma omp simd
+    for (int j = s; j < e; ++j) {{
+      const int ci = codes[j];
+      const float a = static_cast<float>(ci < 0 ? -ci : ci) / 127.0f;
+      const float x = scale * (a * a);
+      out[j] = ci < 0 ? -x : x;
+    }}
+  }}
 }}
-static inline float valley_dq8u(uint8_t c, float scale) {{
-  const float a = static_cast<float>(c) / 255.0f;
-  const float a2 = a * a;
-  return scale * (a2 * a2);
+static inline void valley_load_q8u(const uint8_t* codes, const float* scales, int n, float* out) {{
+  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
+    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
+    const float scale = scales[s / VALLEY_QBLOCK];
+    #pragma omp simd
+    for (int j = s; j < e; ++j) {{
+      const float a = static_cast<float>(static_cast<int>(codes[j])) / 255.0f;
+      const float a2 = a * a;
+      out[j] = scale * (a2 * a2);
+    }}
+  }}
+}}
+static inline float valley_block_max(const float* x, int s, int e) {{
+  float m = 0.0f;
+  #pragma omp simd reduction(max:m)
+  for (int j = s; j < e; ++j) {{ const float a = std::fabs(x[j]); m = a > m ? a : m; }}
+  return m;
 }}
 static inline void valley_store_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
                                     uint32_t seed) {{
-  for (int64_t s = lo; s < hi; s += VALLEY_QBLOCK) {{
-    const int64_t e = s + VALLEY_QBLOCK < hi ? s + VALLEY_QBLOCK : hi;
-    float m = 0.0f;
-    for (int64_t i = s; i < e; ++i) {{ const float a = std::fabs(x[i - lo]); m = a > m ? a : m; }}
-    scales[s / VALLEY_QBLOCK] = m;
+  const int n = static_cast<int>(hi - lo);
+  const uint32_t base = static_cast<uint32_t>(lo);
+  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
+    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
+    const float m = valley_block_max(x, s, e);
+    scales[(lo + s) / VALLEY_QBLOCK] = m;
     const float d = m > 0.0f ? m : 1.0f;
-    for (int64_t i = s; i < e; ++i) {{
-      const float v = x[i - lo];
+    #pragma omp simd
+    for (int j = s; j < e; ++j) {{
+      const float v = x[j];
       const float u = std::sqrt(std::fabs(v) / d) * 127.0f;
-      float c = std::floor(u + valley_uniform(valley_hash32(static_cast<uint32_t>(i) ^ seed)));
-      c = c > 127.0f ? 127.0f : c;
-      codes[i] = static_cast<int8_t>(v < 0.0f ? -c : c);
+      int c = static_cast<int>(u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed)));
+      c = c > 127 ? 127 : c;
+      codes[lo + j] = static_cast<int8_t>(v < 0.0f ? -c : c);
     }}
   }}
 }}
 static inline void valley_store_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
                                     uint32_t seed) {{
-  for (int64_t s = lo; s < hi; s += VALLEY_QBLOCK) {{
-    const int64_t e = s + VALLEY_QBLOCK < hi ? s + VALLEY_QBLOCK : hi;
-    float m = 0.0f;
-    for (int64_t i = s; i < e; ++i) {{ const float a = std::fabs(x[i - lo]); m = a > m ? a : m; }}
-    scales[s / VALLEY_QBLOCK] = m;
+  const int n = static_cast<int>(hi - lo);
+  const uint32_t base = static_cast<uint32_t>(lo);
+  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
+    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
+    const float m = valley_block_max(x, s, e);
+    scales[(lo + s) / VALLEY_QBLOCK] = m;
     const float d = m > 0.0f ? m : 1.0f;
-    for (int64_t i = s; i < e; ++i) {{
-      const float u = std::sqrt(std::sqrt(std::fabs(x[i - lo]) / d)) * 255.0f;
-      float c = std::floor(u + valley_uniform(valley_hash32(static_cast<uint32_t>(i) ^ seed)));
-      c = c > 255.0f ? 255.0f : c;
-      codes[i] = static_cast<uint8_t>(c);
+    #pragma omp simd
+    for (int j = s; j < e; ++j) {{
+      const float u = std::sqrt(std::sqrt(std::fabs(x[j]) / d)) * 255.0f;
+      int c = static_cast<int>(u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed)));
+      c = c > 255 ? 255 : c;
+      codes[lo + j] = static_cast<uint8_t>(c);
     }}
   }}
 }}
