@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python benchmarks/compact_state_quality.py --seeds 3            # MNIST-1D and the character LM
     .venv/bin/python benchmarks/compact_state_quality.py --task mnist1d --seeds 3
 
-Runs the MNIST-1D study's (``valley_cli.study``) largest setting (batch 16384, its epoch budget, the study's
+Needs the study harness ``valley_cli/study`` (branch ``study``).
+Runs the MNIST-1D study's largest setting (batch 16384, its epoch budget, the study's
 selected learning rate 0.03 and the paper's defaults for the batch) and its character LM at the larger batch (64
 sequences, 500 steps, lr 0.03), with ALTO's ``state_dtype`` float32, bfloat16 and int8, on paired seeds (the
 same initialisation and batches for every state dtype). Prints per seed the test metric, then per compact
@@ -93,6 +94,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    try:
+        import valley_cli.study  # noqa: F401
+    except ImportError:
+        parser.error("needs the MNIST-1D study's harness, valley_cli/study (branch study, not yet on this tree)")
     import torch
 
     torch.set_num_threads(args.threads)

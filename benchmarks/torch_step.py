@@ -317,7 +317,7 @@ def print_targets(by_name, times) -> None:
     authors, adamw = by_name.get(authors_name), by_name.get(adamw_name)
     bytes_ratio = ARRAYS_PER_ELEMENT["alto"] / ARRAYS_PER_ELEMENT["adamw"]
     print()
-    for name in [n for n in by_name if n.startswith("valley ALTO") and "core" not in n]:
+    for name in [n for n in by_name if n.startswith("valley ALTO") and "core" not in n and "state_dtype" not in n]:
         valley = by_name[name]
         if authors:
             per_round = statistics.median(v / a for v, a in zip(times[name], times[authors_name]))
