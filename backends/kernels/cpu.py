@@ -102,27 +102,37 @@ def _sweep(
     accumulators = [f"acc{i}" for i in range(len(step.sums))]
 
     def load(symbol: str, array: str) -> str:
-        value = f"{pointers[array]}[i]"
         code = formats.get(array)
         if code in ("q8s", "q8u"):
-            return f"const T {symbol} = {array}_in[i - lo];"
+            return f"const T {symbol} = {array}_x[i - lo];"
+        value = f"{pointers[array]}[i]"
         return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES or code else value};"
 
     def store(array: str, symbol: str) -> str:
         code = formats.get(array)
         if code == "bf16":
-            bits = f"valley_hash32(static_cast<uint32_t>(i) ^ {array}_seed)"
-            return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, {bits});"
+            group, slot = slots[array]
+            return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, valley_bits16(word{group}, {slot}));"
         if code:
-            return f"{array}_tmp[i - lo] = {symbol};"
+            return f"{array}_x[i - lo] = {symbol};"
         value = f"narrow<P>({symbol})" if array in _STORAGE_ROLES else symbol
         return f"{pointers[array]}[i] = {value};"
 
     written = [array for array, _ in step.stores if stores is None or array in stores]
-    blocked = [array for array in written if formats.get(array) in ("q8s", "q8u")]
+    # int8 arrays: decoded into a float array of the block before the element loop, which reads and overwrites
+    # it (element i only at i), encoded from it after the loop, one QBLOCK (one scale) at a time.
+    quantised = sorted(
+        {array for array in written if formats.get(array) in ("q8s", "q8u")}
+        | {array for _, array in step.loads if formats.get(array) in ("q8s", "q8u")}
+    )
     decoded = [array for _, array in step.loads if formats.get(array) in ("q8s", "q8u")]
+    encoded = [array for array in written if formats.get(array) in ("q8s", "q8u")]
 
-    body = [load(symbol, array) for symbol, array in step.loads]
+    # bfloat16: one random word per element and group of three buffers (bfloat16_slots), hashed once.
+    slots = bfloat16_slots(plan, formats)
+    groups = sorted({slots[array][0] for array in written if array in slots})
+    body = [f"const uint32_t word{g} = valley_hash32(static_cast<uint32_t>(i) ^ seed{g});" for g in groups]
+    body += [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
     body += [store(array, symbol) for array, symbol in step.stores if stores is None or array in stores]
     body += [f"{acc} += static_cast<double>({operand});" for acc, (_, operand) in zip(accumulators, step.sums)]
@@ -133,30 +143,40 @@ def _sweep(
         "  const int64_t lo = b * VALLEY_BLOCK;",
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
-        *(f"  float {array}_tmp[VALLEY_BLOCK];" for array in blocked),
-        *(f"  float {array}_in[VALLEY_BLOCK];" for array in decoded),
-        *(
-            f"  valley_load_{formats[array]}({pointers[array]} + lo, {array}_s + lo / VALLEY_QBLOCK, "
-            f"static_cast<int>(hi - lo), {array}_in);"
-            for array in decoded
-        ),
+        *(f"  float {array}_x[VALLEY_BLOCK];" for array in quantised),
+        *(f"  valley_decode_{formats[a]}({pointers[a]}, {a}_s, lo, hi, {a}_x);" for a in decoded),
         f"  #pragma omp simd{reduction}",
         "  for (int64_t i = lo; i < hi; ++i) {",
         *("    " + line for line in body),
         "  }",
-        *(
-            f"  valley_store_{formats[array]}({array}_tmp, lo, hi, {pointers[array]}, {array}_s, {array}_seed);"
-            for array in blocked
-        ),
+        *(f"  valley_encode_{formats[a]}({a}_x, lo, hi, {pointers[a]}, {a}_s, {a}_seed);" for a in encoded),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
         "}",
     ]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
+def bfloat16_slots(plan: Plan, formats: Dict[str, str]) -> Dict[str, Tuple[int, int]]:
+    """``role -> (group, slot)`` of the bfloat16 state roles: the buffers ordered by their core keys, in groups of
+    three that share one 32-bit random word per element (slot 0: its low 16 bits, 1: its high 16 bits, 2: the two
+    halves xor-ed; ``backends.torch.compact_state``)."""
+    keys = sorted(key for role, key in plan.buffers if formats.get(role) == "bf16")
+    role_of = {key: role for role, key in plan.buffers}
+    return {role_of[key]: divmod(position, 3) for position, key in enumerate(keys)}
+
+
+def compact_seed_keys(plan: Plan, formats: Dict[str, str]) -> List[str]:
+    """The core keys whose store seeds a compact kernel takes (the ``"seeds"`` column), in its order: each int8
+    role's key in role order, then the first key of each bfloat16 group (:func:`bfloat16_slots`)."""
+    keys = dict(plan.buffers)
+    int8 = [keys[role] for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
+    bf16 = sorted(key for role, key in plan.buffers if formats.get(role) == "bf16")
+    return int8 + bf16[::3]
+
+
 def compact_columns(plan: Plan, formats: Dict[str, str]) -> List[str]:
     """The array columns a compact kernel takes after ``plan.roles``: the scales of each int8 role
-    (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seed of each compact role, in role order)."""
+    (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seeds of :func:`compact_seed_keys`)."""
     scaled = [f"{role}.scale" for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
     return [*scaled, "seeds"] if formats else []
 
@@ -185,8 +205,10 @@ def kernel_source(
             declarations.append(
                 f"const uint32_t* seeds_p = static_cast<const uint32_t*>(arrays[{offset} * count + t]);"
             )
-            compact_roles = [role for role in plan.roles if role in formats]
-            declarations += [f"const uint32_t {role}_seed = seeds_p[{k}];" for k, role in enumerate(compact_roles)]
+            int8_roles = [role for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
+            declarations += [f"const uint32_t {role}_seed = seeds_p[{k}];" for k, role in enumerate(int8_roles)]
+            group_count = len({group for group, _ in bfloat16_slots(plan, formats).values()})
+            declarations += [f"const uint32_t seed{g} = seeds_p[{len(int8_roles) + g}];" for g in range(group_count)]
         else:
             role = column.split(".")[0]
             declarations.append(f"float* __restrict__ {role}_s = static_cast<float*>(arrays[{offset} * count + t]);")
@@ -230,6 +252,7 @@ def source(kernels: Sequence[Tuple[Any, ...]]) -> str:
     """A C++ translation unit with the kernels ``(plan, name, stores)`` or ``(plan, name, stores, formats)``
     (``formats``: ``((role, code), ...)``, see :func:`kernel_source`)."""
     header = f"""// Generated by backends/kernels/cpu.py from valley_core execution plans. Do not edit.
+#include <cfloat>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -269,79 +292,118 @@ static inline uint32_t valley_hash32(uint32_t x) {{
 static inline float valley_uniform(uint32_t r) {{
   return static_cast<float>(static_cast<int32_t>(r >> 8)) * 0x1p-24f;  // via int32: vectorises; exact (< 2^24)
 }}
+// The 16 random bits of slot 0, 1, 2 of a bfloat16 group's word (backends/torch/compact_state.py).
+static inline uint32_t valley_bits16(uint32_t word, int slot) {{
+  return slot == 0 ? (word & 0xFFFFu) : slot == 1 ? (word >> 16) : ((word ^ (word >> 16)) & 0xFFFFu);
+}}
 static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
   uint32_t u;
   std::memcpy(&u, &x, sizeof u);
   if ((u & 0x7F800000u) != 0x7F800000u) u += r & 0xFFFFu;
   return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
 }}
-// int8 blocks: decoded into / encoded from a float array of one kernel block (lo .. hi), 32-bit loop indices and
-// truncation instead of floor (equal: the operand is >= 0) so that the loops vectorise.
-static inline void valley_load_q8s(const int8_t* codes, const float* scales, int n, float* out) {{
-  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
-    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
-    const float scale = scales[s / VALLEY_QBLOCK];
+// int8: a kernel block (lo .. hi, a multiple of VALLEY_QBLOCK apart but the last) is decoded into a float array
+// before the element loop and encoded from it after, VALLEY_QBLOCK elements (one scale) at a time. Only
+// multiplications per element (1/127, 1/255 as the float constants below; 1/scale once per QBLOCK), the
+// maximum |x| as an integer maximum of the bit patterns (NaN and Inf compare above every finite value),
+// truncation instead of floor (equal: the operand is >= 0) and 32-bit indices, so that every loop vectorises
+// and stays off the divider.
+static const float VALLEY_K127 = 0x1.020408p-7f;  // fl(1/127)
+static const float VALLEY_K255 = 0x1.010102p-8f;  // fl(1/255)
+static const float VALLEY_MIN_SCALE = 0x1p-126f;  // FLT_MIN: 1/scale stays finite
+static inline void valley_decode_q8s(const int8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
+    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
+    const float scale = scales[q / VALLEY_QBLOCK];
+    const int8_t* c = codes + q;
+    float* out = x + (q - lo);
     #pragma omp simd
-    for (int j = s; j < e; ++j) {{
-      const int ci = codes[j];
-      const float a = static_cast<float>(ci < 0 ? -ci : ci) / 127.0f;
-      const float x = scale * (a * a);
-      out[j] = ci < 0 ? -x : x;
+    for (int j = 0; j < n; ++j) {{
+      const int ci = c[j];
+      const float a = static_cast<float>(ci < 0 ? -ci : ci) * VALLEY_K127;
+      const float v = scale * (a * a);
+      out[j] = ci < 0 ? -v : v;
     }}
   }}
 }}
-static inline void valley_load_q8u(const uint8_t* codes, const float* scales, int n, float* out) {{
-  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
-    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
-    const float scale = scales[s / VALLEY_QBLOCK];
+static inline void valley_decode_q8u(const uint8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
+    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
+    const float scale = scales[q / VALLEY_QBLOCK];
+    const uint8_t* c = codes + q;
+    float* out = x + (q - lo);
     #pragma omp simd
-    for (int j = s; j < e; ++j) {{
-      const float a = static_cast<float>(static_cast<int>(codes[j])) / 255.0f;
+    for (int j = 0; j < n; ++j) {{
+      const float a = static_cast<float>(static_cast<int>(c[j])) * VALLEY_K255;
       const float a2 = a * a;
       out[j] = scale * (a2 * a2);
     }}
   }}
 }}
-static inline float valley_block_max(const float* x, int s, int e) {{
-  float m = 0.0f;
-  #pragma omp simd reduction(max:m)
-  for (int j = s; j < e; ++j) {{ const float a = std::fabs(x[j]); m = a > m ? a : m; }}
+// The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
+static inline uint32_t valley_max_abs_bits(const float* x, int n) {{
+  uint32_t m = 0;
+  for (int j = 0; j < n; ++j) {{
+    uint32_t u;
+    std::memcpy(&u, x + j, sizeof u);
+    u &= 0x7FFFFFFFu;
+    m = u > m ? u : m;
+  }}
   return m;
 }}
-static inline void valley_store_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
-                                    uint32_t seed) {{
-  const int n = static_cast<int>(hi - lo);
-  const uint32_t base = static_cast<uint32_t>(lo);
-  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
-    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
-    const float m = valley_block_max(x, s, e);
-    scales[(lo + s) / VALLEY_QBLOCK] = m;
-    const float d = m > 0.0f ? m : 1.0f;
+// One QBLOCK's scale: max |x| (at least FLT_MIN, so that 1/scale is finite), or NaN for a block holding NaN or
+// Inf (its codes are then 0: every element decodes to NaN).
+static inline float valley_scale(const float* x, int n) {{
+  const uint32_t bits = valley_max_abs_bits(x, n);
+  if (bits >= 0x7F800000u) return NAN;
+  float m;
+  std::memcpy(&m, &bits, sizeof m);
+  return m > VALLEY_MIN_SCALE ? m : VALLEY_MIN_SCALE;
+}}
+static inline void valley_encode_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
+                                     uint32_t seed) {{
+  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
+    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
+    const float* in = x + (q - lo);
+    const float scale = valley_scale(in, n);
+    scales[q / VALLEY_QBLOCK] = scale;
+    int8_t* c = codes + q;
+    if (scale != scale) {{
+      std::memset(c, 0, static_cast<size_t>(n));
+      continue;
+    }}
+    const float inv = 1.0f / scale;
+    const uint32_t base = static_cast<uint32_t>(q);
     #pragma omp simd
-    for (int j = s; j < e; ++j) {{
-      const float v = x[j];
-      const float u = std::sqrt(std::fabs(v) / d) * 127.0f;
-      int c = static_cast<int>(u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed)));
-      c = c > 127 ? 127 : c;
-      codes[lo + j] = static_cast<int8_t>(v < 0.0f ? -c : c);
+    for (int j = 0; j < n; ++j) {{
+      const float v = in[j];
+      const float u = std::sqrt(std::fabs(v) * inv) * 127.0f;
+      const float y = u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed));
+      const int k = static_cast<int>(y < 127.0f ? y : 127.0f);  // NaN -> 127 (no undefined conversion)
+      c[j] = static_cast<int8_t>(v < 0.0f ? -k : k);
     }}
   }}
 }}
-static inline void valley_store_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
-                                    uint32_t seed) {{
-  const int n = static_cast<int>(hi - lo);
-  const uint32_t base = static_cast<uint32_t>(lo);
-  for (int s = 0; s < n; s += static_cast<int>(VALLEY_QBLOCK)) {{
-    const int e = s + static_cast<int>(VALLEY_QBLOCK) < n ? s + static_cast<int>(VALLEY_QBLOCK) : n;
-    const float m = valley_block_max(x, s, e);
-    scales[(lo + s) / VALLEY_QBLOCK] = m;
-    const float d = m > 0.0f ? m : 1.0f;
+static inline void valley_encode_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
+                                     uint32_t seed) {{
+  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
+    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
+    const float* in = x + (q - lo);
+    const float scale = valley_scale(in, n);
+    scales[q / VALLEY_QBLOCK] = scale;
+    uint8_t* c = codes + q;
+    if (scale != scale) {{
+      std::memset(c, 0, static_cast<size_t>(n));
+      continue;
+    }}
+    const float inv = 1.0f / scale;
+    const uint32_t base = static_cast<uint32_t>(q);
     #pragma omp simd
-    for (int j = s; j < e; ++j) {{
-      const float u = std::sqrt(std::sqrt(std::fabs(x[j]) / d)) * 255.0f;
-      int c = static_cast<int>(u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed)));
-      c = c > 255 ? 255 : c;
-      codes[lo + j] = static_cast<uint8_t>(c);
+    for (int j = 0; j < n; ++j) {{
+      const float u = std::sqrt(std::sqrt(std::fabs(in[j]) * inv)) * 255.0f;
+      const float y = u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed));
+      const int k = static_cast<int>(y < 255.0f ? y : 255.0f);  // NaN -> 255 (no undefined conversion)
+      c[j] = static_cast<uint8_t>(k);
     }}
   }}
 }}

@@ -100,10 +100,20 @@ def random_bits(count: int, seed_value: int, device: Any = "cpu") -> torch.Tenso
 
 
 # ----------------------------------------------------------------------------------------------------- formats
-def _to_bfloat16(x: torch.Tensor, seed_value: int) -> torch.Tensor:
+def _bits16(words: torch.Tensor, slot: int) -> torch.Tensor:
+    """The 16 random bits of ``slot`` (0, 1, 2) of a bfloat16 group's words."""
+    if slot == 0:
+        return words & 0xFFFF
+    if slot == 1:
+        return words >> 16
+    return (words ^ (words >> 16)) & 0xFFFF
+
+
+def _to_bfloat16(x: torch.Tensor, seed_value: int, slot: int = 0) -> torch.Tensor:
     flat = x.detach().reshape(-1).to(torch.float32)
     bits = flat.view(torch.int32).to(torch.int64) & _M32
-    rounded = ((bits + (random_bits(flat.numel(), seed_value, flat.device) & 0xFFFF)) & 0xFFFF0000) & _M32
+    noise = _bits16(random_bits(flat.numel(), seed_value, flat.device), slot)
+    rounded = ((bits + noise) & 0xFFFF0000) & _M32
     rounded = torch.where(rounded >= 1 << 31, rounded - (1 << 32), rounded).to(torch.int32).view(torch.float32)
     # Inf and NaN are kept as they are (no random bits added to them).
     out = torch.where(torch.isfinite(flat), rounded, flat).to(torch.bfloat16)
@@ -121,18 +131,30 @@ def _uniform(count: int, seed_value: int, device: Any) -> torch.Tensor:
     return (random_bits(count, seed_value, device) >> 8).to(torch.float32) * (2.0**-24)
 
 
+#: 1/127 and 1/255 rounded to float32: the decodings multiply by these (no division per element).
+K127 = float.fromhex("0x1.020408p-7")
+K255 = float.fromhex("0x1.010102p-8")
+#: The smallest int8 scale (FLT_MIN): 1/scale stays finite, an all-zero block keeps zero codes.
+MIN_SCALE = float.fromhex("0x1p-126")
+
+
 def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool) -> Tuple[torch.Tensor, torch.Tensor]:
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
     magnitude = _blocks(flat.abs())
     scales = magnitude.amax(dim=1) if n else torch.zeros(0, dtype=torch.float32, device=flat.device)
-    ratio = (magnitude / torch.where(scales > 0, scales, 1.0)[:, None]).reshape(-1)[:n]
+    poisoned = ~torch.isfinite(scales)  # a block holding NaN or Inf: scale NaN, codes 0 (decodes to NaN)
+    scales = torch.where(poisoned, torch.nan, scales.clamp_min(MIN_SCALE))
+    inverse = torch.where(poisoned, 0.0, 1.0 / scales)
+    ratio = (magnitude * inverse[:, None]).reshape(-1)[:n]
     uniform = _uniform(n, seed_value, flat.device)
+    limit = 255.0 if nonnegative else 127.0
+    root = torch.sqrt(torch.sqrt(ratio)) if nonnegative else torch.sqrt(ratio)
+    codes = torch.floor(torch.clamp(root * limit + uniform, max=limit))
+    codes = torch.where(poisoned.repeat_interleave(QBLOCK)[:n], 0.0, codes)
     if nonnegative:
-        codes = torch.floor(torch.sqrt(torch.sqrt(ratio)) * 255.0 + uniform).clamp_(max=255.0)
         stored = codes.to(torch.uint8)
     else:
-        codes = torch.floor(torch.sqrt(ratio) * 127.0 + uniform).clamp_(max=127.0)
         stored = torch.where(flat < 0, -codes, codes).to(torch.int8)
     return stored.reshape(x.shape), scales
 
@@ -142,24 +164,44 @@ def _from_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     flat = codes.reshape(-1)
     per_element = scales.repeat_interleave(QBLOCK)[:n]
     if codes.dtype == torch.uint8:
-        a = flat.to(torch.float32) / 255.0
+        a = flat.to(torch.float32) * K255
         square = a * a
         value = per_element * (square * square)
     else:
-        a = flat.to(torch.int32).abs().to(torch.float32) / 127.0
+        a = flat.to(torch.int32).abs().to(torch.float32) * K127
         value = per_element * (a * a)
         value = torch.where(flat < 0, -value, value)
     return value.reshape(codes.shape)
 
 
-def encode(state: Dict[str, Any], key: str, value: torch.Tensor, state_dtype: str, seed_value: int) -> None:
-    """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8)."""
+def encode(
+    state: Dict[str, Any], key: str, value: torch.Tensor, state_dtype: str, seed_value: int, slot: int = 0
+) -> None:
+    """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8); ``slot``: the
+    bfloat16 slot of the random word (:func:`store` chooses seeds and slots)."""
     if state_dtype == "float32":
         state[key] = value
     elif state_dtype == "bfloat16":
-        state[key] = _to_bfloat16(value, seed_value)
+        state[key] = _to_bfloat16(value, seed_value, slot)
     else:
         state[key], state[key + SCALE] = _to_int8(value, seed_value, key in NONNEGATIVE)
+
+
+def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: str, step: int, tensor_index: int):
+    """Stores one parameter's new float ``buffers`` in ``state_dtype``, seeded as a step's store: int8 buffer
+    ``key`` by ``seed(step, tensor_index, key)``; bfloat16 buffers in groups of three by sorted key
+    (``backends.kernels.cpu.bfloat16_slots``), each group by the seed of its first key."""
+    if state_dtype == "float32":
+        state.update(buffers)
+        return
+    if state_dtype == "int8":
+        for key, value in buffers.items():
+            encode(state, key, value, state_dtype, seed(step, tensor_index, key))
+        return
+    ordered = sorted(buffers)
+    for position, key in enumerate(ordered):
+        group, slot = divmod(position, 3)
+        encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, ordered[3 * group]), slot)
 
 
 def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -215,15 +257,11 @@ def convert(state: Dict[str, Any], state_dtype: str, tensor_index: int, dtype: t
     """
     check_format(state_dtype)
     out = {k: v for k, v in state.items() if not k.endswith(SCALE)}
-    step = int(state.get("step", 0))
-    for key in buffer_keys(state):
-        value = decode(state, key, dtype if state_dtype == "float32" else torch.float32)
-        if format_of(state[key]) == state_dtype and state_dtype != "float32":
-            out[key] = state[key]
-            if key + SCALE in state:
-                out[key + SCALE] = state[key + SCALE]
-            continue
-        encode(out, key, value, state_dtype, seed(step, tensor_index, key))
+    keys = list(buffer_keys(state))
+    if state_dtype != "float32" and all(format_of(state[key]) == state_dtype for key in keys):
+        return {**out, **{k: v for k, v in state.items() if k.endswith(SCALE)}}
+    decoded = {key: decode(state, key, dtype if state_dtype == "float32" else torch.float32) for key in keys}
+    store(out, decoded, state_dtype, int(state.get("step", 0)), tensor_index)
     return out
 
 
@@ -278,4 +316,5 @@ __all__ = [
     "random_bits",
     "seed",
     "state_bytes",
+    "store",
 ]

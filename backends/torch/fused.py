@@ -169,21 +169,17 @@ def step(
     lib = library(plan, state_format=state_format)  # builds before anything is written; raises KernelUnavailable
     formats = dict(compact_formats(plan, state_format))
     columns_after = cpu.compact_columns(plan, formats)
+    seed_keys = cpu.compact_seed_keys(plan, formats)
     batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]] = {}
     for p, g in entries:
         state = states[p]
         arrays = {GRAD: g, PARAM: p.detach(), **{role: state[key] for role, key in plan.buffers}}
         if formats:
             assert indices is not None
-            keys = dict(plan.buffers)
             for role, key in plan.buffers:
                 if formats[role] != "bf16":
                     arrays[f"{role}.scale"] = state[key + compact_state.SCALE]
-            seeds = [
-                compact_state.seed(state["step"] + 1, indices[id(p)], keys[role])
-                for role in plan.roles
-                if role in formats
-            ]
+            seeds = [compact_state.seed(state["step"] + 1, indices[id(p)], key) for key in seed_keys]
             arrays["seeds"] = torch.tensor([s - (1 << 32) if s >= 1 << 31 else s for s in seeds], dtype=torch.int32)
         batches.setdefault((state["step"], p.dtype), []).append(arrays)
     run(plan, hyperparameters, batches, lib=lib, columns_after=columns_after)

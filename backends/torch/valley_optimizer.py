@@ -308,12 +308,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
     def _store(self, group: Dict[str, Any], p: torch.Tensor, buffers: Dict[str, Any], step: int) -> None:
         """Writes ``p``'s new state buffers in the group's ``state_dtype`` (``backends.torch.compact_state``)."""
         state_format = group.get("state_dtype", "float32")
-        if state_format == "float32":
-            self.state[p].update(buffers)
-            return
-        index = self.tensor_indices()[id(p)]
-        for key, value in buffers.items():
-            compact_state.encode(self.state[p], key, value, state_format, compact_state.seed(step, index, key))
+        index = self.tensor_indices()[id(p)] if state_format != "float32" else -1
+        compact_state.store(self.state[p], buffers, state_format, step, index)
 
     def counter_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
         """The core's step counters of ``group``'s chain (``"AdamState.count"`` ...): all equal ``"step"``."""
