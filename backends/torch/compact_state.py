@@ -13,26 +13,34 @@ Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
   so increments far below bfloat16's resolution (``(1 - beta) g`` added to a large EMA) are kept on average
   instead of being lost, as round-to-nearest would lose them at every step.
 - ``"int8"``: per block of :data:`QBLOCK` = 256 consecutive elements a float32 scale and one byte per element,
-  stochastically rounded as well. Signed buffers (the E carry, ``m``): ``scale = max |x|`` and the code
-  ``c = round(127 * sqrt(|x| / scale))`` with the sign of ``x``, decoded ``x = scale * (c / 127)^2``. The
+  stochastically rounded as well. ``scale = max(max |x|, FLT_MIN)`` (FLT_MIN keeps ``1/scale`` finite; an
+  all-zero block keeps zero codes) and ``r = |x| * fl(1/scale)``. Signed buffers (the E carry, ``m``): the code
+  ``c = floor(min(127 sqrt(r) + u, 127))`` with the sign of ``x``, decoded ``x = scale (c fl(1/127))^2``. The
   second moment ``v >= 0`` (``"AdamState.second"``, :data:`NONNEGATIVE`): an unsigned code
-  ``c = round(255 * (v / scale)^(1/4))``, decoded ``v = scale * (c / 255)^4``, with ``scale = max v``. Why the
-  roots: a linear code sets small elements of a block to 0; for ``v`` that divides ``m`` by ``eps`` alone, a
-  huge update. The square root on ``m`` (``v``'s fourth root is ``sqrt(sqrt(v))``, the linear code of
-  ``sqrt(v)`` companded once more) spends the codes on the small values: ``m`` spans ``127^2 = 1.6e4`` and
-  ``v`` spans ``255^4 = 4.2e9`` per block before an element becomes 0, and an element of the same block with
-  ``|g|`` 1000x below the block's largest still has nonzero codes in ``m`` and ``v``. The error of one store is
-  at most one code step: ``2 scale / 127`` for signed buffers, ``4 scale / 255`` for ``v`` (the derivative of
-  the decoding at the top of the range), far less for small elements.
+  ``c = floor(min(255 sqrt(sqrt(r)) + u, 255))``, decoded ``v = scale ((c fl(1/255))^2)^2``. (``fl(1/127)``,
+  ``fl(1/255)``: the float32 nearest; every per-element operation is a multiplication, so the kernels stay off
+  the divider.) Why the roots: a linear code sets small elements of a block to 0; for ``v`` that divides ``m``
+  by ``eps`` alone, a huge update. The square root on ``m`` (``v``'s fourth root is ``sqrt(sqrt(v))``, the
+  linear code of ``sqrt(v)`` companded once more) spends the codes on the small values: ``m`` spans
+  ``127^2 = 1.6e4`` and ``v`` spans ``255^4 = 4.2e9`` per block before an element becomes 0, and an element of
+  the same block with ``|g|`` 1000x below the block's largest still has nonzero codes in ``m`` and ``v``. The
+  error of one store is at most one code step: ``2 scale / 127`` for signed buffers, ``4 scale / 255`` for
+  ``v`` (the derivative of the decoding at the top of the range), far less for small elements.
+  Non-finite values (policy): a block holding NaN or Inf gets the scale NaN and codes 0, so the whole block
+  decodes to NaN: one scale cannot keep a NaN among finite values, so the NaN spreads to its 256 neighbours
+  (float32 state keeps it in its element; a trust-ratio optimizer spreads it to the whole parameter anyway).
+  ``skip_nonfinite=True`` skips a step with a non-finite gradient before anything is stored.
 
 The random bits: a counter-based generator, so that a resumed run equals the uninterrupted one bit for bit
-without storing a generator state. The 32 random bits of element ``i`` of a buffer are
-``hash32((i mod 2^32) ^ seed)``, ``seed = hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ crc32(key))``:
-``step`` the step count AFTER the step that writes the buffer, ``tensor_index`` the parameter's position in
-the optimizer's parameters (the order of ``state_dict``: group by group), ``key`` the core's buffer name, and
-``hash32`` the "lowbias32" integer hash (Wellons: ``x ^= x >> 16; x *= 0x7feb352d; x ^= x >> 15;
-x *= 0x846ca68b; x ^= x >> 16``, modulo 2^32). bfloat16 uses its low 16 bits, int8 the top 24 as a uniform
-``u`` in [0, 1) (``floor(y + u)``).
+without storing a generator state. The 32-bit random word of element ``i`` is ``hash32((i mod 2^32) ^ seed)``,
+``seed = hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ crc32(key))``: ``step`` the step count AFTER the
+step that writes the buffer, ``tensor_index`` the parameter's position in the optimizer's parameters (the order
+of ``state_dict``: group by group), and ``hash32`` the "lowbias32" integer hash (Wellons: ``x ^= x >> 16;
+x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16``, modulo 2^32). int8: each buffer has its own
+word (``key`` its core name) and uses the top 24 bits as a uniform ``u`` in [0, 1). bfloat16: the buffers of a
+parameter, ordered by key, share one word per element in groups of three (``key`` the group's first): slot 0
+adds the word's low 16 bits, slot 1 its high 16 bits, slot 2 the two halves xor-ed (each uniform, pairwise
+independent), so the fused kernel hashes once per element instead of once per buffer.
 
 Storage: ``optimizer.state[p][key]`` holds the bfloat16 buffer, or the int8/uint8 codes (the parameter's
 shape) and ``optimizer.state[p][key + ".scale"]`` the float32 scales (``ceil(numel / 256)``). ``state_dict``

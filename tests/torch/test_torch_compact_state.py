@@ -119,6 +119,81 @@ def test_int8_store_within_one_code_step(key, nonnegative):
     assert np.count_nonzero(codes) > np.count_nonzero(np.abs(x) >= scale / 127)
 
 
+def test_bfloat16_buffers_share_one_random_word_per_element_in_groups_of_three():
+    """Transcription: sorted keys in groups of three; the group's word ``lowbias32(i ^ seed(step, index, first
+    key))``; slot 0 adds its low 16 bits, slot 1 its high 16 bits, slot 2 the two halves xor-ed; then truncation."""
+    rng = np.random.default_rng(8)
+    keys = ["EState.carry", "AdamState.second", "AdamState.first", "Z.fourth"]
+    buffers = {k: torch.tensor(rng.normal(size=300), dtype=torch.float32) for k in keys}
+    state = {}
+    cs.store(state, buffers, "bfloat16", step=12, tensor_index=5)
+    ordered = sorted(keys)
+    for position, key in enumerate(ordered):
+        group, slot = divmod(position, 3)
+        seed = cs.seed(12, 5, ordered[3 * group])
+        bits = buffers[key].numpy().view(np.uint32).astype(np.int64)
+        words = np.array([lowbias32(i ^ seed) for i in range(300)], dtype=np.int64)
+        noise = [words & 0xFFFF, words >> 16, (words ^ (words >> 16)) & 0xFFFF][slot]
+        expected = (((bits + noise) & 0xFFFF0000) & 0xFFFFFFFF).astype(np.uint32).view(np.float32)
+        assert np.array_equal(state[key].float().numpy(), expected), key
+
+
+def test_int8_codes_transcribed_bit_for_bit():
+    """Transcription in NumPy float32: scale = max(max |x|, FLT_MIN) per 256; u = (lowbias32(i ^ seed) >> 8) 2^-24;
+    signed ``c = floor(min(sqrt(|x| fl(1/scale)) 127 + u, 127))`` with x's sign, unsigned
+    ``floor(min(sqrt(sqrt(v fl(1/scale))) 255 + u, 255))``; decoded ``scale (c fl(1/127))^2`` and
+    ``scale ((c fl(1/255))^2)^2``."""
+    rng = np.random.default_rng(12)
+    f32 = np.float32
+    for key, nonnegative in (("AdamState.first", False), ("AdamState.second", True)):
+        x = (rng.normal(size=600) * 10.0 ** rng.uniform(-6, 2, size=600)).astype(f32)
+        x = np.abs(x) if nonnegative else x
+        x[256:512] = 0.0  # an all-zero block: scale FLT_MIN, codes 0, decoded exactly 0
+        state = _encoded(torch.tensor(x), "int8", 77, key)
+        u = np.array([(lowbias32(i ^ 77) >> 8) for i in range(600)], dtype=f32) * f32(2.0**-24)
+        blocks = np.arange(600) // 256
+        scale = np.array([max(np.abs(x[blocks == b]).max(), f32(2.0**-126)) for b in range(3)], dtype=f32)
+        ratio = np.abs(x) * (f32(1.0) / scale)[blocks]
+        limit = f32(255.0 if nonnegative else 127.0)
+        root = np.sqrt(np.sqrt(ratio)) if nonnegative else np.sqrt(ratio)
+        codes = np.floor(np.minimum(root * limit + u, limit))
+        codes = codes if nonnegative else np.where(x < 0, -codes, codes)
+        assert np.array_equal(state[key + cs.SCALE].numpy(), scale)
+        assert np.array_equal(state[key].numpy().astype(np.int64), codes.astype(np.int64))
+        k = f32(float.fromhex("0x1.010102p-8") if nonnegative else float.fromhex("0x1.020408p-7"))
+        a = np.abs(codes).astype(f32) * k
+        decoded = scale[blocks] * ((a * a) * (a * a) if nonnegative else a * a)
+        decoded = decoded if nonnegative else np.where(codes < 0, -decoded, decoded)
+        assert np.array_equal(cs.decode(state, key).numpy(), decoded.astype(f32))
+        assert not cs.decode(state, key)[256:512].any()
+
+
+@pytest.mark.parametrize("implementation", ["core", "fused"])
+def test_int8_block_with_nan_decodes_to_nan_and_leaves_other_blocks(implementation):
+    """The documented policy: a NaN or Inf reaching an int8 buffer makes its 256-element block's scale NaN and
+    its codes 0 (the whole block decodes to NaN, as a float32 buffer would spread it through the parameter's
+    later steps); the other blocks are stored as usual. Core and fused paths store the same."""
+    stored = []
+    for implementation_ in ("core", implementation):
+        p = torch.nn.Parameter(torch.ones(600))
+        optimizer = ALTO([p], implementation=implementation_, state_dtype="int8")
+        g = torch.full((600,), 0.5)
+        g[300] = float("nan")
+        p.grad = g
+        optimizer.step()
+        stored.append(optimizer.state[p])
+    for state in stored:
+        for key in ("EState.carry", "AdamState.first", "AdamState.second"):
+            scales, codes = state[key + cs.SCALE], state[key]
+            assert bool(torch.isnan(scales[1])) and not bool(codes[256:512].any())
+            assert bool(torch.isfinite(scales[[0, 2]]).all())
+            decoded = cs.decode(state, key)
+            assert bool(torch.isnan(decoded[256:512]).all()) and bool(torch.isfinite(decoded[:256]).all())
+    for key in stored[0]:
+        if isinstance(stored[0][key], torch.Tensor):
+            assert torch.equal(stored[0][key].nan_to_num(), stored[1][key].nan_to_num()), key
+
+
 def test_small_increments_survive_in_bfloat16():
     """An EMA with beta = 0.999 moving from 1 towards 1.01: each increment (1e-5) is below half a bfloat16 ulp
     at 1 (2^-8), so round-to-nearest would stay at 1 forever; stochastic rounding follows the float32 EMA."""
