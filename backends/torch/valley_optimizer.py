@@ -266,21 +266,21 @@ class ValleyOptimizer(torch.optim.Optimizer):
             self.dispatcher.choose(plan, entries, self.state, state_format=group.get("state_dtype", "float32"))
             for plan, (_, group, entries) in zip(plans, work)
         ]
+        # Positions of the parameters (compact stores are seeded by them), computed once per step.
+        indices = self.tensor_indices() if any(g.get("state_dtype", "float32") != "float32" for _, g, _ in work) else {}
         for (_, group, entries), plan, path in zip(work, plans, paths):
             for p, _ in entries:
                 if not self.state[p]:
-                    self._init_state(group, p)
+                    self._init_state(group, p, indices)
             if path == "core":
-                self.core_step(group, entries)
+                self.core_step(group, entries, indices)
                 continue
             assert isinstance(plan, Plan)
             kwargs = factory_kwargs(type(self).factory, group, 1)
             if path == "fused":
                 from backends.torch import fused
 
-                fused.step(
-                    plan, kwargs, entries, self.state, group.get("state_dtype", "float32"), self.tensor_indices()
-                )
+                fused.step(plan, kwargs, entries, self.state, group.get("state_dtype", "float32"), indices)
             else:
                 from backends.torch import compiled
 
@@ -294,21 +294,24 @@ class ValleyOptimizer(torch.optim.Optimizer):
                     )
         return loss
 
-    def _init_state(self, group: Dict[str, Any], p: torch.Tensor) -> None:
+    def _init_state(self, group: Dict[str, Any], p: torch.Tensor, indices: Dict[int, int]) -> None:
         like = p.detach() if p.dtype == _state.state_dtype(p) else p.detach().to(_state.state_dtype(p))
         init_state = self.transform_for(group, 1).init((like,), xp=_state.namespace())
         per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(init_state), 1)
-        self._store(group, p, per_tensor[0], 0)
+        self._store(group, p, per_tensor[0], 0, indices)
         self.state[p]["step"] = 0
 
     def tensor_indices(self) -> Dict[int, int]:
         """``id(p) -> p``'s position among the parameters, group by group (``state_dict``'s order)."""
         return {id(p): i for i, p in enumerate(q for group in self.param_groups for q in group["params"])}
 
-    def _store(self, group: Dict[str, Any], p: torch.Tensor, buffers: Dict[str, Any], step: int) -> None:
-        """Writes ``p``'s new state buffers in the group's ``state_dtype`` (``backends.torch.compact_state``)."""
+    def _store(
+        self, group: Dict[str, Any], p: torch.Tensor, buffers: Dict[str, Any], step: int, indices: Dict[int, int]
+    ) -> None:
+        """Writes ``p``'s new state buffers in the group's ``state_dtype`` (``backends.torch.compact_state``);
+        ``indices``: :meth:`tensor_indices` (needed for compact formats only)."""
         state_format = group.get("state_dtype", "float32")
-        index = self.tensor_indices()[id(p)] if state_format != "float32" else -1
+        index = indices[id(p)] if state_format != "float32" else -1
         compact_state.store(self.state[p], buffers, state_format, step, index)
 
     def counter_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
@@ -316,8 +319,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=_state.namespace())
         return tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[1])
 
-    def core_step(self, group: Dict[str, Any], entries) -> None:
-        """The reference executor: the core chain's ``update`` on the torch tensors of a group."""
+    def core_step(self, group: Dict[str, Any], entries, indices: Dict[int, int]) -> None:
+        """The reference executor: the core chain's ``update`` on the torch tensors of a group (``indices``:
+        :meth:`tensor_indices`, for compact state)."""
         by_step: Dict[int, list] = defaultdict(list)
         for p, g in entries:
             by_step[self.state[p]["step"]].append((p, g))
@@ -341,7 +345,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(new_state), count)
             for (p, _), new, entries_of_p in zip(items, new_params, per_tensor):
                 p.detach().copy_(new)
-                self._store(group, p, entries_of_p, step + 1)
+                self._store(group, p, entries_of_p, step + 1, indices)
                 self.state[p]["step"] = step + 1
 
     # ----------------------------------------------------------------------------------- checkpoints
