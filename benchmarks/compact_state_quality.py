@@ -6,12 +6,12 @@ Usage::
     .venv/bin/python benchmarks/compact_state_quality.py --task mnist1d --seeds 5
     .venv/bin/python benchmarks/compact_state_quality.py --task digits --seeds 5   # a smoke check on sklearn digits
 
-Uses the study harness ``valley_cli/study``. Runs the MNIST-1D study's largest setting (batch 16384, its epoch budget, the study's
-selected learning rate 0.03 and the paper's defaults for the batch) and its character LM at the larger batch (64
-sequences, 500 steps, lr 0.03), with ALTO's ``state_dtype`` float32, bfloat16 and int8, on paired seeds (the
-same initialisation and batches for every state dtype). Prints per seed the test metric, then per compact
-format the paired difference to float32 with its 95 % t interval, against the seed-to-seed standard deviation
-of float32 ALTO: the target is a mean difference within that spread.
+Uses the study harness ``valley_cli/study``. Runs the MNIST-1D study's largest setting (batch 16384, its
+epoch budget, the study's selected learning rate 0.03 and the paper's defaults for the batch) and its
+character LM at the larger batch (64 sequences, 500 steps, lr 0.03), with ALTO's ``state_dtype`` float32,
+bfloat16 and int8, on paired seeds (the same initialisation and batches for every state dtype). Prints per seed
+the test metric, then per compact format the paired difference to float32 with its 95 % t interval, against
+the seed-to-seed standard deviation of float32 ALTO: the target is a mean difference within that spread.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+
 def t975(dof: int) -> float:
     """The two-sided 95 % Student t quantile (scipy, a dependency of the study's statistics)."""
     from scipy import stats
 
     return float(stats.t.ppf(0.975, dof))
+
+
 FORMATS = ("float32", "bfloat16", "int8")
 
 

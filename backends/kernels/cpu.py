@@ -256,6 +256,7 @@ def source(kernels: Sequence[Tuple[Any, ...]]) -> str:
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 using std::sqrt;
 static const int64_t VALLEY_BLOCK = {BLOCK};
 
@@ -311,34 +312,31 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
 static const float VALLEY_K127 = 0x1.020408p-7f;  // fl(1/127)
 static const float VALLEY_K255 = 0x1.010102p-8f;  // fl(1/255)
 static const float VALLEY_MIN_SCALE = 0x1p-126f;  // FLT_MIN: 1/scale stays finite
-static inline void valley_decode_q8s(const int8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+// Decodes codes[lo .. hi) into x[0 .. hi - lo): scale (|c| fl(1/127))^2 with c's sign (int8_t), or
+// scale ((c fl(1/255))^2)^2 (uint8_t, the second moment).
+template <typename C>
+static inline void valley_decode_q8(const C* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+  constexpr bool is_signed = std::is_signed<C>::value;
   for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
     const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
     const float scale = scales[q / VALLEY_QBLOCK];
-    const int8_t* c = codes + q;
+    const C* c = codes + q;
     float* out = x + (q - lo);
     #pragma omp simd
     for (int j = 0; j < n; ++j) {{
       const int ci = c[j];
-      const float a = static_cast<float>(ci < 0 ? -ci : ci) * VALLEY_K127;
-      const float v = scale * (a * a);
+      const float a = static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255);
+      const float a2 = a * a;
+      const float v = scale * (is_signed ? a2 : a2 * a2);
       out[j] = ci < 0 ? -v : v;
     }}
   }}
 }}
+static inline void valley_decode_q8s(const int8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+  valley_decode_q8(codes, scales, lo, hi, x);
+}}
 static inline void valley_decode_q8u(const uint8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
-  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
-    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
-    const float scale = scales[q / VALLEY_QBLOCK];
-    const uint8_t* c = codes + q;
-    float* out = x + (q - lo);
-    #pragma omp simd
-    for (int j = 0; j < n; ++j) {{
-      const float a = static_cast<float>(static_cast<int>(c[j])) * VALLEY_K255;
-      const float a2 = a * a;
-      out[j] = scale * (a2 * a2);
-    }}
-  }}
+  valley_decode_q8(codes, scales, lo, hi, x);
 }}
 // The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
 static inline uint32_t valley_max_abs_bits(const float* x, int n) {{
@@ -360,14 +358,18 @@ static inline float valley_scale(const float* x, int n) {{
   std::memcpy(&m, &bits, sizeof m);
   return m > VALLEY_MIN_SCALE ? m : VALLEY_MIN_SCALE;
 }}
-static inline void valley_encode_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
-                                     uint32_t seed) {{
+// Encodes x[0 .. hi - lo) into codes[lo .. hi): signed square-root code (int8_t) or unsigned fourth-root code
+// (uint8_t, the second moment), stochastically rounded with the word of element i.
+template <typename C>
+static inline void valley_encode_q8(const float* x, int64_t lo, int64_t hi, C* codes, float* scales, uint32_t seed) {{
+  constexpr bool is_signed = std::is_signed<C>::value;
+  constexpr float limit = is_signed ? 127.0f : 255.0f;
   for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
     const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
     const float* in = x + (q - lo);
     const float scale = valley_scale(in, n);
     scales[q / VALLEY_QBLOCK] = scale;
-    int8_t* c = codes + q;
+    C* c = codes + q;
     if (scale != scale) {{
       std::memset(c, 0, static_cast<size_t>(n));
       continue;
@@ -377,35 +379,21 @@ static inline void valley_encode_q8s(const float* x, int64_t lo, int64_t hi, int
     #pragma omp simd
     for (int j = 0; j < n; ++j) {{
       const float v = in[j];
-      const float u = std::sqrt(std::fabs(v) * inv) * 127.0f;
+      const float r = std::fabs(v) * inv;
+      const float u = (is_signed ? std::sqrt(r) : std::sqrt(std::sqrt(r))) * limit;
       const float y = u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed));
-      const int k = static_cast<int>(y < 127.0f ? y : 127.0f);  // NaN -> 127 (no undefined conversion)
-      c[j] = static_cast<int8_t>(v < 0.0f ? -k : k);
+      const int k = static_cast<int>(y < limit ? y : limit);  // NaN -> limit (no undefined conversion)
+      c[j] = static_cast<C>(is_signed && v < 0.0f ? -k : k);
     }}
   }}
 }}
+static inline void valley_encode_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
+                                     uint32_t seed) {{
+  valley_encode_q8(x, lo, hi, codes, scales, seed);
+}}
 static inline void valley_encode_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
                                      uint32_t seed) {{
-  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
-    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
-    const float* in = x + (q - lo);
-    const float scale = valley_scale(in, n);
-    scales[q / VALLEY_QBLOCK] = scale;
-    uint8_t* c = codes + q;
-    if (scale != scale) {{
-      std::memset(c, 0, static_cast<size_t>(n));
-      continue;
-    }}
-    const float inv = 1.0f / scale;
-    const uint32_t base = static_cast<uint32_t>(q);
-    #pragma omp simd
-    for (int j = 0; j < n; ++j) {{
-      const float u = std::sqrt(std::sqrt(std::fabs(in[j]) * inv)) * 255.0f;
-      const float y = u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed));
-      const int k = static_cast<int>(y < 255.0f ? y : 255.0f);  // NaN -> 255 (no undefined conversion)
-      c[j] = static_cast<uint8_t>(k);
-    }}
-  }}
+  valley_encode_q8(x, lo, hi, codes, scales, seed);
 }}
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #pragma GCC diagnostic ignored "-Wunused-function"
