@@ -48,15 +48,15 @@ def tensor_reason(
     if not (p.is_contiguous() and g.is_contiguous()):
         return "non-contiguous parameter or gradient"
     state_dtype = _state.state_dtype(p)
+    if state_format != "float32" and state_dtype != torch.float32:
+        return f"state_dtype={state_format!r} with {p.dtype} parameters"
     for buffer in buffers:
-        if state_format != "float32":
-            if state_dtype != torch.float32:
-                return f"state_dtype={state_format!r} with {p.dtype} parameters"
-            if compact_state.format_of(buffer) != state_format or not buffer.is_contiguous():
-                return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
-            continue
-        if buffer.dtype != state_dtype or not buffer.is_contiguous():
-            return f"a state buffer is {buffer.dtype}{'' if buffer.is_contiguous() else ', non-contiguous'}"
+        if not buffer.is_contiguous():
+            return f"a state buffer is {buffer.dtype}, non-contiguous"
+        stored = compact_state.format_of(buffer)
+        if stored != state_format or (state_format == "float32" and buffer.dtype != state_dtype):
+            # e.g. a group's state_dtype changed between steps: the core path reads any format and stores the new one
+            return f"a state buffer is {buffer.dtype}, not state_dtype={state_format!r} (the core path converts it)"
     return None
 
 

@@ -422,3 +422,64 @@ def test_refusals():
 def test_the_factory_is_not_given_state_dtype():
     kwargs = factory_kwargs(vc.alto, {**ALTO.hyperparameter_defaults(), "state_dtype": "int8"}, 1)
     assert "state_dtype" not in kwargs
+
+
+def test_param_groups_keep_their_own_state_dtype():
+    """One optimizer, three groups (int8, bfloat16, float32): each group's buffers in its own format, the
+    float32 group bit for bit as an optimizer of that group alone, the compact groups as the core path stores."""
+    sequence = gradients(6)
+    results = {}
+    for implementation in ("core", "fused"):
+        ps = params()
+        groups = [
+            {"params": ps[:2], "state_dtype": "int8"},
+            {"params": ps[2:3], "state_dtype": "bfloat16"},
+            {"params": ps[3:]},
+        ]
+        results[implementation] = (ps, *run(lambda _: ALTO(groups, implementation=implementation), sequence, ps))
+    (pc, _, core), (pf, _, fused) = results["core"], results["fused"]
+    for p, expected in zip(pf, (torch.int8, torch.int8, torch.bfloat16, torch.float32)):
+        assert fused.state[p]["AdamState.first"].dtype == expected
+    for a, b, state_dtype in zip(pc[:3], pf[:3], ("int8", "int8", "bfloat16")):
+        assert_same_store(core.state[a], fused.state[b], state_dtype)
+    alone_params = [torch.nn.Parameter(p.detach().clone()) for p in params()[3:]]
+    _, alone = run(lambda ps: ALTO(ps, implementation="fused"), [grads[3:] for grads in sequence], alone_params)
+    assert torch.equal(alone_params[0], pf[3])
+    for key, value in alone.state[alone_params[0]].items():
+        assert torch.equal(torch.as_tensor(value), torch.as_tensor(fused.state[pf[3]][key])), key
+
+
+def test_changing_a_groups_state_dtype_between_steps():
+    """A group switched from float32 to int8 between steps: ``"auto"`` runs that step on the core path, which
+    reads the float32 buffers and stores int8 ones (then the fused path takes over); an explicit ``"fused"``
+    refuses the step before writing anything (its kernels read the group's format only)."""
+    sequence = gradients(8)
+    ps, optimizer = run(lambda ps: ALTO(ps), sequence[:4])
+    reference_ps = [torch.nn.Parameter(p.detach().clone()) for p in ps]
+    reference = ALTO(reference_ps)
+    reference.load_state_dict(optimizer.state_dict())
+    optimizer.param_groups[0]["state_dtype"] = "int8"
+    for grads in sequence[4:]:
+        for p, q, g in zip(ps, reference_ps, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        optimizer.step()
+        reference.step()
+    assert not optimizer.dispatcher.failed  # the fused path was passed over for one step, not given up
+    for p, q in zip(ps, reference_ps):
+        assert optimizer.state[p]["EState.carry"].dtype == torch.int8 and optimizer.state[p]["step"] == 8
+        for key in ("EState.carry", "AdamState.first", "AdamState.second"):
+            ref, got = reference.state[q][key].double(), cs.decode(optimizer.state[p], key).double()
+            # Not the propagated bound (test_compact_state_within_the_bound_propagated_from_the_format has it):
+            # 4 stores of at most one code step (2/127, 4/255: < 1.6 % of the block's largest value) each, and
+            # the carry's errors fed to m and v through |alpha| (1 - beta2) < 1, stay below 10 % of the largest.
+            assert float((got - ref).abs().max()) <= 0.1 * float(ref.abs().max()) + 1e-12, key
+    ps, optimizer = run(lambda ps: ALTO(ps, implementation="fused"), sequence[:2])
+    before = {k: v.clone() for k, v in optimizer.state[ps[0]].items() if isinstance(v, torch.Tensor)}
+    optimizer.param_groups[0]["state_dtype"] = "bfloat16"
+    for p, g in zip(ps, sequence[2]):
+        p.grad = g.clone()
+    with pytest.raises(
+        RuntimeError, match=r"a state buffer is torch.float32, not state_dtype=.bfloat16. \(the core path converts it\)"
+    ):
+        optimizer.step()
+    assert all(torch.equal(v, optimizer.state[ps[0]][k]) for k, v in before.items())
