@@ -349,7 +349,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 self.state[p]["step"] = step + 1
 
     # ----------------------------------------------------------------------------------- checkpoints
-    def _checked_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Any) -> Dict[str, Any]:
+    def _checked_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Any, index: int = -1) -> Dict[str, Any]:
         """One parameter's saved state, checked by ``valley_core.state_from_dict`` (keys, shapes, dtypes) against
         the chain's ``init``, converted to the parameter's device and state dtype; raises ``ValueError``.
 
@@ -362,7 +362,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if state_format != "float32" or any(
             compact_state.format_of(saved[k]) != "float32" for k in compact_state.buffer_keys(saved)
         ):
-            return self._checked_compact_state(group, p, saved, state_format)
+            return self._checked_compact_state(group, p, saved, state_format, index)
         problems: List[str] = []
         step = saved.get("step")
         if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
@@ -409,10 +409,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
         }
         return {**state, "step": step}
 
-    def _checked_compact_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Dict[str, Any], state_format: str):
+    def _checked_compact_state(
+        self, group: Dict[str, Any], p: torch.Tensor, saved: Dict[str, Any], state_format: str, index: int
+    ) -> Dict[str, Any]:
         """:meth:`_checked_state` of a state stored in a compact format or loaded into one: checked on its float32
         decoding; installed as stored when its format is the group's ``state_dtype`` (bit for bit), else converted
-        (``backends.torch.compact_state.convert``)."""
+        (``backends.torch.compact_state.convert``, seeded by ``index``, ``p``'s position)."""
         keys = compact_state.buffer_keys(saved)
         problems = [reason for reason in map(lambda key: compact_state.check_stored(saved, key), keys) if reason]
         problems += [
@@ -422,7 +424,6 @@ class ValleyOptimizer(torch.optim.Optimizer):
         ]
         if problems:
             raise ValueError("; ".join(problems))
-        index = self.tensor_indices()[id(p)]
         plain = compact_state.convert(saved, "float32", index, _state.state_dtype(p))
         checked = self._checked_state({**group, "state_dtype": "float32"}, p, plain)
         if all(compact_state.format_of(saved[k]) == state_format for k in keys) and set(keys) == set(checked) - {
@@ -504,6 +505,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         )
         group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups)) for p in g["params"]}
         new_state: defaultdict = defaultdict(dict)
+        positions = self.tensor_indices()
         for saved_id, value in state_dict["state"].items():
             if saved_id not in id_map:
                 problems.append(f"state for parameter id {saved_id!r}, which no param group lists")
@@ -511,7 +513,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             p = id_map[saved_id]
             index, merged = group_of[id(p)]
             try:
-                new_state[p] = self._checked_state(merged, p, value)
+                new_state[p] = self._checked_state(merged, p, value, positions[id(p)])
             except ValueError as error:
                 problems.append(f"parameter {saved_id} (group {index}, shape {tuple(p.shape)}): {error}")
         if problems:
