@@ -66,11 +66,29 @@ NONNEGATIVE = frozenset({"AdamState.second"})
 _M32 = 0xFFFFFFFF
 
 
+#: Core states whose buffers must stay float32, with the reason.
+FLOAT32_ONLY = {
+    "CriticalMomentaState": "Adam+CM's slot priorities decide which momenta are kept, and rounding them would "
+    "change those choices"
+}
+
+
 def check_format(state_dtype: Any) -> str:
     """``state_dtype`` itself if valid, else ``ValueError`` naming the choices."""
     if not isinstance(state_dtype, str) or state_dtype not in FORMATS:
         raise ValueError(f"state_dtype={state_dtype!r} violates state_dtype in {FORMATS}")
     return state_dtype
+
+
+def check_supported(state_dtype: str, keys: Iterable[str]) -> None:
+    """``ValueError`` when a compact ``state_dtype`` is asked for a chain whose state (core ``keys``) must stay
+    float32 (:data:`FLOAT32_ONLY`)."""
+    if state_dtype == "float32":
+        return
+    for key in keys:
+        reason = FLOAT32_ONLY.get(key.split(".")[0])
+        if reason:
+            raise ValueError(f"state_dtype={state_dtype!r} is not offered here: {reason} (use 'float32')")
 
 
 # ------------------------------------------------------------------------------------------------ random bits
@@ -316,6 +334,7 @@ __all__ = [
     "QBLOCK",
     "SCALE",
     "check_format",
+    "check_supported",
     "convert",
     "convert_state_dict",
     "decode",

@@ -197,8 +197,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if not isinstance(value, bool):
                 raise ValueError(f"{where}: trust_ratio={value!r} violates trust_ratio is a bool")
         try:
-            compact_state.check_format(group.get("state_dtype", "float32"))
+            state_format = compact_state.check_format(group.get("state_dtype", "float32"))
             self.transform_for(group)
+            if state_format != "float32":
+                compact_state.check_supported(state_format, self.buffer_keys(group))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
@@ -313,6 +315,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
         state_format = group.get("state_dtype", "float32")
         index = indices[id(p)] if state_format != "float32" else -1
         compact_state.store(self.state[p], buffers, state_format, step, index)
+
+    def buffer_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
+        """The core's per-tensor buffers of ``group``'s chain (``"AdamState.first"`` ...)."""
+        template = self.transform_for(group, 1).init((torch.empty((), device="meta"),), xp=_state.namespace())
+        return tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[0][0])
 
     def counter_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
         """The core's step counters of ``group``'s chain (``"AdamState.count"`` ...): all equal ``"step"``."""

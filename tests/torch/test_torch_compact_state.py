@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import valley_core as vc
-from backends.torch import ALTO, EAdam, Lamb
+from backends.torch import ALTO, AdamCM, EAdam, Lamb
 from backends.torch import compact_state as cs
 from backends.torch.valley_optimizer import factory_kwargs
 
@@ -481,5 +481,20 @@ def test_changing_a_groups_state_dtype_between_steps():
     with pytest.raises(
         RuntimeError, match=r"a state buffer is torch.float32, not state_dtype=.bfloat16. \(the core path converts it\)"
     ):
+        optimizer.step()
+    assert all(torch.equal(v, optimizer.state[ps[0]][k]) for k, v in before.items())
+
+
+def test_adam_cm_keeps_float32_state():
+    """Adam+CM's slot priorities choose which momenta are kept: compact state is refused (at construction, and
+    for a group switched later, before anything is written) instead of rounding those choices."""
+    with pytest.raises(ValueError, match="state_dtype='int8' is not offered here: Adam\\+CM's slot priorities"):
+        AdamCM([torch.nn.Parameter(torch.ones(3))], state_dtype="int8")
+    ps, optimizer = run(lambda ps: AdamCM(ps), gradients(2))
+    before = {k: v.clone() for k, v in optimizer.state[ps[0]].items() if isinstance(v, torch.Tensor)}
+    optimizer.param_groups[0]["state_dtype"] = "bfloat16"
+    for p, g in zip(ps, gradients(1, seed=5)[0]):
+        p.grad = g
+    with pytest.raises(ValueError, match="is not offered here"):
         optimizer.step()
     assert all(torch.equal(v, optimizer.state[ps[0]][k]) for k, v in before.items())
