@@ -42,7 +42,7 @@ import subprocess
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Optional, Sequence, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from backends.kernels.plan import GRAD, PARAM, UPDATE, Pass, Plan
 from backends.kernels.trace import render_c
@@ -64,6 +64,7 @@ _STORAGE_ROLES = frozenset({GRAD, PARAM, UPDATE})
 #: Compact state codes (``backends.torch.compact_state``): stochastically rounded bfloat16, and block-wise int8
 #: with a square-root code (signed) or a fourth-root code (unsigned, the second moment).
 COMPACT_CODES = ("bf16", "q8s", "q8u")
+_INT8_CODES = ("q8s", "q8u")
 _CODE_TYPES = {"bf16": "valley_bf16", "q8s": "int8_t", "q8u": "uint8_t"}
 #: Elements per int8 block (one float32 scale): ``backends.torch.compact_state.QBLOCK``.
 QBLOCK = 256
@@ -103,7 +104,7 @@ def _sweep(
 
     def load(symbol: str, array: str) -> str:
         code = formats.get(array)
-        if code in ("q8s", "q8u"):
+        if code in _INT8_CODES:
             return f"const T {symbol} = {array}_x[i - lo];"
         value = f"{pointers[array]}[i]"
         return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES or code else value};"
@@ -122,11 +123,11 @@ def _sweep(
     # int8 arrays: decoded into a float array of the block before the element loop, which reads and overwrites
     # it (element i only at i), encoded from it after the loop, one QBLOCK (one scale) at a time.
     quantised = sorted(
-        {array for array in written if formats.get(array) in ("q8s", "q8u")}
-        | {array for _, array in step.loads if formats.get(array) in ("q8s", "q8u")}
+        {array for array in written if formats.get(array) in _INT8_CODES}
+        | {array for _, array in step.loads if formats.get(array) in _INT8_CODES}
     )
-    decoded = [array for _, array in step.loads if formats.get(array) in ("q8s", "q8u")]
-    encoded = [array for array in written if formats.get(array) in ("q8s", "q8u")]
+    decoded = [array for _, array in step.loads if formats.get(array) in _INT8_CODES]
+    encoded = [array for array in written if formats.get(array) in _INT8_CODES]
 
     # bfloat16: one random word per element and group of three buffers (bfloat16_slots), hashed once.
     slots = bfloat16_slots(plan, formats)
@@ -144,40 +145,44 @@ def _sweep(
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
         *(f"  float {array}_x[VALLEY_BLOCK];" for array in quantised),
-        *(f"  valley_decode_{formats[a]}({pointers[a]}, {a}_s, lo, hi, {a}_x);" for a in decoded),
+        *(f"  valley_decode_q8({pointers[a]}, {a}_s, lo, hi, {a}_x);" for a in decoded),
         f"  #pragma omp simd{reduction}",
         "  for (int64_t i = lo; i < hi; ++i) {",
         *("    " + line for line in body),
         "  }",
-        *(f"  valley_encode_{formats[a]}({a}_x, lo, hi, {pointers[a]}, {a}_s, {a}_seed);" for a in encoded),
+        *(f"  valley_encode_q8({a}_x, lo, hi, {pointers[a]}, {a}_s, {a}_seed);" for a in encoded),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
         "}",
     ]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
+def bfloat16_groups(keys: Iterable[str]) -> Dict[str, Tuple[int, int]]:
+    """``key -> (group, slot)`` of a parameter's bfloat16 buffers: ordered by key, in groups of three that share
+    one 32-bit random word per element, seeded by the group's first key (slot 0: the word's low 16 bits, 1: its
+    high 16 bits, 2: the two halves xor-ed). The one rule for the kernels and ``backends.torch.compact_state``."""
+    return {key: divmod(position, 3) for position, key in enumerate(sorted(keys))}
+
+
 def bfloat16_slots(plan: Plan, formats: Dict[str, str]) -> Dict[str, Tuple[int, int]]:
-    """``role -> (group, slot)`` of the bfloat16 state roles: the buffers ordered by their core keys, in groups of
-    three that share one 32-bit random word per element (slot 0: its low 16 bits, 1: its high 16 bits, 2: the two
-    halves xor-ed; ``backends.torch.compact_state``)."""
-    keys = sorted(key for role, key in plan.buffers if formats.get(role) == "bf16")
-    role_of = {key: role for role, key in plan.buffers}
-    return {role_of[key]: divmod(position, 3) for position, key in enumerate(keys)}
+    """``role -> (group, slot)`` of the bfloat16 state roles (:func:`bfloat16_groups` of their keys)."""
+    groups = bfloat16_groups(key for role, key in plan.buffers if formats.get(role) == "bf16")
+    return {role: groups[key] for role, key in plan.buffers if key in groups}
 
 
 def compact_seed_keys(plan: Plan, formats: Dict[str, str]) -> List[str]:
     """The core keys whose store seeds a compact kernel takes (the ``"seeds"`` column), in its order: each int8
-    role's key in role order, then the first key of each bfloat16 group (:func:`bfloat16_slots`)."""
+    role's key in role order, then the first key of each bfloat16 group (:func:`bfloat16_groups`)."""
     keys = dict(plan.buffers)
-    int8 = [keys[role] for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
-    bf16 = sorted(key for role, key in plan.buffers if formats.get(role) == "bf16")
-    return int8 + bf16[::3]
+    int8 = [keys[role] for role in plan.roles if formats.get(role) in _INT8_CODES]
+    groups = bfloat16_groups(key for role, key in plan.buffers if formats.get(role) == "bf16")
+    return int8 + [key for key, (_, slot) in sorted(groups.items(), key=lambda item: item[1]) if slot == 0]
 
 
 def compact_columns(plan: Plan, formats: Dict[str, str]) -> List[str]:
     """The array columns a compact kernel takes after ``plan.roles``: the scales of each int8 role
     (``"<role>.scale"``), then ``"seeds"`` (per tensor, the uint32 seeds of :func:`compact_seed_keys`)."""
-    scaled = [f"{role}.scale" for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
+    scaled = [f"{role}.scale" for role in plan.roles if formats.get(role) in _INT8_CODES]
     return [*scaled, "seeds"] if formats else []
 
 
@@ -205,7 +210,7 @@ def kernel_source(
             declarations.append(
                 f"const uint32_t* seeds_p = static_cast<const uint32_t*>(arrays[{offset} * count + t]);"
             )
-            int8_roles = [role for role in plan.roles if formats.get(role) in ("q8s", "q8u")]
+            int8_roles = [role for role in plan.roles if formats.get(role) in _INT8_CODES]
             declarations += [f"const uint32_t {role}_seed = seeds_p[{k}];" for k, role in enumerate(int8_roles)]
             group_count = len({group for group, _ in bfloat16_slots(plan, formats).values()})
             declarations += [f"const uint32_t seed{g} = seeds_p[{len(int8_roles) + g}];" for g in range(group_count)]
@@ -332,12 +337,6 @@ static inline void valley_decode_q8(const C* codes, const float* scales, int64_t
     }}
   }}
 }}
-static inline void valley_decode_q8s(const int8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
-  valley_decode_q8(codes, scales, lo, hi, x);
-}}
-static inline void valley_decode_q8u(const uint8_t* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
-  valley_decode_q8(codes, scales, lo, hi, x);
-}}
 // The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
 static inline uint32_t valley_max_abs_bits(const float* x, int n) {{
   uint32_t m = 0;
@@ -386,14 +385,6 @@ static inline void valley_encode_q8(const float* x, int64_t lo, int64_t hi, C* c
       c[j] = static_cast<C>(is_signed && v < 0.0f ? -k : k);
     }}
   }}
-}}
-static inline void valley_encode_q8s(const float* x, int64_t lo, int64_t hi, int8_t* codes, float* scales,
-                                     uint32_t seed) {{
-  valley_encode_q8(x, lo, hi, codes, scales, seed);
-}}
-static inline void valley_encode_q8u(const float* x, int64_t lo, int64_t hi, uint8_t* codes, float* scales,
-                                     uint32_t seed) {{
-  valley_encode_q8(x, lo, hi, codes, scales, seed);
 }}
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #pragma GCC diagnostic ignored "-Wunused-function"

@@ -55,6 +55,8 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
+from backends.kernels.cpu import bfloat16_groups
+
 #: The formats of ``state_dtype``.
 FORMATS = ("float32", "bfloat16", "int8")
 #: Elements per int8 block (one float32 scale each).
@@ -139,7 +141,7 @@ def _to_bfloat16(x: torch.Tensor, seed_value: int, slot: int = 0) -> torch.Tenso
     flat = x.detach().reshape(-1).to(torch.float32)
     bits = flat.view(torch.int32).to(torch.int64) & _M32
     noise = _bits16(random_bits(flat.numel(), seed_value, flat.device), slot)
-    rounded = ((bits + noise) & 0xFFFF0000) & _M32
+    rounded = (bits + noise) & 0xFFFF0000
     rounded = torch.where(rounded >= 1 << 31, rounded - (1 << 32), rounded).to(torch.int32).view(torch.float32)
     # Inf and NaN are kept as they are (no random bits added to them).
     out = torch.where(torch.isfinite(flat), rounded, flat).to(torch.bfloat16)
@@ -216,7 +218,7 @@ def encode(
 def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: str, step: int, tensor_index: int):
     """Stores one parameter's new float ``buffers`` in ``state_dtype``, seeded as a step's store: int8 buffer
     ``key`` by ``seed(step, tensor_index, key)``; bfloat16 buffers in groups of three by sorted key
-    (``backends.kernels.cpu.bfloat16_slots``), each group by the seed of its first key."""
+    (``backends.kernels.cpu.bfloat16_groups``), each group by the seed of its first key."""
     if state_dtype == "float32":
         state.update(buffers)
         return
@@ -224,10 +226,10 @@ def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: 
         for key, value in buffers.items():
             encode(state, key, value, state_dtype, seed(step, tensor_index, key))
         return
-    ordered = sorted(buffers)
-    for position, key in enumerate(ordered):
-        group, slot = divmod(position, 3)
-        encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, ordered[3 * group]), slot)
+    groups = bfloat16_groups(buffers)
+    first = {group: key for key, (group, slot) in groups.items() if slot == 0}
+    for key, (group, slot) in groups.items():
+        encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, first[group]), slot)
 
 
 def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -307,15 +309,12 @@ def convert_state_dict(state_dict: Dict[str, Any], state_dtype: str) -> Dict[str
         group = copy(group)
         group["state_dtype"] = state_dtype
         groups.append(group)
-    state = {
-        index: convert(value, state_dtype, _position(state_dict, index)) for index, value in state_dict["state"].items()
-    }
+    positions = {saved_id: i for i, saved_id in enumerate(i for g in state_dict["param_groups"] for i in g["params"])}
+    unlisted = [index for index in state_dict["state"] if index not in positions]
+    if unlisted:
+        raise ValueError(f"state for parameter ids {unlisted}, which no param group lists")
+    state = {index: convert(value, state_dtype, positions[index]) for index, value in state_dict["state"].items()}
     return {**state_dict, "state": state, "param_groups": groups}
-
-
-def _position(state_dict: Dict[str, Any], saved_id: Any) -> int:
-    ids = [i for group in state_dict["param_groups"] for i in group["params"]]
-    return ids.index(saved_id)
 
 
 def state_bytes(optimizer: torch.optim.Optimizer) -> int:

@@ -47,9 +47,7 @@ def tensor_reason(
         )
     if not (p.is_contiguous() and g.is_contiguous()):
         return "non-contiguous parameter or gradient"
-    state_dtype = _state.state_dtype(p)
-    if state_format != "float32" and state_dtype != torch.float32:
-        return f"state_dtype={state_format!r} with {p.dtype} parameters"
+    state_dtype = _state.state_dtype(p)  # float32 for compact formats: ValleyOptimizer refuses float64 with them
     for buffer in buffers:
         if not buffer.is_contiguous():
             return f"a state buffer is {buffer.dtype}, non-contiguous"
