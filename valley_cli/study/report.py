@@ -123,20 +123,31 @@ def _mean_ci(values: Sequence[float]) -> tuple:
     return float(array.mean()), float(stats.t.ppf(0.975, len(array) - 1) * array.std(ddof=1) / math.sqrt(len(array)))
 
 
-def plot_batch_scaling(result: StudyResult, path: str) -> Optional[str]:
-    """Test accuracy vs batch size (epoch budget), mean with a 95 % t band over seeds; step-budget axis beside."""
+def _pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (imported when a plot is drawn)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    main = [
+    return plt
+
+
+def _selected_epoch_budget_groups(result: StudyResult) -> list:
+    """The MNIST-1D groups of the epoch-budget axis that have a selected learning rate."""
+    return [
         g
         for g in result.groups
         if g.task == "mnist1d" and g.label == "epoch budget" and group_key(g) in result.selected
     ]
+
+
+def plot_batch_scaling(result: StudyResult, path: str) -> Optional[str]:
+    """Test accuracy vs batch size (epoch budget), mean with a 95 % t band over seeds; step-budget axis beside."""
+    main = _selected_epoch_budget_groups(result)
     if not main:
         return None
+    plt = _pyplot()
     largest = max(g.batch_size for g in main)
     budget = sorted(
         [
@@ -208,18 +219,10 @@ def plot_batch_scaling(result: StudyResult, path: str) -> Optional[str]:
 
 def plot_curves(result: StudyResult, path: str) -> Optional[str]:
     """Test accuracy and training loss vs step at the largest batch (epoch budget), mean over seeds, min-max band."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    main = [
-        g
-        for g in result.groups
-        if g.task == "mnist1d" and g.label == "epoch budget" and group_key(g) in result.selected
-    ]
+    main = _selected_epoch_budget_groups(result)
     if not main:
         return None
+    plt = _pyplot()
     group = max(main, key=lambda g: g.batch_size)
     chosen = result.selected[group_key(group)]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
