@@ -498,3 +498,11 @@ def test_adam_cm_keeps_float32_state():
     with pytest.raises(ValueError, match="is not offered here"):
         optimizer.step()
     assert all(torch.equal(v, optimizer.state[ps[0]][k]) for k, v in before.items())
+
+
+def test_convert_state_dict_names_state_of_unlisted_parameters():
+    _, optimizer = run(lambda ps: ALTO(ps), gradients(1))
+    saved = optimizer.state_dict()
+    saved["state"][99] = saved["state"][0]
+    with pytest.raises(ValueError, match=r"state for parameter ids \[99\], which no param group lists"):
+        cs.convert_state_dict(saved, "int8")

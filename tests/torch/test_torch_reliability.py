@@ -16,8 +16,7 @@ import pytest
 import torch
 from torch_helpers import (
     assert_close,
-    assert_same_state,
-    clone_state,
+    assert_load_refused,
     initial_params,
 )
 
@@ -127,12 +126,7 @@ def _trained(cls, **kwargs):
 
 
 def _assert_refused_and_intact(optimizer, params, state_dict, match):
-    before_state = clone_state(optimizer)
-    before_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
-    with pytest.raises(ValueError, match=match):
-        optimizer.load_state_dict(state_dict)
-    assert_same_state(before_state, optimizer.state)
-    assert before_groups == [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    assert_load_refused(optimizer, state_dict, match)
     _quadratic_steps(params, optimizer, 1)  # still a working optimizer
 
 

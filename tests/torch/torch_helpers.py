@@ -106,6 +106,18 @@ def assert_same_state(before, after):
                 assert value == other, key
 
 
+def assert_load_refused(optimizer, state_dict, match):
+    """``load_state_dict`` raises ``ValueError`` matching ``match`` and leaves state and groups as they were."""
+    import pytest
+
+    before_state = clone_state(optimizer)
+    before_groups = [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+    with pytest.raises(ValueError, match=match):
+        optimizer.load_state_dict(state_dict)
+    assert_same_state(before_state, optimizer.state)
+    assert before_groups == [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
+
+
 def lamb_family_cases():
     """(class, core factory, hyperparameters) of the Lamb-family settings every fast path is checked on: ALTO with
     and without the trust ratio, ALTOVanilla with schedules, Lamb with non-zero epsilons."""
