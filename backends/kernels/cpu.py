@@ -121,7 +121,7 @@ def _sweep(
 
     written = [array for array, _ in step.stores if stores is None or array in stores]
     # int8 arrays: decoded into a float array of the block before the element loop, which reads and overwrites
-    # it (element i only at i), encoded from it after the loop, one QBLOCK (one scale) at a time.
+    # it (element i only at i), encoded from it after the loop (_encode_int8).
     quantised = sorted(
         {array for array in written if formats.get(array) in _INT8_CODES}
         | {array for _, array in step.loads if formats.get(array) in _INT8_CODES}
@@ -129,9 +129,10 @@ def _sweep(
     decoded = [array for _, array in step.loads if formats.get(array) in _INT8_CODES]
     encoded = [array for array in written if formats.get(array) in _INT8_CODES]
 
-    # bfloat16: one random word per element and group of three buffers (bfloat16_slots), hashed once.
-    slots = bfloat16_slots(plan, formats)
-    groups = sorted({slots[array][0] for array in written if array in slots})
+    # One random word per element and group of three buffers (word_slots), hashed once: bfloat16 in the element
+    # loop, int8 in the encoding loop.
+    slots = word_slots(plan, formats)
+    groups = sorted({slots[array][0] for array in written if formats.get(array) == "bf16"})
     body = [f"const uint32_t word{g} = valley_hash32(static_cast<uint32_t>(i) ^ seed{g});" for g in groups]
     body += [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
@@ -150,33 +151,69 @@ def _sweep(
         "  for (int64_t i = lo; i < hi; ++i) {",
         *("    " + line for line in body),
         "  }",
-        *(f"  valley_encode_q8({a}_x, lo, hi, {pointers[a]}, {a}_s, {a}_seed);" for a in encoded),
+        *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
         "}",
     ]
     return "{\n" + "\n".join(lines) + "\n}"
 
 
-def bfloat16_groups(keys: Iterable[str]) -> Dict[str, Tuple[int, int]]:
-    """``key -> (group, slot)`` of a parameter's bfloat16 buffers: ordered by key, in groups of three that share
+def _encode_int8(
+    encoded: Sequence[str], pointers: Dict[str, str], slots: Dict[str, Tuple[int, int]], formats: Dict[str, str]
+) -> List[str]:
+    """The encoding of the int8 arrays ``encoded`` from their float arrays, after a kernel block's element loop:
+    per QBLOCK the scales, then per group of :func:`word_slots` one loop that hashes each element's word once
+    and encodes every member with its slot's 16 bits (``valley_code_q8``); a NaN/Inf block gets codes 0."""
+    if not encoded:
+        return []
+    lines = [
+        "for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {",
+        "  const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);",
+        "  const int64_t o = q - lo;",
+        "  const uint32_t base = static_cast<uint32_t>(q);",
+    ]
+    for a in encoded:
+        lines += [
+            f"  const float {a}_scale = valley_scale({a}_x + o, n);",
+            f"  {a}_s[q / VALLEY_QBLOCK] = {a}_scale;",
+            f"  const float {a}_inv = valley_inverse({a}_scale);",
+        ]
+    for group in sorted({slots[a][0] for a in encoded}):
+        members = [a for a in encoded if slots[a][0] == group]
+        lines += [
+            "  #pragma omp simd",
+            "  for (int j = 0; j < n; ++j) {",
+            f"    const uint32_t word = valley_hash32((base + static_cast<uint32_t>(j)) ^ seed{group});",
+            *(
+                f"    {pointers[a]}[q + j] = valley_code_q8<{_CODE_TYPES[formats[a]]}>("
+                f"{a}_x[o + j], {a}_inv, valley_bits16(word, {slots[a][1]}));"
+                for a in members
+            ),
+            "  }",
+        ]
+    zero = "  if ({0}_scale != {0}_scale) std::memset({1} + q, 0, static_cast<size_t>(n));"
+    lines += [zero.format(a, pointers[a]) for a in encoded]
+    return [*lines, "}"]
+
+
+def word_groups(keys: Iterable[str]) -> Dict[str, Tuple[int, int]]:
+    """``key -> (group, slot)`` of a parameter's compact buffers: ordered by key, in groups of three that share
     one 32-bit random word per element, seeded by the group's first key (slot 0: the word's low 16 bits, 1: its
     high 16 bits, 2: the two halves xor-ed). The one rule for the kernels and ``backends.torch.compact_state``."""
     return {key: divmod(position, 3) for position, key in enumerate(sorted(keys))}
 
 
-def bfloat16_slots(plan: Plan, formats: Dict[str, str]) -> Dict[str, Tuple[int, int]]:
-    """``role -> (group, slot)`` of the bfloat16 state roles (:func:`bfloat16_groups` of their keys)."""
-    groups = bfloat16_groups(key for role, key in plan.buffers if formats.get(role) == "bf16")
+def word_slots(plan: Plan, formats: Dict[str, str]) -> Dict[str, Tuple[int, int]]:
+    """``role -> (group, slot)`` of the compact state roles (:func:`word_groups` of their keys)."""
+    groups = word_groups(key for role, key in plan.buffers if formats.get(role))
     return {role: groups[key] for role, key in plan.buffers if key in groups}
 
 
 def compact_seed_keys(plan: Plan, formats: Dict[str, str]) -> List[str]:
-    """The core keys whose store seeds a compact kernel takes (the ``"seeds"`` column), in its order: each int8
-    role's key in role order, then the first key of each bfloat16 group (:func:`bfloat16_groups`)."""
-    keys = dict(plan.buffers)
-    int8 = [keys[role] for role in plan.roles if formats.get(role) in _INT8_CODES]
-    groups = bfloat16_groups(key for role, key in plan.buffers if formats.get(role) == "bf16")
-    return int8 + [key for key, (_, slot) in sorted(groups.items(), key=lambda item: item[1]) if slot == 0]
+    """The core keys whose store seeds a compact kernel takes (the ``"seeds"`` column), in its order: the first
+    key of each group of :func:`word_groups`."""
+    groups = word_groups(key for role, key in plan.buffers if formats.get(role))
+    return [key for key, (_, slot) in sorted(groups.items(), key=lambda item: item[1]) if slot == 0]
 
 
 def compact_columns(plan: Plan, formats: Dict[str, str]) -> List[str]:
@@ -210,10 +247,8 @@ def kernel_source(
             declarations.append(
                 f"const uint32_t* seeds_p = static_cast<const uint32_t*>(arrays[{offset} * count + t]);"
             )
-            int8_roles = [role for role in plan.roles if formats.get(role) in _INT8_CODES]
-            declarations += [f"const uint32_t {role}_seed = seeds_p[{k}];" for k, role in enumerate(int8_roles)]
-            group_count = len({group for group, _ in bfloat16_slots(plan, formats).values()})
-            declarations += [f"const uint32_t seed{g} = seeds_p[{len(int8_roles) + g}];" for g in range(group_count)]
+            group_count = len({group for group, _ in word_slots(plan, formats).values()})
+            declarations += [f"const uint32_t seed{g} = seeds_p[{g}];" for g in range(group_count)]
         else:
             role = column.split(".")[0]
             declarations.append(f"float* __restrict__ {role}_s = static_cast<float*>(arrays[{offset} * count + t]);")
@@ -289,16 +324,14 @@ template <> inline valley_bf16 narrow<valley_bf16, float>(float x) {{
 }}
 
 // Compact state (backends/torch/compact_state.py has the same arithmetic in torch; the two agree bit for bit).
-// Random bits: Wellons' lowbias32 of (element index ^ seed); stochastic rounding.
+// Random bits: Wellons' lowbias32 of (element index ^ seed), one word per element for up to three buffers
+// (16 bits each); stochastic rounding.
 static const int64_t VALLEY_QBLOCK = {QBLOCK};
 static inline uint32_t valley_hash32(uint32_t x) {{
   x ^= x >> 16; x *= 0x7feb352dU; x ^= x >> 15; x *= 0x846ca68bU; x ^= x >> 16;
   return x;
 }}
-static inline float valley_uniform(uint32_t r) {{
-  return static_cast<float>(static_cast<int32_t>(r >> 8)) * 0x1p-24f;  // via int32: vectorises; exact (< 2^24)
-}}
-// The 16 random bits of slot 0, 1, 2 of a bfloat16 group's word (backends/torch/compact_state.py).
+// The 16 random bits of slot 0, 1, 2 of a group's word (backends/torch/compact_state.py).
 static inline uint32_t valley_bits16(uint32_t word, int slot) {{
   return slot == 0 ? (word & 0xFFFFu) : slot == 1 ? (word >> 16) : ((word ^ (word >> 16)) & 0xFFFFu);
 }}
@@ -309,7 +342,8 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
   return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
 }}
 // int8: a kernel block (lo .. hi, a multiple of VALLEY_QBLOCK apart but the last) is decoded into a float array
-// before the element loop and encoded from it after, VALLEY_QBLOCK elements (one scale) at a time. Only
+// before the element loop and encoded from it after (the generated loops call valley_scale, valley_inverse and
+// valley_code_q8 per VALLEY_QBLOCK, one scale; cpu.py's _encode_int8). Only
 // multiplications per element (1/127, 1/255 as the float constants below; 1/scale once per QBLOCK), the
 // maximum |x| as an integer maximum of the bit patterns (NaN and Inf compare above every finite value),
 // truncation instead of floor (equal: the operand is >= 0) and 32-bit indices, so that every loop vectorises
@@ -357,34 +391,20 @@ static inline float valley_scale(const float* x, int n) {{
   std::memcpy(&m, &bits, sizeof m);
   return m > VALLEY_MIN_SCALE ? m : VALLEY_MIN_SCALE;
 }}
-// Encodes x[0 .. hi - lo) into codes[lo .. hi): signed square-root code (int8_t) or unsigned fourth-root code
-// (uint8_t, the second moment), stochastically rounded with the word of element i.
+// 1 / scale, or 0 for a NaN scale (the block's codes are then set to 0 after the encoding loop).
+static inline float valley_inverse(float scale) {{ return scale == scale ? 1.0f / scale : 0.0f; }}
+// One element's code: signed square-root code (int8_t) or unsigned fourth-root code (uint8_t, the second
+// moment), stochastically rounded with 16 random bits (the clamp also maps NaN to the limit: no undefined
+// conversion).
 template <typename C>
-static inline void valley_encode_q8(const float* x, int64_t lo, int64_t hi, C* codes, float* scales, uint32_t seed) {{
+static inline C valley_code_q8(float v, float inv, uint32_t bits) {{
   constexpr bool is_signed = std::is_signed<C>::value;
   constexpr float limit = is_signed ? 127.0f : 255.0f;
-  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
-    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
-    const float* in = x + (q - lo);
-    const float scale = valley_scale(in, n);
-    scales[q / VALLEY_QBLOCK] = scale;
-    C* c = codes + q;
-    if (scale != scale) {{
-      std::memset(c, 0, static_cast<size_t>(n));
-      continue;
-    }}
-    const float inv = 1.0f / scale;
-    const uint32_t base = static_cast<uint32_t>(q);
-    #pragma omp simd
-    for (int j = 0; j < n; ++j) {{
-      const float v = in[j];
-      const float r = std::fabs(v) * inv;
-      const float u = (is_signed ? std::sqrt(r) : std::sqrt(std::sqrt(r))) * limit;
-      const float y = u + valley_uniform(valley_hash32((base + static_cast<uint32_t>(j)) ^ seed));
-      const int k = static_cast<int>(y < limit ? y : limit);  // NaN -> limit (no undefined conversion)
-      c[j] = static_cast<C>(is_signed && v < 0.0f ? -k : k);
-    }}
-  }}
+  const float r = std::fabs(v) * inv;
+  const float u = (is_signed ? std::sqrt(r) : std::sqrt(std::sqrt(r))) * limit;
+  const float y = u + static_cast<float>(static_cast<int32_t>(bits)) * 0x1p-16f;  // via int32: vectorises
+  const int k = static_cast<int>(y < limit ? y : limit);
+  return static_cast<C>(is_signed && v < 0.0f ? -k : k);
 }}
 #pragma GCC diagnostic ignored "-Wunused-variable"
 #pragma GCC diagnostic ignored "-Wunused-function"

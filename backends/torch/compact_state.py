@@ -36,11 +36,12 @@ without storing a generator state. The 32-bit random word of element ``i`` is ``
 ``seed = hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ crc32(key))``: ``step`` the step count AFTER the
 step that writes the buffer, ``tensor_index`` the parameter's position in the optimizer's parameters (the order
 of ``state_dict``: group by group), and ``hash32`` the "lowbias32" integer hash (Wellons: ``x ^= x >> 16;
-x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16``, modulo 2^32). int8: each buffer has its own
-word (``key`` its core name) and uses the top 24 bits as a uniform ``u`` in [0, 1). bfloat16: the buffers of a
-parameter, ordered by key, share one word per element in groups of three (``key`` the group's first): slot 0
-adds the word's low 16 bits, slot 1 its high 16 bits, slot 2 the two halves xor-ed (each uniform, pairwise
-independent), so the fused kernel hashes once per element instead of once per buffer.
+x *= 0x7feb352d; x ^= x >> 15; x *= 0x846ca68b; x ^= x >> 16``, modulo 2^32). The compact buffers of a
+parameter, ordered by key, share one word per element in groups of three (``key`` the group's first,
+``backends.kernels.cpu.word_groups``), so the fused kernels hash once per element instead of once per buffer.
+Each buffer takes 16 bits of the word by its slot: slot 0 the word's low 16 bits, slot 1 its high 16 bits,
+slot 2 the two halves xor-ed (each uniform, pairwise independent). bfloat16 adds them to the float32 bits;
+int8 uses them as the uniform ``u = bits 2^-16`` in [0, 1).
 
 Storage: ``optimizer.state[p][key]`` holds the bfloat16 buffer, or the int8/uint8 codes (the parameter's
 shape) and ``optimizer.state[p][key + ".scale"]`` the float32 scales (``ceil(numel / 256)``). ``state_dict``
@@ -55,7 +56,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
-from backends.kernels.cpu import bfloat16_groups
+from backends.kernels.cpu import word_groups
 
 #: The formats of ``state_dtype``.
 FORMATS = ("float32", "bfloat16", "int8")
@@ -129,7 +130,7 @@ def random_bits(count: int, seed_value: int, device: Any = "cpu") -> torch.Tenso
 
 # ----------------------------------------------------------------------------------------------------- formats
 def _bits16(words: torch.Tensor, slot: int) -> torch.Tensor:
-    """The 16 random bits of ``slot`` (0, 1, 2) of a bfloat16 group's words."""
+    """The 16 random bits of ``slot`` (0, 1, 2) of a group's words."""
     if slot == 0:
         return words & 0xFFFF
     if slot == 1:
@@ -155,8 +156,8 @@ def _blocks(flat: torch.Tensor) -> torch.Tensor:
     return flat.reshape(-1, QBLOCK)
 
 
-def _uniform(count: int, seed_value: int, device: Any) -> torch.Tensor:
-    return (random_bits(count, seed_value, device) >> 8).to(torch.float32) * (2.0**-24)
+def _uniform(count: int, seed_value: int, slot: int, device: Any) -> torch.Tensor:
+    return _bits16(random_bits(count, seed_value, device), slot).to(torch.float32) * (2.0**-16)
 
 
 #: 1/127 and 1/255 rounded to float32: the decodings multiply by these (no division per element).
@@ -166,7 +167,7 @@ K255 = float.fromhex("0x1.010102p-8")
 MIN_SCALE = float.fromhex("0x1p-126")
 
 
-def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> Tuple[torch.Tensor, torch.Tensor]:
     flat = x.detach().reshape(-1).to(torch.float32)
     n = flat.numel()
     magnitude = _blocks(flat.abs())
@@ -175,7 +176,7 @@ def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool) -> Tuple[torch
     scales = torch.where(poisoned, torch.nan, scales.clamp_min(MIN_SCALE))
     inverse = torch.where(poisoned, 0.0, 1.0 / scales)
     ratio = (magnitude * inverse[:, None]).reshape(-1)[:n]
-    uniform = _uniform(n, seed_value, flat.device)
+    uniform = _uniform(n, seed_value, slot, flat.device)
     limit = 255.0 if nonnegative else 127.0
     root = torch.sqrt(torch.sqrt(ratio)) if nonnegative else torch.sqrt(ratio)
     codes = torch.floor(torch.clamp(root * limit + uniform, max=limit))
@@ -206,27 +207,23 @@ def encode(
     state: Dict[str, Any], key: str, value: torch.Tensor, state_dtype: str, seed_value: int, slot: int = 0
 ) -> None:
     """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8); ``slot``: the
-    bfloat16 slot of the random word (:func:`store` chooses seeds and slots)."""
+    slot of the random word (:func:`store` chooses seeds and slots)."""
     if state_dtype == "float32":
         state[key] = value
     elif state_dtype == "bfloat16":
         state[key] = _to_bfloat16(value, seed_value, slot)
     else:
-        state[key], state[key + SCALE] = _to_int8(value, seed_value, key in NONNEGATIVE)
+        state[key], state[key + SCALE] = _to_int8(value, seed_value, key in NONNEGATIVE, slot)
 
 
 def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: str, step: int, tensor_index: int):
-    """Stores one parameter's new float ``buffers`` in ``state_dtype``, seeded as a step's store: int8 buffer
-    ``key`` by ``seed(step, tensor_index, key)``; bfloat16 buffers in groups of three by sorted key
-    (``backends.kernels.cpu.bfloat16_groups``), each group by the seed of its first key."""
+    """Stores one parameter's new float ``buffers`` in ``state_dtype``, seeded as a step's store: in groups of
+    three by sorted key (``backends.kernels.cpu.word_groups``), each group by ``seed(step, tensor_index, key)``
+    of its first key, each buffer with its slot."""
     if state_dtype == "float32":
         state.update(buffers)
         return
-    if state_dtype == "int8":
-        for key, value in buffers.items():
-            encode(state, key, value, state_dtype, seed(step, tensor_index, key))
-        return
-    groups = bfloat16_groups(buffers)
+    groups = word_groups(buffers)
     first = {group: key for key, (group, slot) in groups.items() if slot == 0}
     for key, (group, slot) in groups.items():
         encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, first[group]), slot)

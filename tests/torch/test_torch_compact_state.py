@@ -139,18 +139,28 @@ def test_bfloat16_buffers_share_one_random_word_per_element_in_groups_of_three()
 
 
 def test_int8_codes_transcribed_bit_for_bit():
-    """Transcription in NumPy float32: scale = max(max |x|, FLT_MIN) per 256; u = (lowbias32(i ^ seed) >> 8) 2^-24;
-    signed ``c = floor(min(sqrt(|x| fl(1/scale)) 127 + u, 127))`` with x's sign, unsigned
-    ``floor(min(sqrt(sqrt(v fl(1/scale))) 255 + u, 255))``; decoded ``scale (c fl(1/127))^2`` and
-    ``scale ((c fl(1/255))^2)^2``."""
+    """Transcription in NumPy float32: scale = max(max |x|, FLT_MIN) per 256; the buffers share words in groups
+    of three by sorted key (as bfloat16's), ``u = slot bits 2^-16``; signed ``c = floor(min(sqrt(|x| fl(1/scale))
+    127 + u, 127))`` with x's sign, unsigned ``floor(min(sqrt(sqrt(v fl(1/scale))) 255 + u, 255))``; decoded
+    ``scale (c fl(1/127))^2`` and ``scale ((c fl(1/255))^2)^2``."""
     rng = np.random.default_rng(12)
     f32 = np.float32
-    for key, nonnegative in (("AdamState.first", False), ("AdamState.second", True)):
+    keys = {"EState.carry": False, "AdamState.second": True, "AdamState.first": False, "Z.fourth": False}
+    buffers = {}
+    for key, nonnegative in keys.items():
         x = (rng.normal(size=600) * 10.0 ** rng.uniform(-6, 2, size=600)).astype(f32)
         x = np.abs(x) if nonnegative else x
         x[256:512] = 0.0  # an all-zero block: scale FLT_MIN, codes 0, decoded exactly 0
-        state = _encoded(torch.tensor(x), "int8", 77, key)
-        u = np.array([(lowbias32(i ^ 77) >> 8) for i in range(600)], dtype=f32) * f32(2.0**-24)
+        buffers[key] = x
+    state = {}
+    cs.store(state, {k: torch.tensor(x) for k, x in buffers.items()}, "int8", step=9, tensor_index=4)
+    ordered = sorted(keys)
+    for position, key in enumerate(ordered):
+        x, nonnegative = buffers[key], keys[key]
+        group, slot = divmod(position, 3)
+        words = np.array([lowbias32(i ^ cs.seed(9, 4, ordered[3 * group])) for i in range(600)], dtype=np.int64)
+        bits = [words & 0xFFFF, words >> 16, (words ^ (words >> 16)) & 0xFFFF][slot]
+        u = bits.astype(f32) * f32(2.0**-16)
         blocks = np.arange(600) // 256
         scale = np.array([max(np.abs(x[blocks == b]).max(), f32(2.0**-126)) for b in range(3)], dtype=f32)
         ratio = np.abs(x) * (f32(1.0) / scale)[blocks]
@@ -158,13 +168,13 @@ def test_int8_codes_transcribed_bit_for_bit():
         root = np.sqrt(np.sqrt(ratio)) if nonnegative else np.sqrt(ratio)
         codes = np.floor(np.minimum(root * limit + u, limit))
         codes = codes if nonnegative else np.where(x < 0, -codes, codes)
-        assert np.array_equal(state[key + cs.SCALE].numpy(), scale)
-        assert np.array_equal(state[key].numpy().astype(np.int64), codes.astype(np.int64))
+        assert np.array_equal(state[key + cs.SCALE].numpy(), scale), key
+        assert np.array_equal(state[key].numpy().astype(np.int64), codes.astype(np.int64)), key
         k = f32(float.fromhex("0x1.010102p-8") if nonnegative else float.fromhex("0x1.020408p-7"))
         a = np.abs(codes).astype(f32) * k
         decoded = scale[blocks] * ((a * a) * (a * a) if nonnegative else a * a)
         decoded = decoded if nonnegative else np.where(codes < 0, -decoded, decoded)
-        assert np.array_equal(cs.decode(state, key).numpy(), decoded.astype(f32))
+        assert np.array_equal(cs.decode(state, key).numpy(), decoded.astype(f32)), key
         assert not cs.decode(state, key)[256:512].any()
 
 
