@@ -71,6 +71,16 @@ QBLOCK = 256
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
 
 
+#: Compact-state translation units ask GCC for 512-bit vectors where the CPU has them (GCC's default for most
+#: AVX-512 CPUs is 256): their decoding and encoding make them compute-bound, where the wider vectors pay
+#: (``benchmarks/torch_step.py --state-dtype``), while the memory-bound float32 kernels measured slower with them.
+#: Vector width changes no result: every operation is element-wise and rounded alike.
+_WIDE_VECTORS = """#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
+#pragma GCC target("prefer-vector-width=512")
+#endif
+"""
+
+
 class KernelUnavailable(RuntimeError):
     """The CPU kernels could not be built or loaded (no compiler, a failed compilation ...)."""
 
@@ -105,7 +115,7 @@ def _sweep(
     def load(symbol: str, array: str) -> str:
         code = formats.get(array)
         if code in _INT8_CODES:
-            return f"const T {symbol} = {array}_x[i - lo];"
+            return f"const T {symbol} = valley_decode_one({pointers[array]}[i], {array}_old);"
         value = f"{pointers[array]}[i]"
         return f"const T {symbol} = {'widen(' + value + ')' if array in _STORAGE_ROLES or code else value};"
 
@@ -115,17 +125,13 @@ def _sweep(
             group, slot = slots[array]
             return f"{pointers[array]}[i] = valley_sr_bf16({symbol}, valley_bits16(word{group}, {slot}));"
         if code:
-            return f"{array}_x[i - lo] = {symbol};"
+            return f"{array}_x[i - ql] = {symbol};"
         value = f"narrow<P>({symbol})" if array in _STORAGE_ROLES else symbol
         return f"{pointers[array]}[i] = {value};"
 
     written = [array for array, _ in step.stores if stores is None or array in stores]
-    # int8 arrays: decoded into a float array of the block before the element loop, which reads and overwrites
-    # it (element i only at i), encoded from it after the loop (_encode_int8).
-    quantised = sorted(
-        {array for array in written if formats.get(array) in _INT8_CODES}
-        | {array for _, array in step.loads if formats.get(array) in _INT8_CODES}
-    )
+    # int8 arrays: the element loop runs one QBLOCK (one scale) at a time, decodes each element as it loads it and
+    # stores the new values in a float array of QBLOCK elements (in the L1 cache), encoded after it (_encode_int8).
     decoded = [array for _, array in step.loads if formats.get(array) in _INT8_CODES]
     encoded = [array for array in written if formats.get(array) in _INT8_CODES]
 
@@ -139,19 +145,24 @@ def _sweep(
     body += [store(array, symbol) for array, symbol in step.stores if stores is None or array in stores]
     body += [f"{acc} += static_cast<double>({operand});" for acc, (_, operand) in zip(accumulators, step.sums)]
     reduction = f" reduction(+:{', '.join(accumulators)})" if accumulators else ""
+    loop = [f"#pragma omp simd{reduction}", "for (int64_t i = lo; i < hi; ++i) {", *("  " + x for x in body), "}"]
+    if decoded or encoded:
+        loop = [
+            "for (int64_t ql = lo; ql < hi; ql += VALLEY_QBLOCK) {",
+            "  const int64_t qh = ql + VALLEY_QBLOCK < hi ? ql + VALLEY_QBLOCK : hi;",
+            *(f"  const float {a}_old = {a}_s[ql / VALLEY_QBLOCK];" for a in decoded),
+            *("  " + x.replace("i = lo; i < hi;", "i = ql; i < qh;") for x in loop),
+            *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
+            "}",
+        ]
     lines += [
         f"#pragma omp for schedule(static){'' if barrier else ' nowait'}",
         "for (int64_t b = 0; b < blocks; ++b) {",
         "  const int64_t lo = b * VALLEY_BLOCK;",
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
-        *(f"  float {array}_x[VALLEY_BLOCK];" for array in quantised),
-        *(f"  valley_decode_q8({pointers[a]}, {a}_s, lo, hi, {a}_x);" for a in decoded),
-        f"  #pragma omp simd{reduction}",
-        "  for (int64_t i = lo; i < hi; ++i) {",
-        *("    " + line for line in body),
-        "  }",
-        *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
+        *(f"  float {array}_x[VALLEY_QBLOCK];" for array in encoded),
+        *("  " + line for line in loop),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
         "}",
     ]
@@ -161,39 +172,33 @@ def _sweep(
 def _encode_int8(
     encoded: Sequence[str], pointers: Dict[str, str], slots: Dict[str, Tuple[int, int]], formats: Dict[str, str]
 ) -> List[str]:
-    """The encoding of the int8 arrays ``encoded`` from their float arrays, after a kernel block's element loop:
-    per QBLOCK the scales, then per group of :func:`word_slots` one loop that hashes each element's word once
-    and encodes every member with its slot's 16 bits (``valley_code_q8``); a NaN/Inf block gets codes 0."""
+    """The encoding of the int8 arrays ``encoded`` of one QBLOCK (``ql .. qh``) from their float arrays: the scales,
+    then per group of :func:`word_slots` one loop that hashes each element's word once and encodes every member
+    with its slot's 16 bits (``valley_code_q8``); a NaN/Inf block gets codes 0."""
     if not encoded:
         return []
-    lines = [
-        "for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {",
-        "  const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);",
-        "  const int64_t o = q - lo;",
-        "  const uint32_t base = static_cast<uint32_t>(q);",
-    ]
+    lines = ["const int n = static_cast<int>(qh - ql);", "const uint32_t base = static_cast<uint32_t>(ql);"]
     for a in encoded:
         lines += [
-            f"  const float {a}_scale = valley_scale({a}_x + o, n);",
-            f"  {a}_s[q / VALLEY_QBLOCK] = {a}_scale;",
-            f"  const float {a}_inv = valley_inverse({a}_scale);",
+            f"const float {a}_new = valley_scale({a}_x, n);",
+            f"{a}_s[ql / VALLEY_QBLOCK] = {a}_new;",
+            f"const float {a}_inv = valley_inverse({a}_new);",
         ]
     for group in sorted({slots[a][0] for a in encoded}):
         members = [a for a in encoded if slots[a][0] == group]
         lines += [
-            "  #pragma omp simd",
-            "  for (int j = 0; j < n; ++j) {",
-            f"    const uint32_t word = valley_hash32((base + static_cast<uint32_t>(j)) ^ seed{group});",
+            "#pragma omp simd",
+            "for (int j = 0; j < n; ++j) {",
+            f"  const uint32_t word = valley_hash32((base + static_cast<uint32_t>(j)) ^ seed{group});",
             *(
-                f"    {pointers[a]}[q + j] = valley_code_q8<{_CODE_TYPES[formats[a]]}>("
-                f"{a}_x[o + j], {a}_inv, valley_bits16(word, {slots[a][1]}));"
+                f"  {pointers[a]}[ql + j] = valley_code_q8<{_CODE_TYPES[formats[a]]}>("
+                f"{a}_x[j], {a}_inv, valley_bits16(word, {slots[a][1]}));"
                 for a in members
             ),
-            "  }",
+            "}",
         ]
-    zero = "  if ({0}_scale != {0}_scale) std::memset({1} + q, 0, static_cast<size_t>(n));"
-    lines += [zero.format(a, pointers[a]) for a in encoded]
-    return [*lines, "}"]
+    zero = "if ({0}_new != {0}_new) std::memset({1} + ql, 0, static_cast<size_t>(n));"
+    return [*lines, *(zero.format(a, pointers[a]) for a in encoded)]
 
 
 def word_groups(keys: Iterable[str]) -> Dict[str, Tuple[int, int]]:
@@ -297,7 +302,7 @@ def source(kernels: Sequence[Tuple[Any, ...]]) -> str:
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
-using std::sqrt;
+{_WIDE_VECTORS if any(len(k) > 3 and k[3] for k in kernels) else ""}using std::sqrt;
 static const int64_t VALLEY_BLOCK = {BLOCK};
 
 // Storage conversions. bfloat16: the upper half of a float32, rounded to nearest even (NaN -> 0x7FC0), as
@@ -351,25 +356,16 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
 static const float VALLEY_K127 = 0x1.020408p-7f;  // fl(1/127)
 static const float VALLEY_K255 = 0x1.010102p-8f;  // fl(1/255)
 static const float VALLEY_MIN_SCALE = 0x1p-126f;  // FLT_MIN: 1/scale stays finite
-// Decodes codes[lo .. hi) into x[0 .. hi - lo): scale (|c| fl(1/127))^2 with c's sign (int8_t), or
-// scale ((c fl(1/255))^2)^2 (uint8_t, the second moment).
+// One element's value: scale (|c| fl(1/127))^2 with c's sign (int8_t), or scale ((c fl(1/255))^2)^2 (uint8_t,
+// the second moment).
 template <typename C>
-static inline void valley_decode_q8(const C* codes, const float* scales, int64_t lo, int64_t hi, float* x) {{
+static inline float valley_decode_one(C c, float scale) {{
   constexpr bool is_signed = std::is_signed<C>::value;
-  for (int64_t q = lo; q < hi; q += VALLEY_QBLOCK) {{
-    const int n = static_cast<int>((q + VALLEY_QBLOCK < hi ? q + VALLEY_QBLOCK : hi) - q);
-    const float scale = scales[q / VALLEY_QBLOCK];
-    const C* c = codes + q;
-    float* out = x + (q - lo);
-    #pragma omp simd
-    for (int j = 0; j < n; ++j) {{
-      const int ci = c[j];
-      const float a = static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255);
-      const float a2 = a * a;
-      const float v = scale * (is_signed ? a2 : a2 * a2);
-      out[j] = ci < 0 ? -v : v;
-    }}
-  }}
+  const int ci = c;
+  const float a = static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255);
+  const float a2 = a * a;
+  const float v = scale * (is_signed ? a2 : a2 * a2);
+  return ci < 0 ? -v : v;
 }}
 // The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
 static inline uint32_t valley_max_abs_bits(const float* x, int n) {{
