@@ -50,13 +50,14 @@ stores these; :func:`convert_state_dict` converts a checkpoint between formats (
 
 from __future__ import annotations
 
+import functools
 import zlib
 from copy import copy
 from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
-from backends.kernels.cpu import word_groups
+from backends.kernels.cpu import ROOT4_MAGIC, word_groups
 
 #: The formats of ``state_dtype``.
 FORMATS = ("float32", "bfloat16", "int8")
@@ -108,7 +109,18 @@ def hash32(x: int) -> int:
 
 def seed(step: int, tensor_index: int, key: str) -> int:
     """The 32-bit seed of one buffer's store at ``step`` (the step count after the step)."""
-    return hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ zlib.crc32(key.encode()))
+    return hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ _crc32(key))
+
+
+def seeds(step: int, tensor_index: int, keys: Iterable[str]) -> list:
+    """``[seed(step, tensor_index, key) for key in keys]``, sharing the part that does not depend on the key."""
+    common = hash32(hash32(step ^ 0x5EED) ^ tensor_index)
+    return [hash32(common ^ _crc32(key)) for key in keys]
+
+
+@functools.lru_cache(maxsize=None)
+def _crc32(key: str) -> int:
+    return zlib.crc32(key.encode())
 
 
 def _mul32(x: torch.Tensor, constant: int) -> torch.Tensor:
@@ -156,15 +168,23 @@ def _blocks(flat: torch.Tensor) -> torch.Tensor:
     return flat.reshape(-1, QBLOCK)
 
 
-def _uniform(count: int, seed_value: int, slot: int, device: Any) -> torch.Tensor:
-    return _bits16(random_bits(count, seed_value, device), slot).to(torch.float32) * (2.0**-16)
-
-
 #: 1/127 and 1/255 rounded to float32: the decodings multiply by these (no division per element).
 K127 = float.fromhex("0x1.020408p-7")
 K255 = float.fromhex("0x1.010102p-8")
 #: The smallest int8 scale (FLT_MIN): 1/scale stays finite, an all-zero block keeps zero codes.
 MIN_SCALE = float.fromhex("0x1p-126")
+
+
+def root4(r: torch.Tensor) -> torch.Tensor:
+    """``r^(1/4)`` of a float32 tensor ``0 <= r <= 1`` as the kernels compute it (``valley_root4``): ``z`` from
+    r's bits (``ROOT4_MAGIC - (bits >> 2)``), three Newton steps ``z <- z (1.25 - (r / 4) z^4)``, then ``r z^3``;
+    relative error below 1e-6."""
+    z = (ROOT4_MAGIC - (r.view(torch.int32) >> 2)).to(torch.int32).view(torch.float32)
+    quarter = 0.25 * r
+    for _ in range(3):
+        z2 = z * z
+        z = z * (1.25 - quarter * (z2 * z2))
+    return r * ((z * z) * z)
 
 
 def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -176,11 +196,13 @@ def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> 
     scales = torch.where(poisoned, torch.nan, scales.clamp_min(MIN_SCALE))
     inverse = torch.where(poisoned, 0.0, 1.0 / scales)
     ratio = (magnitude * inverse[:, None]).reshape(-1)[:n]
-    uniform = _uniform(n, seed_value, slot, flat.device)
-    limit = 255.0 if nonnegative else 127.0
-    root = torch.sqrt(torch.sqrt(ratio)) if nonnegative else torch.sqrt(ratio)
-    codes = torch.floor(torch.clamp(root * limit + uniform, max=limit))
-    codes = torch.where(poisoned.repeat_interleave(QBLOCK)[:n], 0.0, codes)
+    ratio = torch.where(ratio < 1.0, ratio, 1.0)  # also NaN -> 1
+    limit = 255 if nonnegative else 127
+    root = root4(ratio) if nonnegative else torch.sqrt(ratio)
+    fixed = (root * float(limit * 65536)).to(torch.int64)  # truncation: floor (>= 0)
+    bits = _bits16(random_bits(n, seed_value, flat.device), slot)
+    codes = ((fixed + bits) >> 16).clamp(max=limit)
+    codes = torch.where(poisoned.repeat_interleave(QBLOCK)[:n], 0, codes)
     if nonnegative:
         stored = codes.to(torch.uint8)
     else:
@@ -338,6 +360,7 @@ __all__ = [
     "hash32",
     "random_bits",
     "seed",
+    "seeds",
     "state_bytes",
     "store",
 ]

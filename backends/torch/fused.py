@@ -169,6 +169,8 @@ def step(
     columns_after = cpu.compact_columns(plan, formats)
     seed_keys = cpu.compact_seed_keys(plan, formats)
     batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]] = {}
+    seeds: List[int] = []
+    ordered = []
     for p, g in entries:
         state = states[p]
         arrays = {GRAD: g, PARAM: p.detach(), **{role: state[key] for role, key in plan.buffers}}
@@ -177,9 +179,14 @@ def step(
             for role, key in plan.buffers:
                 if formats[role] != "bf16":
                     arrays[f"{role}.scale"] = state[key + compact_state.SCALE]
-            seeds = [compact_state.seed(state["step"] + 1, indices[id(p)], key) for key in seed_keys]
-            arrays["seeds"] = torch.tensor([s - (1 << 32) if s >= 1 << 31 else s for s in seeds], dtype=torch.int32)
+            seeds += compact_state.seeds(state["step"] + 1, indices[id(p)], seed_keys)
         batches.setdefault((state["step"], p.dtype), []).append(arrays)
+        ordered.append(arrays)
+    if formats:  # one tensor of every entry's seeds (as int32 bits), each entry a view of its row
+        signed = [s - (1 << 32) if s >= 1 << 31 else s for s in seeds]
+        table = torch.tensor(signed, dtype=torch.int32).view(len(ordered), len(seed_keys))
+        for arrays, row in zip(ordered, table):
+            arrays["seeds"] = row
     run(plan, hyperparameters, batches, lib=lib, columns_after=columns_after)
     for p, _ in entries:
         states[p]["step"] += 1
