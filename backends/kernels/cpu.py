@@ -392,10 +392,12 @@ static inline float valley_scale(const float* x, int n) {{
 }}
 // 1 / scale, or 0 for a NaN scale (the block's codes are then set to 0 after the encoding loop).
 static inline float valley_inverse(float scale) {{ return scale == scale ? 1.0f / scale : 0.0f; }}
-// r^(1/4) for 0 <= r <= 1 on the multipliers (the square-root unit is this kernel's bottleneck): z ~ r^(-1/4)
-// from r's bits, three Newton steps z <- z (1.25 - (r / 4) z^4), then r z^3; relative error below 1e-6
-// (backends/torch/compact_state.py's root4 has the same operations).
-static inline float valley_root4(float r) {{
+// r^(1/4) for FLT_MIN <= r <= 1 on the multipliers (the square-root unit is this kernel's bottleneck): z ~
+// r^(-1/4) from r's bits, three Newton steps z <- z (1.25 - (r / 4) z^4), then r z^3; relative error below
+// 1e-6 (backends/torch/compact_state.py's root4 has the same operations). A smaller r (0, subnormal) is taken
+// as FLT_MIN, where the steps would overflow; its code is 0 either way (255 FLT_MIN^(1/4) < 2^-16).
+static inline float valley_root4(float x) {{
+  const float r = x > VALLEY_MIN_SCALE ? x : VALLEY_MIN_SCALE;
   uint32_t bits;
   std::memcpy(&bits, &r, sizeof bits);
   const uint32_t guess = VALLEY_ROOT4_MAGIC - (bits >> 2);

@@ -175,10 +175,12 @@ K255 = float.fromhex("0x1.010102p-8")
 MIN_SCALE = float.fromhex("0x1p-126")
 
 
-def root4(r: torch.Tensor) -> torch.Tensor:
-    """``r^(1/4)`` of a float32 tensor ``0 <= r <= 1`` as the kernels compute it (``valley_root4``): ``z`` from
+def root4(x: torch.Tensor) -> torch.Tensor:
+    """``r^(1/4)`` of a float32 tensor ``0 <= x <= 1`` as the kernels compute it (``valley_root4``), for
+    ``r = max(x, FLT_MIN)`` (smaller values would overflow the steps; their codes are 0 either way): ``z`` from
     r's bits (``ROOT4_MAGIC - (bits >> 2)``), three Newton steps ``z <- z (1.25 - (r / 4) z^4)``, then ``r z^3``;
     relative error below 1e-6."""
+    r = torch.where(x > MIN_SCALE, x, MIN_SCALE)
     z = (ROOT4_MAGIC - (r.view(torch.int32) >> 2)).to(torch.int32).view(torch.float32)
     quarter = 0.25 * r
     for _ in range(3):

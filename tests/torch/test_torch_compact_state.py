@@ -138,11 +138,39 @@ def test_bfloat16_buffers_share_one_random_word_per_element_in_groups_of_three()
         assert np.array_equal(state[key].float().numpy(), expected), key
 
 
+def _root4_float32(r):
+    """The documented fourth root, transcribed in NumPy float32: r = max(r, FLT_MIN), z from r's bits
+    (0x4F58CC00 - (bits >> 2)), three Newton steps z <- z (1.25 - (r / 4) z^4), then r z^3."""
+    f32 = np.float32
+    r = np.maximum(r, f32(2.0**-126))
+    z = (np.uint32(0x4F58CC00) - (r.view(np.uint32) >> np.uint32(2))).view(f32)
+    quarter = f32(0.25) * r
+    for _ in range(3):
+        z2 = z * z
+        z = z * (f32(1.25) - quarter * (z2 * z2))
+    return r * ((z * z) * z)
+
+
+def test_root4_is_the_transcription_and_within_1e6_of_the_fourth_root():
+    rng = np.random.default_rng(3)
+    r = np.concatenate([2.0 ** rng.uniform(-126, 0, 200_000), [0.0, 2.0**-149, 2.0**-126, 0.5, 1.0]]).astype(np.float32)
+    ours = cs.root4(torch.tensor(r)).numpy()
+    assert np.array_equal(ours, _root4_float32(r))
+    exact = np.sqrt(np.sqrt(r.astype(np.float64)))
+    normal = r >= 2.0**-126
+    assert np.abs(ours[normal] / exact[normal] - 1).max() < 1e-6
+    assert ours[r == 1.0] == 1.0 and bool((ours <= 1.0).all())
+    # 0 and subnormal ratios are taken as FLT_MIN: finite, and a code of 0 whatever the random bits.
+    tiny = ours[r < 2.0**-126]
+    assert bool((tiny == ours[r == 2.0**-126][0]).all()) and float(tiny[0]) * 255 * 65536 < 1
+
+
 def test_int8_codes_transcribed_bit_for_bit():
-    """Transcription in NumPy float32: scale = max(max |x|, FLT_MIN) per 256; the buffers share words in groups
-    of three by sorted key (as bfloat16's), ``u = slot bits 2^-16``; signed ``c = floor(min(sqrt(|x| fl(1/scale))
-    127 + u, 127))`` with x's sign, unsigned ``floor(min(sqrt(sqrt(v fl(1/scale))) 255 + u, 255))``; decoded
-    ``scale (c fl(1/127))^2`` and ``scale ((c fl(1/255))^2)^2``."""
+    """Transcription in NumPy: scale = max(max |x|, FLT_MIN) per 256 (float32); the buffers share words in groups
+    of three by sorted key (as bfloat16's), 16 bits per slot; r = min(|x| fl(1/scale), 1); signed
+    ``c = min((floor(sqrt(r) 127 2^16) + bits) >> 16, 127)`` with x's sign, unsigned
+    ``min((floor(root4(r) 255 2^16) + bits) >> 16, 255)``; decoded ``scale (c fl(1/127))^2`` and
+    ``scale ((c fl(1/255))^2)^2``."""
     rng = np.random.default_rng(12)
     f32 = np.float32
     keys = {"EState.carry": False, "AdamState.second": True, "AdamState.first": False, "Z.fourth": False}
@@ -160,22 +188,44 @@ def test_int8_codes_transcribed_bit_for_bit():
         group, slot = divmod(position, 3)
         words = np.array([lowbias32(i ^ cs.seed(9, 4, ordered[3 * group])) for i in range(600)], dtype=np.int64)
         bits = [words & 0xFFFF, words >> 16, (words ^ (words >> 16)) & 0xFFFF][slot]
-        u = bits.astype(f32) * f32(2.0**-16)
         blocks = np.arange(600) // 256
         scale = np.array([max(np.abs(x[blocks == b]).max(), f32(2.0**-126)) for b in range(3)], dtype=f32)
-        ratio = np.abs(x) * (f32(1.0) / scale)[blocks]
-        limit = f32(255.0 if nonnegative else 127.0)
-        root = np.sqrt(np.sqrt(ratio)) if nonnegative else np.sqrt(ratio)
-        codes = np.floor(np.minimum(root * limit + u, limit))
+        ratio = np.minimum(np.abs(x) * (f32(1.0) / scale)[blocks], f32(1.0))
+        limit = 255 if nonnegative else 127
+        root = _root4_float32(ratio) if nonnegative else np.sqrt(ratio)
+        fixed = (root * f32(limit * 65536)).astype(np.int64)
+        codes = np.minimum((fixed + bits) >> 16, limit)
         codes = codes if nonnegative else np.where(x < 0, -codes, codes)
         assert np.array_equal(state[key + cs.SCALE].numpy(), scale), key
-        assert np.array_equal(state[key].numpy().astype(np.int64), codes.astype(np.int64)), key
+        assert np.array_equal(state[key].numpy().astype(np.int64), codes), key
         k = f32(float.fromhex("0x1.010102p-8") if nonnegative else float.fromhex("0x1.020408p-7"))
         a = np.abs(codes).astype(f32) * k
         decoded = scale[blocks] * ((a * a) * (a * a) if nonnegative else a * a)
         decoded = decoded if nonnegative else np.where(codes < 0, -decoded, decoded)
         assert np.array_equal(cs.decode(state, key).numpy(), decoded.astype(f32)), key
         assert not cs.decode(state, key)[256:512].any()
+
+
+@pytest.mark.parametrize("state_dtype", FORMATS)
+def test_fused_equals_core_when_parameters_have_different_step_counts(state_dtype):
+    """A parameter without a gradient at the first step starts its state one step later: the next fused step runs
+    two batches (step counts 0 and 1), and each tensor must still get its own seeds (gathered in entry order)."""
+    first, second = gradients(2)
+    pc = params()
+    core = ALTO(pc, implementation="core", state_dtype=state_dtype)
+    for i, (p, g) in enumerate(zip(pc, first)):
+        p.grad = None if i == 0 else g.clone()
+    core.step()
+    pf = [torch.nn.Parameter(p.detach().clone()) for p in pc]
+    fused = ALTO(pf, implementation="fused", state_dtype=state_dtype)
+    fused.load_state_dict(core.state_dict())
+    for p, q, g in zip(pc, pf, second):
+        p.grad, q.grad = g.clone(), g.clone()
+    core.step()
+    fused.step()
+    assert core.state[pc[0]]["step"] + 1 == core.state[pc[1]]["step"] == fused.state[pf[1]]["step"] == 2
+    for a, b in zip(pc, pf):
+        assert_same_store(core.state[a], fused.state[b], state_dtype)
 
 
 @pytest.mark.parametrize("implementation", ["core", "fused"])
