@@ -76,7 +76,8 @@ _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC
 #: Compact-state translation units ask GCC for 512-bit vectors where the CPU has them (GCC's default for most
 #: AVX-512 CPUs is 256): their decoding and encoding make them compute-bound, where the wider vectors pay
 #: (``benchmarks/torch_step.py --state-dtype``), while the memory-bound float32 kernels measured slower with them.
-#: Vector width changes no result: every operation is element-wise and rounded alike.
+#: The element-wise results do not depend on the width; the per-block norm sums (in double) are added in
+#: another order, which the parity suite bounds as it does for every kernel against the core.
 _WIDE_VECTORS = """#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 #pragma GCC target("prefer-vector-width=512")
 #endif

@@ -14,18 +14,22 @@ Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
   instead of being lost, as round-to-nearest would lose them at every step.
 - ``"int8"``: per block of :data:`QBLOCK` = 256 consecutive elements a float32 scale and one byte per element,
   stochastically rounded as well. ``scale = max(max |x|, FLT_MIN)`` (FLT_MIN keeps ``1/scale`` finite; an
-  all-zero block keeps zero codes) and ``r = |x| * fl(1/scale)``. Signed buffers (the E carry, ``m``): the code
-  ``c = floor(min(127 sqrt(r) + u, 127))`` with the sign of ``x``, decoded ``x = scale (c fl(1/127))^2``. The
-  second moment ``v >= 0`` (``"AdamState.second"``, :data:`NONNEGATIVE`): an unsigned code
-  ``c = floor(min(255 sqrt(sqrt(r)) + u, 255))``, decoded ``v = scale ((c fl(1/255))^2)^2``. (``fl(1/127)``,
-  ``fl(1/255)``: the float32 nearest; every per-element operation is a multiplication, so the kernels stay off
-  the divider.) Why the roots: a linear code sets small elements of a block to 0; for ``v`` that divides ``m``
-  by ``eps`` alone, a huge update. The square root on ``m`` (``v``'s fourth root is ``sqrt(sqrt(v))``, the
-  linear code of ``sqrt(v)`` companded once more) spends the codes on the small values: ``m`` spans
-  ``127^2 = 1.6e4`` and ``v`` spans ``255^4 = 4.2e9`` per block before an element becomes 0, and an element of
-  the same block with ``|g|`` 1000x below the block's largest still has nonzero codes in ``m`` and ``v``. The
-  error of one store is at most one code step: ``2 scale / 127`` for signed buffers, ``4 scale / 255`` for
-  ``v`` (the derivative of the decoding at the top of the range), far less for small elements.
+  all-zero block keeps zero codes) and ``r = min(|x| * fl(1/scale), 1)``. Signed buffers (the E carry, ``m``):
+  the code ``c = min((floor(sqrt(r) * 127 * 2^16) + b) >> 16, 127)`` with the sign of ``x``, decoded
+  ``x = scale (c fl(1/127))^2``; ``b`` is 16 random bits, so this is ``floor(127 sqrt(r) + u)`` with a uniform
+  ``u`` in 16-bit fixed point (unbiased for ``127 sqrt(r)`` to 2^-16 of a code). The second moment ``v >= 0``
+  (``"AdamState.second"``, :data:`NONNEGATIVE`): an unsigned code ``c = min((floor(root4(r) * 255 * 2^16) + b)
+  >> 16, 255)``, decoded ``v = scale ((c fl(1/255))^2)^2``, where :func:`root4` is ``r^(1/4)`` within a relative
+  1e-6, computed with multiplications only (the kernels' square-root unit was their bottleneck). (``fl(1/127)``,
+  ``fl(1/255)``: the float32 nearest; the only division is ``1/scale``, once per block.) Why the roots: a
+  linear code sets small elements of a block to 0; for ``v`` that divides ``m`` by ``eps`` alone, a huge update.
+  The square root on ``m`` (``v``'s fourth root is the linear code of ``sqrt(v)`` companded once more) spends
+  the codes on the small values: ``m`` spans ``127^2 = 1.6e4`` and ``v`` spans ``255^4 = 4.2e9`` per block
+  before an element becomes 0, and an element of the same block with ``|g|`` 1000x below the block's largest
+  still has nonzero codes in ``m`` and ``v``. The error of one store is at most one code step: ``2 scale / 127``
+  for signed buffers, ``4 scale / 255`` for ``v`` (the derivative of the decoding at the top of the range), far
+  less for small elements. The rounding is unbiased for the root, not for ``x`` itself (the decoding is convex:
+  ``E[stored] - x`` is at most a quarter of the squared code step, ``scale / (4 * 127^2)`` for ``m``).
   Non-finite values (policy): a block holding NaN or Inf gets the scale NaN and codes 0, so the whole block
   decodes to NaN: one scale cannot keep a NaN among finite values, so the NaN spreads to its 256 neighbours
   (float32 state keeps it in its element; a trust-ratio optimizer spreads it to the whole parameter anyway).
@@ -361,6 +365,7 @@ __all__ = [
     "encode",
     "hash32",
     "random_bits",
+    "root4",
     "seed",
     "seeds",
     "state_bytes",
