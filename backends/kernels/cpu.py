@@ -68,8 +68,11 @@ _INT8_CODES = ("q8s", "q8u")
 _CODE_TYPES = {"bf16": "valley_bf16", "q8s": "int8_t", "q8u": "uint8_t"}
 #: Elements per int8 block (one float32 scale): ``backends.torch.compact_state.QBLOCK``.
 QBLOCK = 256
-#: The first guess of ``r^(-1/4)`` is the float with bits ``ROOT4_MAGIC - (bits(r) >> 2)`` (within 3.4 %).
-ROOT4_MAGIC = 0x4F58CC00
+#: The int8 codes' companding (``backends.torch.compact_state``): ``f(r)`` is the float with bits
+#: ``(bits(r) >> SHIFT) + BIAS``, ``r^(1/2)`` (signed code) or ``r^(1/4)`` (unsigned) at powers of 4 (16), linear
+#: in between; ``f(1) = 1``. Its inverse, the decoding: bits ``(max(bits(y), BIAS) - BIAS) << SHIFT`` (0 at 0).
+CODE_SHIFT = {"q8s": 1, "q8u": 2}
+CODE_BIAS = {"q8s": 0x3F800000 - (0x3F800000 >> 1), "q8u": 0x3F800000 - (0x3F800000 >> 2)}
 _FLAGS = ("-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fPIC", "-shared", "-std=c++17")
 
 
@@ -359,16 +362,29 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
 static const float VALLEY_K127 = 0x1.020408p-7f;  // fl(1/127)
 static const float VALLEY_K255 = 0x1.010102p-8f;  // fl(1/255)
 static const float VALLEY_MIN_SCALE = 0x1p-126f;  // FLT_MIN: 1/scale stays finite
-static const uint32_t VALLEY_ROOT4_MAGIC = {ROOT4_MAGIC:#x}u;
-// One element's value: scale (|c| fl(1/127))^2 with c's sign (int8_t), or scale ((c fl(1/255))^2)^2 (uint8_t,
-// the second moment).
+static const uint32_t VALLEY_BIAS_Q8S = {CODE_BIAS["q8s"]:#x}u;  // the companding (cpu.py's CODE_BIAS)
+static const uint32_t VALLEY_BIAS_Q8U = {CODE_BIAS["q8u"]:#x}u;
+// Bit casts (vectorise as register moves). The clamps below are unsigned minima and maxima of the bit patterns
+// of values >= +0 or NaN (one integer instruction; a float comparison and blend would take more).
+static inline uint32_t valley_bits(float x) {{
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  return u;
+}}
+static inline float valley_float(uint32_t u) {{
+  float x;
+  std::memcpy(&x, &u, sizeof x);
+  return x;
+}}
+// One element's value: scale g(|c| fl(1/127)) with c's sign (int8_t), or scale g(c fl(1/255)) (uint8_t, the
+// second moment); g, the inverse of the companding: bits (max(bits(y), BIAS) - BIAS) << SHIFT.
 template <typename C>
 static inline float valley_decode_one(C c, float scale) {{
   constexpr bool is_signed = std::is_signed<C>::value;
+  constexpr uint32_t bias = is_signed ? VALLEY_BIAS_Q8S : VALLEY_BIAS_Q8U;
   const int ci = c;
-  const float a = static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255);
-  const float a2 = a * a;
-  const float v = scale * (is_signed ? a2 : a2 * a2);
+  const uint32_t y = valley_bits(static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255));
+  const float v = scale * valley_float(((y > bias ? y : bias) - bias) << (is_signed ? 1 : 2));
   return ci < 0 ? -v : v;
 }}
 // The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
@@ -393,35 +409,19 @@ static inline float valley_scale(const float* x, int n) {{
 }}
 // 1 / scale, or 0 for a NaN scale (the block's codes are then set to 0 after the encoding loop).
 static inline float valley_inverse(float scale) {{ return scale == scale ? 1.0f / scale : 0.0f; }}
-// r^(1/4) for FLT_MIN <= r <= 1 on the multipliers (the square-root unit is this kernel's bottleneck): z ~
-// r^(-1/4) from r's bits, three Newton steps z <- z (1.25 - (r / 4) z^4), then r z^3; relative error below
-// 1e-6 (backends/torch/compact_state.py's root4 has the same operations). A smaller r (0, subnormal) is taken
-// as FLT_MIN, where the steps would overflow; its code is 0 either way (255 FLT_MIN^(1/4) < 2^-16).
-static inline float valley_root4(float x) {{
-  const float r = x > VALLEY_MIN_SCALE ? x : VALLEY_MIN_SCALE;
-  uint32_t bits;
-  std::memcpy(&bits, &r, sizeof bits);
-  const uint32_t guess = VALLEY_ROOT4_MAGIC - (bits >> 2);
-  float z;
-  std::memcpy(&z, &guess, sizeof z);
-  const float quarter = 0.25f * r;
-  for (int k = 0; k < 3; ++k) {{
-    const float z2 = z * z;
-    z = z * (1.25f - quarter * (z2 * z2));
-  }}
-  const float z2 = z * z;
-  return r * (z2 * z);
-}}
-// One element's code: signed square-root code (int8_t) or unsigned fourth-root code (uint8_t, the second
-// moment), stochastically rounded in 16-bit fixed point: k = min((floor(root(r) L 2^16) + bits) >> 16, L) with
-// r = min(|v| inv, 1) (the minimum also maps NaN to 1: no undefined conversion).
+// One element's code: signed (int8_t) or unsigned (uint8_t, the second moment), stochastically rounded in 16-bit
+// fixed point: k = min((floor(f(r) L 2^16) + bits) >> 16, L) with r = min(|v| inv, 1) (as bit patterns: NaN,
+// whatever its sign bit, maps to 1; no undefined conversion) and the companding f: bits (r >> SHIFT) + BIAS,
+// integer operations only (square roots were this kernel's bottleneck).
 template <typename C>
 static inline C valley_code_q8(float v, float inv, uint32_t bits) {{
   constexpr bool is_signed = std::is_signed<C>::value;
   constexpr int limit = is_signed ? 127 : 255;
-  const float ratio = std::fabs(v) * inv;
-  const float r = ratio < 1.0f ? ratio : 1.0f;
-  const float fixed = (is_signed ? std::sqrt(r) : valley_root4(r)) * static_cast<float>(limit * 65536);
+  const uint32_t ratio = valley_bits(std::fabs(v) * inv);
+  const uint32_t r = ratio < 0x3F800000u ? ratio : 0x3F800000u;
+  constexpr uint32_t bias = is_signed ? VALLEY_BIAS_Q8S : VALLEY_BIAS_Q8U;
+  const float companded = valley_float((r >> (is_signed ? 1 : 2)) + bias);
+  const float fixed = companded * static_cast<float>(limit * 65536);
   const int rounded = (static_cast<int>(fixed) + static_cast<int>(bits)) >> 16;
   const int k = rounded < limit ? rounded : limit;
   return static_cast<C>(is_signed && v < 0.0f ? -k : k);

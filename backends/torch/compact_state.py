@@ -61,7 +61,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 
 import torch
 
-from backends.kernels.cpu import ROOT4_MAGIC, word_groups
+from backends.kernels.cpu import CODE_BIAS, CODE_SHIFT, word_groups
 
 #: The formats of ``state_dtype``.
 FORMATS = ("float32", "bfloat16", "int8")
@@ -179,18 +179,21 @@ K255 = float.fromhex("0x1.010102p-8")
 MIN_SCALE = float.fromhex("0x1p-126")
 
 
-def root4(x: torch.Tensor) -> torch.Tensor:
-    """``r^(1/4)`` of a float32 tensor ``0 <= x <= 1`` as the kernels compute it (``valley_root4``), for
-    ``r = max(x, FLT_MIN)`` (smaller values would overflow the steps; their codes are 0 either way): ``z`` from
-    r's bits (``ROOT4_MAGIC - (bits >> 2)``), three Newton steps ``z <- z (1.25 - (r / 4) z^4)``, then ``r z^3``;
-    relative error below 1e-6."""
-    r = torch.where(x > MIN_SCALE, x, MIN_SCALE)
-    z = (ROOT4_MAGIC - (r.view(torch.int32) >> 2)).to(torch.int32).view(torch.float32)
-    quarter = 0.25 * r
-    for _ in range(3):
-        z2 = z * z
-        z = z * (1.25 - quarter * (z2 * z2))
-    return r * ((z * z) * z)
+def compand(r: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    """The int8 codes' companding ``f(r)`` of a float32 tensor ``0 <= r <= 1``: the float with bits
+    ``(bits(r) >> SHIFT) + BIAS`` (``backends.kernels.cpu.CODE_SHIFT``, ``CODE_BIAS``), i.e. ``sqrt(r)``
+    (``v``: ``r^(1/4)``) at powers of 4 (16) and linear in ``r`` between powers of 2, never below the root and
+    at most 6.1 % above it, ``f(1) = 1``. Integer operations only, no square root."""
+    code = "q8u" if nonnegative else "q8s"
+    return ((r.view(torch.int32) >> CODE_SHIFT[code]) + CODE_BIAS[code]).view(torch.float32)
+
+
+def expand(y: torch.Tensor, nonnegative: bool) -> torch.Tensor:
+    """The inverse of :func:`compand` (the decoding): the float with bits ``(max(bits(y), BIAS) - BIAS) << SHIFT``
+    for ``y >= 0`` (0 at 0; ``expand(compand(r))`` is ``r`` with its lowest SHIFT bits cleared)."""
+    code = "q8u" if nonnegative else "q8s"
+    bits = y.view(torch.int32).clamp(min=CODE_BIAS[code]) - CODE_BIAS[code]
+    return (bits << CODE_SHIFT[code]).view(torch.float32)
 
 
 def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -202,10 +205,9 @@ def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> 
     scales = torch.where(poisoned, torch.nan, scales.clamp_min(MIN_SCALE))
     inverse = torch.where(poisoned, 0.0, 1.0 / scales)
     ratio = (magnitude * inverse[:, None]).reshape(-1)[:n]
-    ratio = torch.where(ratio < 1.0, ratio, 1.0)  # also NaN -> 1
+    ratio = torch.where(ratio < 1.0, ratio, 1.0)  # also NaN -> 1 (the kernels: an unsigned minimum of the bits)
     limit = 255 if nonnegative else 127
-    root = root4(ratio) if nonnegative else torch.sqrt(ratio)
-    fixed = (root * float(limit * 65536)).to(torch.int64)  # truncation: floor (>= 0)
+    fixed = (compand(ratio, nonnegative) * float(limit * 65536)).to(torch.int64)  # truncation: floor (>= 0)
     bits = _bits16(random_bits(n, seed_value, flat.device), slot)
     codes = ((fixed + bits) >> 16).clamp(max=limit)
     codes = torch.where(poisoned.repeat_interleave(QBLOCK)[:n], 0, codes)
@@ -220,13 +222,10 @@ def _from_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     n = codes.numel()
     flat = codes.reshape(-1)
     per_element = scales.repeat_interleave(QBLOCK)[:n]
-    if codes.dtype == torch.uint8:
-        a = flat.to(torch.float32) * K255
-        square = a * a
-        value = per_element * (square * square)
-    else:
-        a = flat.to(torch.int32).abs().to(torch.float32) * K127
-        value = per_element * (a * a)
+    nonnegative = codes.dtype == torch.uint8
+    magnitude = flat.to(torch.int32).abs().to(torch.float32) * (K255 if nonnegative else K127)
+    value = per_element * expand(magnitude, nonnegative)
+    if not nonnegative:
         value = torch.where(flat < 0, -value, value)
     return value.reshape(codes.shape)
 
@@ -365,7 +364,8 @@ __all__ = [
     "encode",
     "hash32",
     "random_bits",
-    "root4",
+    "compand",
+    "expand",
     "seed",
     "seeds",
     "state_bytes",
