@@ -62,7 +62,7 @@ DTYPES = {
 #: The arrays stored in the parameter's dtype (the others, state and workspaces, are in the compute type).
 _STORAGE_ROLES = frozenset({GRAD, PARAM, UPDATE})
 #: Compact state codes (``backends.torch.compact_state``): stochastically rounded bfloat16, and block-wise int8
-#: with a square-root code (signed) or a fourth-root code (unsigned, the second moment).
+#: with a square-root-like code (signed) or a fourth-root-like code (unsigned, the second moment): CODE_BIAS.
 COMPACT_CODES = ("bf16", "q8s", "q8u")
 _INT8_CODES = ("q8s", "q8u")
 _CODE_TYPES = {"bf16": "valley_bf16", "q8s": "int8_t", "q8u": "uint8_t"}
@@ -352,9 +352,9 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
   if ((u & 0x7F800000u) != 0x7F800000u) u += r & 0xFFFFu;
   return valley_bf16{{static_cast<uint16_t>(u >> 16)}};
 }}
-// int8: a kernel block (lo .. hi, a multiple of VALLEY_QBLOCK apart but the last) is decoded into a float array
-// before the element loop and encoded from it after (the generated loops call valley_scale, valley_inverse and
-// valley_code_q8 per VALLEY_QBLOCK, one scale; cpu.py's _encode_int8). Only
+// int8: the generated element loop runs one VALLEY_QBLOCK (one scale) at a time, decodes each element as it loads
+// it (valley_decode_one) and keeps the new values in a float array, encoded after it (valley_scale,
+// valley_inverse, valley_code_q8; cpu.py's _encode_int8). Only
 // multiplications per element (1/127, 1/255 as the float constants below; 1/scale once per QBLOCK), the
 // maximum |x| as an integer maximum of the bit patterns (NaN and Inf compare above every finite value),
 // truncation instead of floor (equal: the operand is >= 0) and 32-bit indices, so that every loop vectorises
@@ -362,8 +362,9 @@ static inline valley_bf16 valley_sr_bf16(float x, uint32_t r) {{
 static const float VALLEY_K127 = 0x1.020408p-7f;  // fl(1/127)
 static const float VALLEY_K255 = 0x1.010102p-8f;  // fl(1/255)
 static const float VALLEY_MIN_SCALE = 0x1p-126f;  // FLT_MIN: 1/scale stays finite
-static const uint32_t VALLEY_BIAS_Q8S = {CODE_BIAS["q8s"]:#x}u;  // the companding (cpu.py's CODE_BIAS)
-static const uint32_t VALLEY_BIAS_Q8U = {CODE_BIAS["q8u"]:#x}u;
+// The companding (cpu.py's CODE_SHIFT, CODE_BIAS).
+static constexpr uint32_t VALLEY_BIAS_Q8S = {CODE_BIAS["q8s"]:#x}u, VALLEY_SHIFT_Q8S = {CODE_SHIFT["q8s"]};
+static constexpr uint32_t VALLEY_BIAS_Q8U = {CODE_BIAS["q8u"]:#x}u, VALLEY_SHIFT_Q8U = {CODE_SHIFT["q8u"]};
 // Bit casts (vectorise as register moves). The clamps below are unsigned minima and maxima of the bit patterns
 // of values >= +0 or NaN (one integer instruction; a float comparison and blend would take more).
 static inline uint32_t valley_bits(float x) {{
@@ -382,9 +383,10 @@ template <typename C>
 static inline float valley_decode_one(C c, float scale) {{
   constexpr bool is_signed = std::is_signed<C>::value;
   constexpr uint32_t bias = is_signed ? VALLEY_BIAS_Q8S : VALLEY_BIAS_Q8U;
+  constexpr uint32_t shift = is_signed ? VALLEY_SHIFT_Q8S : VALLEY_SHIFT_Q8U;
   const int ci = c;
   const uint32_t y = valley_bits(static_cast<float>(ci < 0 ? -ci : ci) * (is_signed ? VALLEY_K127 : VALLEY_K255));
-  const float v = scale * valley_float(((y > bias ? y : bias) - bias) << (is_signed ? 1 : 2));
+  const float v = scale * valley_float(((y > bias ? y : bias) - bias) << shift);
   return ci < 0 ? -v : v;
 }}
 // The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
@@ -420,7 +422,8 @@ static inline C valley_code_q8(float v, float inv, uint32_t bits) {{
   const uint32_t ratio = valley_bits(std::fabs(v) * inv);
   const uint32_t r = ratio < 0x3F800000u ? ratio : 0x3F800000u;
   constexpr uint32_t bias = is_signed ? VALLEY_BIAS_Q8S : VALLEY_BIAS_Q8U;
-  const float companded = valley_float((r >> (is_signed ? 1 : 2)) + bias);
+  constexpr uint32_t shift = is_signed ? VALLEY_SHIFT_Q8S : VALLEY_SHIFT_Q8U;
+  const float companded = valley_float((r >> shift) + bias);
   const float fixed = companded * static_cast<float>(limit * 65536);
   const int rounded = (static_cast<int>(fixed) + static_cast<int>(bits)) >> 16;
   const int k = rounded < limit ? rounded : limit;

@@ -14,22 +14,27 @@ Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
   instead of being lost, as round-to-nearest would lose them at every step.
 - ``"int8"``: per block of :data:`QBLOCK` = 256 consecutive elements a float32 scale and one byte per element,
   stochastically rounded as well. ``scale = max(max |x|, FLT_MIN)`` (FLT_MIN keeps ``1/scale`` finite; an
-  all-zero block keeps zero codes) and ``r = min(|x| * fl(1/scale), 1)``. Signed buffers (the E carry, ``m``):
-  the code ``c = min((floor(sqrt(r) * 127 * 2^16) + b) >> 16, 127)`` with the sign of ``x``, decoded
-  ``x = scale (c fl(1/127))^2``; ``b`` is 16 random bits, so this is ``floor(127 sqrt(r) + u)`` with a uniform
-  ``u`` in 16-bit fixed point (unbiased for ``127 sqrt(r)`` to 2^-16 of a code). The second moment ``v >= 0``
-  (``"AdamState.second"``, :data:`NONNEGATIVE`): an unsigned code ``c = min((floor(root4(r) * 255 * 2^16) + b)
-  >> 16, 255)``, decoded ``v = scale ((c fl(1/255))^2)^2``, where :func:`root4` is ``r^(1/4)`` within a relative
-  1e-6, computed with multiplications only (the kernels' square-root unit was their bottleneck). (``fl(1/127)``,
-  ``fl(1/255)``: the float32 nearest; the only division is ``1/scale``, once per block.) Why the roots: a
-  linear code sets small elements of a block to 0; for ``v`` that divides ``m`` by ``eps`` alone, a huge update.
-  The square root on ``m`` (``v``'s fourth root is the linear code of ``sqrt(v)`` companded once more) spends
-  the codes on the small values: ``m`` spans ``127^2 = 1.6e4`` and ``v`` spans ``255^4 = 4.2e9`` per block
-  before an element becomes 0, and an element of the same block with ``|g|`` 1000x below the block's largest
-  still has nonzero codes in ``m`` and ``v``. The error of one store is at most one code step: ``2 scale / 127``
-  for signed buffers, ``4 scale / 255`` for ``v`` (the derivative of the decoding at the top of the range), far
-  less for small elements. The rounding is unbiased for the root, not for ``x`` itself (the decoding is convex:
-  ``E[stored] - x`` is at most a quarter of the squared code step, ``scale / (4 * 127^2)`` for ``m``).
+  all-zero block keeps zero codes) and ``r = min(|x| * fl(1/scale), 1)``. The code of ``r`` is ``L f(r)``
+  rounded stochastically: ``c = min((floor(f(r) * L * 2^16) + b) >> 16, L)`` with ``b`` 16 random bits, i.e.
+  ``floor(L f(r) + u)`` with a uniform ``u`` in 16-bit fixed point (unbiased for ``L f(r)`` to 2^-16 of a code).
+  Signed buffers (the E carry, ``m``): ``L = 127``, the sign of ``x``, and ``f`` (:func:`compand`) the float
+  with bits ``(bits(r) >> 1) + 0x1FC00000``: ``sqrt(r)`` at powers of 4, linear in ``r`` between powers of 2,
+  never below ``sqrt(r)`` and at most 6.1 % above. The second moment ``v >= 0`` (``"AdamState.second"``,
+  :data:`NONNEGATIVE`): ``L = 255``, unsigned, ``f`` with bits ``(bits(r) >> 2) + 0x2FA00000``: ``r^(1/4)`` at
+  powers of 16, linear between powers of 2, at most 6.1 % above it. Decoded: ``scale g(|c| fl(1/L))`` with the
+  sign of ``c``, ``g`` (:func:`expand`) the exact inverse of ``f`` (bits ``(max(bits(y), bias) - bias) <<
+  shift``; ``g(0) = 0``). ``fl(1/127)``, ``fl(1/255)``: the float32 nearest; the only division is
+  ``1/scale``, once per block; the codes need no square root (square roots per element bounded the fused
+  kernel's speed). Why these codes: a linear code sets small elements of a block to 0; for ``v`` that divides
+  ``m`` by ``eps`` alone, a huge update. Companding like a square root on ``m`` (a fourth root on ``v``: the
+  code of ``sqrt(v)`` companded once more) spends the codes on the small values: ``m`` spans ``127^2 = 1.6e4``
+  and ``v`` spans ``255^4 = 4.2e9`` per block before an element becomes 0 (``f`` is above the root, so every
+  ``|x| >= scale / 127^2``, ``v >= scale / 255^4`` keeps a nonzero code), and an element of the same block with
+  ``|g|`` 1000x below the block's largest still has nonzero codes in ``m`` and ``v``. The error of one store is
+  at most one code step: ``2 scale / 127`` for signed buffers, ``4 scale / 255`` for ``v`` (the slope of ``g``
+  at the top of the range, its largest), far less for small elements. The rounding is unbiased for ``f(r)``;
+  ``g`` is linear between the codes except across powers of 2, so it is unbiased for ``x`` too except for
+  a pair of codes that straddles a power of 2.
   Non-finite values (policy): a block holding NaN or Inf gets the scale NaN and codes 0, so the whole block
   decodes to NaN: one scale cannot keep a NaN among finite values, so the NaN spreads to its 256 neighbours
   (float32 state keeps it in its element; a trust-ratio optimizer spreads it to the whole parameter anyway).
@@ -45,7 +50,7 @@ parameter, ordered by key, share one word per element in groups of three (``key`
 ``backends.kernels.cpu.word_groups``), so the fused kernels hash once per element instead of once per buffer.
 Each buffer takes 16 bits of the word by its slot: slot 0 the word's low 16 bits, slot 1 its high 16 bits,
 slot 2 the two halves xor-ed (each uniform, pairwise independent). bfloat16 adds them to the float32 bits;
-int8 uses them as the uniform ``u = bits 2^-16`` in [0, 1).
+int8 uses them as ``b`` above.
 
 Storage: ``optimizer.state[p][key]`` holds the bfloat16 buffer, or the int8/uint8 codes (the parameter's
 shape) and ``optimizer.state[p][key + ".scale"]`` the float32 scales (``ceil(numel / 256)``). ``state_dict``
