@@ -6,7 +6,8 @@ loads, stores and sums, and knows no optimizer:
 
 - per tensor, one sweep per pass of the plan over blocks of :data:`BLOCK` elements; a pass adds the squares
   the core's ``l2_norm`` sums per block, in double, and the block sums are added in block order (so the norms
-  do not depend on the number of threads); the next pass starts from the totals;
+  do not depend on the number of threads); the next pass starts from the totals (compact-state kernels sum
+  each :data:`QBLOCK` of a block pairwise, then the QBLOCK sums in order);
 - values that cross a reduction (ALTO's ``r``) are kept in a workspace for a tensor of at most
   :data:`STORE_LIMIT_BYTES` (still in the cache for the next pass) or, for a larger one, computed again from
   the state the first pass wrote (the plan's ``recompute`` passes: the same arithmetic, so the same bits),
@@ -149,15 +150,28 @@ def _sweep(
     body += [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
     body += [store(array, symbol) for array, symbol in step.stores if stores is None or array in stores]
-    body += [f"{acc} += static_cast<double>({operand});" for acc, (_, operand) in zip(accumulators, step.sums)]
+    sums = list(zip(accumulators, (operand for _, operand in step.sums)))
     reduction = f" reduction(+:{', '.join(accumulators)})" if accumulators else ""
-    loop = [f"#pragma omp simd{reduction}", "for (int64_t i = lo; i < hi; ++i) {", *("  " + x for x in body), "}"]
+    loop = [
+        f"#pragma omp simd{reduction}",
+        "for (int64_t i = lo; i < hi; ++i) {",
+        *("  " + x for x in body),
+        *(f"  {acc} += static_cast<double>({operand});" for acc, operand in sums),
+        "}",
+    ]
     if decoded or encoded:
+        # Per QBLOCK; the squares go to an array summed pairwise after the loop: a reduction inside this
+        # compute-bound loop would chain its additions (each waits for the last), which bounded it.
         loop = [
             "for (int64_t ql = lo; ql < hi; ql += VALLEY_QBLOCK) {",
             "  const int64_t qh = ql + VALLEY_QBLOCK < hi ? ql + VALLEY_QBLOCK : hi;",
             *(f"  const float {a}_old = {a}_s[ql / VALLEY_QBLOCK];" for a in decoded),
-            *("  " + x.replace("i = lo; i < hi;", "i = ql; i < qh;") for x in loop),
+            "  #pragma omp simd",
+            "  for (int64_t i = ql; i < qh; ++i) {",
+            *("    " + x for x in body),
+            *(f"    {acc}_part[i - ql] = static_cast<double>({operand});" for acc, operand in sums),
+            "  }",
+            *(f"  {acc} += valley_sum_pairwise({acc}_part, static_cast<int>(qh - ql));" for acc, _ in sums),
             *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
             "}",
         ]
@@ -167,6 +181,7 @@ def _sweep(
         "  const int64_t lo = b * VALLEY_BLOCK;",
         "  const int64_t hi = lo + VALLEY_BLOCK < n ? lo + VALLEY_BLOCK : n;",
         *(f"  double {acc} = 0.0;" for acc in accumulators),
+        *(f"  double {acc}_part[VALLEY_QBLOCK];" for acc in accumulators if decoded or encoded),
         *(f"  float {array}_x[VALLEY_QBLOCK];" for array in encoded),
         *("  " + line for line in loop),
         *(f"  sums[{total} * b + {offsets[target]}] = {acc};" for acc, (target, _) in zip(accumulators, step.sums)),
@@ -408,6 +423,15 @@ static inline float valley_scale(const float* x, int n) {{
   float m;
   std::memcpy(&m, &bits, sizeof m);
   return m > VALLEY_MIN_SCALE ? m : VALLEY_MIN_SCALE;
+}}
+// The sum of a[0 .. n), n <= VALLEY_QBLOCK, pairwise (a tree of vector additions; a is overwritten).
+static inline double valley_sum_pairwise(double* a, int n) {{
+  for (int j = n; j < VALLEY_QBLOCK; ++j) a[j] = 0.0;
+  for (int width = VALLEY_QBLOCK / 2; width >= 1; width /= 2) {{
+    #pragma omp simd
+    for (int j = 0; j < width; ++j) a[j] += a[j + width];
+  }}
+  return a[0];
 }}
 // 1 / scale, or 0 for a NaN scale (the block's codes are then set to 0 after the encoding loop).
 static inline float valley_inverse(float scale) {{ return scale == scale ? 1.0f / scale : 0.0f; }}
