@@ -161,15 +161,20 @@ def _sweep(
     ]
     if decoded or encoded:
         # Per QBLOCK; the squares go to an array summed pairwise after the loop: a reduction inside this
-        # compute-bound loop would chain its additions (each waits for the last), which bounded it.
+        # compute-bound loop would chain its additions (each waits for the last), which bounded it. The largest
+        # |new value| of each encoded array (its scale) as an integer maximum of the bit patterns.
+        maxima = [(f"{array}_max", symbol) for array, symbol in step.stores if array in encoded]
+        largest = f" reduction(max:{', '.join(m for m, _ in maxima)})" if maxima else ""
         loop = [
             "for (int64_t ql = lo; ql < hi; ql += VALLEY_QBLOCK) {",
             "  const int64_t qh = ql + VALLEY_QBLOCK < hi ? ql + VALLEY_QBLOCK : hi;",
             *(f"  const float {a}_old = {a}_s[ql / VALLEY_QBLOCK];" for a in decoded),
-            "  #pragma omp simd",
+            *(f"  uint32_t {m} = 0;" for m, _ in maxima),
+            f"  #pragma omp simd{largest}",
             "  for (int64_t i = ql; i < qh; ++i) {",
             *("    " + x for x in body),
             *(f"    {acc}_part[i - ql] = static_cast<double>({operand});" for acc, operand in sums),
+            *(f"    {m} = valley_max_abs({m}, {symbol});" for m, symbol in maxima),
             "  }",
             *(f"  {acc} += valley_sum_pairwise({acc}_part, static_cast<int>(qh - ql));" for acc, _ in sums),
             *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
@@ -201,7 +206,7 @@ def _encode_int8(
     lines = ["const int n = static_cast<int>(qh - ql);", "const uint32_t base = static_cast<uint32_t>(ql);"]
     for a in encoded:
         lines += [
-            f"const float {a}_new = valley_scale({a}_x, n);",
+            f"const float {a}_new = valley_scale({a}_max);",
             f"{a}_s[ql / VALLEY_QBLOCK] = {a}_new;",
             f"const float {a}_inv = valley_inverse({a}_new);",
         ]
@@ -404,24 +409,17 @@ static inline float valley_decode_one(C c, float scale) {{
   const float v = scale * valley_float(((y > bias ? y : bias) - bias) << shift);
   return ci < 0 ? -v : v;
 }}
-// The largest |x[j]| of n values as its bit pattern (integer maximum: vectorises without reassociating floats).
-static inline uint32_t valley_max_abs_bits(const float* x, int n) {{
-  uint32_t m = 0;
-  for (int j = 0; j < n; ++j) {{
-    uint32_t u;
-    std::memcpy(&u, x + j, sizeof u);
-    u &= 0x7FFFFFFFu;
-    m = u > m ? u : m;
-  }}
-  return m;
+// max(m, |x|) on bit patterns (an integer maximum: vectorises without reassociating floats; NaN and Inf compare
+// above every finite value).
+static inline uint32_t valley_max_abs(uint32_t m, float x) {{
+  const uint32_t u = valley_bits(x) & 0x7FFFFFFFu;
+  return u > m ? u : m;
 }}
-// One QBLOCK's scale: max |x| (at least FLT_MIN, so that 1/scale is finite), or NaN for a block holding NaN or
-// Inf (its codes are then 0: every element decodes to NaN).
-static inline float valley_scale(const float* x, int n) {{
-  const uint32_t bits = valley_max_abs_bits(x, n);
-  if (bits >= 0x7F800000u) return NAN;
-  float m;
-  std::memcpy(&m, &bits, sizeof m);
+// A QBLOCK's scale from the bits of its largest |x|: at least FLT_MIN (so that 1/scale is finite), or NaN for a
+// block holding NaN or Inf (its codes are then 0: every element decodes to NaN).
+static inline float valley_scale(uint32_t largest) {{
+  if (largest >= 0x7F800000u) return NAN;
+  const float m = valley_float(largest);
   return m > VALLEY_MIN_SCALE ? m : VALLEY_MIN_SCALE;
 }}
 // The sum of a[0 .. n), n <= VALLEY_QBLOCK, pairwise (a tree of vector additions; a is overwritten).
