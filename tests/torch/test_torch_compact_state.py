@@ -369,6 +369,36 @@ def test_fused_equals_core_for_compact_state(cls, state_dtype):
         assert fused.state[b]["step"] == core.state[a]["step"] == 40
 
 
+@pytest.mark.parametrize("state_dtype", FORMATS)
+def test_fused_compact_results_do_not_depend_on_the_number_of_threads(state_dtype):
+    """Compact kernels sum each 256-block's squares pairwise and the blocks in order, and their random bits depend
+    on the element, not the thread: parameters and stored state are the same bits for 1, 2 and 3 threads."""
+    shapes = [(2 * 4096 + 300,), (3, 1000), (7,)]
+    rng = np.random.default_rng(11)
+    sequence = [[torch.tensor(rng.normal(size=s), dtype=torch.float32) for s in shapes] for _ in range(6)]
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 3):
+            torch.set_num_threads(count)
+            ps = [torch.nn.Parameter(torch.ones(s)) for s in shapes]
+            optimizer = ALTO(ps, implementation="fused", state_dtype=state_dtype)
+            for grads in sequence:
+                for p, g in zip(ps, grads):
+                    p.grad = g.clone()
+                optimizer.step()
+            results.append((ps, optimizer))
+    finally:
+        torch.set_num_threads(threads)
+    (first, reference), others = results[0], results[1:]
+    for ps, optimizer in others:
+        for p, q in zip(ps, first):
+            assert torch.equal(p, q)
+            for key, value in reference.state[q].items():
+                if isinstance(value, torch.Tensor):
+                    assert torch.equal(optimizer.state[p][key].view(-1), value.view(-1)), key
+
+
 def test_fused_compact_on_multi_block_tensors():
     """Tensors of several 4096-element kernel blocks and a partial last int8 block."""
     shapes = [(3 * 4096 + 77,), (257,)]
