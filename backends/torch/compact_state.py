@@ -53,7 +53,9 @@ slot 2 the two halves xor-ed (each uniform, pairwise independent). bfloat16 adds
 int8 uses them as ``b`` above.
 
 Storage: ``optimizer.state[p][key]`` holds the bfloat16 buffer, or the int8/uint8 codes (the parameter's
-shape) and ``optimizer.state[p][key + ".scale"]`` the float32 scales (``ceil(numel / 256)``). ``state_dict``
+shape) and ``optimizer.state[p][key + ".scales"]`` the float32 scales (``ceil(numel / 256)``); int8 state of the
+first code (square roots, scales under ``key + ".scale"``, :data:`LEGACY_SCALE`) is decoded with that code and
+converted on load. ``state_dict``
 stores these; :func:`convert_state_dict` converts a checkpoint between formats (float32 <-> compact).
 """
 
@@ -73,7 +75,10 @@ FORMATS = ("float32", "bfloat16", "int8")
 #: Elements per int8 block (one float32 scale each).
 QBLOCK = 256
 #: Suffix of the key of an int8 buffer's scales.
-SCALE = ".scale"
+SCALE = ".scales"
+#: The scales' suffix of the first int8 code (square roots, valley at commit d52546f): such a buffer is decoded
+#: with that code (:func:`decode`) and converted to the current one on load; its suffix tells the two apart.
+LEGACY_SCALE = ".scale"
 #: Core buffers that are never negative: stored with the unsigned int8 code.
 NONNEGATIVE = frozenset({"AdamState.second"})
 _M32 = 0xFFFFFFFF
@@ -261,10 +266,21 @@ def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: 
         encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, first[group]), slot)
 
 
+def _from_legacy_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    # The first int8 code (LEGACY_SCALE): scale (|c| fl(1/127))^2 with c's sign, or scale ((c fl(1/255))^2)^2.
+    flat = codes.reshape(-1)
+    per_element = scales.repeat_interleave(QBLOCK)[: codes.numel()]
+    a = flat.to(torch.int32).abs().to(torch.float32) * (K255 if codes.dtype == torch.uint8 else K127)
+    value = per_element * ((a * a) * (a * a) if codes.dtype == torch.uint8 else a * a)
+    return torch.where(flat < 0, -value, value).reshape(codes.shape)
+
+
 def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """The buffer ``state[key]`` as a float tensor of ``dtype`` (whatever its format)."""
+    """The buffer ``state[key]`` as a float tensor of ``dtype`` (whatever its format, the legacy int8 code too)."""
     stored = state[key]
     if stored.dtype in (torch.int8, torch.uint8):
+        if key + SCALE not in state and key + LEGACY_SCALE in state:
+            return _from_legacy_int8(stored, state[key + LEGACY_SCALE]).to(dtype)
         return _from_int8(stored, state[key + SCALE]).to(dtype)
     return stored if stored.dtype == dtype else stored.to(dtype)
 
@@ -278,6 +294,23 @@ def format_of(stored: torch.Tensor) -> str:
     return "float32"
 
 
+def stored_format(state: Dict[str, Any], key: str) -> str:
+    """:func:`format_of` ``state[key]``, or ``"int8 (legacy code)"`` for int8 codes with :data:`LEGACY_SCALE`
+    scales (never a group's format: such state is always converted)."""
+    stored = state[key]
+    if format_of(stored) == "int8" and key + SCALE not in state and key + LEGACY_SCALE in state:
+        return "int8 (legacy code)"
+    return format_of(stored)
+
+
+def scale_owner(key: str) -> Optional[str]:
+    """The buffer key whose int8 scales ``key`` names (either suffix), else None."""
+    for suffix in (SCALE, LEGACY_SCALE):
+        if key.endswith(suffix):
+            return key[: -len(suffix)]
+    return None
+
+
 def check_stored(state: Dict[str, Any], key: str) -> Optional[str]:
     """None when ``state[key]`` (and its scales) is a well-formed stored buffer, else what is wrong."""
     stored = state.get(key)
@@ -287,12 +320,17 @@ def check_stored(state: Dict[str, Any], key: str) -> Optional[str]:
         expected_dtype = torch.uint8 if key in NONNEGATIVE else torch.int8
         if stored.dtype != expected_dtype:
             return f"{key} has codes of dtype {stored.dtype}, expected {expected_dtype}"
-        scales = state.get(key + SCALE)
+        suffix = LEGACY_SCALE if stored_format(state, key) == "int8 (legacy code)" else SCALE
+        if key + SCALE in state and key + LEGACY_SCALE in state:
+            return f"{key} has scales under both {key}{SCALE} and {key}{LEGACY_SCALE} (the legacy code's)"
+        scales = state.get(key + suffix)
         blocks = -(-stored.numel() // QBLOCK)
         if not isinstance(scales, torch.Tensor) or scales.dtype != torch.float32 or tuple(scales.shape) != (blocks,):
-            return f"{key}{SCALE} must be a float32 tensor of shape ({blocks},)"
-    elif key + SCALE in state:
-        return f"{key}{SCALE} given for a {stored.dtype} buffer"
+            return f"{key}{suffix} must be a float32 tensor of shape ({blocks},)"
+    else:
+        for suffix in (SCALE, LEGACY_SCALE):
+            if key + suffix in state:
+                return f"{key}{suffix} given for a {stored.dtype} buffer"
     return None
 
 
@@ -303,7 +341,7 @@ def buffer_keys(state: Dict[str, Any]) -> Iterable[str]:
         for k, v in state.items()
         if isinstance(v, torch.Tensor)
         and (v.is_floating_point() or v.dtype in (torch.int8, torch.uint8))
-        and not k.endswith(SCALE)
+        and scale_owner(k) is None
     ]
 
 
@@ -313,10 +351,10 @@ def convert(state: Dict[str, Any], state_dtype: str, tensor_index: int, dtype: t
     A compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step.
     """
     check_format(state_dtype)
-    out = {k: v for k, v in state.items() if not k.endswith(SCALE)}
+    out = {k: v for k, v in state.items() if scale_owner(k) is None}
     keys = list(buffer_keys(state))
-    if state_dtype != "float32" and all(format_of(state[key]) == state_dtype for key in keys):
-        return {**out, **{k: v for k, v in state.items() if k.endswith(SCALE)}}
+    if state_dtype != "float32" and all(stored_format(state, key) == state_dtype for key in keys):
+        return {**out, **{k: v for k, v in state.items() if scale_owner(k) is not None}}
     decoded = {key: decode(state, key, dtype if state_dtype == "float32" else torch.float32) for key in keys}
     store(out, decoded, state_dtype, int(state.get("step", 0)), tensor_index)
     return out
@@ -360,6 +398,7 @@ __all__ = [
     "FORMATS",
     "NONNEGATIVE",
     "QBLOCK",
+    "LEGACY_SCALE",
     "SCALE",
     "check_format",
     "check_supported",
@@ -373,6 +412,8 @@ __all__ = [
     "expand",
     "seed",
     "seeds",
+    "scale_owner",
     "state_bytes",
+    "stored_format",
     "store",
 ]

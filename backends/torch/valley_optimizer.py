@@ -427,20 +427,16 @@ class ValleyOptimizer(torch.optim.Optimizer):
         problems += [
             f"{k} has no buffer"
             for k in saved
-            if k.endswith(compact_state.SCALE) and k[: -len(compact_state.SCALE)] not in saved
+            if compact_state.scale_owner(k) is not None and compact_state.scale_owner(k) not in saved
         ]
         if problems:
             raise ValueError("; ".join(problems))
         plain = compact_state.convert(saved, "float32", index, _state.state_dtype(p))
         checked = self._checked_state({**group, "state_dtype": "float32"}, p, plain)
-        if all(compact_state.format_of(saved[k]) == state_format for k in keys) and set(keys) == set(checked) - {
+        if all(compact_state.stored_format(saved, k) == state_format for k in keys) and set(keys) == set(checked) - {
             "step"
         }:
-            stored = {
-                k: v
-                for k, v in saved.items()
-                if k in checked or (k.endswith(compact_state.SCALE) and k[: -len(compact_state.SCALE)] in checked)
-            }
+            stored = {k: v for k, v in saved.items() if k in checked or compact_state.scale_owner(k) in checked}
             return {
                 **{k: v.to(device=p.device, copy=True) for k, v in stored.items() if k != "step"},
                 "step": checked["step"],
