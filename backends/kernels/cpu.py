@@ -150,13 +150,13 @@ def _sweep(
     body += [load(symbol, array) for symbol, array in step.loads]
     body += [render_c(s, plan.kinds) for s in step.statements]
     body += [store(array, symbol) for array, symbol in step.stores if stores is None or array in stores]
-    sums = list(zip(accumulators, (operand for _, operand in step.sums)))
+    summed = list(zip(accumulators, (operand for _, operand in step.sums)))  # (accumulator, operand)
     reduction = f" reduction(+:{', '.join(accumulators)})" if accumulators else ""
     loop = [
         f"#pragma omp simd{reduction}",
         "for (int64_t i = lo; i < hi; ++i) {",
         *("  " + x for x in body),
-        *(f"  {acc} += static_cast<double>({operand});" for acc, operand in sums),
+        *(f"  {acc} += static_cast<double>({operand});" for acc, operand in summed),
         "}",
     ]
     if decoded or encoded:
@@ -173,10 +173,10 @@ def _sweep(
             f"  #pragma omp simd{largest}",
             "  for (int64_t i = ql; i < qh; ++i) {",
             *("    " + x for x in body),
-            *(f"    {acc}_part[i - ql] = static_cast<double>({operand});" for acc, operand in sums),
+            *(f"    {acc}_part[i - ql] = static_cast<double>({operand});" for acc, operand in summed),
             *(f"    {m} = valley_max_abs({m}, {symbol});" for m, symbol in maxima),
             "  }",
-            *(f"  {acc} += valley_sum_pairwise({acc}_part, static_cast<int>(qh - ql));" for acc, _ in sums),
+            *(f"  {acc} += valley_sum_pairwise({acc}_part, static_cast<int>(qh - ql));" for acc, _ in summed),
             *("  " + line for line in _encode_int8(encoded, pointers, slots, formats)),
             "}",
         ]
