@@ -79,6 +79,8 @@ SCALE = ".scales"
 #: The scales' suffix of the first int8 code (square roots, valley at commit d52546f): such a buffer is decoded
 #: with that code (:func:`decode`) and converted to the current one on load; its suffix tells the two apart.
 LEGACY_SCALE = ".scale"
+#: :func:`stored_format` of such a buffer (never a group's format: it is always converted).
+LEGACY_FORMAT = "int8 (legacy code)"
 #: Core buffers that are never negative: stored with the unsigned int8 code.
 NONNEGATIVE = frozenset({"AdamState.second"})
 _M32 = 0xFFFFFFFF
@@ -121,15 +123,16 @@ def hash32(x: int) -> int:
     return x
 
 
-def seed(step: int, tensor_index: int, key: str) -> int:
-    """The 32-bit seed of one buffer's store at ``step`` (the step count after the step)."""
-    return hash32(hash32(hash32(step ^ 0x5EED) ^ tensor_index) ^ _crc32(key))
-
-
 def seeds(step: int, tensor_index: int, keys: Iterable[str]) -> list:
-    """``[seed(step, tensor_index, key) for key in keys]``, sharing the part that does not depend on the key."""
+    """The 32-bit seeds of buffers ``keys``' stores at ``step`` (the step count after the step), computing the
+    part that does not depend on the key once."""
     common = hash32(hash32(step ^ 0x5EED) ^ tensor_index)
     return [hash32(common ^ _crc32(key)) for key in keys]
+
+
+def seed(step: int, tensor_index: int, key: str) -> int:
+    """The 32-bit seed of one buffer's store at ``step`` (:func:`seeds`)."""
+    return seeds(step, tensor_index, (key,))[0]
 
 
 @functools.lru_cache(maxsize=None)
@@ -228,13 +231,17 @@ def _to_int8(x: torch.Tensor, seed_value: int, nonnegative: bool, slot: int) -> 
     return stored.reshape(x.shape), scales
 
 
-def _from_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+def _from_int8(codes: torch.Tensor, scales: torch.Tensor, legacy: bool = False) -> torch.Tensor:
+    # scale g(|c| fl(1/L)) with c's sign; the legacy code (LEGACY_SCALE) had g(y) = y^2 (y^4 for v).
     n = codes.numel()
     flat = codes.reshape(-1)
     per_element = scales.repeat_interleave(QBLOCK)[:n]
     nonnegative = codes.dtype == torch.uint8
-    magnitude = flat.to(torch.int32).abs().to(torch.float32) * (K255 if nonnegative else K127)
-    value = per_element * expand(magnitude, nonnegative)
+    y = flat.to(torch.int32).abs().to(torch.float32) * (K255 if nonnegative else K127)
+    if legacy:
+        value = per_element * ((y * y) * (y * y) if nonnegative else y * y)
+    else:
+        value = per_element * expand(y, nonnegative)
     if not nonnegative:
         value = torch.where(flat < 0, -value, value)
     return value.reshape(codes.shape)
@@ -266,22 +273,12 @@ def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: 
         encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, first[group]), slot)
 
 
-def _from_legacy_int8(codes: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    # The first int8 code (LEGACY_SCALE): scale (|c| fl(1/127))^2 with c's sign, or scale ((c fl(1/255))^2)^2.
-    flat = codes.reshape(-1)
-    per_element = scales.repeat_interleave(QBLOCK)[: codes.numel()]
-    a = flat.to(torch.int32).abs().to(torch.float32) * (K255 if codes.dtype == torch.uint8 else K127)
-    value = per_element * ((a * a) * (a * a) if codes.dtype == torch.uint8 else a * a)
-    return torch.where(flat < 0, -value, value).reshape(codes.shape)
-
-
 def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """The buffer ``state[key]`` as a float tensor of ``dtype`` (whatever its format, the legacy int8 code too)."""
     stored = state[key]
     if stored.dtype in (torch.int8, torch.uint8):
-        if key + SCALE not in state and key + LEGACY_SCALE in state:
-            return _from_legacy_int8(stored, state[key + LEGACY_SCALE]).to(dtype)
-        return _from_int8(stored, state[key + SCALE]).to(dtype)
+        legacy = stored_format(state, key) == LEGACY_FORMAT
+        return _from_int8(stored, state[key + (LEGACY_SCALE if legacy else SCALE)], legacy).to(dtype)
     return stored if stored.dtype == dtype else stored.to(dtype)
 
 
@@ -295,11 +292,11 @@ def format_of(stored: torch.Tensor) -> str:
 
 
 def stored_format(state: Dict[str, Any], key: str) -> str:
-    """:func:`format_of` ``state[key]``, or ``"int8 (legacy code)"`` for int8 codes with :data:`LEGACY_SCALE`
-    scales (never a group's format: such state is always converted)."""
+    """:func:`format_of` ``state[key]``, or :data:`LEGACY_FORMAT` for int8 codes with :data:`LEGACY_SCALE`
+    scales."""
     stored = state[key]
     if format_of(stored) == "int8" and key + SCALE not in state and key + LEGACY_SCALE in state:
-        return "int8 (legacy code)"
+        return LEGACY_FORMAT
     return format_of(stored)
 
 
@@ -320,7 +317,7 @@ def check_stored(state: Dict[str, Any], key: str) -> Optional[str]:
         expected_dtype = torch.uint8 if key in NONNEGATIVE else torch.int8
         if stored.dtype != expected_dtype:
             return f"{key} has codes of dtype {stored.dtype}, expected {expected_dtype}"
-        suffix = LEGACY_SCALE if stored_format(state, key) == "int8 (legacy code)" else SCALE
+        suffix = LEGACY_SCALE if stored_format(state, key) == LEGACY_FORMAT else SCALE
         if key + SCALE in state and key + LEGACY_SCALE in state:
             return f"{key} has scales under both {key}{SCALE} and {key}{LEGACY_SCALE} (the legacy code's)"
         scales = state.get(key + suffix)
@@ -398,6 +395,7 @@ __all__ = [
     "FORMATS",
     "NONNEGATIVE",
     "QBLOCK",
+    "LEGACY_FORMAT",
     "LEGACY_SCALE",
     "SCALE",
     "check_format",
