@@ -78,7 +78,9 @@ def _jax_cases():
         "alto": lambda: bj.alto(1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3),
         "lamb": lambda: bj.lamb(1e-2),
         "eadam_cm": lambda: bj.eadam_cm(1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), top_c=2),
-        "inject_alto": lambda: optax.inject_hyperparams(bj.alto)(learning_rate=1e-2, alpha=-1.0, betas=(0.9, 0.9, 0.99)),
+        "inject_alto": lambda: optax.inject_hyperparams(bj.alto)(
+            learning_rate=1e-2, alpha=-1.0, betas=(0.9, 0.9, 0.99)
+        ),
         "e_adaptor_chain": lambda: optax.chain(bj.e_adaptor(-0.5, 0.5), optax.adamw(1e-2)),
     }.items():
         transformation = make()
