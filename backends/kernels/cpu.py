@@ -29,7 +29,9 @@ Build: on first use of a plan its source is compiled into ``<cache>/valley-kerne
 ``VALLEY_CACHE_DIR`` environment variable, else ``$XDG_CACHE_HOME/valley``, else ``~/.cache/valley``); the
 hash covers the source, the compiler, its flags and the CPU, and the file is written atomically, so
 concurrent processes (DDP ranks) can build at once. The compiler is ``VALLEY_CXX``, else ``CXX``, else
-``c++``/``g++`` from ``PATH``. :class:`KernelUnavailable` says why a build failed.
+``c++``/``g++`` from ``PATH``. :class:`KernelUnavailable` says why a build failed. A cached file that cannot be
+loaded (truncated, copied from another machine) is rebuilt, with a ``RuntimeWarning`` naming it; falling back to
+the one-thread build (no OpenMP) also warns.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
@@ -605,9 +608,31 @@ def _load_uncached(text: str, names: Sequence[str]) -> Library:
         key = hashlib.sha256("\n".join([text, compiler, version, *flags, _cpu_signature()]).encode())
         target = cache_dir() / f"valley-kernels-{key.hexdigest()[:24]}.so"
         try:
-            if not target.exists():
-                _build(compiler, flags, target, text)
-            return Library(target, openmp, names)
+            library = _cached_or_built(compiler, flags, target, text, openmp, names)
         except (KernelUnavailable, OSError) as error:
             errors.append(str(error))
+            continue
+        if errors:  # the OpenMP build failed: say so, since every step now runs on one thread
+            warnings.warn(
+                f"valley: kernels built without OpenMP (one thread): {errors[0]}", RuntimeWarning, stacklevel=4
+            )
+        return library
     raise KernelUnavailable("; ".join(errors))
+
+
+def _cached_or_built(
+    compiler: str, flags: Sequence[str], target: Path, text: str, openmp: bool, names: Sequence[str]
+) -> Library:
+    """The library at ``target``; a cached file that cannot be loaded (truncated, another architecture, a
+    partial copy) is rebuilt once, with a warning naming it, instead of being taken as a failed build."""
+    if target.exists():
+        try:
+            return Library(target, openmp, names)
+        except OSError as error:
+            warnings.warn(
+                f"valley: the cached kernel library {target} cannot be loaded ({error}); rebuilding it",
+                RuntimeWarning,
+                stacklevel=5,
+            )
+    _build(compiler, flags, target, text)
+    return Library(target, openmp, names)
