@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+import valley_core
 from valley_cli.main import SUBCOMMANDS, build_parser
 
 
@@ -22,8 +23,19 @@ def info_run():
 def test_info_reports_versions_backends_and_gpu(info_run):
     assert info_run.returncode == 0, info_run.stderr
     out = info_run.stdout
-    assert out.startswith("valley_core 0.1.0")
-    for name in ("numpy", "torch", "backends.numpy", "backends.torch", "backends.keras", "backends.cupy", "GPU"):
+    assert out.startswith(f"valley_core {valley_core.__version__}  python ")
+    for name in (
+        "numpy",
+        "torch",
+        "jax",
+        "optax",
+        "backends.numpy",
+        "backends.torch",
+        "backends.keras",
+        "backends.jax",
+        "backends.cupy",
+        "GPU",
+    ):
         assert f"  {name}" in out
     assert "  fused CPU kernels  ok (" in out and "valley-kernels-" in out  # g++ is on every machine we run on
 
@@ -33,6 +45,7 @@ def test_info_says_whether_each_backend_can_run_here_and_why_not(info_run):
     assert lines["backends.numpy"] == "can run (CPU)"
     assert lines["backends.torch"].startswith("can run (CPU")
     assert lines["backends.keras"].startswith("can run (Keras 3.")
+    assert lines["backends.jax"].startswith("can run (JAX ") and "cpu" in lines["backends.jax"]
     from backends.cupy import cuda_available
 
     if cuda_available():

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+import valley_core
+
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
@@ -38,7 +40,7 @@ def wheel(tmp_path_factory):
 
 
 def test_wheel_has_the_distribution_name_the_packages_and_py_typed(wheel):
-    assert wheel.name.startswith("valley_optim-0.1.0-")
+    assert wheel.name.startswith(f"valley_optim-{valley_core.__version__}-")
     names = zipfile.ZipFile(wheel).namelist()
     for package in ("valley_core", "backends", "backends/jax", "backends/torch", "proofs_check", "valley_cli"):
         assert f"{package}/__init__.py" in names, package
@@ -67,7 +69,7 @@ def test_wheel_imports_from_a_fresh_venv(wheel, tmp_path):
     )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     found = json.loads(_run([str(python), "-c", script], cwd=tmp_path, env=env).strip().splitlines()[-1])
-    assert found["version"] == "0.1.0"
+    assert found["version"] == valley_core.__version__
     for key in ("core", "jax"):
         assert Path(found[key]).is_relative_to(site), found
     console = venv / ("Scripts/valley.exe" if os.name == "nt" else "bin/valley")

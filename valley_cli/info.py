@@ -75,6 +75,17 @@ def _run_keras(module: Any) -> str:
     return f"Keras {keras.__version__} on its {keras.backend.backend()} backend"
 
 
+def _run_jax(module: Any) -> str:
+    import jax
+    import jax.numpy as jnp
+
+    params = {"weight": jnp.ones(2)}
+    optimizer = module.alto(learning_rate=0.1)
+    updates, _ = optimizer.update({"weight": jnp.ones(2)}, optimizer.init(params), params)
+    jax.block_until_ready(updates)
+    return f"JAX {jax.__version__} on {jax.default_backend()} ({jax.device_count()} device(s))"
+
+
 def _run_cupy(module: Any) -> str:
     from backends.cupy._engine import import_cupy  # raises RuntimeError saying what is missing
 
@@ -87,6 +98,7 @@ RUN_CHECKS: Dict[str, Callable[[Any], str]] = {
     "backends.numpy": _run_numpy,
     "backends.torch": _run_torch,
     "backends.keras": _run_keras,
+    "backends.jax": _run_jax,
     "backends.cupy": _run_cupy,
 }
 
@@ -157,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's Python-side logging
     with native_stderr_dropped():
         frameworks = {
-            label: _probe(label) for label in ("numpy", "array_api_compat", "torch", "tensorflow", "keras", "cupy")
+            label: _probe(label)
+            for label in ("numpy", "array_api_compat", "torch", "tensorflow", "keras", "jax", "optax", "cupy")
         }
         backends = {name: backend_status(name) for name in RUN_CHECKS}
         kernels = _fused_kernels()
