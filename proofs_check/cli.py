@@ -1,4 +1,5 @@
-"""``python -m proofs_check`` and ``valley proofs``: run the checks, write the reports, exit 1 on any FAIL.
+"""``python -m proofs_check`` and ``valley proofs``: run the checks, write the reports, exit 1 on any FAIL
+(PASS and NOT TESTABLE HERE exit 0).
 
 Example:
     python -m proofs_check --quick --out proofs_report
@@ -16,7 +17,7 @@ import threading
 import time
 from typing import Any, Dict, List
 
-from proofs_check.common import ClaimResult, Context
+from proofs_check.common import FAIL, ClaimResult, Context
 from proofs_check.output import OutputError, prepare
 from proofs_check.report import overall, write_reports
 from proofs_check.runners import BACKENDS, BackendUnavailable, check_backend
@@ -83,7 +84,8 @@ def _command(args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the selected claims; returns 0 if all pass, 1 if any fails, 2 for unusable arguments or outputs.
+    """Runs the selected claims; returns 1 if any claim FAILs, 0 otherwise (PASS or NOT TESTABLE HERE), 2 for
+    unusable arguments or outputs.
 
     The output folder and the docs page are checked (and staged) before any claim runs; the report is moved
     into place only when every claim has run, so an interrupted run leaves the previous report intact.
@@ -126,9 +128,9 @@ def run(args: argparse.Namespace) -> int:
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
     for r in results:
-        print(f"{r.verdict}  {r.name}  ({sum(c.passed for c in r.checks)}/{len(r.checks)} checks, {r.runtime_s:.1f} s)")
+        print(f"{r.verdict}  {r.name}  ({r.runtime_s:.1f} s): {r.reason}")
     print(f"overall: {overall(results)}; report: {args.out}/report.md")
-    return 0 if overall(results) == "PASS" else 1
+    return 1 if overall(results) == FAIL else 0
 
 
 def _terminate_as_exit() -> Any:

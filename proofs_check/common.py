@@ -10,10 +10,21 @@ import numpy as np
 
 from proofs_check.runners import Stepper, make_stepper
 
+PASS = "PASS"
+FAIL = "FAIL"
+#: the third verdict: the claim's assumptions do not hold on the problems tried, or the control fails the same
+#: way, so the measurement says nothing about the claim either way (exit code 0).
+NOT_TESTABLE = "NOT TESTABLE HERE - ASSUMPTIONS NOT MET"
+VERDICTS = (PASS, FAIL, NOT_TESTABLE)
+
 
 @dataclasses.dataclass
 class Check:
-    """One pass/fail criterion of a claim, decided by a threshold fixed before the run.
+    """One pass/fail criterion of a claim, decided by a fixed threshold.
+
+    A check that ``applies`` is scored: it is in the regime the claim's assumptions cover and its control
+    behaves differently. One that does not (``applies=False``, with the reason in ``not_applicable``) is
+    measured and reported but cannot make the claim FAIL.
 
     Attributes:
         description: what is compared, in words.
@@ -22,6 +33,8 @@ class Check:
         passed: whether ``value`` satisfies ``threshold``.
         statistic: the paired statistics behind the decision (``stats.paired``), when it compares a method
             with its control over seeds or starts.
+        applies: whether the claim's assumptions hold where this check measures (and the control differs).
+        not_applicable: why not, in a few words, when ``applies`` is False.
     """
 
     description: str
@@ -29,6 +42,39 @@ class Check:
     threshold: str
     passed: bool
     statistic: Optional[Dict[str, Any]] = None
+    applies: bool = True
+    not_applicable: str = ""
+
+
+def verdict_of(checks: Sequence[Check]) -> str:
+    """FAIL when a check that applies fails; NOT TESTABLE when no check applies; else PASS."""
+    scored = [c for c in checks if c.applies]
+    if any(not c.passed for c in scored):
+        return FAIL
+    return PASS if scored else NOT_TESTABLE
+
+
+def reason_of(checks: Sequence[Check]) -> str:
+    """One line: why :func:`verdict_of` gives its verdict."""
+    scored = [c for c in checks if c.applies]
+    outside = [c for c in checks if not c.applies]
+    failed = [c for c in scored if not c.passed]
+    if failed:
+        first = failed[0]
+        return (
+            f"{len(failed)} of {len(scored)} scored checks contradict the claim where its assumptions hold, "
+            f"first: {first.description} = {fmt(first.value)} (needs {first.threshold})."
+        )
+    if not scored:
+        why = list(dict.fromkeys(c.not_applicable for c in outside if c.not_applicable))
+        more = f" (and {len(why) - 2} more)" if len(why) > 2 else ""
+        return f"no check is in the claim's regime: {'; '.join(why[:2]) or 'assumptions not met'}{more}."
+    text = f"all {len(scored)} scored checks pass where the assumptions hold"
+    if outside:
+        why = list(dict.fromkeys(c.not_applicable for c in outside if c.not_applicable))[:2]
+        passed = sum(c.passed for c in outside)
+        text += f"; {len(outside)} measured outside them ({passed} would pass) are not scored: {'; '.join(why)}"
+    return text + "."
 
 
 @dataclasses.dataclass
@@ -51,11 +97,23 @@ class ClaimResult:
     regime: List[str] = dataclasses.field(default_factory=list)
     statistics: List[Dict[str, Any]] = dataclasses.field(default_factory=list)
     explanation: str = ""
+    sweep: Dict[str, Any] = dataclasses.field(default_factory=dict)
+    size_note: str = ""
+    summary: str = ""
 
     @property
     def verdict(self) -> str:
-        """``"PASS"`` when every check passed, else ``"FAIL"``."""
-        return "PASS" if self.checks and all(c.passed for c in self.checks) else "FAIL"
+        """PASS, FAIL or NOT TESTABLE HERE (:func:`verdict_of` over the checks)."""
+        return verdict_of(self.checks)
+
+    @property
+    def reason(self) -> str:
+        """The verdict's one-line reason: the claim's own summary (what held where), then the rule's reason."""
+        return f"{self.summary} {reason_of(self.checks)}".strip() if self.summary else reason_of(self.checks)
+
+    def paired_statistics(self) -> List[Dict[str, Any]]:
+        """Every paired comparison with the control: the checks' statistics, then the further ones."""
+        return [c.statistic for c in self.checks if c.statistic] + list(self.statistics)
 
     def to_json(self) -> Dict[str, Any]:
         return {
@@ -71,6 +129,10 @@ class ClaimResult:
             "evidence": to_jsonable(self.evidence),
             "checks": [to_jsonable(dataclasses.asdict(c)) for c in self.checks],
             "verdict": self.verdict,
+            "reason": self.reason,
+            "sweep": to_jsonable(self.sweep),
+            "paired_statistics": to_jsonable(self.paired_statistics()),
+            "size_note": self.size_note,
             "plots": self.plots,
             "notes": self.notes,
             "runner_paths": self.runner_paths,
@@ -90,6 +152,8 @@ class Context:
         plant: tests only: ``(name, hyperparameters) -> (name, hyperparameters)`` applied to every optimizer
             a check asks for, to plant a wrong optimizer and see the verdict flip.
         tiny: tests only: the smallest sizes (``pick``'s ``tiny`` argument, else its ``quick`` one).
+        plant_problem: tests only: ``(claim, problem) -> problem`` applied to the problem a check builds (see
+            each claim), to plant one whose assumptions do not hold and see the third verdict.
     """
 
     def __init__(
@@ -101,6 +165,7 @@ class Context:
         progress: Optional[Callable[..., Iterable]] = None,
         plant: Optional[Callable[[str, Dict[str, Any]], tuple]] = None,
         tiny: bool = False,
+        plant_problem: Optional[Callable[[str, Any], Any]] = None,
     ) -> None:
         self.backend = backend
         self.quick = quick or tiny
@@ -109,6 +174,7 @@ class Context:
         self.out_dir = out_dir
         self._progress = progress
         self.plant = plant
+        self.plant_problem = plant_problem
         self.paths: Dict[str, None] = {}
 
     def stepper(self, name: str, params: Sequence[np.ndarray], **hyperparameters: Any) -> Stepper:
@@ -118,6 +184,10 @@ class Context:
         stepper = make_stepper(self.backend, name, params, **hyperparameters)
         self.paths.setdefault(stepper.path, None)
         return stepper
+
+    def problem(self, claim: str, problem: Any) -> Any:
+        """``problem``, or the planted one in tests (``plant_problem``)."""
+        return problem if self.plant_problem is None else self.plant_problem(claim, problem)
 
     def take_paths(self) -> List[str]:
         """The code paths used since the last call (for one claim's record)."""

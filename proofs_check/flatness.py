@@ -35,6 +35,9 @@ ESCAPE_EFFECT = 0.1  # alpha < 0 must raise the escape fraction by more than thi
 MLP_EFFECT = 0.02  # at matched loss E's top eigenvalue must be lower by at least 2 % (mean log difference)
 STAY_FLAT = 0.95  # alpha < 0 must keep at least this fraction of flat-well starts in the flat well
 SHARP_MIN, FLAT_MIN = -1.0, 1.5
+#: why the quick run does not score the MLP comparison: in the second edition it gave -0.193 at the full step
+#: budget (400) and -0.009 at the quick one (150), so the result depends on the budget the quick size cuts.
+QUICK_MLP = "quick step budget cannot decide it (the matched-loss difference depends on the budget)"
 MLP_PAIRS = {
     "ALTO vs Lamb": (
         ("alto", {"alpha": -5.0, "betas": (0.99, 0.9, 0.99), "lr": 1e-2}),
@@ -168,7 +171,7 @@ def run(ctx: Context) -> ClaimResult:
 
 
 def _run(ctx: Context, started: float) -> ClaimResult:
-    ratios = ctx.pick([-0.9, -0.5, 0.0, 0.5], [-0.9, -0.7, -0.5, -0.3, 0.0, 0.5], tiny=[-0.9, 0.0, 0.5])
+    ratios = ctx.pick([-0.9, 0.0, 0.9], [-0.9, -0.5, 0.0, 0.5, 0.9], tiny=[-0.9, 0.0, 0.9])
     lrs = ctx.pick([0.01, 0.05, 0.2], [0.01, 0.03, 0.05, 0.1, 0.2], tiny=[0.01, 0.1])
     noises = (0.0, 0.5)
     seeds = ctx.pick(4, 8, tiny=3)
@@ -230,26 +233,57 @@ def _run(ctx: Context, started: float) -> ClaimResult:
                 statistic,
             )
         )
-    stay_min = min(float(np.min(stay[(explore, lr, s)])) for lr in lrs for s in noises)
+    # staying in the flat well is scored only in the cells where Adam (the control) stays itself
+    kept = [(lr, s) for lr in lrs for s in noises if float(np.min(stay[(0.0, lr, s)])) >= STAY_FLAT]
+    stay_min = min((float(np.min(stay[(explore, lr, s)])) for lr, s in kept), default=float("nan"))
+    stay_statistic = stats.paired(
+        np.mean([stay[(explore, lr, s)] for lr in lrs for s in noises], axis=0),
+        np.mean([stay[(0.0, lr, s)] for lr in lrs for s in noises], axis=0),
+        f"stay in the flat well, r={explore:g} - r=0 (mean over lr and noise)",
+    )
     checks.append(
         Check(
-            f"r = {explore:g} keeps flat-well starts in the flat well (min over lr, noise, seeds)",
+            f"r = {explore:g} keeps flat-well starts in the flat well (min over seeds, in the {len(kept)} of "
+            f"{len(lrs) * len(noises)} (lr, noise) cells where Adam stays)",
             stay_min,
             f">= {STAY_FLAT}",
-            stay_min >= STAY_FLAT,
+            bool(stay_min >= STAY_FLAT),
+            stay_statistic,
+            applies=bool(kept),
+            not_applicable="" if kept else "Adam (the control) leaves the flat well in every cell",
         )
     )
-    slow = stats.paired(speed[(explore, lrs[0], 0.0)], speed[(0.0, lrs[0], 0.0)], "")
-    fast = stats.paired(speed[(max(ratios), lrs[0], 0.0)], speed[(0.0, lrs[0], 0.0)], "")
-    slow["label"] = f"steps to f - f_flat <= {TOL:g} from the flat well, lr {lrs[0]:g}: r={explore:g} - r=0"
-    fast["label"] = f"steps to f - f_flat <= {TOL:g} from the flat well, lr {lrs[0]:g}: r={max(ratios):g} - r=0"
-    checks.append(
-        Check(slow["label"] + " (alpha < 0 slower)", slow["mean_diff"], "95% CI above 0", stats.above(slow), slow)
-    )
-    checks.append(
-        Check(fast["label"] + " (alpha > 0 faster)", fast["mean_diff"], "95% CI below 0", stats.below(fast), fast)
-    )
-
+    # speed over the whole lr grid, at the strong arms r = min and max (the remark: alpha < 0 slower, > 0 faster)
+    speed_sweep: Dict[str, Any] = {}
+    for arm, direction in ((explore, "slower"), (max(ratios), "faster")):
+        supported, contradicted = [], []
+        for lr in lrs:
+            cell = stats.paired(speed[(arm, lr, 0.0)], speed[(0.0, lr, 0.0)], "")
+            want, against = (stats.above, stats.below) if direction == "slower" else (stats.below, stats.above)
+            if want(cell):
+                supported.append(lr)
+            elif against(cell):
+                contradicted.append(lr)
+            speed_sweep[f"r={arm:g}, lr={lr:g}"] = cell
+        pooled = stats.paired(
+            np.mean([speed[(arm, lr, 0.0)] for lr in lrs], axis=0),
+            np.mean([speed[(0.0, lr, 0.0)] for lr in lrs], axis=0),
+            f"steps to f - f_flat <= {TOL:g} from the flat well, r={arm:g} - r=0 (mean over the lr grid)",
+        )
+        checks.append(
+            Check(
+                f"speed sweep, r = {arm:g} vs Adam: steps to f - f_flat <= {TOL:g} from the flat well, per lr "
+                f"(alpha {'<' if direction == 'slower' else '>'} 0 {direction}): lrs where the paired 95% CI "
+                "supports / contradicts the remark",
+                f"supports at {supported}, contradicts at {contradicted}",
+                f"supported at >= half of the {len(lrs)} lrs and contradicted at none",
+                bool(2 * len(supported) >= len(lrs) and not contradicted),
+                pooled,
+            )
+        )
+    evidence["speed_per_lr_paired"] = {
+        k: {"mean_diff": v.get("mean_diff"), "ci95": v.get("ci95")} for k, v in speed_sweep.items()
+    }
     # Part B: the Figure-3 analogue at matched training loss
     mlp_seeds = ctx.pick(3, 5, tiny=2)
     mlp_steps = ctx.pick(150, 400, tiny=60)
@@ -281,12 +315,14 @@ def _run(ctx: Context, started: float) -> ClaimResult:
         }
         checks.append(
             Check(
-                f"MLP on digits, {pair}: mean log top-eigenvalue difference at matched training loss, paired over "
-                f"{mlp_seeds} seeds (negative = E flatter)",
+                f"MLP on digits, {pair} (paper's large-batch setting, r = -0.05): mean log top-eigenvalue "
+                f"difference at matched training loss, paired over {mlp_seeds} seeds (negative = E flatter)",
                 statistic.get("mean_diff"),
                 f"95% CI below 0 and mean <= -{MLP_EFFECT}",
                 stats.below(statistic) and statistic["mean_diff"] <= -MLP_EFFECT,
                 statistic,
+                applies=not ctx.quick,
+                not_applicable="" if not ctx.quick else QUICK_MLP,
             )
         )
     evidence["mlp"] = mlp
@@ -310,10 +346,13 @@ def _run(ctx: Context, started: float) -> ClaimResult:
             if leave_lrs
             else f"r = {explore:g} keeps flat-well starts in the flat well at every lr tried. "
         )
-        + f"Speed from the flat well at lr {lrs[0]:g}: r = {explore:g} minus r = 0 is {slow['mean_diff']:+.3g} "
-        f"steps, r = {max(ratios):g} minus r = 0 is {fast['mean_diff']:+.3g} steps "
-        + ("(the remark's order). " if stats.above(slow) and stats.below(fast) else "(NOT the remark's order). ")
-        + f"MLP at matched training loss: {mlp_text} (threshold -{MLP_EFFECT}); the equal-budget comparison, "
+        + "Speed from the flat well, per lr (paired mean difference in steps against Adam): "
+        + "; ".join(
+            f"lr {lr:g}: r = {explore:g} {speed_sweep[f'r={explore:g}, lr={lr:g}']['mean_diff']:+.3g}, "
+            f"r = {max(ratios):g} {speed_sweep[f'r={max(ratios):g}, lr={lr:g}']['mean_diff']:+.3g}"
+            for lr in lrs
+        )
+        + f". MLP at matched training loss: {mlp_text} (threshold -{MLP_EFFECT}); the equal-budget comparison, "
         "confounded by the loss, is listed separately."
     )
     return ClaimResult(
@@ -351,7 +390,23 @@ def _run(ctx: Context, started: float) -> ClaimResult:
         ],
         statistics=statistics,
         explanation=explanation,
+        sweep={"r": ratios, "lr": lrs, "noise": list(noises), "mlp_pairs": list(MLP_PAIRS)},
+        summary=_summary(checks),
+        size_note="the MLP matched-loss comparison is not scored in quick mode (its result depends on the step "
+        "budget); the full run scores it."
+        if ctx.quick
+        else "",
     )
+
+
+def _summary(checks: List[Check]) -> str:
+    """Which parts of the remark hold where (one line)."""
+    parts = []
+    for check in checks:
+        if check.description.startswith("speed sweep"):
+            parts.append(f"{check.description.split(':')[0]}: {check.value}")
+    held = [c.description.split(",")[0] for c in checks if c.applies and c.passed]
+    return f"{'; '.join(parts)}; {len(held)} of {sum(c.applies for c in checks)} scored parts hold."
 
 
 def _plot_map(ctx: Context, evidence, ratios, lrs, noises) -> str:

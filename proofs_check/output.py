@@ -58,6 +58,7 @@ class Staging:
         if os.path.exists(out) and not os.path.isdir(out):
             raise OutputError(f"--out {out}: exists and is not a directory")
         _make_dirs(out, "--out")
+        _check_previous_report(out)
         try:
             self.folder = tempfile.mkdtemp(prefix=".proofs-staging-", dir=out)
         except OSError as error:
@@ -81,12 +82,13 @@ class Staging:
                 raise OutputError(f"--docs-md {docs_md}: cannot write there ({error.strerror or error})") from None
 
     def _previous_files(self) -> List[str]:
+        """The plot files the previous report in ``out`` lists (none when there is no readable report: a file
+        that is not one was refused by :func:`_check_previous_report` before any claim ran)."""
         try:
             with open(os.path.join(self.out, "report.json")) as handle:
-                claims = json.load(handle).get("claims", [])
+                return _plots_of(json.load(handle))
         except (OSError, ValueError):
             return []
-        return [p for c in claims for p in c.get("plots", []) if isinstance(p, str) and os.sep not in p]
 
     def publish(self) -> None:
         """Moves the staged files into ``out`` (reports last) and the staged page onto ``docs_md``."""
@@ -112,6 +114,34 @@ class Staging:
         if self.docs_file and os.path.exists(self.docs_file):
             os.remove(self.docs_file)
         self.docs_file = None
+
+
+def _plots_of(document: object) -> List[str]:
+    """The plot file names of a report document; ``ValueError`` when it is not a proofs_check report."""
+    if not isinstance(document, dict) or not isinstance(document.get("claims"), list):
+        raise ValueError("not a JSON object with a 'claims' list")
+    plots = []
+    for claim in document["claims"]:
+        if not isinstance(claim, dict) or not isinstance(claim.get("plots", []), list):
+            raise ValueError("a claim is not an object with a 'plots' list")
+        plots += [p for p in claim.get("plots", []) if isinstance(p, str) and p and os.sep not in p]
+    return plots
+
+
+def _check_previous_report(out: str) -> None:
+    """Refuses an ``out`` whose ``report.json`` is not a proofs_check report: publishing would overwrite a file
+    the user wrote (and its plot list is what the new report removes)."""
+    path = os.path.join(out, "report.json")
+    if not os.path.lexists(path):
+        return
+    try:
+        with open(path) as handle:
+            _plots_of(json.load(handle))
+    except (OSError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).split("\n")[0]
+        raise OutputError(
+            f"--out {out}: {path} is not a proofs_check report ({reason}); move it away or choose another folder"
+        ) from None
 
 
 def prepare(out: str, docs_md: Optional[str] = None) -> Staging:

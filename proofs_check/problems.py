@@ -6,7 +6,7 @@ checked against finite differences in ``tests/proofs/test_proofs_problems.py``.
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -268,3 +268,34 @@ def sharp_flat_2d_hess(p: np.ndarray) -> np.ndarray:
         scaled = d / width
         hess = hess + e * (np.diag(1.0 / width**2) - scaled[..., :, None] * scaled[..., None, :])
     return hess
+
+
+class RandomLabelMLP:
+    """A tanh MLP ``d -> width -> classes`` fitted to a fixed random labelling of Gaussian inputs (squared loss on
+    one-hot targets): a network that can fit its data exactly, so its training loss has minima at 0.
+
+    ``f(W1, b1, W2, b2) = 1/(2n) sum_i ||W2 tanh(W1 x_i + b1) + b2 - y_i||^2``; gradients by hand (float64).
+    """
+
+    def __init__(self, rng: np.random.Generator, n: int = 64, dim: int = 16, width: int = 32, classes: int = 4):
+        self.x = rng.standard_normal((n, dim))
+        self.y = np.eye(classes)[rng.integers(0, classes, n)]
+        self.n, self.dim, self.width, self.classes = n, dim, width, classes
+
+    def init(self, rng: np.random.Generator) -> list:
+        """Glorot-scaled weights, zero biases."""
+        return [
+            rng.standard_normal((self.width, self.dim)) / np.sqrt(self.dim),
+            np.zeros(self.width),
+            rng.standard_normal((self.classes, self.width)) / np.sqrt(self.width),
+            np.zeros(self.classes),
+        ]
+
+    def loss_and_grad(self, params: Sequence[np.ndarray]) -> tuple:
+        """``(loss, [dW1, db1, dW2, db2])`` over the whole data set (full batch)."""
+        w1, b1, w2, b2 = params
+        h = np.tanh(self.x @ w1.T + b1)
+        r = (h @ w2.T + b2 - self.y) / self.n
+        loss = 0.5 * self.n * float(np.sum(r * r))
+        dh = (r @ w2) * (1.0 - h * h)
+        return loss, [dh.T @ self.x, dh.sum(axis=0), r.T @ h, r.sum(axis=0)]
