@@ -7,11 +7,12 @@ optimizer's, and saved under a top-level ``"e_adaptor"`` entry), from a checkout
 
 It writes ``OUT_ROOT/tests/torch/data/e_checkpoints_d24396a.pt``: for E over ``AdamW`` and over ``SGD`` with
 momentum, the start parameters, 6 steps of gradients (parameter 1 has none at step 2, so the parameters' step
-counts differ), ``E.state_dict()`` after 3 steps, and the parameters after 3 and after 4 steps as that code
-computed them. The test (``tests/torch/test_torch_dcp.py``) loads each state dict with today's code, continues and
-compares. Kept for the record; it cannot regenerate the file with later code (that would test nothing).
+counts differ), ``E.state_dict()`` after 3 steps, a pickle (``torch.save`` bytes) of the parameters and the whole
+``E`` after 3 steps, and the parameters after 3 and after 4 steps as that code computed them. The test
+(``tests/torch/test_torch_dcp.py``) loads each with today's code, continues and compares. Kept for the record; it cannot regenerate the file with later code (that would test nothing).
 """
 
+import io
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def main(out_root: str) -> None:
             if k == 2:
                 record["state_dict"] = optimizer.state_dict()
                 record["params_after_3"] = [p.detach().clone() for p in params]
+                buffer = io.BytesIO()
+                torch.save({"params": params, "optimizer": optimizer}, buffer)
+                record["pickled_after_3"] = buffer.getvalue()
         record["params_after_4"] = [p.detach().clone() for p in params]
         assert set(record["state_dict"]) == {"state", "param_groups", "e_adaptor"}  # the old layout
         out[name] = record
