@@ -9,7 +9,8 @@ It writes ``OUT_ROOT/tests/torch/data/e_checkpoints_d24396a.pt``: for E over ``A
 momentum, the start parameters, 6 steps of gradients (parameter 1 has none at step 2, so the parameters' step
 counts differ), ``E.state_dict()`` after 3 steps, a pickle (``torch.save`` bytes) of the parameters and the whole
 ``E`` after 3 steps, and the parameters after 3 and after 4 steps as that code computed them. The test
-(``tests/torch/test_torch_dcp.py``) loads each with today's code, continues and compares. Kept for the record; it cannot regenerate the file with later code (that would test nothing).
+(``tests/torch/test_torch_dcp.py``) loads each with today's code, continues and compares. Kept for the record; it
+cannot regenerate the file with later code (that would test nothing).
 """
 
 import io
