@@ -12,13 +12,35 @@ in place: every call returns new arrays, so a failed step can never leave a stat
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
 
 from valley_core._namespace import resolve_namespace
 
 Arrays = Tuple[Any, ...]
 
 
+def per_tensor(*fields: str) -> Callable[[type], type]:
+    """Declares, on a state type, which of its fields hold one array per tensor (in the tensors' order).
+
+    The other fields are scalars (step counters). Adapters that give the state another shape read this
+    declaration (``per_tensor_fields``) instead of keeping lists of field names: the JAX adapter turns these
+    fields into pytrees shaped like the parameters.
+    """
+
+    def declare(state_type: type) -> type:
+        setattr(state_type, "__per_tensor_fields__", tuple(fields))
+        return state_type
+
+    return declare
+
+
+def per_tensor_fields(state: Any) -> Optional[Tuple[str, ...]]:
+    """The per-tensor fields a transform's state type declares (``per_tensor``), or None if it declares
+    none (a user's own transform: by the core's layout, its tuple-valued fields are the per-tensor ones)."""
+    return getattr(type(state), "__per_tensor_fields__", None)
+
+
+@per_tensor()
 class EmptyState(NamedTuple):
     """The state of a transform that keeps none."""
 
@@ -83,10 +105,24 @@ def apply_updates(params: Sequence[Any], updates: Sequence[Any]) -> Arrays:
     return tuple(p + u for p, u in zip(params, updates))
 
 
-def check_same_length(name: str, grads: Sequence[Any], buffers: Sequence[Any]) -> None:
-    """Raises a clear error when the gradients do not match the state the transform was built for."""
+def check_state_buffers(name: str, grads: Sequence[Any], buffers: Sequence[Any]) -> None:
+    """Raises ``ValueError`` when a transform's per-tensor state does not fit the gradients it is given.
+
+    The one check of a state against the tensors, called by every transform that keeps per-tensor buffers
+    (``buffers`` is one field of its state, a buffer per tensor shaped like it): the counts must be equal, and
+    so must the shapes, which the element-wise maths would otherwise broadcast (a state built for a ``(1,)``
+    tensor would silently grow to ``(3,)``). Only ``.shape`` is read, so traced tensors pass (``jax.jit``,
+    ``tf.function``, ``torch.compile``); a dimension not known yet (``None``) matches any size. Gradients are
+    checked against the parameters by ``check_update_inputs``, so the message names the parameter.
+    """
     if len(grads) != len(buffers):
         raise ValueError(f"{name}: got {len(grads)} gradients for a state built for {len(buffers)} tensors")
+    for index, (grad, buffer) in enumerate(zip(grads, buffers)):
+        if buffer.shape != grad.shape and not _shapes_compatible(buffer.shape, grad.shape):
+            raise ValueError(
+                f"{name}: the state of tensor {index} has shape {tuple(buffer.shape)} but parameter {index} has "
+                f"shape {tuple(grad.shape)}; the state was built for other parameters (init it with these)"
+            )
 
 
 def check_update_inputs(grads: Sequence[Any], params: Sequence[Any] | None) -> None:

@@ -6,11 +6,30 @@ from typing import Any
 
 
 def l2_norm(array: Any, xp: Any) -> Any:
-    """The Euclidean norm of a whole tensor, as a 0-d array."""
+    """The Euclidean norm of a whole tensor, as a 0-d array.
+
+    ``xp.linalg.vector_norm`` where the namespace has one (NumPy, torch: its own summation, and torch defines
+    the norm's gradient at 0 as 0); otherwise the portable form ``sqrt(sum(x * x))`` through ``safe_sqrt``,
+    whose gradient at a tensor of zeros is 0 instead of NaN (``sqrt``'s derivative at 0 is infinite). The
+    portable form is what the JAX adapter runs (``jax.numpy``'s ``vector_norm`` is the same arithmetic
+    without the guard) and what the fast paths trace (``backends.kernels``).
+    """
     linalg = getattr(xp, "linalg", None)
     if linalg is not None and hasattr(linalg, "vector_norm"):
         return linalg.vector_norm(array)
-    return xp.sqrt(xp.sum(array * array))
+    return safe_sqrt(xp.sum(array * array), xp)
+
+
+def safe_sqrt(value: Any, xp: Any) -> Any:
+    """``sqrt(value)`` for ``value >= 0`` (or NaN), with a finite gradient (0) where ``value = 0``.
+
+    The double ``where``: the square root is taken of 1 where ``value <= 0`` and the result replaced by 0
+    there, so no infinite derivative meets a zero cotangent (``inf * 0 = NaN`` in reverse-mode autodiff).
+    The values are ``sqrt(value)``'s bit for bit: ``sqrt(0) = 0``, and a NaN fails ``<= 0`` and propagates.
+    Only comparisons, ``where`` and ``sqrt``, so the fast paths' tracer records it.
+    """
+    zero = value <= 0
+    return xp.where(zero, value * 0, xp.sqrt(xp.where(zero, value * 0 + 1, value)))
 
 
 def trust_ratio(

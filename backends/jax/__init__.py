@@ -22,7 +22,17 @@ Each factory (``alto``, ``alto_vanilla``, ``lamb``, ``eadam``, ``adam``, ``eadam
 chain. See ``docs/jax.md``.
 """
 
-from backends.jax.optimizers import (
+try:
+    import jax  # noqa: F401
+    import optax  # noqa: F401
+except ImportError as missing:  # say which extra brings them, not only which module is absent
+    raise ImportError(
+        f'backends.jax needs JAX and optax ({missing}); install them with: pip install "valley-optim[jax]"',
+        name=missing.name,
+    ) from missing
+
+from backends.jax._door import core_state, state_like_params  # noqa: E402
+from backends.jax.optimizers import (  # noqa: E402
     OPTIMIZERS,
     adam,
     adam_cm,
@@ -45,6 +55,7 @@ __all__ = [
     "adamw",
     "alto",
     "alto_vanilla",
+    "core_state",
     "e_adaptor",
     "eadam",
     "eadam_cm",
@@ -52,4 +63,5 @@ __all__ = [
     "esgd",
     "lamb",
     "sgd",
+    "state_like_params",
 ]

@@ -3,8 +3,15 @@
 optax transformations take pytrees (nested dicts, lists, dataclasses of arrays); the core takes a flat
 sequence of arrays of one namespace. ``optax_transformation`` flattens the parameters, gradients and masks
 with one tree structure, runs the core transform with ``xp=jax.numpy`` over the leaves, and rebuilds the
-updates with that structure. The core's state (NamedTuples of tuples of arrays) is already a pytree, so it is
-the optax state as it is: ``jax.jit``, ``pickle`` and any checkpointer that stores pytrees take it.
+updates with that structure.
+
+The state is shaped like the parameters, as optax's own (``optax.adamw``'s ``mu`` and ``nu``): the core's
+state NamedTuples are kept, and each per-tensor field (declared on the core's state type,
+``valley_core.base.per_tensor_fields``) holds a pytree with the parameters' structure instead of the core's
+tuple over the leaves; step counters stay 0-d arrays. So path-based sharding rules,
+``optax.tree_utils.tree_map_params`` and flax.nnx's metadata (``nnx.Optimizer`` copies a parameter's
+sharding onto the state leaves of its tree position) treat it as they treat optax's. ``update`` also takes
+the layout of valley 0.1.0 (tuples over the leaves, e.g. from an old pickle) and returns the new one.
 
 Nothing about the maths is decided here; the adapter converts and places things only:
 
@@ -32,6 +39,7 @@ import numpy as np
 import optax
 
 import valley_core as vc
+from valley_core.base import per_tensor_fields
 
 #: The core's mask arguments; each takes optax's forms here.
 MASK_ARGUMENTS = ("weight_decay_mask", "trust_ratio_mask")
@@ -49,6 +57,12 @@ class _JaxNumpyForSharding:
     tensors like the tensor (``PartitionSpec(None, *spec)``; rank >= 2) and replicates the rank-1 arrays.
     Everything else is ``jax.numpy``.
     """
+
+    #: No ``linalg``: the core's norm then takes its portable form ``sqrt(sum(x * x))`` with a gradient guarded
+    #: at 0 (``valley_core.reductions.safe_sqrt``). ``jnp.linalg.vector_norm`` is the same arithmetic
+    #: (``sqrt(sum(x * conj(x)))``, the same values bit for bit) but its gradient at a tensor of zeros is NaN,
+    #: which made every meta-gradient through a zero-initialised leaf NaN.
+    linalg = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(jnp, name)
@@ -153,6 +167,55 @@ def _placed_like(param_leaves: list, state: Any) -> Any:
     )
 
 
+def _map_states(state: Any, change: Callable[[Any], Any]) -> Any:
+    """``change`` applied to every transform state (NamedTuple) of a chained state (nested tuples)."""
+    if hasattr(state, "_fields"):
+        return change(state)
+    if isinstance(state, tuple):
+        return tuple(_map_states(inner, change) for inner in state)
+    return state
+
+
+def shaped_like_params(state: Any, treedef: Any) -> Any:
+    """The core's state with every per-tensor field (a tuple over the leaves) as a pytree of ``treedef``."""
+
+    def change(transform_state: Any) -> Any:
+        fields = per_tensor_fields(transform_state) or ()
+        return transform_state._replace(**{f: treedef.unflatten(getattr(transform_state, f)) for f in fields})
+
+    return _map_states(state, change)
+
+
+def _field_leaves(value: Any, treedef: Any, where: str) -> tuple:
+    """A per-tensor field as the core's tuple over the leaves: from the parameters' structure, or as it is
+    when it is valley 0.1.0's layout (a tuple with one array per leaf)."""
+    try:
+        leaves = treedef.flatten_up_to(value)
+    except (ValueError, TypeError):
+        leaves = None
+    if leaves is not None and not any(isinstance(leaf, (tuple, list)) for leaf in leaves):
+        return tuple(leaves)
+    if isinstance(value, tuple) and len(value) == treedef.num_leaves:
+        return value  # the 0.1.0 layout (a tuple over the leaves, in the parameters' leaf order)
+    raise ValueError(
+        f"state field {where} does not have the structure of the parameters ({treedef}); was the state built "
+        f"by this optimizer's init for these parameters?"
+    )
+
+
+def core_layout(state: Any, treedef: Any) -> Any:
+    """The state as the core takes it: every per-tensor field a tuple over the leaves of ``treedef``."""
+
+    def change(transform_state: Any) -> Any:
+        fields = per_tensor_fields(transform_state) or ()
+        name = type(transform_state).__name__
+        return transform_state._replace(
+            **{f: _field_leaves(getattr(transform_state, f), treedef, f"{name}.{f}") for f in fields}
+        )
+
+    return _map_states(state, change)
+
+
 def optax_transformation(build: Callable[..., vc.GradientTransformation], arguments: Dict[str, Any]):
     """An ``optax.GradientTransformation`` running ``build(**arguments)`` over the leaves of pytrees.
 
@@ -176,21 +239,49 @@ def optax_transformation(build: Callable[..., vc.GradientTransformation], argume
     def init(params: Any) -> Any:
         leaves, treedef = jax.tree_util.tree_flatten(params)
         if not leaves:
-            raise ValueError("init: the parameters contain no arrays")
+            return _structure_without_arrays(treedef)
         with _int32_is_enough():
             state = core_for(params, treedef).init(tuple(leaves), xp=XP)
-        return _placed_like(leaves, state)
+        return shaped_like_params(_placed_like(leaves, state), treedef)
+
+    def _structure_without_arrays(treedef: Any) -> Any:
+        # Parameters without arrays (``{}``, or optax.tree_utils.tree_map_params's placeholder): the state's
+        # structure, its per-tensor fields shaped like the (empty) parameters. A stand-in 0-d tensor gives the
+        # structure; masks do not change it.
+        with _int32_is_enough():
+            state = build(**arguments).init((jnp.zeros(()),), xp=XP)
+        empty = treedef.unflatten([])
+        return _map_states(state, lambda s: s._replace(**{f: empty for f in per_tensor_fields(s) or ()}))
 
     def update(updates: Any, state: Any, params: Any = None) -> Tuple[Any, Any]:
         grad_leaves, treedef = jax.tree_util.tree_flatten(updates)
+        if not grad_leaves:
+            raise ValueError("update: the gradients contain no arrays")
         param_leaves = None if params is None else tuple(leaves_of(params, treedef, "params"))
         transform = core_for(updates if params is None else params, treedef)
+        core_state = core_layout(state, treedef)
         with _int32_is_enough():
-            new_leaves, new_state = transform.update(tuple(grad_leaves), state, param_leaves, xp=XP)
+            new_leaves, new_state = transform.update(tuple(grad_leaves), core_state, param_leaves, xp=XP)
         in_grad_dtypes = [jnp.asarray(u, dtype=g.dtype) for u, g in zip(new_leaves, grad_leaves)]
-        return jax.tree_util.tree_unflatten(treedef, in_grad_dtypes), new_state
+        return jax.tree_util.tree_unflatten(treedef, in_grad_dtypes), shaped_like_params(new_state, treedef)
 
     return optax.GradientTransformation(init, update)
+
+
+def core_state(state: Any, params: Any) -> Any:
+    """The state of a ``backends.jax`` optimizer in the core's layout: every per-tensor field a tuple over the
+    leaves of ``params`` (in ``jax.tree_util`` leaf order), as ``valley_core.state_to_dict`` names them.
+    Takes the layout of valley 0.1.0 too."""
+    return core_layout(state, jax.tree_util.tree_structure(params))
+
+
+def state_like_params(state: Any, params: Any) -> Any:
+    """The state with every per-tensor field shaped like ``params``: converts a state of valley 0.1.0's layout
+    (tuples over the leaves, e.g. from an old pickle or checkpoint) to today's; today's is returned as it is.
+    ``update`` accepts both layouts, so this is needed only where the structure matters before the first step
+    (a checkpointer's target, sharding rules)."""
+    treedef = jax.tree_util.tree_structure(params)
+    return shaped_like_params(core_layout(state, treedef), treedef)
 
 
 def optax_signature(core_factory: Callable[..., Any]) -> inspect.Signature:

@@ -6,9 +6,10 @@ from typing import Any, NamedTuple, Sequence, Tuple
 
 from valley_core import elementwise
 from valley_core._namespace import resolve_namespace, scalar_zero
-from valley_core.base import GradientTransformation, check_same_length, step_index
+from valley_core.base import GradientTransformation, check_state_buffers, per_tensor, step_index
 
 
+@per_tensor("first", "second")
 class AdamState(NamedTuple):
     """Attributes: ``count`` (steps taken), ``first`` (m, one per tensor), ``second`` (v, one per tensor)."""
 
@@ -37,7 +38,7 @@ def scale_by_adam(beta2: float, beta3: float, eps: float, bias_correction: bool 
         )
 
     def update(grads: Sequence[Any], state: AdamState, params: Any = None, *, xp: Any = None):
-        check_same_length("scale_by_adam", grads, state.first)
+        check_state_buffers("scale_by_adam", grads, state.first)
         xp = resolve_namespace(grads, xp)
         directions, firsts, seconds = [], [], []
         for u, m, v in zip(grads, state.first, state.second):

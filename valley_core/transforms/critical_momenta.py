@@ -20,7 +20,7 @@ from typing import Any, NamedTuple, Sequence, Tuple
 
 from valley_core import elementwise, reductions
 from valley_core._namespace import device_of, resolve_namespace, scalar_zero
-from valley_core.base import GradientTransformation, check_same_length, step_index
+from valley_core.base import GradientTransformation, check_state_buffers, per_tensor, step_index
 from valley_core.transforms.adam import scale_by_adam
 
 #: The ``critical_test`` values the core implements (see ``scale_by_adam_critical_momenta``).
@@ -28,6 +28,7 @@ PRIORITY_REPLACEMENT = 0.0
 OVERWRITE_FIRST_SLOT = 1.0
 
 
+@per_tensor("first", "second", "buffer", "priorities")
 class CriticalMomentaState(NamedTuple):
     """State of Adam+CM; memory is ``(2 + top_c)`` times the parameters plus ``top_c`` scalars per tensor.
 
@@ -226,7 +227,7 @@ def scale_by_adam_critical_momenta(
         )
 
     def update(grads: Sequence[Any], state: CriticalMomentaState, params: Any = None, *, xp: Any = None):
-        check_same_length("scale_by_adam_critical_momenta", grads, state.first)
+        check_state_buffers("scale_by_adam_critical_momenta", grads, state.first)
         xp = resolve_namespace(grads, xp)
         count = state.count
         first_step = count == 0

@@ -6,10 +6,11 @@ from typing import Any, NamedTuple, Sequence, Tuple
 
 from valley_core import elementwise
 from valley_core._namespace import resolve_namespace, scalar_zero
-from valley_core.base import GradientTransformation, check_same_length, step_index
+from valley_core.base import GradientTransformation, check_state_buffers, per_tensor, step_index
 from valley_core.schedules import ScalarOrSchedule, evaluate
 
 
+@per_tensor("carry")
 class EState(NamedTuple):
     """State of the E adaptor.
 
@@ -44,7 +45,7 @@ def e_adaptor(alpha: ScalarOrSchedule, beta1: float) -> GradientTransformation:
         return EState(scalar_zero(xp, params[0]), tuple(xp.zeros_like(p) for p in params))
 
     def update(grads: Sequence[Any], state: EState, params: Any = None, *, xp: Any = None):
-        check_same_length("e_adaptor", grads, state.carry)
+        check_state_buffers("e_adaptor", grads, state.carry)
         xp = resolve_namespace(grads, xp)
         alpha_k = evaluate(alpha, step_index(state.count, grads[0], xp)) if callable(alpha) else alpha
         stepped = [elementwise.e_adaptor_step(g, b, alpha_k, beta1) for g, b in zip(grads, state.carry)]

@@ -6,10 +6,11 @@ from typing import Any, NamedTuple, Sequence
 
 from valley_core import elementwise
 from valley_core._namespace import resolve_namespace, scalar_zero
-from valley_core.base import GradientTransformation, step_index
+from valley_core.base import GradientTransformation, per_tensor, step_index
 from valley_core.schedules import ScalarOrSchedule, evaluate
 
 
+@per_tensor()
 class LearningRateState(NamedTuple):
     """Attributes: ``count`` (steps taken; used by a learning-rate schedule)."""
 

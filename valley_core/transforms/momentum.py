@@ -6,9 +6,10 @@ from typing import Any, NamedTuple, Sequence, Tuple
 
 from valley_core import elementwise
 from valley_core._namespace import resolve_namespace
-from valley_core.base import GradientTransformation, check_same_length
+from valley_core.base import GradientTransformation, check_state_buffers, per_tensor
 
 
+@per_tensor("momentum")
 class TraceState(NamedTuple):
     """Attributes: ``momentum`` (one buffer per tensor)."""
 
@@ -26,7 +27,7 @@ def trace(beta: float) -> GradientTransformation:
         return TraceState(tuple(xp.zeros_like(p) for p in params))
 
     def update(grads: Sequence[Any], state: TraceState, params: Any = None, *, xp: Any = None):
-        check_same_length("trace", grads, state.momentum)
+        check_state_buffers("trace", grads, state.momentum)
         momentum = tuple(elementwise.heavy_ball(u, m, beta) for u, m in zip(grads, state.momentum))
         return momentum, TraceState(momentum)
 

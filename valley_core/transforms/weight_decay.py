@@ -6,7 +6,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence, Union
 
 from valley_core import elementwise
 from valley_core._namespace import resolve_namespace, scalar_zero
-from valley_core.base import GradientTransformation, step_index
+from valley_core.base import GradientTransformation, per_tensor, step_index
 from valley_core.schedules import ScalarOrSchedule, evaluate
 
 Mask = Optional[Union[Sequence[bool], Callable[[Sequence[Any]], Sequence[bool]]]]
@@ -25,6 +25,7 @@ def resolve_mask(mask: Mask, params: Sequence[Any], what: str) -> tuple:
     return values
 
 
+@per_tensor()
 class WeightDecayState(NamedTuple):
     """Attributes: ``count`` (steps taken; used by a weight-decay schedule)."""
 
