@@ -33,6 +33,7 @@ Adding an optimizer is one class statement naming its ``valley_core`` factory (s
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import numbers
 import re
@@ -172,6 +173,36 @@ def _constant_initializer(value: np.ndarray) -> Callable[..., Any]:
         return ops.convert_to_tensor(np.reshape(value, shape), dtype=dtype)
 
     return initializer
+
+
+def _reference_name(variable: Any) -> str:
+    """The prefix of a variable's optimizer variables, as Keras' ``add_variable_from_reference`` forms it."""
+    if hasattr(variable, "path"):
+        return str(variable.path).replace("/", "_")
+    return str(variable.name).replace("/", "_").replace(":", "_")
+
+
+def _state_layout(variable: Any, shape: Tuple[int, ...]) -> Any:
+    """The ``keras.distribution`` layout of a state buffer of ``shape`` for ``variable``: the variable's own
+    for its shape, the variable's with whole (replicated) leading axes for a stack of copies of it, and
+    ``None`` (the distribution's default: replicated) for anything else (AdamCM's priorities) or for a
+    variable without a layout.
+    """
+    layout = getattr(variable, "_layout", None)
+    reference = tuple(variable.shape)
+    extra = len(shape) - len(reference)
+    if layout is None or extra < 0 or tuple(shape[extra:]) != reference:
+        return None
+    if extra == 0:
+        return layout
+    if isinstance(layout, keras.distribution.TensorLayout):
+        return keras.distribution.TensorLayout((None,) * extra + tuple(layout.axes), layout.device_mesh)
+    spec = getattr(layout, "spec", None)
+    if spec is not None and hasattr(layout, "mesh"):  # a jax.sharding.NamedSharding given as the layout
+        import jax
+
+        return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*((None,) * extra + tuple(spec))))
+    return None
 
 
 def _dense(gradient: Any) -> Any:
@@ -434,16 +465,40 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
                 value = np.asarray(value)
                 name = _slot_name(label, seen)
                 initializer = "zeros" if not np.any(value) else _constant_initializer(value)
-                if value.shape == tuple(variable.shape) and value.dtype == dtype:
-                    slot = self.add_variable_from_reference(variable, name=name, initializer=initializer)
-                else:
-                    path = getattr(variable, "path", variable.name).replace("/", "_")
-                    slot = self.add_variable(
-                        shape=value.shape, dtype=str(value.dtype), initializer=initializer, name=f"{path}_{name}"
-                    )
-                variable_slots.append(slot)
+                variable_slots.append(self._add_state_variable(variable, name, value.shape, value.dtype, initializer))
             slots.append(variable_slots)
         self._state_slots = slots
+
+    def _add_state_variable(
+        self, variable: Any, name: str, shape: Tuple[int, ...], dtype: np.dtype, initializer: Any
+    ) -> Any:
+        """One optimizer variable of the core's state for ``variable``, created from it so that it is placed
+        and sharded like it.
+
+        A buffer with the variable's shape and dtype is Keras' own ``add_variable_from_reference`` (the
+        variable's layout under ``keras.distribution``; colocation under ``tf.distribute``). A float32 buffer
+        of a 16-bit variable, or a stack of copies of the variable (AdamCM's critical momenta), gets the same
+        name, placement and the variable's layout (``_state_layout``) through ``add_variable``.
+        """
+        if shape == tuple(variable.shape) and dtype == _numpy_dtype(variable.dtype):
+            return self.add_variable_from_reference(variable, name=name, initializer=initializer)
+        with self._colocated_with(variable):
+            return self.add_variable(
+                shape=shape,
+                dtype=str(dtype),
+                initializer=initializer,
+                name=f"{_reference_name(variable)}_{name}",
+                layout=_state_layout(variable, shape),
+            )
+
+    def _colocated_with(self, variable: Any) -> contextlib.AbstractContextManager[Any]:
+        """TensorFlow's optimizer places a variable's state with it (as its ``add_variable_from_reference``)."""
+        strategy = getattr(self, "_distribution_strategy", None)  # set by Keras' TensorFlow optimizer only
+        if strategy is None:
+            return contextlib.nullcontext()
+        return strategy.extended.colocate_vars_with(
+            variable.value if isinstance(variable, keras.Variable) else variable
+        )
 
     def core_state(self, variable: Any) -> Any:
         """The ``valley_core`` state of one model variable, as the core's NamedTuples of the backend's tensors.

@@ -5,11 +5,10 @@ Run ONCE against the code of commit d24396a (the Keras code before issue 23), fr
     KERAS_BACKEND=tensorflow .venv/bin/python tests/keras/data/make_legacy_fixtures.py OUT_ROOT
 
 It writes ``OUT_ROOT/tests/keras/data/keras_checkpoints_valley_0.1.0.pkl.gz`` (gzip: the HDF5 files are mostly
-padding): for each optimizer class a
-``model.save`` file (``.keras`` bytes) of a tiny model after 3 steps, the 4th step's batch, and the weights and
-optimizer variables after the 4th step as that code computed them. The test loads each file with today's code,
-takes the 4th step and compares. Kept for the record; it cannot regenerate the file with later code (that
-would test nothing).
+padding): for each optimizer class a ``model.save`` file (``.keras`` bytes) of a tiny model after 3 steps, the
+4th step's batch, and the weights and optimizer variables after the 4th step as that code computed them. The
+test loads each file with today's code, takes the 4th step and compares. Kept for the record; it cannot
+regenerate the file with later code (that would test nothing).
 """
 
 import gzip
