@@ -171,7 +171,11 @@ class _LayoutNamespace:
 
 
 def derive(
-    factory: Callable[..., Any], hyperparameters: Dict[str, Any], writes_param: bool = True, name: str | None = None
+    factory: Callable[..., Any],
+    hyperparameters: Dict[str, Any],
+    writes_param: bool = True,
+    name: str | None = None,
+    maximize: bool = False,
 ) -> Plan:
     """The plan of ``factory(**hyperparameters)`` (the caller has validated them with a real call).
 
@@ -182,18 +186,23 @@ def derive(
         writes_param: whether the step applies the update to the parameter (an optimizer) or only
             writes it (the E adaptor in front of another optimizer).
         name: for messages and kernel names (default: the factory's ``__name__``).
+        maximize: the chain sees the negated gradient (torch's ``maximize=True``). The negation is the first
+            statement of the trace, ``-grad``, so it happens once per element, in the pass that reads the
+            gradient, before anything else uses it (every executor of the plan inherits it).
 
     Raises:
         Unplannable: naming the reason.
     """
     name = name or str(getattr(factory, "__name__", "chain"))
     try:
-        return _derive(factory, hyperparameters, writes_param, name)
+        return _derive(factory, hyperparameters, writes_param, name, maximize)
     except (NotTraceable, TypeError, AttributeError) as error:
         raise Unplannable(f"valley_core.{name} cannot be planned: {error}") from None
 
 
-def _derive(factory: Callable[..., Any], hyperparameters: Dict[str, Any], writes_param: bool, name: str) -> Plan:
+def _derive(
+    factory: Callable[..., Any], hyperparameters: Dict[str, Any], writes_param: bool, name: str, maximize: bool
+) -> Plan:
     recorder = Recorder()
     signature = inspect.signature(factory)
     defaults = {n: p.default for n, p in signature.parameters.items()}
@@ -220,7 +229,7 @@ def _derive(factory: Callable[..., Any], hyperparameters: Dict[str, Any], writes
     state = _rebuild(template, inputs)
     grad, param = recorder.symbol(GRAD, ARRAY), recorder.symbol(PARAM, ARRAY)
     xp = SymbolicNamespace(recorder)
-    updates, new_state = transform.update((grad,), state, (param,), xp=xp)
+    updates, new_state = transform.update((-grad if maximize else grad,), state, (param,), xp=xp)
     (update,) = updates
     outputs: Dict[str, Symbol] = {}
     if writes_param:

@@ -38,6 +38,35 @@ def split_key(key: str) -> Tuple[str, Optional[int]]:
     return match.group("base"), int(match.group("index"))
 
 
+#: The dtype of ``state["step"]``: the core's counters are int32.
+STEP_DTYPE = torch.int32
+
+
+def step_tensor(steps: int, current: Any = None) -> torch.Tensor:
+    """``state["step"]`` holding ``steps``: ``current`` written in place when it is a tensor (so that a compiled
+    step, which holds it, sees the new count), else a new 0-d int32 CPU tensor (torch's own optimizers keep their
+    step on the CPU unless they are compiled or capturable)."""
+    if isinstance(current, torch.Tensor):
+        return current.fill_(steps)
+    return torch.tensor(steps, dtype=STEP_DTYPE)
+
+
+def steps_taken(state: Dict[str, Any]) -> int:
+    """``state["step"]`` as an int (a 0-d tensor, or an int in states written before steps were tensors)."""
+    return int(state["step"])
+
+
+def advance(states) -> None:
+    """Adds one to the ``"step"`` of every state in ``states`` (one call for all of them)."""
+    steps = [state["step"] for state in states]
+    tensors = [step for step in steps if isinstance(step, torch.Tensor)]
+    if tensors:
+        torch._foreach_add_(tensors, 1)
+    for state in states:
+        if not isinstance(state["step"], torch.Tensor):
+            state["step"] = step_tensor(state["step"] + 1)
+
+
 def state_dtype(param: torch.Tensor) -> torch.dtype:
     """float32 for bfloat16/float16 parameters, the parameter's dtype otherwise."""
     return torch.float32 if param.dtype in LOW_PRECISION else param.dtype

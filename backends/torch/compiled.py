@@ -16,12 +16,14 @@ written, and ``step`` returns the reason (the dispatcher warns and uses the core
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
 from backends.kernels.plan import GRAD, PARAM, Pass, Plan
 from backends.kernels.trace import BINARY, COMPARE, SCALAR, Constant, operand_code
+from backends.torch import _state
 
 #: Tensors per compiled call.
 CHUNK = 4
@@ -146,7 +148,7 @@ def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> Option
     batches: Dict[tuple, list] = {}
     for p, g in entries:
         if p.numel():
-            batches.setdefault((states[p]["step"], p.numel() == 1), []).append((p, g, states[p]))
+            batches.setdefault((_state.steps_taken(states[p]), p.numel() == 1), []).append((p, g, states[p]))
     failure: Optional[str] = None
     for (steps_taken, single), items in batches.items():
         values = plan.step_scalar_values(hyperparameters, steps_taken, str(dtype).replace("torch.", ""))
@@ -177,9 +179,117 @@ def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> Option
                 if sums is None:  # eagerly, by the same function: the rest of the step from where it failed
                     sums = _function(plan, index)(*arguments)
                 totals = [before + new for before, new in zip(totals, sums)]
-        for _, _, state in items:
-            state["step"] += 1
-    for p, _ in entries:
-        if not p.numel():
-            states[p]["step"] += 1
+        _state.advance([state for _, _, state in items])
+    _state.advance([states[p] for p, _ in entries if not p.numel()])
     return failure
+
+
+# -- the whole step, traced inside a torch.compile'd optimizer step ------------------------------------------
+
+
+def render_step(plan: Plan, sources: Dict[str, str], name: str) -> str:
+    """Python source of ``name(group, params, grads, tensors)``: one whole step of ``plan`` for every tensor of a
+    param group, written to be traced by Dynamo inside ``torch.compile(optimizer.step)`` (one graph).
+
+    ``tensors`` holds, per parameter, its ``"step"`` (a 0-d int tensor: the steps taken) and then its buffers
+    in ``plan.buffers`` order. ``sources``: for each hyperparameter symbol of the plan, the expression that reads
+    it from ``group`` (``group["lr"]``: a tensor ``lr`` stays a tensor, so a schedule never recompiles).
+
+    The per-step scalars are the plan's scalar program evaluated from each tensor's own step with torch's
+    operators (Python floats stay Python floats, the counter is a tensor): the core's own typing on torch, and no
+    host read. The passes become one straight-line function per tensor: every value is a local, the sums are
+    ``torch.sum``, and the stores happen after every value is computed (as the core's functional update).
+    """
+    width = 1 + len(plan.buffers)
+    lines = [f"def {name}(group, params, grads, tensors):"]
+    lines += [f"    {symbol} = {sources[symbol]}" for symbol, _ in plan.hyper_inputs]
+    lines += [
+        "    for i in range(len(params)):",
+        "        p = params[i]",
+        "        T = _state_dtype(p)",
+        f"        step = tensors[i * {width}]",
+        "        param = p.detach().to(T)",
+        "        grad = grads[i].to(T)",
+    ]
+    lines += [f"        {role} = tensors[i * {width} + {j + 1}]" for j, (role, _) in enumerate(plan.buffers)]
+    # Loads need no code: inputs are the locals above, values of earlier passes (workspaces, new values) are
+    # locals already, and nothing is stored before the end.
+    lines += [f"        {symbol} = step" for symbol in plan.counter_symbols]
+    lines += ["        " + _scalar_line(s) for s in plan.scalar_statements]
+    stores: List[tuple] = []
+    for sweep in plan.passes:
+        lines += ["        " + _array_line(plan, s) for s in (*sweep.uniforms, *sweep.statements)]
+        lines += [f"        {target} = torch.sum({operand})" for target, operand in sweep.sums]
+        stores += [(array, symbol) for array, symbol in sweep.stores if not array.startswith("w")]
+    for array, symbol in stores:
+        target = "p.detach()" if array == PARAM else array
+        lines.append(f"        {target}.copy_({symbol})")
+    lines.append("        step.add_(1)")
+    return "\n".join(lines)
+
+
+def _scalar_line(s: Any) -> str:
+    """One statement of the per-step scalar program, on Python floats and 0-d tensors alike."""
+    ops = [repr(o.value) if isinstance(o, Constant) else o for o in s.operands]
+    if s.op in BINARY:
+        return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
+    if s.op in COMPARE:
+        return f"{s.target} = {ops[0]} {COMPARE[s.op]} {ops[1]}"
+    if s.op == "neg":
+        return f"{s.target} = -{ops[0]}"
+    if s.op in ("sqrt", "astype", "where"):
+        return f"{s.target} = _{s.op}({', '.join(ops)}{', T' if s.op == 'astype' else ''})"
+    raise ValueError(f"{s.op} is not a per-step scalar operation")  # pragma: no cover
+
+
+def _array_line(plan: Plan, s: Any) -> str:
+    """One per-element or per-tensor statement (the operators of :func:`render`, operands by name)."""
+    ops = [repr(o.value) if isinstance(o, Constant) else operand_code(o, plan.kinds, s.kind, str) for o in s.operands]
+    if s.op in BINARY:
+        return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
+    if s.op in COMPARE:
+        return f"{s.target} = {ops[0]} {COMPARE[s.op]} {ops[1]}"
+    if s.op == "where":
+        return f"{s.target} = _where({ops[0]}, {ops[1]}, {ops[2]})"
+    if s.op == "neg":
+        return f"{s.target} = -{ops[0]}"
+    return f"{s.target} = torch.sqrt({ops[0]})"
+
+
+def _sqrt(x: Any) -> Any:
+    return math.sqrt(x) if isinstance(x, float) else torch.sqrt(x)
+
+
+def _astype(x: Any, dtype: torch.dtype) -> Any:
+    return x.to(dtype) if isinstance(x, torch.Tensor) else torch.tensor(x, dtype=dtype)
+
+
+def _where(condition: Any, if_true: Any, if_false: Any) -> Any:
+    if isinstance(condition, torch.Tensor):
+        return torch.where(condition, if_true, if_false)
+    return if_true if condition else if_false
+
+
+def _state_dtype(p: torch.Tensor) -> torch.dtype:
+    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
+
+
+_steps: Dict[Any, Any] = {}
+
+
+def step_function(plan: Plan, sources: Dict[str, str]) -> Callable[..., Any]:
+    """:func:`render_step` of ``plan`` as a Python function (cached: the same function for the same plan)."""
+    key = (id(plan), tuple(sorted(sources.items())))
+    if key not in _steps:
+        name = f"valley_step_{len(_steps) + 1}"
+        namespace: Dict[str, Any] = {
+            "torch": torch,
+            "_sqrt": _sqrt,
+            "_astype": _astype,
+            "_where": _where,
+            "_state_dtype": _state_dtype,
+        }
+        code = compile(render_step(plan, sources, name), f"<plan {plan.name} step>", "exec")
+        exec(code, namespace)  # noqa: S102
+        _steps[key] = (plan, namespace[name])  # the plan kept alive: its id is not reused
+    return _steps[key][1]

@@ -179,8 +179,8 @@ def step(
             for role, key in plan.buffers:
                 if formats[role] != "bf16":
                     arrays[f"{role}.scale"] = state[key + compact_state.SCALE]
-            seeds += compact_state.seeds(state["step"] + 1, indices[id(p)], seed_keys)
-        batches.setdefault((state["step"], p.dtype), []).append(arrays)
+            seeds += compact_state.seeds(_state.steps_taken(state) + 1, indices[id(p)], seed_keys)
+        batches.setdefault((_state.steps_taken(state), p.dtype), []).append(arrays)
         ordered.append(arrays)
     if formats:  # one tensor of every entry's seeds (as int32 bits), each entry a view of its row
         signed = [s - (1 << 32) if s >= 1 << 31 else s for s in seeds]
@@ -188,8 +188,7 @@ def step(
         for arrays, row in zip(ordered, table):
             arrays["seeds"] = row
     run(plan, hyperparameters, batches, lib=lib, columns_after=columns_after)
-    for p, _ in entries:
-        states[p]["step"] += 1
+    _state.advance([states[p] for p, _ in entries])
 
 
 __all__ = ["KERNEL", "UPDATE", "library", "run", "step", "tensor_reason", "unsupported_reason"]

@@ -14,10 +14,15 @@ core factory argument        torch group key(s)                   why
 a 0-d tensor (``lr``)        read as a float at each step          torch accepts tensor learning rates
 ===========================  ===================================  =====================================
 
-A factory is an "E-optimizer" here when it takes both ``alpha`` and ``betas`` (the core's convention puts the
-E adaptor's ``beta1`` first in ``betas``). The paper's spelling ``betas=(b1, b2, b3)`` (``(b1, b2)`` for ESGD)
-is accepted wherever hyperparameters enter (constructor, ``add_param_group``, checkpoints of valley 0.1.0,
-which stored it) and stored in the torch keys above.
+A factory is an "E-optimizer" here when its own validation ties ``betas[0]`` to ``alpha`` by the paper's stability
+rule ``|alpha| < 1/(1 - beta1)``: then ``betas[0]`` is the E adaptor's ``beta1`` (the core's convention for
+``alto``, ``eadam``, ``esgd`` ...). Taking both ``alpha`` and ``betas`` is not enough: a user's chain such as
+``my_eadam(lr, alpha, e_beta, betas=(b1, b2), eps)`` keeps its own keys (:func:`takes_e_betas`). The paper's
+spelling ``betas=(b1, b2, b3)`` (``(b1, b2)`` for ESGD) is accepted wherever hyperparameters enter (constructor,
+``add_param_group``, checkpoints of valley 0.1.0, which stored it) and stored in the torch keys above.
+
+Torch-side group settings that are not the factory's arguments: ``state_dtype`` (``compact_state``) and
+``maximize`` (the gradient is negated once, where the step reads it: see ``backends.kernels.plan.derive``).
 """
 
 from __future__ import annotations
@@ -31,18 +36,44 @@ from valley_core.validation import check_betas
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
 E_BETA = "e_beta"
+#: Group settings of the torch adapter that are not arguments of the factory.
+TORCH_SETTINGS = {"state_dtype": "float32", "maximize": False}
 _DEFAULTS: Dict[Any, Dict[str, Any]] = {}
 _MOMENT_KEYS: Dict[Any, Optional[str]] = {}
+
+
+def takes_e_betas(factory: Callable[..., Any]) -> bool:
+    """Whether ``betas[0]`` of ``factory`` is the E adaptor's ``beta1`` (the core's convention for E-optimizers).
+
+    Decided by the factory's own validation, not by its parameter names: with ``alpha=1`` it must accept
+    ``betas[0]=0.5`` (bound 2) and refuse ``betas[0]=0`` (bound 1) by the stability rule
+    ``|alpha| < 1/(1 - beta1)``, which ties E's ``beta1`` to ``alpha`` and nothing else. A factory that does not
+    run that rule on ``betas[0]`` (a user's chain whose E coefficient is a separate argument) keeps its keys.
+    """
+    parameters = inspect.signature(factory).parameters
+    if "alpha" not in parameters or "betas" not in parameters:
+        return False
+    default = parameters["betas"].default
+    if not (isinstance(default, tuple) and len(default) >= 2):
+        return False
+
+    def accepts(beta1: float) -> bool:
+        try:
+            factory(alpha=1.0, betas=(beta1, *default[1:]))
+        except Exception:  # noqa: BLE001 - any refusal counts: the probe asks only whether the factory accepts
+            return False
+        return True
+
+    return accepts(0.5) and not accepts(0.0)
 
 
 def moment_key(factory: Callable[..., Any]) -> Optional[str]:
     """``"betas"`` or ``"momentum"``: the torch key of an E-optimizer's moment coefficients (None otherwise)."""
     if factory not in _MOMENT_KEYS:
-        parameters = inspect.signature(factory).parameters
         key = None
-        if "alpha" in parameters and "betas" in parameters:
-            default = parameters["betas"].default
-            key = "momentum" if isinstance(default, tuple) and len(default) == 2 else "betas"
+        if takes_e_betas(factory):
+            default = inspect.signature(factory).parameters["betas"].default
+            key = "momentum" if len(default) == 2 else "betas"
         _MOMENT_KEYS[factory] = key
     return _MOMENT_KEYS[factory]
 
@@ -69,7 +100,7 @@ def hyperparameter_defaults(factory: Callable[..., Any]) -> Dict[str, Any]:
             defaults["trust_ratio"] = True
         if key is not None:
             defaults[E_BETA] = parameters["betas"].default[0]
-        defaults["state_dtype"] = "float32"  # a torch-side setting: the storage of the state (compact_state.py)
+        defaults.update(TORCH_SETTINGS)  # torch-side settings: the state's storage (compact_state.py), maximize
         _DEFAULTS[factory] = defaults
     return dict(_DEFAULTS[factory])
 
@@ -103,7 +134,7 @@ def to_torch_keys(factory: Callable[..., Any], values: Dict[str, Any], where: st
 
 #: Hyperparameters added after valley 0.1.0, with the value that reproduces 0.1.0's behaviour: a checkpoint
 #: group without them is a 0.1.0 group and gets these (``None``: the paper's trust ratio everywhere, as 0.1.0).
-ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None, "state_dtype": "float32"}
+ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None, "state_dtype": "float32", "maximize": False}
 
 
 def checkpoint_group(factory: Callable[..., Any], group: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -122,7 +153,9 @@ def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: in
     """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
     keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
     names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
-    kwargs = {name: _host_value(group[name]) for name in names if name not in ("trust_ratio", E_BETA, "state_dtype")}
+    kwargs = {
+        name: _host_value(name, group[name]) for name in names if name not in ("trust_ratio", E_BETA, *TORCH_SETTINGS)
+    }
     if "trust_ratio" in names:
         kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
     key = moment_key(factory)
@@ -133,12 +166,56 @@ def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: in
     return kwargs
 
 
-def _host_value(value: Any) -> Any:
-    """A 0-d tensor hyperparameter (``lr=torch.tensor(1e-2)``) as the float it holds now (one host read per
-    step on an accelerator); everything else as it is."""
-    if isinstance(value, torch.Tensor) and value.dim() == 0 and not value.requires_grad:
+def check_tensor(name: str, value: Any) -> None:
+    """A tensor hyperparameter must hold one element (torch's rule and wording, ``"Tensor lr must be 1-element"``).
+
+    Raises:
+        ValueError: for a tensor of any other size.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() != 1:
+        raise ValueError(f"Tensor {name} must be 1-element (got shape {tuple(value.shape)})")
+
+
+def _host_value(name: str, value: Any) -> Any:
+    """A one-element tensor hyperparameter (``lr=torch.tensor(1e-2)``) as the float it holds now (one host read
+    per step on an accelerator); everything else as it is."""
+    check_tensor(name, value)
+    if isinstance(value, torch.Tensor) and not value.requires_grad:
         return value.item()
     return value
+
+
+class _Source(str):
+    """An expression that reads a hyperparameter from a param group (``group["betas"][0]``)."""
+
+
+def hyperparameter_sources(factory: Callable[..., Any], group: Dict[str, Any], paths) -> Dict[str, str]:
+    """For each ``(symbol, path)`` of a plan's hyperparameters (``("h_betas_1", "betas.1")``: a path into the
+    factory's arguments), the Python expression that reads its value from ``group`` at run time.
+
+    Derived through :func:`factory_kwargs` (the one mapping between group keys and factory arguments) applied to
+    a group whose numbers are replaced by their expressions, so a compiled step reads every value from the group
+    when it runs (a tensor ``lr`` stays a tensor) instead of holding the values it was traced with.
+    """
+    marked: Dict[str, Any] = {}
+    for key, value in group.items():
+        if isinstance(value, (tuple, list)) and value and all(_is_number(v) for v in value):
+            marked[key] = tuple(_Source(f"group[{key!r}][{i}]") for i in range(len(value)))
+        elif _is_number(value):
+            marked[key] = _Source(f"group[{key!r}]")
+        else:
+            marked[key] = value
+    kwargs = factory_kwargs(factory, marked, 1)
+    sources = {}
+    for symbol, path in paths:
+        name, _, index = path.partition(".")
+        value = kwargs[name][int(index)] if index else kwargs[name]
+        sources[symbol] = value if isinstance(value, _Source) else repr(float(value))
+    return sources
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)) or isinstance(value, torch.Tensor)
 
 
 def signature(factory: Callable[..., Any]) -> inspect.Signature:
@@ -155,3 +232,29 @@ def signature(factory: Callable[..., Any]) -> inspect.Signature:
         Parameter("skip_nonfinite", Parameter.KEYWORD_ONLY, default=False),
     ]
     return inspect.Signature(parameters)
+
+
+#: torch.optim's implementation flags, and what a valley optimizer offers instead (``implementation=``).
+TORCH_FLAGS = {
+    "foreach": "implementation= picks the multi-tensor kernels ('fused': generated C++ on the CPU, 'compiled': "
+    "torch.compile of the plan, 'auto': the first that runs)",
+    "fused": "use implementation='fused' (generated C++ kernels, CPU) or implementation='auto'",
+    "capturable": "compile the step instead: torch.compile(optimizer.step) keeps the step count and the per-step "
+    "scalars on the device (implementation='auto' or 'compiled')",
+    "differentiable": "differentiate through the core's functional update instead (valley_core's factory: "
+    "transform.update on torch tensors, implementation='core' computes the same)",
+}
+
+
+def refuse_torch_flags(owner: str, kwargs: Dict[str, Any]) -> None:
+    """Removes torch.optim's ``foreach``/``fused``/``capturable``/``differentiable`` from ``kwargs``: ``None`` and
+    ``False`` (torch's defaults) are accepted and mean nothing here; anything else raises.
+
+    Raises:
+        ValueError: one line naming the flag and what to use instead.
+    """
+    for flag, instead in TORCH_FLAGS.items():
+        if flag in kwargs:
+            value = kwargs.pop(flag)
+            if value is not None and value is not False:
+                raise ValueError(f"{owner}({flag}={value!r}) is not supported: {instead}")

@@ -48,6 +48,8 @@ from backends.torch.hyperparameters import (
     checkpoint_group,
     factory_kwargs,
     hyperparameter_defaults,
+    hyperparameter_sources,
+    refuse_torch_flags,
     signature,
     to_torch_keys,
 )
@@ -58,6 +60,12 @@ from valley_core.base import GradientTransformation
 _CACHE_SIZE = 64
 _VALID_GROUPS: Dict[Any, Dict[tuple, None]] = {}
 _PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
+
+
+#: The top-level key of ``state_dict()`` that names the valley version that wrote it.
+VERSION_KEY = "valley_version"
+#: The version of a checkpoint without :data:`VERSION_KEY` (valley 0.1.0 did not record it).
+OLDEST_VERSION = "0.1.0"
 
 
 def _typed(value: Any, floats: bool = True) -> Any:
@@ -104,6 +112,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
 
     #: The ``valley_core`` factory this class runs (a function returning a ``GradientTransformation``).
     factory: Callable[..., GradientTransformation]
+    #: The valley version that wrote the last checkpoint loaded (``"0.1.0"`` for one that does not say); None
+    #: before any load. A class attribute too, so that pickles of earlier versions have it.
+    checkpoint_version: Optional[str] = None
 
     def __init__(
         self,
@@ -113,31 +124,36 @@ class ValleyOptimizer(torch.optim.Optimizer):
         skip_nonfinite: bool = False,
         **kwargs: Any,
     ) -> None:
+        name = type(self).__name__
+        refuse_torch_flags(name, kwargs)
         names = self.hyperparameter_names()
         if len(args) > len(names):
             raise TypeError(
-                f"{type(self).__name__} takes at most {len(names)} positional hyperparameters "
-                f"({', '.join(names)}), got {len(args)}"
+                f"{name} takes at most {len(names)} positional hyperparameters ({', '.join(names)}), got {len(args)}"
             )
         given = dict(zip(names, args))
-        for name, value in kwargs.items():
-            if name in given:
-                raise TypeError(f"{type(self).__name__} got multiple values for hyperparameter {name!r}")
-            given[name] = value
-        given = to_torch_keys(type(self).factory, given, type(self).__name__)
+        for key, value in kwargs.items():
+            if key in given:
+                raise TypeError(f"{name} got multiple values for hyperparameter {key!r}")
+            given[key] = value
+        given = to_torch_keys(type(self).factory, given, name)
         defaults = self.hyperparameter_defaults()
         unknown = sorted(set(given) - set(defaults))
         if unknown:
-            raise TypeError(f"{type(self).__name__} got unknown hyperparameters {unknown}; it takes {sorted(defaults)}")
-        dispatcher = Dispatcher(type(self).__name__, implementation)
+            raise TypeError(f"{name} got unknown hyperparameters {unknown}; it takes {sorted(defaults)}")
+        dispatcher = Dispatcher(name, implementation)
         if not isinstance(skip_nonfinite, bool):
             raise ValueError(f"skip_nonfinite={skip_nonfinite!r} violates skip_nonfinite is a bool")
         defaults.update(given)
+        # Every hyperparameter is checked before ``params`` is read (torch's error-input protocol builds optimizers
+        # with params=None and expects the hyperparameter's ValueError).
+        self._validate_group(defaults, name)
         self.implementation = implementation
         self.dispatcher = dispatcher
         self.skip_nonfinite = skip_nonfinite
         #: Steps skipped because a gradient was not finite (``skip_nonfinite=True``).
         self.skipped_steps = 0
+        self.checkpoint_version = None
         super().__init__(params, defaults)
 
     # ----------------------------------------------------------------------------------- hyperparameters
@@ -171,7 +187,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if key is not None and key in plans:
             return plans[key]
         try:
-            plan: Union[Plan, Unplannable] = derive(type(self).factory, factory_kwargs(type(self).factory, group, 1))
+            plan: Union[Plan, Unplannable] = derive(
+                type(self).factory, factory_kwargs(type(self).factory, group, 1), maximize=group.get("maximize", False)
+            )
         except Unplannable as error:
             plan = error
         if key is not None:
@@ -192,10 +210,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
             _remember(validated, key, None)
 
     def _check_group(self, group: Dict[str, Any], where: str) -> None:
-        if "trust_ratio" in self.hyperparameter_defaults():
-            value = group.get("trust_ratio")
+        switches = [key for key in ("trust_ratio", "maximize") if key in self.hyperparameter_defaults()]
+        for key in switches:
+            value = group.get(key)
             if not isinstance(value, bool):
-                raise ValueError(f"{where}: trust_ratio={value!r} violates trust_ratio is a bool")
+                raise ValueError(f"{where}: {key}={value!r} violates {key} is a bool")
         try:
             state_format = compact_state.check_format(group.get("state_dtype", "float32"))
             self.transform_for(group)
@@ -258,6 +277,12 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        if torch.compiler.is_compiling():
+            return self._traced_step(loss)
+        return self._eager_step(loss)
+
+    def _eager_step(self, loss: Any) -> Any:
+        """The step outside ``torch.compile``: the dispatcher's executor per group (see the module docstring)."""
         work = self._collect()
         if self.skip_nonfinite and not _state.all_finite(g for _, _, entries in work for _, g in entries):
             self.skipped_steps += 1
@@ -296,12 +321,78 @@ class ValleyOptimizer(torch.optim.Optimizer):
                     )
         return loss
 
+    # ----------------------------------------------------------------------------------- torch.compile
+    def _traced_step(self, loss: Any) -> Any:
+        """The step while Dynamo traces ``optimizer.step`` (``torch.compile``): one graph, compiled once.
+
+        ``_init_group`` runs eagerly (Dynamo calls it outside the trace, as for torch's own optimizers): it checks
+        the group, creates missing state, and lists the group's tensors, so the traced code sees initialised
+        state from the first call on. The step count is a tensor and every per-step scalar is computed from it
+        in the graph (``backends.torch.compiled.render_step``); hyperparameters are read from the group when the
+        step runs (a tensor ``lr`` driven by an LR scheduler never recompiles). Groups that cannot be traced
+        (compact state, ``skip_nonfinite``, ``implementation="fused"`` or ``"core"``, chains without a plan,
+        DTensors) run the eager step instead, outside the graph (a graph break).
+        """
+        lists = []
+        traceable = True
+        for group in self.param_groups:
+            params: List[torch.Tensor] = []
+            grads: List[torch.Tensor] = []
+            tensors: List[torch.Tensor] = []
+            traceable = self._init_group(group, params, grads, tensors) and traceable
+            lists.append((params, grads, tensors))
+        if not traceable:
+            return _eager_outside_the_graph(self, loss)
+        for group, (params, grads, tensors), program in zip(self.param_groups, lists, self._programs):
+            if params:
+                program(group, params, grads, tensors)
+        return loss
+
+    def _init_group(
+        self, group: Dict[str, Any], params: List[torch.Tensor], grads: List[torch.Tensor], tensors: List[torch.Tensor]
+    ) -> bool:
+        """Run eagerly by Dynamo (``torch._dynamo.variables.optimizer``) while it traces :meth:`step`: checks the
+        group, initialises missing state and fills the lists with the group's parameters that have a gradient,
+        their gradients, and per parameter its ``"step"`` then its buffers (the plan's order). Returns whether the
+        group can be traced (its program is then ``self._programs[index]``); nothing is written when it cannot.
+        """
+        from backends.torch import compiled
+
+        index = next(i for i, g in enumerate(self.param_groups) if g is group)
+        programs = self.__dict__.setdefault("_programs", [])
+        programs[len(programs) :] = [None] * (len(self.param_groups) - len(programs))
+        entries = [(p, p.grad) for p in group["params"] if p.grad is not None]
+        for param_index, (p, g) in enumerate(entries):
+            _state.check_dense_float(type(self).__name__, index, param_index, p, g)
+        if entries:
+            self._validate_group(group, f"{type(self).__name__} param group {index}")
+        plan = self.plan_for(group)
+        if (
+            self.implementation in ("core", "fused")
+            or self.skip_nonfinite
+            or group.get("state_dtype", "float32") != "float32"
+            or not isinstance(plan, Plan)
+            or any(_state.is_dtensor(p) for p, _ in entries)
+        ):
+            return False
+        for p, _ in entries:
+            if not self.state[p]:
+                self._init_state(group, p, {})
+        sources = hyperparameter_sources(type(self).factory, group, plan.hyper_inputs)
+        programs[index] = compiled.step_function(plan, sources)
+        for p, g in entries:
+            params.append(p)
+            grads.append(g)
+            tensors.append(self.state[p]["step"])
+            tensors.extend(self.state[p][key] for _, key in plan.buffers)
+        return True
+
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor, indices: Dict[int, int]) -> None:
         like = p.detach() if p.dtype == _state.state_dtype(p) else p.detach().to(_state.state_dtype(p))
         init_state = self.transform_for(group, 1).init((like,), xp=_state.namespace())
         per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(init_state), 1)
         self._store(group, p, per_tensor[0], 0, indices)
-        self.state[p]["step"] = 0
+        self.state[p]["step"] = _state.step_tensor(0)
 
     def tensor_indices(self) -> Dict[int, int]:
         """``id(p) -> p``'s position among the parameters, group by group (``state_dict``'s order)."""
@@ -331,7 +422,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         :meth:`tensor_indices`, for compact state)."""
         by_step: Dict[int, list] = defaultdict(list)
         for p, g in entries:
-            by_step[self.state[p]["step"]].append((p, g))
+            by_step[_state.steps_taken(self.state[p])].append((p, g))
         xp = _state.namespace_for(p for p, _ in entries)
         for step, items in by_step.items():
             count = len(items)
@@ -339,6 +430,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
             dtypes = [_state.state_dtype(p) for p, _ in items]
             params = tuple(_state.working_copy(p.detach(), d) for (p, _), d in zip(items, dtypes))
             grads = tuple(_state.working_copy(g, d) for (_, g), d in zip(items, dtypes))
+            if group.get("maximize", False):  # the one negation of the core path (the plans have theirs)
+                grads = tuple(-g for g in grads)
             template = transform.init(tuple(_state.meta_like(p, d) for (p, _), d in zip(items, dtypes)), xp=xp)
             counter = torch.tensor(step, dtype=torch.int32, device=items[0][0].device)
             flat = {}
@@ -353,7 +446,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             for (p, _), new, entries_of_p in zip(items, new_params, per_tensor):
                 p.detach().copy_(new)
                 self._store(group, p, entries_of_p, step + 1, indices)
-                self.state[p]["step"] = step + 1
+                self.state[p]["step"] = _state.step_tensor(step + 1, self.state[p].get("step"))
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _checked_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Any, index: int = -1) -> Dict[str, Any]:
@@ -414,7 +507,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             for key, value in flat.items()
             if key.endswith(".0")
         }
-        return {**state, "step": step}
+        return {**state, "step": _state.step_tensor(step)}
 
     def _checked_compact_state(
         self, group: Dict[str, Any], p: torch.Tensor, saved: Dict[str, Any], state_format: str, index: int
@@ -443,6 +536,15 @@ class ValleyOptimizer(torch.optim.Optimizer):
             }
         return compact_state.convert(checked, state_format, index)
 
+    def state_dict(self) -> Dict[str, Any]:
+        """torch's ``state_dict`` (``"state"`` per parameter, ``"param_groups"``) and ``"valley_version"``: the
+        version of valley that wrote it (``valley_core.__version__``), so that a checkpoint says which layout
+        it holds. torch's DCP keeps only ``"state"`` and ``"param_groups"``: such a checkpoint loads as one
+        that does not say (see :meth:`load_state_dict`)."""
+        state_dict = super().state_dict()
+        state_dict[VERSION_KEY] = vc.__version__
+        return state_dict
+
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Loads a checkpoint after checking ALL of it; on any mismatch raises and changes nothing.
 
@@ -458,6 +560,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict expects a dict with keys 'state' and 'param_groups'")
         state_dict = state_dict.copy()
+        version = state_dict.pop(VERSION_KEY, OLDEST_VERSION)
+        if not isinstance(version, str):
+            raise ValueError(f"{name}.load_state_dict: {VERSION_KEY}={version!r} is not a version string")
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, state_dict)
             if result is not None:
@@ -528,8 +633,16 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 saved["param_names"] = group["param_names"]
             new_groups.append(saved)
         self.__setstate__({"state": new_state, "param_groups": new_groups})
+        self.checkpoint_version = version
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+
+@torch.compiler.disable
+def _eager_outside_the_graph(optimizer: ValleyOptimizer, loss: Any) -> Any:
+    """:meth:`ValleyOptimizer._eager_step` run outside Dynamo's graph (a graph break), for what cannot be traced."""
+    with torch.no_grad():
+        return optimizer._eager_step(loss)
 
 
 def _pickled_attributes(optimizer: Any) -> Dict[str, Any]:
@@ -537,7 +650,7 @@ def _pickled_attributes(optimizer: Any) -> Dict[str, Any]:
     return {name: optimizer.__dict__[name] for name in _OWN_ATTRIBUTES if name in optimizer.__dict__}
 
 
-_OWN_ATTRIBUTES = ("implementation", "dispatcher", "skip_nonfinite", "skipped_steps")
+_OWN_ATTRIBUTES = ("implementation", "dispatcher", "skip_nonfinite", "skipped_steps", "checkpoint_version")
 
 
 def optimizer_class(

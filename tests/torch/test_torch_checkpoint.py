@@ -15,6 +15,7 @@ from torch_helpers import (
     run_optimizer,
 )
 
+import valley_core as vc
 from backends.torch import ALTO, ESGD, E, EAdam, Lamb
 
 STEPS = 60
@@ -156,3 +157,43 @@ def test_low_precision_state_stays_float32_through_a_checkpoint():
     for p in params:
         assert fresh.state[p]["AdamState.second"].dtype == torch.float32
         assert torch.equal(fresh.state[p]["AdamState.second"], optimizer.state[p]["AdamState.second"])
+
+
+# ------------------------------------------------------------------ versions and the step tensor (issue 23, 26)
+def test_a_checkpoint_records_the_valley_version_and_one_without_it_loads_as_0_1_0():
+    params = [torch.nn.Parameter(torch.ones(3))]
+    optimizer = ALTO(params)
+    params[0].grad = torch.ones(3)
+    optimizer.step()
+    saved = optimizer.state_dict()
+    assert saved["valley_version"] == vc.__version__
+    fresh = ALTO([torch.nn.Parameter(torch.ones(3))])
+    assert fresh.checkpoint_version is None
+    fresh.load_state_dict(saved)
+    assert fresh.checkpoint_version == vc.__version__
+    without = {key: value for key, value in saved.items() if key != "valley_version"}
+    fresh.load_state_dict(without)
+    assert fresh.checkpoint_version == "0.1.0"
+    with pytest.raises(ValueError, match="valley_version=2 is not a version string"):
+        fresh.load_state_dict({**saved, "valley_version": 2})
+
+
+def test_a_checkpoint_with_an_int_step_loads_as_a_tensor_and_gives_the_same_next_step():
+    """Checkpoints written before steps were tensors (valley 0.1.0 and 0.2.0 development) store ``"step"`` as an
+    int; they load, the step becomes a tensor, and the next step equals the uninterrupted run's."""
+    grads = gradient_sequence(6)
+    params, uninterrupted = run_optimizer(lambda ps: ALTO(ps, **ALTO_ARGS), grads)
+    _, first = run_optimizer(lambda ps: ALTO(ps, **ALTO_ARGS), grads[:5])
+    saved = first.state_dict()
+    for entry in saved["state"].values():
+        entry["step"] = int(entry["step"])  # today's layout before this change
+    resumed_params = [torch.nn.Parameter(p.detach().clone()) for p in first.param_groups[0]["params"]]
+    resumed = ALTO(resumed_params, **ALTO_ARGS)
+    resumed.load_state_dict(saved)
+    assert all(isinstance(s["step"], torch.Tensor) and s["step"].dtype == torch.int32 for s in resumed.state.values())
+    for p, g in zip(resumed_params, grads[5]):
+        p.grad = g.clone()
+    resumed.step()
+    for p, q in zip(resumed_params, params):
+        assert torch.equal(p, q)
+    assert all(int(s["step"]) == 6 for s in resumed.state.values())

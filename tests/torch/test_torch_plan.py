@@ -197,3 +197,28 @@ def test_the_same_parameter_listed_twice_is_refused_at_construction():
         ALTO([{"params": [torch.nn.Parameter(torch.ones(1)), q, q]}])
     with pytest.raises(ValueError, match=r"E: parameter 1 \(shape \(3,\)\) is the same tensor as parameter 0"):
         E(torch.optim.Adam([q, q]))
+
+
+# ----------------------------------------------------------------------------------- issue 26.1
+def my_eadam(lr=1e-3, alpha=-0.5, e_beta=0.01, betas=(0.9, 0.999), eps=1e-8):
+    """Issue 26.1's factory: E's coefficient is its own argument; ``betas`` are Adam's (m, v)."""
+    return vc.chain(
+        vc.e_adaptor(alpha, e_beta), vc.scale_by_adam(betas[0], betas[1], eps), vc.scale_by_learning_rate(lr)
+    )
+
+
+def test_a_users_chain_taking_alpha_and_betas_keeps_its_own_keys():
+    """Issue 26.1: any factory taking ``alpha`` and ``betas`` was read as E's beta first in ``betas``: the class showed
+    ``e_beta=0.9, momentum=0.999``, ``e_beta=0.05`` became Adam's beta1 and ``betas=(0.8, 0.99)`` raised."""
+    cls = optimizer_class("MyEAdam", my_eadam)
+    defaults = cls.hyperparameter_defaults()
+    assert [k for k in defaults if k not in ("state_dtype", "maximize")] == ["lr", "alpha", "e_beta", "betas", "eps"]
+    assert defaults["e_beta"] == 0.01 and defaults["betas"] == (0.9, 0.999) and "momentum" not in defaults
+    kwargs = dict(lr=0.01, alpha=-0.5, e_beta=0.05, betas=(0.8, 0.99))
+    grads = gradient_sequence(20)
+    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="core", **kwargs), grads)
+    assert optimizer.param_groups[0]["e_beta"] == 0.05 and optimizer.param_groups[0]["betas"] == (0.8, 0.99)
+    core_params, core_state = run_core(my_eadam(**kwargs), grads)
+    assert_matches_core(optimizer, params, core_params, core_state)
+    # The named E-optimizers keep the torch keys (E's beta from the paper-order betas).
+    assert "e_beta" in EAdam.hyperparameter_defaults() and EAdam.hyperparameter_defaults()["betas"] == (0.9, 0.999)

@@ -253,3 +253,94 @@ def test_an_lr_scheduler_does_not_grow_the_optimizer_caches():
     optimizer.param_groups[0]["lr"] = -1.0
     with pytest.raises(ValueError, match="lr"):
         optimizer.step()
+
+
+# ------------------------------------------------------------------ torch's protocols (issues 23.6 and 26.15)
+def _maximize_case(implementation, steps=6):
+    """``maximize=True`` on gradients ``g`` against the core chain on ``-g`` (minimising the negated loss)."""
+    from torch_helpers import assert_matches_core, run_optimizer
+
+    grads = gradient_sequence(steps)
+    params, optimizer = run_optimizer(
+        lambda ps: ALTO(ps, implementation=implementation, maximize=True, **ALTO_ARGS), grads
+    )
+    core_params, core_state = run_core(vc.alto(**ALTO_ARGS), [[-g for g in gs] for gs in grads])
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
+    return params
+
+
+@pytest.mark.parametrize("implementation", ["core", "fused", "compiled"])
+def test_maximize_is_minimising_the_negated_loss_on_every_executor(implementation):
+    params = _maximize_case(implementation)
+    assert all(torch.isfinite(p).all() for p in params)
+
+
+def test_maximize_under_torch_compile_is_minimising_the_negated_loss():
+    from torch_helpers import assert_matches_core
+
+    torch._dynamo.reset()
+    grads = gradient_sequence(4)
+    params = [torch.nn.Parameter(p.clone()) for p in initial_params()]
+    optimizer = ALTO(params, maximize=True, **ALTO_ARGS)
+    step = torch.compile(optimizer.step, fullgraph=True)
+    for gs in grads:
+        for p, g in zip(params, gs):
+            p.grad = g.clone()
+        step()
+    core_params, core_state = run_core(vc.alto(**ALTO_ARGS), [[-g for g in gs] for gs in grads])
+    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
+    torch._dynamo.reset()
+
+
+def test_maximize_is_a_group_setting_checked_like_the_others():
+    p = torch.nn.Parameter(torch.ones(2))
+    assert ALTO([p]).param_groups[0]["maximize"] is False
+    with pytest.raises(ValueError, match="maximize=1 violates maximize is a bool"):
+        ALTO([p], maximize=1)
+    # The plan negates the gradient once, as its first statement (documented in backends.kernels.plan.derive).
+    optimizer = ALTO([p], maximize=True)
+    plan = optimizer.plan_for(optimizer.param_groups[0])
+    negations = [s for sweep in plan.passes for s in sweep.statements if s.op == "neg" and s.operands == ("grad",)]
+    assert len(negations) == 1
+
+
+@pytest.mark.parametrize(
+    "flag, instead",
+    [
+        ("foreach", "implementation= picks"),
+        ("fused", "use implementation='fused'"),
+        ("capturable", r"compile the step instead: torch.compile\(optimizer.step\)"),
+        ("differentiable", "differentiate through the core's functional update"),
+    ],
+)
+def test_torch_implementation_flags_are_refused_with_what_to_use_instead(flag, instead):
+    p = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match=rf"^ALTO\({flag}=True\) is not supported: {instead}"):
+        ALTO([p], **{flag: True})
+    for default in (None, False):  # torch's defaults mean nothing here and are accepted
+        ALTO([p], **{flag: default})
+
+
+@pytest.mark.parametrize("cls", [ALTO, Lamb, EAdam, EAdamW, ESGD])
+def test_params_none_gets_the_hyperparameters_value_error_first(cls):
+    """Issue 26.15: torch's error-input protocol builds optimizers with ``params=None``."""
+    with pytest.raises(ValueError, match="lr=-0.01 violates lr >= 0"):
+        cls(None, lr=-0.01)
+    with pytest.raises(ValueError, match="eps=-1.0 violates eps >= 0"):
+        cls(None, eps=-1.0)
+    with pytest.raises(TypeError):  # valid hyperparameters: torch's own complaint about params
+        cls(None)
+
+
+def test_a_tensor_lr_must_hold_one_element_in_torchs_words():
+    p = torch.nn.Parameter(torch.ones(2))
+    for shape in [(2,), (1, 2), (0,)]:
+        with pytest.raises(ValueError, match=r"Tensor lr must be 1-element \(got shape"):
+            ALTO([p], lr=torch.full(shape, 0.01))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        ALTO(None, lr=torch.tensor([0.1, 0.2]))
+    # One element of any shape is a learning rate, as in torch.
+    for lr in (torch.tensor(0.01), torch.tensor([0.01]), torch.tensor([[0.01]])):
+        optimizer = ALTO([p], lr=lr, implementation="core")
+        p.grad = torch.ones(2)
+        optimizer.step()

@@ -59,7 +59,7 @@ def optimizer_state_as_core_dict(optimizer, params):
     for index, p in enumerate(params):
         state = optimizer.state[p]
         for key in optimizer.counter_keys(group_of[id(p)]):
-            flat[key] = torch.tensor(state["step"], dtype=torch.int32)
+            flat[key] = torch.as_tensor(state["step"]).to(device="cpu", dtype=torch.int32)
         for key, value in state.items():
             if key != "step":
                 flat[f"{key}.{index}"] = value

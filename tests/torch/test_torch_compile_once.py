@@ -1,0 +1,110 @@
+"""Issue 23 item 4: ``torch.compile(optimizer.step)`` and a compiled training step compile once.
+
+Over 50 steps with an LR scheduler driving a tensor ``lr`` (torch's recipe for compiled optimizers), Dynamo makes
+ONE graph of ``optimizer.step`` (``fullgraph=True``) and never recompiles (``error_on_recompile``). The step count
+is a tensor in ``optimizer.state[p]["step"]`` and the per-step scalars are computed from it inside the graph.
+The oracle for the values is the same optimizer run eagerly on the core path (the core chain op by op).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from backends.torch import ALTO, EAdamW, Lamb
+
+STEPS = 50
+CLASSES = {
+    "ALTO": (ALTO, dict(alpha=-0.5, betas=(0.5, 0.9, 0.99), weight_decay=1e-2)),
+    "Lamb": (Lamb, dict(weight_decay=1e-2)),
+    "EAdamW": (EAdamW, dict(alpha=0.5, betas=(0.1, 0.9, 0.99), weight_decay=1e-2)),
+}
+
+
+def _model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1)).double()
+
+
+def _data():
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(8, 3, generator=generator, dtype=torch.float64)
+    return x, torch.sin(x.sum(dim=1, keepdim=True))
+
+
+def _schedule(optimizer):
+    return torch.optim.lr_scheduler.StepLR(optimizer, step_size=7, gamma=0.7)
+
+
+def _eager_reference(cls, kwargs):
+    """The same training on the core path, eagerly, with a float ``lr`` under the same schedule."""
+    model = _model()
+    optimizer = cls(model.parameters(), lr=0.02, implementation="core", **kwargs)
+    schedule = _schedule(optimizer)
+    x, y = _data()
+    for _ in range(STEPS):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        optimizer.step()
+        schedule.step()
+    return model
+
+
+@pytest.fixture
+def fresh_dynamo():
+    torch._dynamo.reset()
+    counters.clear()
+    yield
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("name", list(CLASSES))
+def test_compiled_optimizer_step_compiles_once_under_an_lr_schedule(name, fresh_dynamo):
+    cls, kwargs = CLASSES[name]
+    model = _model()
+    optimizer = cls(model.parameters(), lr=torch.tensor(0.02, dtype=torch.float64), **kwargs)
+    step = torch.compile(optimizer.step, fullgraph=True)
+    schedule = _schedule(optimizer)  # after compiling: the scheduler wraps optimizer.step (torch's recipe)
+    x, y = _data()
+    for k in range(STEPS):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        with torch._dynamo.config.patch(error_on_recompile=k > 0):
+            step()
+        schedule.step()
+    assert counters["stats"]["unique_graphs"] == 1
+    assert all(isinstance(s["step"], torch.Tensor) and int(s["step"]) == STEPS for s in optimizer.state.values())
+    assert float(optimizer.param_groups[0]["lr"]) == pytest.approx(0.02 * 0.7**7)
+    for p, q in zip(model.parameters(), _eager_reference(cls, kwargs).parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-10, atol=1e-12)
+
+
+def test_a_compiled_training_step_compiles_once(fresh_dynamo):
+    """Forward, backward and ``optimizer.step`` in one compiled function (the backward is a graph break of
+    Dynamo's, not ours): the graphs made by the first call are all there ever are."""
+    cls, kwargs = CLASSES["ALTO"]
+    model = _model()
+    optimizer = cls(model.parameters(), lr=torch.tensor(0.02, dtype=torch.float64), **kwargs)
+    x, y = _data()
+
+    @torch.compile
+    def train_step():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    schedule = _schedule(optimizer)
+    train_step()
+    schedule.step()
+    graphs = counters["stats"]["unique_graphs"]
+    assert graphs >= 1
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        for _ in range(STEPS - 1):
+            train_step()
+            schedule.step()
+    assert counters["stats"]["unique_graphs"] == graphs
+    for p, q in zip(model.parameters(), _eager_reference(cls, kwargs).parameters()):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-10, atol=1e-12)
