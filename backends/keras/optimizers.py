@@ -183,25 +183,30 @@ def _reference_name(variable: Any) -> str:
 
 
 def _state_layout(variable: Any, shape: Tuple[int, ...]) -> Any:
-    """The ``keras.distribution`` layout of a state buffer of ``shape`` for ``variable``: the variable's own
-    for its shape, the variable's with whole (replicated) leading axes for a stack of copies of it, and
-    ``None`` (the distribution's default: replicated) for anything else (AdamCM's priorities) or for a
-    variable without a layout.
+    """The ``keras.distribution`` layout of a state buffer of ``shape`` for ``variable``.
+
+    The variable's own layout for its shape; for a stack of copies of it (AdamCM's critical momenta), the
+    variable's with whole (replicated) leading axes; for anything else (AdamCM's priorities), replicated
+    on the variable's mesh, explicitly, so that no ``LayoutMap`` key meant for parameters applies to it.
+    ``None`` (the distribution decides) for a variable without a layout.
     """
     layout = getattr(variable, "_layout", None)
-    reference = tuple(variable.shape)
-    extra = len(shape) - len(reference)
-    if layout is None or extra < 0 or tuple(shape[extra:]) != reference:
+    if layout is None:
         return None
-    if extra == 0:
+    reference = tuple(variable.shape)
+    if tuple(shape) == reference:
         return layout
+    extra = len(shape) - len(reference)
+    stacked = extra > 0 and tuple(shape[extra:]) == reference
     if isinstance(layout, keras.distribution.TensorLayout):
-        return keras.distribution.TensorLayout((None,) * extra + tuple(layout.axes), layout.device_mesh)
+        axes = (None,) * extra + tuple(layout.axes) if stacked else (None,) * len(shape)
+        return keras.distribution.TensorLayout(axes, layout.device_mesh)
     spec = getattr(layout, "spec", None)
     if spec is not None and hasattr(layout, "mesh"):  # a jax.sharding.NamedSharding given as the layout
         import jax
 
-        return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*((None,) * extra + tuple(spec))))
+        spec = (None,) * extra + tuple(spec) if stacked else ()
+        return jax.sharding.NamedSharding(layout.mesh, jax.sharding.PartitionSpec(*spec))
     return None
 
 

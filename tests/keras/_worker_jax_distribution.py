@@ -9,7 +9,8 @@ shards every kernel's output axis and every bias over ``model``), ``fit`` trains
   the parameter along the parameter's axes, and a 16-bit parameter's float32 state is split like it too;
 * weights and optimizer variables equal the single-device run on the same batches within float32 round-off;
 * ``model.save`` / ``keras.models.load_model`` under the distribution restore the layout, and training
-  continued after loading equals uninterrupted training.
+  continued after loading equals uninterrupted training;
+* a ``LayoutMap`` key that also matches optimizer variables' names does not apply to them.
 """
 
 import os
@@ -182,6 +183,44 @@ def save_load_resume():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
 
 
+def broad_layout_map_key():
+    """A key that also matches optimizer variables' names (``.*kernel.*`` matches AdamCM's
+    ``..._kernel_criticalmomenta_priorities``, shape ``(top_c,)``) does not apply to them: Keras' own ``Adam``
+    trains under it, and so does every valley optimizer."""
+    mesh = keras.distribution.DeviceMesh((2, 4), ["batch", "model"], jax.devices())
+    layout_map = keras.distribution.LayoutMap(mesh)
+    layout_map[".*kernel.*"] = (None, "model")
+    distribution = keras.distribution.ModelParallel(layout_map=layout_map, batch_dim_name="batch")
+    x, y = data()
+    for make in (keras.optimizers.Adam, AdamCM, ALTO):
+        with distribution.scope():
+            model = make_model(lambda: make(learning_rate=0.01))
+            model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+        if make is not keras.optimizers.Adam:
+            assert check_layouts(model, sharded_parameters=2) > 0
+
+
+def variable_with_a_jax_sharding():
+    """A ``keras.Variable`` given a ``jax.sharding.NamedSharding`` as its layout (no distribution set): the
+    optimizer variables get it too (AdamCM's stack along the variable's axes, its priorities replicated)."""
+    mesh = jax.make_mesh((2, 4), ("batch", "model"))
+    weight = keras.Variable(np.ones((8, 16), "float32"), layout=NamedSharding(mesh, PartitionSpec(None, "model")))
+    for make in (ALTO, AdamCM):
+        optimizer = make(learning_rate=0.1)
+        optimizer.apply_gradients([(keras.ops.ones((8, 16)), weight)])
+        slots = optimizer.variables[2:]
+        assert len(slots) == (3 if make is ALTO else 4), [v.path for v in slots]
+        for slot in slots:
+            sharding = slot.value.sharding
+            if tuple(slot.shape) == (8, 16):
+                assert sharding.is_equivalent_to(weight.value.sharding, 2), (slot.path, sharding)
+            elif len(slot.shape) == 3:
+                expected = NamedSharding(mesh, PartitionSpec(None, None, "model"))
+                assert sharding.is_equivalent_to(expected, 3), (slot.path, sharding)
+            else:
+                assert sharding.is_fully_replicated and len(sharding.device_set) == 8, (slot.path, sharding)
+
+
 if __name__ == "__main__":
     checks = Checks()
     for name in ("ALTO", "Lamb", "EAdamW"):
@@ -196,4 +235,6 @@ if __name__ == "__main__":
         equals_single_device("ALTO", model_parallel, sharded_parameters=4, dtype="float16", tolerance=1e-2),
     )
     checks.run("model-parallel-save-load[ALTO]", save_load_resume)
+    checks.run("model-parallel-broad-key", broad_layout_map_key)
+    checks.run("variable-with-a-jax-sharding", variable_with_a_jax_sharding)
     checks.emit()

@@ -16,6 +16,7 @@ from tests.keras._harness import assert_check, run_worker  # noqa: E402
 
 CHECKS = [f"{mode}[{name}]" for name in ("ALTO", "Lamb", "EAdamW") for mode in ("data-parallel", "model-parallel")]
 CHECKS += ["model-parallel[AdamCM]", "model-parallel-float16[ALTO]", "model-parallel-save-load[ALTO]"]
+CHECKS += ["model-parallel-broad-key", "variable-with-a-jax-sharding"]
 
 
 @pytest.fixture(scope="module")
