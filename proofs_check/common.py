@@ -66,12 +66,12 @@ def reason_of(checks: Sequence[Check]) -> str:
             f"first: {first.description} = {fmt(first.value)} (needs {first.threshold})."
         )
     if not scored:
-        why = list(dict.fromkeys(c.not_applicable for c in outside if c.not_applicable))
+        why = list(dict.fromkeys(part for c in outside for part in c.not_applicable.split("; ") if part))
         more = f" (and {len(why) - 2} more)" if len(why) > 2 else ""
         return f"no check is in the claim's regime: {'; '.join(why[:2]) or 'assumptions not met'}{more}."
     text = f"all {len(scored)} scored checks pass where the assumptions hold"
     if outside:
-        why = list(dict.fromkeys(c.not_applicable for c in outside if c.not_applicable))[:2]
+        why = list(dict.fromkeys(part for c in outside for part in c.not_applicable.split("; ") if part))[:2]
         passed = sum(c.passed for c in outside)
         text += f"; {len(outside)} measured outside them ({passed} would pass) are not scored: {'; '.join(why)}"
     return text + "."
@@ -109,7 +109,8 @@ class ClaimResult:
     @property
     def reason(self) -> str:
         """The verdict's one-line reason: the claim's own summary (what held where), then the rule's reason."""
-        return f"{self.summary} {reason_of(self.checks)}".strip() if self.summary else reason_of(self.checks)
+        text = f"{self.summary} {reason_of(self.checks)}".strip() if self.summary else reason_of(self.checks)
+        return f"{text} Quick size: {self.size_note}" if self.size_note else text
 
     def paired_statistics(self) -> List[Dict[str, Any]]:
         """Every paired comparison with the control: the checks' statistics, then the further ones."""

@@ -297,11 +297,13 @@ def _run(ctx: Context, started: float) -> ClaimResult:
     mlp: Dict[str, Any] = {"steps": mlp_steps, "seeds": mlp_seeds, "checkpoints": checkpoints, "power": power}
     for pair in MLP_PAIRS:
         diffs = [matched_difference(*curves[(pair, 0, s)], *curves[(pair, 1, s)]) for s in range(mlp_seeds)]
-        statistic = stats.paired(diffs, [0.0] * mlp_seeds, f"{pair}: log top eigenvalue at matched training loss")
+        statistic = stats.paired(
+            diffs, [0.0] * mlp_seeds, f"{pair}: log top eigenvalue at matched training loss, E - base"
+        )
         end = stats.paired(
             [np.log(curves[(pair, 0, s)][1][-1]) for s in range(mlp_seeds)],
             [np.log(curves[(pair, 1, s)][1][-1]) for s in range(mlp_seeds)],
-            f"{pair}: log top eigenvalue at the end of equal step budgets (confounded by the training loss)",
+            f"{pair}: log top eigenvalue at the end of equal step budgets, E - base (confounded by the training loss)",
         )
         statistics.append(end)
         mlp[pair] = {

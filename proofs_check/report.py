@@ -129,8 +129,6 @@ def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefi
             out += ["", "**Further paired comparisons with the control (effect sizes, not verdicts).**", ""]
             out += [f"- {_cell(s.get('label', ''))}: {summary(s)}" for s in r.statistics]
         out += ["", f"**Verdict: {r.verdict}.** {r.explanation}"]
-        if r.size_note and meta.get("quick"):
-            out += ["", f"**Quick size:** {r.size_note}"]
         if r.notes:
             out += ["", "**Notes.**", ""] + [f"- {n}" for n in r.notes]
         out += ["", "**Code paths that ran the optimizers:** " + ", ".join(f"`{p}`" for p in r.runner_paths), ""]

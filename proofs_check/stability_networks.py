@@ -26,7 +26,7 @@ from proofs_check.common import Check, Context, figure, save_figure
 
 LOW = 1e-3  # the loss has reached ~0 (the initial loss is about 0.5)
 LEAVE = 1e-2  # after reaching LOW, a step with the loss above this has left the minimum
-NORM_GROWTH = 2.0  # scored: E's final parameter norm at most this many times the control's (CI upper bound)
+NORM_GROWTH = 2.0  # scored: E's final parameter norm below this many times the control's, in every seed
 BETA1 = 0.99
 #: optimizer -> (constant lr, the other betas, fixed hyperparameters, whether its step shrinks at a minimum)
 OPTIMIZERS = {
@@ -40,7 +40,13 @@ NOT_SMALL_STEP = "normalised step (Adam/Lamb) does not shrink at a minimum: outs
 def _run(ctx: Context, problem, name: str, r: float, seed: int, steps: int) -> Dict[str, Any]:
     lr, tail, fixed, _ = OPTIMIZERS[name]
     stepper = ctx.stepper(
-        name, problem.init(ctx.rng(1, 50, seed)), lr=lr, alpha=r / (1.0 - BETA1), betas=(BETA1, *tail), **fixed
+        name,
+        problem.init(ctx.rng(1, 50, seed)),
+        lr=lr,
+        alpha=r / (1.0 - BETA1),
+        betas=(BETA1, *tail),
+        allow_unstable=True,
+        **fixed,
     )
     losses = np.empty(steps)
     norm0 = float(np.sqrt(sum(np.sum(p * p) for p in stepper.params)))
@@ -75,7 +81,7 @@ def run(ctx: Context) -> Dict[str, Any]:
     """Runs the network part; returns ``{"checks", "statistics", "evidence", "summary", "plot", "sweep"}``."""
     ratios = ctx.pick([-0.9, -0.05, 0.0, 0.5], [-0.9, -0.5, -0.05, 0.0, 0.5], tiny=[-0.9, 0.0])
     seeds = ctx.pick(3, 4, tiny=2)
-    steps = ctx.pick(2000, 4000, tiny=600)
+    steps = ctx.pick(2000, 3000, tiny=1200)
     problem = ctx.problem("stability_networks", problems.RandomLabelMLP(ctx.rng(1, 49)))
     jobs = [(n, r, s) for n in OPTIMIZERS for r in ratios for s in range(seeds)]
     out = {}
@@ -110,7 +116,6 @@ def run(ctx: Context) -> Dict[str, Any]:
                 v = out[(name, r, s)]
                 if v["reach_step"] < 0 or v["leave_fraction"] > 0.0:
                     bad.append((r, s))
-        worst_growth = -np.inf
         for r in inside:
             statistic = stats.paired(
                 [out[(name, r, s)]["log_final_norm"] for s in range(seeds)],
@@ -123,15 +128,17 @@ def run(ctx: Context) -> Dict[str, Any]:
                 f"networks, {name}, r={r:g}: fraction of steps off the minimum (never reached = 1), E - alpha=0",
             )
             statistics.append(leave)
-            high = statistic["ci95"][1] if statistic.get("n") else np.inf
-            worst_growth = max(worst_growth, float(high))
+            ratios_e = [
+                out[(name, r, s)]["log_final_norm"] - out[(name, 0.0, s)]["log_final_norm"] for s in range(seeds)
+            ]
+            worst = float(np.max(np.nan_to_num(ratios_e, nan=np.inf)))
             checks.append(
                 Check(
-                    f"networks, {name} (lr {lr:g}), r = {r:g}: final parameter norm against alpha = 0, paired over "
+                    f"networks, {name} (lr {lr:g}), r = {r:g}: final parameter norm over alpha = 0's, worst of "
                     f"{seeds} seeds (log ratio)",
-                    statistic.get("mean_diff"),
-                    f"95% CI upper bound below log {NORM_GROWTH:g} = {np.log(NORM_GROWTH):.3f}",
-                    bool(high < np.log(NORM_GROWTH)),
+                    worst,
+                    f"< log {NORM_GROWTH:g} = {np.log(NORM_GROWTH):.3f} in every seed",
+                    bool(worst < np.log(NORM_GROWTH)),
                     statistic,
                     applies=shrinks,
                     not_applicable="" if shrinks else NOT_SMALL_STEP,

@@ -42,7 +42,8 @@ def test_cli_writes_reports_and_exit_code(tmp_path, tiny_cli):
     text = (out / "report.md").read_text()
     for heading in ("**What the paper claims.**", "**What was tested.**", "**Controls.**", "**Regime swept.**"):
         assert heading in text
-    assert "| check | measured | threshold | pass | paired statistic |" in text and "**Verdict: PASS.**" in text
+    assert "| check | measured | threshold | pass | scored | paired statistic against the control |" in text
+    assert "**Verdict: PASS.**" in text and "**Why:** " in text and "## Changes since the first edition" in text
     assert sorted(os.listdir(out)) == ["hessian_link.png", "report.json", "report.md"]  # no staging left
 
 
@@ -52,6 +53,33 @@ def test_a_failing_claim_gives_exit_code_1(tmp_path, tiny_cli, monkeypatch):
 
     monkeypatch.setattr(cli, "Context", functools.partial(Context, tiny=True, plant=planted))
     assert cli.main(["--quick", "--claims", "hessian_link", "--out", str(tmp_path / "s"), "--no-progress"]) == 1
+
+
+def test_not_testable_gives_exit_code_0(tmp_path, tiny_cli, monkeypatch):
+    """Only FAIL exits 1: a claim whose assumptions do not hold is reported, not failed."""
+    from proofs_check import nonconvex
+
+    monkeypatch.setattr(
+        cli, "Context", functools.partial(Context, tiny=True, plant_problem=lambda claim, start: start * 100.0)
+    )
+    assert nonconvex.NAME == "nonconvex_stationarity"
+    code = cli.main(["--quick", "--claims", "nonconvex_stationarity", "--out", str(tmp_path), "--no-progress"])
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["claims"][0]["verdict"] == "NOT TESTABLE HERE - ASSUMPTIONS NOT MET"
+    assert report["verdict"] == "NOT TESTABLE HERE - ASSUMPTIONS NOT MET" and code == 0
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", "not json", '{"claims": 3}', '{"claims": [1]}'])
+def test_an_out_folder_with_a_foreign_report_json_exits_2_before_any_claim(content, tmp_path, capsys, no_claim_may_run):
+    """Regression (issue 26.13): a report.json that is not an object ([1, 2]) crashed in _previous_files after
+    every claim had run, and the new report was thrown away; now exit 2 up front, the user's file untouched."""
+    (tmp_path / "report.json").write_text(content)
+    code = cli.main(["--quick", "--claims", "hessian_link", "--out", str(tmp_path), "--no-progress"])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "report.json is not a proofs_check report" in error
+    assert (tmp_path / "report.json").read_text() == content
+    assert sorted(os.listdir(tmp_path)) == ["report.json"]
 
 
 def test_valley_proofs_subcommand(tmp_path, tiny_cli):
