@@ -29,7 +29,7 @@ def safe_sqrt(value: Any, xp: Any) -> Any:
     Only comparisons, ``where`` and ``sqrt``, so the fast paths' tracer records it.
     """
     zero = value <= 0
-    return xp.where(zero, value * 0, xp.sqrt(xp.where(zero, value * 0 + 1, value)))
+    return xp.where(zero, value, xp.sqrt(xp.where(zero, value + 1, value)))
 
 
 def trust_ratio(
