@@ -13,6 +13,7 @@ counts differ), ``E.state_dict()`` after 3 steps, a pickle (``torch.save`` bytes
 cannot regenerate the file with later code (that would test nothing).
 """
 
+import copy
 import io
 import sys
 from pathlib import Path
@@ -46,7 +47,7 @@ def main(out_root: str) -> None:
                 p.grad = None if g is None else g.clone()
             optimizer.step()
             if k == 2:
-                record["state_dict"] = optimizer.state_dict()
+                record["state_dict"] = copy.deepcopy(optimizer.state_dict())  # later steps update in place
                 record["params_after_3"] = [p.detach().clone() for p in params]
                 buffer = io.BytesIO()
                 torch.save({"params": params, "optimizer": optimizer}, buffer)
