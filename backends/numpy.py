@@ -21,12 +21,13 @@ float16 ``eps = 1e-8`` would be 0 and ``v`` would underflow, so one EAdam step c
 from __future__ import annotations
 
 import numbers
-from typing import Any, Callable, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
 import valley_core as vc
 from valley_core.base import GradientTransformation
+from valley_core.serialization import step_count
 
 
 class Optimizer:
@@ -57,7 +58,12 @@ class Optimizer:
         self.skip_nonfinite = bool(skip_nonfinite)
         self._working_dtypes = [working_dtype(p.dtype) for p in params]
         self.state = transform.init(self._working_copies(params), xp=_numpy_namespace())
-        self.steps_taken = 0
+
+    @property
+    def steps_taken(self) -> Optional[int]:
+        """The number of steps taken: the core state's step count (``valley_core.serialization.step_count``;
+        the adapter keeps no counter of its own), or None for a transform whose state keeps none."""
+        return step_count(self.state)
 
     def _working_copies(self, arrays: Sequence[np.ndarray]) -> Tuple[np.ndarray, ...]:
         """The arrays in the dtypes the update runs in (float32 copies of 16-bit ones, the others as they are)."""
@@ -90,50 +96,57 @@ class Optimizer:
         for p, new in zip(self.params, new_params):
             p[...] = new  # rounds a float32 working copy to a 16-bit parameter's dtype (to nearest)
         self.state = state
-        self.steps_taken += 1
         return True
 
     def state_dict(self) -> Dict[str, Any]:
-        """A checkpoint: the transform's name, the step count and copies of every state array."""
+        """A checkpoint: the transform's name and copies of every state array (the step count is the state's)."""
         return {
             "optimizer": self.transform.name,
-            "steps_taken": self.steps_taken,
             "state": {key: np.array(value, copy=True) for key, value in vc.state_to_dict(self.state).items()},
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a checkpoint; raises ``ValueError`` naming every mismatch, changing nothing on error.
 
-        Everything is checked (keys, optimizer name, step count, every array's name, shape and dtype) and
-        converted before the optimizer's state and step count are replaced together.
+        Everything is checked (keys, optimizer name, every array's name, shape and dtype, the step counts)
+        and converted before the optimizer's state is replaced. A checkpoint of valley 0.1.0 also has
+        ``steps_taken`` (the adapter's own count then): it must be an integer equal to the state's count.
         """
-        if not isinstance(state_dict, Mapping) or "state" not in state_dict or "steps_taken" not in state_dict:
-            raise ValueError("state_dict must be a dict with keys 'optimizer', 'steps_taken' and 'state'")
+        if not isinstance(state_dict, Mapping) or "state" not in state_dict:
+            raise ValueError("state_dict must be a dict with keys 'optimizer' and 'state'")
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
-        steps_taken = _steps_taken(state_dict["steps_taken"])
         if not isinstance(state_dict["state"], Mapping):
             raise ValueError(f"state_dict['state'] is a {type(state_dict['state']).__name__}, expected a dict")
         state = vc.state_from_dict(
             self.state, state_dict["state"], convert=lambda value, like: np.array(value, dtype=like.dtype, copy=True)
         )
+        check_legacy_steps_taken(state_dict, step_count(state))
         self.state = state
-        self.steps_taken = steps_taken
+
+
+def check_legacy_steps_taken(state_dict: Mapping[str, Any], count: Optional[int]) -> None:
+    """Checks the ``steps_taken`` of a valley 0.1.0 checkpoint, if it has one, against the state's count.
+
+    valley 0.1.0's NumPy and CuPy adapters kept a step count beside the core's counters; their checkpoints
+    still load, and the value must be an integer (Python, NumPy, or a 0-d integer array) >= 0 equal to the
+    count of the state it came with.
+    """
+    if "steps_taken" not in state_dict:
+        return
+    value = state_dict["steps_taken"]
+    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"state_dict['steps_taken']={value!r} violates steps_taken is an integer >= 0")
+    if count is not None and int(value) != count:
+        raise ValueError(f"state_dict['steps_taken']={value!r} does not match the state's step count {count}")
 
 
 def working_dtype(dtype: np.dtype) -> np.dtype:
     """The dtype a parameter's state and update use: float32 for 16-bit floats, the parameter's dtype otherwise."""
     return np.dtype(np.float32) if dtype.itemsize < 4 else dtype
-
-
-def _steps_taken(value: Any) -> int:
-    """A checkpoint's step count as an int (a Python or NumPy integer, or a 0-d integer array), >= 0."""
-    if isinstance(value, np.ndarray) and value.ndim == 0 and np.issubdtype(value.dtype, np.integer):
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"state_dict['steps_taken']={value!r} violates steps_taken is an integer >= 0")
-    return int(value)
 
 
 def _numpy_namespace() -> Any:

@@ -354,3 +354,54 @@ def test_a_zero_initialised_tensor_trains_under_the_default_trust_ratio(backend)
 
     assert trained() > 1e-3
     assert trained(zero_norm_ratio=None) < 1e-9  # the paper's formula, still available
+
+
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        (
+            "cupy.ALTO",
+            lambda p: vcp.ALTO(p, lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3, array_module="numpy"),
+        ),
+        ("cupy.EAdamW", lambda p: vcp.EAdamW(p, lr=1e-2, alpha=0.5, array_module="numpy")),
+    ],
+)
+def test_checkpoints_of_0_1_0_load_and_take_the_step_that_code_took(name, make):
+    """valley 0.1.0's CuPy ``state_dict()`` (with ``steps_taken`` beside the core's counts), written by that
+    code (``tests/core/data/make_legacy_fixtures.py``): the next step gives the parameters it computed."""
+    import pickle
+    from pathlib import Path
+
+    with open(Path(__file__).parent / "core" / "data" / "legacy_state_dicts_0.1.0.pkl", "rb") as f:
+        case = pickle.load(f)[name]
+    assert case["state_dict"]["steps_taken"] == 5
+    params = [p.copy() for p in case["params"]]
+    opt = make(params)
+    opt.load_state_dict(case["state_dict"])
+    assert opt.steps_taken == 5
+    opt.step(case["next_grads"])
+    for actual, expected in zip(params, case["next_params"]):
+        np.testing.assert_array_equal(actual, expected)
+    assert opt.steps_taken == 6 and sorted(opt.state_dict()) == ["optimizer", "state"]
+
+
+def test_the_step_count_is_the_core_states_and_lives_on_the_host():
+    """No counter beside the core's (0.1.0 kept ``_count`` and ``steps_taken``): the step that drives the bias
+    corrections is read from the state's counters, which are host arrays (no device read per step)."""
+    params, grads = _problem(4)
+    opt = _cpu("alto", [p.copy() for p in params])
+    assert not {"_count", "steps_taken"} & set(vars(opt))
+    checkpoint = opt.state_dict()
+    for key in checkpoint["state"]:
+        if key.endswith(".count"):
+            checkpoint["state"][key] = np.array(7, dtype=np.int32)
+    opt.load_state_dict(checkpoint)
+    assert opt.steps_taken == 7
+    assert all(type(v) is np.ndarray for k, v in vc.state_to_dict(opt.state).items() if k.endswith(".count"))
+    reference = vnp.ALTO([p.copy() for p in params])
+    reference.load_state_dict(opt.state_dict())
+    opt.step(grads[0])
+    reference.step(grads[0])
+    for a, b in zip(opt.params, reference.params):
+        np.testing.assert_allclose(a, b, rtol=1e-13)
+    assert opt.steps_taken == reference.steps_taken == 8

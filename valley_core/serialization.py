@@ -8,7 +8,9 @@ mismatched checkpoint raises before anything is replaced. Every adapter uses thi
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
+
+from valley_core.base import per_tensor_fields
 
 
 def _entries(state: Any) -> Iterator[Tuple[str, Any]]:
@@ -35,6 +37,31 @@ def state_to_dict(state: Any) -> Dict[str, Any]:
             else:
                 flat[f"{prefix}.{field}"] = value
     return flat
+
+
+def step_counters(state: Any) -> List[Any]:
+    """The step counters of a (chained) state in the core's layout: every field that is not per-tensor."""
+    counters = []
+    for _, leaf_state in _entries(state):
+        declared = per_tensor_fields(leaf_state)
+        for field in leaf_state._fields:
+            value = getattr(leaf_state, field)
+            if not (field in declared if declared is not None else isinstance(value, tuple)):
+                counters.append(value)
+    return counters
+
+
+def step_count(state: Any) -> Optional[int]:
+    """The number of steps a state has taken, read from its counters (one host read each), or None for a
+    state that keeps no counter. The core's counters are the only step counts: adapters read them here.
+
+    Raises:
+        ValueError: when the counters disagree (a state assembled from different checkpoints).
+    """
+    counts = sorted({int(counter) for counter in step_counters(state)})
+    if len(counts) > 1:
+        raise ValueError(f"state has inconsistent step counts {counts}")
+    return counts[0] if counts else None
 
 
 def _shape(array: Any) -> Tuple[int, ...]:

@@ -16,7 +16,9 @@ import numpy as np
 import valley_core as vc
 from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
 from backends.kernels.plan import GRAD, PARAM, Plan, Unplannable, derive
-from valley_core.base import GradientTransformation
+from backends.numpy import check_legacy_steps_taken
+from valley_core.base import GradientTransformation, per_tensor_fields
+from valley_core.serialization import step_count
 from valley_core.transforms.weight_decay import resolve_mask
 
 
@@ -42,15 +44,22 @@ class _LayoutNamespace:
         return np.asarray(value, dtype=dtype)
 
 
-def _leaves(state: Any) -> List[Any]:
-    """The NamedTuple states of a chained state, in order."""
+def _is_counter(like: Any) -> bool:
+    """Step counters are the state's integer arrays (buffers have the parameters' float dtypes)."""
+    return np.issubdtype(np.dtype(str(like.dtype)), np.integer)
+
+
+def _host(value: Any) -> Any:
+    """A NumPy view of a host or CuPy value (``.get()`` copies a CuPy array to the host)."""
+    return value.get() if hasattr(value, "get") and not isinstance(value, np.ndarray) else value
+
+
+def _advanced(state: Any) -> Any:
+    """The state with every step counter (a host 0-d array, see ``Optimizer``) one step further."""
     if hasattr(state, "_fields"):
-        return [state]
-    return [leaf for inner in state for leaf in _leaves(inner)]
-
-
-def _counts(state: Any) -> List[Any]:
-    return [leaf.count for leaf in _leaves(state) if "count" in leaf._fields]
+        fields = per_tensor_fields(state) or ()
+        return state._replace(**{f: np.asarray(getattr(state, f) + 1) for f in state._fields if f not in fields})
+    return tuple(_advanced(inner) for inner in state)
 
 
 class Optimizer:
@@ -116,11 +125,24 @@ class Optimizer:
         self.skip_nonfinite = bool(skip_nonfinite)
         self._plans = self._plan_per_tensor(factory)
         template = self.transform.init(tuple(_Spec(p.shape, p.dtype) for p in self.params), xp=_LayoutNamespace())
-        self.state = vc.state_from_dict(
-            template, vc.state_to_dict(template), convert=lambda value, like: self._engine.zeros(like.shape, like.dtype)
-        )
-        self._count = 0  # steps taken by the state (the core's counters), kept on the host
-        self.steps_taken = 0
+        self.state = vc.state_from_dict(template, vc.state_to_dict(template), convert=self._initial)
+
+    def _initial(self, value: Any, like: Any) -> Any:
+        """A state array of the layout template, allocated: counters as they are (0), buffers zeros."""
+        return self._placed(value, like) if _is_counter(like) else self._engine.zeros(like.shape, like.dtype)
+
+    def _placed(self, value: Any, like: Any) -> Any:
+        """A state array where it lives: buffers on the device; the core's step counters on the host (0-d
+        NumPy arrays), so that a step reads its count without waiting for the GPU."""
+        if _is_counter(like):
+            return np.array(_host(value), dtype=np.dtype(str(like.dtype)), copy=True)
+        return self._engine.from_host(value, like)
+
+    @property
+    def steps_taken(self) -> int:
+        """The number of steps taken: the core state's step count (the adapter keeps no counter of its own)."""
+        count = step_count(self.state)
+        return 0 if count is None else count
 
     def _plan_per_tensor(self, factory: Callable[..., GradientTransformation]) -> List[Plan]:
         """The plan of each tensor: the factory's, with each per-tensor mask (``*_mask``) at that tensor's value."""
@@ -188,46 +210,42 @@ class Optimizer:
             arrays = {GRAD: g, PARAM: p, **{role: flat[f"{key}.{index}"] for role, key in plan.buffers}}
             batches.setdefault((id(plan), str(p.dtype)), []).append(arrays)
         plans = {id(plan): plan for plan in self._plans}
+        count = self.steps_taken  # the core's counters, on the host: no synchronisation
         for (plan_id, dtype), tensors in batches.items():
             plan = plans[plan_id]
-            self._engine.run(plan, tensors, plan.step_scalar_values(self.hyperparameters, self._count, dtype))
-        for count in _counts(self.state):
-            count += 1  # in place: a 0-d array on the device, no synchronisation
-        self._count += 1
-        self.steps_taken += 1
+            self._engine.run(plan, tensors, plan.step_scalar_values(self.hyperparameters, count, dtype))
+        self.state = _advanced(self.state)
         return True
 
     # -- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> Dict[str, Any]:
-        """A checkpoint: the optimizer's name, the step count and host (NumPy) copies of every state array.
+        """A checkpoint: the optimizer's name and host (NumPy) copies of every state array.
 
         The keys are the core's (``valley_core.state_to_dict``), so a checkpoint of ``backends.numpy``'s
-        optimizer of the same name loads here and the other way round.
+        optimizer of the same name loads here and the other way round. The step count is the state's.
         """
         return {
             "optimizer": self.transform.name,
-            "steps_taken": self.steps_taken,
-            "state": {key: self._engine.to_host(value) for key, value in vc.state_to_dict(self.state).items()},
+            "state": {key: self._host_copy(value) for key, value in vc.state_to_dict(self.state).items()},
         }
+
+    def _host_copy(self, value: Any) -> np.ndarray:
+        return np.array(value, copy=True) if _is_counter(value) else self._engine.to_host(value)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores a checkpoint (NumPy or CuPy arrays); raises ``ValueError`` naming every mismatch.
 
-        Every check (keys, shapes, dtypes through ``valley_core.state_from_dict``, equal step counts) runs
-        before anything is replaced.
+        Every check (keys, shapes, dtypes through ``valley_core.state_from_dict``, equal step counts, and a
+        valley 0.1.0 checkpoint's ``steps_taken`` against them) runs before anything is replaced.
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "steps_taken" not in state_dict:
-            raise ValueError("state_dict must be a dict with keys 'optimizer', 'steps_taken' and 'state'")
+        if not isinstance(state_dict, dict) or "state" not in state_dict:
+            raise ValueError("state_dict must be a dict with keys 'optimizer' and 'state'")
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
-        state = vc.state_from_dict(self.state, state_dict["state"], convert=self._engine.from_host)
-        counts = {int(c) for c in _counts(state)}  # one host read per checkpoint, not per step
-        if len(counts) != 1:
-            raise ValueError(f"state_dict has inconsistent step counts {sorted(counts)}")
+        state = vc.state_from_dict(self.state, state_dict["state"], convert=self._placed)
+        check_legacy_steps_taken(state_dict, step_count(state))  # one host read per checkpoint, not per step
         self.state = state
-        self._count = counts.pop()
-        self.steps_taken = int(state_dict["steps_taken"])
 
 
 def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -195,3 +198,67 @@ def test_checkpoint_step_count_may_be_a_numpy_integer():
     target = vnp.ALTO([p.copy() for p in params])
     target.load_state_dict(checkpoint)
     assert target.steps_taken == 1 and type(target.steps_taken) is int
+
+
+LEGACY = Path(__file__).parent / "data" / "legacy_state_dicts_0.1.0.pkl"
+
+
+def _legacy_cases():
+    with open(LEGACY, "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("numpy.ALTO", lambda p: vnp.ALTO(p, lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3)),
+        ("numpy.AdamCM", lambda p: vnp.AdamCM(p, lr=1e-2, top_c=2)),
+        ("numpy.ESGD", lambda p: vnp.ESGD(p, lr=1e-2, alpha=0.5, betas=(0.01, 0.9))),
+    ],
+)
+def test_checkpoints_of_0_1_0_load_and_take_the_step_that_code_took(name, make):
+    """valley 0.1.0's ``state_dict()`` (with the adapter's own ``steps_taken``), written by that code
+    (``tests/core/data/make_legacy_fixtures.py``): the next step gives the parameters it computed."""
+    case = _legacy_cases()[name]
+    assert case["state_dict"]["steps_taken"] == 5
+    params = [p.copy() for p in case["params"]]
+    opt = make(params)
+    opt.load_state_dict(case["state_dict"])
+    assert opt.steps_taken == 5
+    opt.step(case["next_grads"])
+    for actual, expected in zip(params, case["next_params"]):
+        np.testing.assert_array_equal(actual, expected)
+    assert opt.steps_taken == 6
+    assert "steps_taken" not in opt.state_dict()
+
+
+def test_the_step_count_is_the_core_states_and_nothing_else():
+    """No counter beside the core's: the count (and the bias correction it drives) follows the state."""
+    params, grads = _problem()
+    opt = vnp.ALTO([p.copy() for p in params])
+    assert "steps_taken" not in vars(opt)
+    checkpoint = opt.state_dict()
+    assert sorted(checkpoint) == ["optimizer", "state"]
+    for key in checkpoint["state"]:
+        if key.endswith(".count"):
+            checkpoint["state"][key] = np.array(7, dtype=np.int32)
+    opt.load_state_dict(checkpoint)
+    assert opt.steps_taken == 7
+    opt.step(grads[0])
+    assert opt.steps_taken == 8
+    # The same step from a core state at count 7: k = 8 in the bias corrections.
+    transform = vc.alto()
+    state = transform.init(tuple(params))
+    state = vc.state_from_dict(state, checkpoint["state"])
+    updates, _ = transform.update(tuple(grads[0]), state, tuple(params))
+    for actual, expected in zip(opt.params, vc.apply_updates(tuple(params), updates)):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_a_0_1_0_step_count_that_disagrees_with_the_state_is_refused():
+    case = _legacy_cases()["numpy.ALTO"]
+    checkpoint = dict(case["state_dict"], steps_taken=4)
+    opt = vnp.ALTO([p.copy() for p in case["params"]], lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3)
+    with pytest.raises(ValueError, match=r"state_dict\['steps_taken'\]=4 does not match the state's step count 5"):
+        opt.load_state_dict(checkpoint)
+    assert opt.steps_taken == 0
