@@ -153,12 +153,13 @@ def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: in
     """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
     keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
     names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
-    kwargs = {
-        name: _host_value(name, group[name]) for name in names if name not in ("trust_ratio", E_BETA, *TORCH_SETTINGS)
-    }
+    key = moment_key(factory)
+    # Torch-side keys; ``e_beta`` only where it was made from an E-optimizer's betas (a user's factory may take
+    # an argument of that name itself).
+    torch_side = {"trust_ratio", *TORCH_SETTINGS, *((E_BETA,) if key is not None else ())}
+    kwargs = {name: _host_value(name, group[name]) for name in names if name not in torch_side}
     if "trust_ratio" in names:
         kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
-    key = moment_key(factory)
     if key is not None:
         moments = kwargs.pop(key)
         moments = tuple(moments) if key == "betas" and isinstance(moments, (tuple, list)) else (moments,)

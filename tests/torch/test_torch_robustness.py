@@ -326,8 +326,8 @@ def test_params_none_gets_the_hyperparameters_value_error_first(cls):
     """Issue 26.15: torch's error-input protocol builds optimizers with ``params=None``."""
     with pytest.raises(ValueError, match="lr=-0.01 violates lr >= 0"):
         cls(None, lr=-0.01)
-    with pytest.raises(ValueError, match="eps=-1.0 violates eps >= 0"):
-        cls(None, eps=-1.0)
+    with pytest.raises(ValueError, match="weight_decay=-1.0 violates weight_decay >= 0"):
+        cls(None, weight_decay=-1.0)
     with pytest.raises(TypeError):  # valid hyperparameters: torch's own complaint about params
         cls(None)
 
