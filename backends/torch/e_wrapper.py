@@ -14,7 +14,31 @@ original gradient tensor back (``p.grad is`` the same object, with the same valu
 gradient accumulation, clipping after the step, logging of ``p.grad`` and ``GradScaler`` all see the true
 gradient. Cost: one gradient-sized tensor per parameter: on the fused CPU path a scratch buffer kept between
 steps (reused, not optimizer state, not in ``state_dict``), elsewhere a temporary one per step. E's carry
-changes only once the base optimizer's step has returned.
+changes only once the base optimizer's step has returned, and only if the base did step (see below).
+
+State: ``E.state`` IS the base optimizer's ``state``: E keeps its carry and its step count per parameter in
+``optimizer.state[p]`` under ``"e_carry"`` and ``"e_step"`` (an int), next to the base's own entries
+(``"exp_avg"`` ..., ``"AdamState.first"`` ...; no torch or valley optimizer uses these two names). So
+``state_dict()`` is the base's state dict with E's entries in each parameter's state, plus ``"e_adaptor"`` (E's
+hyperparameters) and ``"valley_version"``, and torch's distributed-checkpoint helpers
+(``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` / ``set_optimizer_state_dict``, which keep
+only ``"state"`` and ``"param_groups"``) save and restore E's carry with the base's state, sharded like the
+parameters under FSDP2. E writes its entries only after the base's step, and hides them from the base during
+its step where the base has no state of its own for a parameter, so a base that initialises its state when
+``state[p]`` is empty (``len(state) == 0``, as torch's optimizers do) still does.
+
+Protocols: torch's global step hooks (``torch.optim.optimizer.register_optimizer_step_pre_hook`` / ``post_hook``)
+fire once per ``E.step``, for ``E`` (not again for the base optimizer: they are set aside while the base steps
+inside E; not thread-safe against another optimizer stepping in another thread at that moment); E's own and the
+base's per-instance hooks fire once each. Non-parameter entries of ``optimizer.state`` pass through
+``state_dict``/``load_state_dict`` as torch passes them. ``maximize=True`` of the base: the base negates the
+adapted gradient ``g~(g)``, which is linear in the gradients, ``-g~(g) = g~(-g)``; so E over a maximizing base
+is E over the minimizing base on ``-f`` (same parameters, carry of opposite sign), and E negates nothing itself.
+
+A base that skipped its step: a base optimizer that counts skipped steps in an int attribute ``skipped_steps``
+(valley's classes with ``skip_nonfinite=True``) tells E so by incrementing it; E then leaves its carry and step
+count untouched and counts the step in its own ``skipped_steps``. A base without that attribute is assumed to
+have stepped.
 
 Differences from the authors' ``E`` (``e-optimizer-adaptor``): the adaptor's state is saved and restored by
 ``state_dict()``/``load_state_dict()`` (theirs is lost on checkpoint), ``p.grad`` is left as the user's
@@ -25,9 +49,12 @@ noise or clipping options, and ``|alpha| < 1/(1 - beta1)`` is enforced unless ``
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Callable, Dict, List, Optional, Union
+from contextlib import contextmanager
+from itertools import chain
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
+import torch.optim.optimizer as torch_optimizer
 
 import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
@@ -38,7 +65,12 @@ from valley_core.schedules import ScalarOrSchedule
 from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
-_CARRY = "EState.carry"
+#: E's entries in ``optimizer.state[p]``: the carry ``b_k`` (the state dtype of ``p``) and the steps taken (int).
+CARRY, STEP = "e_carry", "e_step"
+#: The carry's name in the core's state and in E's plan (and in the layout of valley <= 0.1.x's checkpoints).
+_CORE_CARRY = "EState.carry"
+#: What checkpoints written without a ``"valley_version"`` entry are taken for.
+UNVERSIONED = "0.1.0"
 #: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
 _UPDATE, _COMMIT = "valley_update", "valley_commit"
 #: The plans of ``e_adaptor``: one for a number ``alpha`` (a per-step input), one per schedule.
@@ -68,7 +100,9 @@ class E(torch.optim.Optimizer):
             accepted as ``beta1=``). Named ``e_beta`` as in every torch optimizer of valley, where ``betas``
             belongs to the moments that torch's schedulers cycle.
         allow_unstable: skip the rule ``|alpha| < 1/(1 - beta1)``.
-        skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite.
+        skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite. A base that
+            skips steps itself (``ALTO(..., skip_nonfinite=True)``) is followed without this: E's state moves only
+            when the base's does (see the module docstring).
         implementation: where the adaptor's arithmetic runs: ``"auto"`` (default: the fused CPU kernel
             generated from ``valley_core.elementwise.e_adaptor_step``, ``backends.kernels.cpu``, for plain
             contiguous float32/float64 CPU tensors, op by op elsewhere), ``"core"`` (op by op) or ``"fused"``
@@ -76,7 +110,12 @@ class E(torch.optim.Optimizer):
 
     ``alpha``, ``e_beta`` and ``allow_unstable`` are attributes; assigning one re-checks the stability rule and
     raises ``ValueError`` (keeping the old value) when it is broken. ``copy.deepcopy``, ``pickle`` and
-    ``torch.save`` of an ``E`` give a working optimizer; its state-dict hooks run as torch's do.
+    ``torch.save`` of an ``E`` give a working optimizer (pickles of valley <= 0.1.x load too); its state-dict
+    hooks run as torch's do.
+
+    State: ``E.state`` is the base optimizer's ``state``; E's entries are ``state[p]["e_carry"]`` and
+    ``state[p]["e_step"]``. ``skipped_steps`` counts the steps that changed nothing (``skip_nonfinite`` or a
+    base that skipped).
 
     Optimizers whose ``step`` re-evaluates the closure several times (``torch.optim.LBFGS``) are refused:
     ``E`` evaluates the closure once and adapts that gradient.
@@ -132,6 +171,18 @@ class E(torch.optim.Optimizer):
         # Share the base optimizer's groups (the same list and dicts): lr changes and schedulers apply to both.
         self.param_groups = base_optimizer.param_groups
 
+    # ------------------------------------------------------------------------------------------- state
+    @property  # type: ignore[override]
+    def state(self) -> Any:
+        """The base optimizer's ``state`` (always the current one, also after ``base_optimizer.load_state_dict``):
+        E's ``"e_carry"`` and ``"e_step"`` sit in each parameter's entry next to the base's own."""
+        return self.base_optimizer.state
+
+    @state.setter
+    def state(self, value: Any) -> None:
+        if not self.__dict__.get("_initialising", False):  # torch's __init__ assigns an empty state: not the base's
+            self.base_optimizer.state = value
+
     # ------------------------------------------------------------------ hyperparameters, checked when assigned
     @property
     def alpha(self) -> ScalarOrSchedule:
@@ -172,6 +223,16 @@ class E(torch.optim.Optimizer):
         own = {key: value for key, value in self.__dict__.items() if not key.endswith("_hooks")}  # as torch does
         return {**own, "_scratch": {}}
 
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        """Restores a pickled ``E``. Pickles of valley <= 0.1.x hold E's own ``state`` (``{p: {"EState.carry",
+        "step"}}``, apart from the base's): it is moved into the base's state as ``"e_carry"`` / ``"e_step"``."""
+        state = dict(state)
+        legacy = state.pop("state", None)
+        super().__setstate__(state)
+        for p, entry in (legacy or {}).items():
+            if isinstance(p, torch.Tensor) and entry:
+                self.base_optimizer.state[p].update({CARRY: entry[_CORE_CARRY], STEP: int(entry["step"])})
+
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds the group to the base optimizer (whose groups ``E`` shares)."""
         if getattr(self, "_initialising", False):
@@ -207,10 +268,13 @@ class E(torch.optim.Optimizer):
         if self.skip_nonfinite and not _state.all_finite(p.grad for p in params):
             self.skipped_steps += 1
             return loss
+        states = self.state
+        stored = {p: states.get(p) or {} for p in params}  # .get: no empty entries made for parameters
         plan = self._plan()
         entries = [(p, p.grad) for p in params]
-        # Decided (and refused, if it must be) before anything is written.
-        path = self.dispatcher.choose(plan, entries, self.state, low_precision=False) if params else "core"
+        # Decided (and refused, if it must be) before anything is written; the plan names the carry as the core does.
+        carries = {p: {_CORE_CARRY: entry[CARRY]} for p, entry in stored.items() if CARRY in entry}
+        path = self.dispatcher.choose(plan, entries, carries, low_precision=False) if params else "core"
         hyperparameters = {"alpha": self._alpha, "beta1": self._e_beta}
         lib = None
         if path == "fused":
@@ -221,14 +285,14 @@ class E(torch.optim.Optimizer):
         batches: Dict[tuple, list] = {}
         by_step: Dict[tuple, list] = defaultdict(list)
         for p in params:
-            state = self.state[p]
+            entry = stored[p]
             dtype = _state.state_dtype(p)
-            carry = state[_CARRY] if state else torch.zeros_like(p.detach(), dtype=dtype)
-            step = state["step"] if state else 0
+            carry = entry[CARRY] if CARRY in entry else torch.zeros_like(p.detach(), dtype=dtype)
+            step = entry.get(STEP, 0)
             grad = p.grad
             assert grad is not None  # _params_with_grad
             originals[p] = grad
-            new_state[p] = {_CARRY: carry, "step": step + 1}
+            new_state[p] = {CARRY: carry, STEP: step + 1}
             if path == "fused":
                 # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step is
                 # page-faulted: slower than the step itself for large tensors); the carry is updated in place after
@@ -244,22 +308,34 @@ class E(torch.optim.Optimizer):
             transform = e_adaptor(self._alpha, self._e_beta)
             grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
             counter = torch.tensor(step, dtype=torch.int32, device=group[0].device)
-            carries = tuple(new_state[p][_CARRY] for p in group)
-            adapted_grads, (inner,) = transform.update(grads, (EState(counter, carries),), xp=_state.namespace())
+            old_carries = tuple(new_state[p][CARRY] for p in group)
+            adapted_grads, (inner,) = transform.update(grads, (EState(counter, old_carries),), xp=_state.namespace())
             for p, adapted, carry in zip(group, adapted_grads, inner.carry):
-                new_state[p][_CARRY] = carry
+                new_state[p][CARRY] = carry
                 p.grad = adapted.to(originals[p].dtype)
         if batches:
             fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]  # a Plan when fused
+        skipped_before = getattr(self.base_optimizer, "skipped_steps", None)
+        # E's entries are set aside where they are all of p's state, so that the base sees an empty state[p] there.
+        hidden = {p: entry for p, entry in stored.items() if entry and all(key in (CARRY, STEP) for key in entry)}
+        for p in hidden:
+            del states[p]
         try:
-            self.base_optimizer.step()
+            with _global_step_hooks_set_aside():
+                self.base_optimizer.step()
         finally:
             for p, grad in originals.items():
                 p.grad = grad
+            states = self.state  # the base's state (a base may have replaced the dict)
+            for p, entry in hidden.items():
+                states[p].update(entry)
+        if getattr(self.base_optimizer, "skipped_steps", None) != skipped_before:
+            self.skipped_steps += 1  # the base skipped its step: E's carry and step count stay as they were
+            return loss
         if batches:
             fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]  # a Plan when fused
-        for p, state in new_state.items():
-            self.state[p] = state
+        for p, entry in new_state.items():
+            states[p].update(entry)
         return loss
 
     def _plan(self) -> Union[Plan, Unplannable]:
@@ -275,27 +351,20 @@ class E(torch.optim.Optimizer):
         return _PLANS[key]
 
     # ----------------------------------------------------------------------------------- checkpoints
-    def _index_of(self) -> Dict[int, torch.Tensor]:
-        params = [p for group in self.param_groups for p in group["params"]]
-        return dict(enumerate(params))
-
     def state_dict(self) -> Dict[str, Any]:
-        """The base optimizer's state dict plus an ``"e_adaptor"`` entry with the adaptor's own state.
+        """The base optimizer's state dict, whose parameters' states hold E's entries, plus E's settings.
 
-        ``"e_adaptor"``: ``{"alpha", "e_beta", "allow_unstable", "state": {param index: {"EState.carry": tensor,
-        "step": int}}}`` with the same parameter indices as the base optimizer's ``"state"``. The state-dict
-        hooks registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them.
+        ``"state"`` and ``"param_groups"``: the base optimizer's ``state_dict()``, each parameter's state holding
+        E's ``"e_carry"`` and ``"e_step"`` beside the base's own entries (torch's distributed-checkpoint helpers
+        keep these two keys only, and E's carry with them). ``"e_adaptor"``: ``{"alpha", "e_beta",
+        "allow_unstable"}``. ``"valley_version"``: the version of valley that wrote it. The state-dict hooks
+        registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them.
         """
         for pre_hook in self._optimizer_state_dict_pre_hooks.values():
             pre_hook(self)
         state_dict = dict(self.base_optimizer.state_dict())
-        index = {id(p): i for i, p in self._index_of().items()}
-        state_dict["e_adaptor"] = {
-            "alpha": self._alpha,
-            "e_beta": self._e_beta,
-            "allow_unstable": self._allow_unstable,
-            "state": {index[id(p)]: {_CARRY: s[_CARRY], "step": s["step"]} for p, s in self.state.items() if s},
-        }
+        state_dict["e_adaptor"] = {"alpha": self._alpha, "e_beta": self._e_beta, "allow_unstable": self._allow_unstable}
+        state_dict["valley_version"] = vc.__version__
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -303,11 +372,19 @@ class E(torch.optim.Optimizer):
         return state_dict
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        """Restores the adaptor's state and then the base optimizer's.
+        """Restores E's state (and its hyperparameters when saved), then the base optimizer's.
 
-        The adaptor's part is checked first (hyperparameters, parameter indices, keys, shapes); on any
-        mismatch a ``ValueError`` names it and nothing is changed. Then the base optimizer loads its part
-        (its own checks apply); if it raises, the adaptor's state is left unchanged too.
+        Layouts read: today's (E's ``"e_carry"``/``"e_step"`` in each parameter's state; ``"e_adaptor"`` and
+        ``"valley_version"`` optional, since torch's distributed-checkpoint helpers drop them: without
+        ``"e_adaptor"``, E keeps the hyperparameters it was built with) and that of valley 0.1.x (no
+        ``"valley_version"``; E's state under ``["e_adaptor"]["state"]`` by parameter position, as
+        ``{"EState.carry", "step"}``; the coefficient possibly named ``"beta1"``), which is converted. Parameters
+        are matched by their order in ``param_groups``, as torch matches them (parameter ids, or the parameter
+        names of DCP). Entries of ``"state"`` that name no parameter pass through to the base optimizer.
+
+        E's part is checked first (hyperparameters, keys, shapes, steps); on any mismatch a ``ValueError`` names
+        it and nothing is changed. Then the base optimizer loads the rest (its own checks apply); if it raises,
+        nothing is changed either.
         """
         if isinstance(state_dict, dict):
             state_dict = state_dict.copy()
@@ -315,57 +392,178 @@ class E(torch.optim.Optimizer):
                 result = pre_hook(self, state_dict)
                 if result is not None:
                     state_dict = result
-        if not isinstance(state_dict, dict) or "e_adaptor" not in state_dict:
+        if (
+            not isinstance(state_dict, dict)
+            or not isinstance(state_dict.get("state"), dict)
+            or not isinstance(state_dict.get("param_groups"), (list, tuple))
+        ):
             raise ValueError(
-                "E.load_state_dict: the state dict has no 'e_adaptor' entry; it was not saved by "
-                "backends.torch.E (a base optimizer's or the authors' E state dict lacks the "
-                "adaptor's state)"
+                "E.load_state_dict expects an optimizer state dict: a dict with keys 'state' and 'param_groups'"
             )
-        saved = state_dict["e_adaptor"]
+        version = state_dict.get("valley_version", UNVERSIONED)
+        if not isinstance(version, str):
+            raise ValueError(f"E.load_state_dict: valley_version={version!r} is not a version string")
+        saved = state_dict.get("e_adaptor")
+        if saved is not None and not isinstance(saved, dict):
+            raise ValueError(f"E.load_state_dict: 'e_adaptor' must be a dict, got {type(saved).__name__}")
+        hyperparameters = None
+        if saved is not None:
+            try:  # valley 0.1.0 wrote the coefficient as "beta1"
+                e_beta = _checked(
+                    saved["alpha"],
+                    saved["e_beta"] if "e_beta" in saved else saved["beta1"],
+                    saved.get("allow_unstable", False),
+                )
+            except (KeyError, ValueError, TypeError) as error:
+                raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
+            hyperparameters = (saved["alpha"], e_beta, saved.get("allow_unstable", False))
+        id_map = self._id_map(state_dict["param_groups"])
         problems: List[str] = []
-        try:  # valley 0.1.0 wrote the coefficient as "beta1"
-            e_beta = _checked(
-                saved["alpha"],
-                saved["e_beta"] if "e_beta" in saved else saved["beta1"],
-                saved.get("allow_unstable", False),
-            )
-        except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
-        params = self._index_of()
-        for index, entry in saved.get("state", {}).items():
-            if index not in params:
-                problems.append(f"state for parameter index {index!r}, but the optimizer has {len(params)} parameters")
+        states = dict(state_dict["state"])
+        if saved is not None and "state" in saved:
+            if version != UNVERSIONED:
+                problems.append(
+                    f"'e_adaptor' holds 'state' (valley {UNVERSIONED}'s layout) in a checkpoint of valley {version}"
+                )
+            else:
+                states = _from_legacy_layout(saved["state"], states, list(id_map), problems)
+        ours: Dict[torch.Tensor, Tuple[torch.Tensor, int]] = {}
+        base_states: Dict[Any, Any] = {}
+        for key, entry in states.items():
+            p = id_map.get(key)
+            if p is None or not isinstance(entry, dict):
+                base_states[key] = entry  # not a parameter's state: the base's business (torch passes it through)
                 continue
-            p = params[index]
-            if not isinstance(entry, dict) or set(entry) != {_CARRY, "step"}:
-                keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-                problems.append(f"parameter {index}: keys {keys}, expected ['{_CARRY}', 'step']")
-                continue
-            carry = entry[_CARRY]
-            if not isinstance(carry, torch.Tensor) or tuple(carry.shape) != tuple(p.shape):
-                shape = tuple(carry.shape) if isinstance(carry, torch.Tensor) else type(carry).__name__
-                problems.append(f"parameter {index}: {_CARRY} has shape {shape}, the parameter {tuple(p.shape)}")
-            step = entry["step"]
-            if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
-                step = int(step)
-            if isinstance(step, bool) or not isinstance(step, int):
-                problems.append(f"parameter {index}: step must be an int, got {entry['step']!r}")
+            rest = {k: v for k, v in entry.items() if k not in (CARRY, STEP)}
+            if rest:
+                base_states[key] = rest
+            if CARRY in entry or STEP in entry:
+                problem = _problem_with(entry, p)
+                if problem is None:
+                    ours[p] = (entry[CARRY], int(entry[STEP]))
+                else:
+                    problems.append(f"parameter {key!r} (shape {tuple(p.shape)}): {problem}")
         if problems:
             raise ValueError("E.load_state_dict: the adaptor's state does not match: " + "; ".join(problems))
+        if saved is None and not ours:
+            raise ValueError(
+                f"E.load_state_dict: the state dict has no 'e_adaptor' entry and no parameter's state holds "
+                f"'{CARRY}'; it was not saved by backends.torch.E (a base optimizer's or the authors' E state dict "
+                "lacks the adaptor's state)"
+            )
         base_part = {key: value for key, value in state_dict.items() if key != "e_adaptor"}
+        base_part["state"] = base_states
         self.base_optimizer.load_state_dict(base_part)
         self.param_groups = self.base_optimizer.param_groups
-        self.state.clear()
-        for index, entry in saved.get("state", {}).items():
-            p = params[index]
-            self.state[p] = {
-                _CARRY: entry[_CARRY].to(device=p.device, dtype=_state.state_dtype(p), copy=True),
-                "step": int(entry["step"]),
-            }
-        self._alpha, self._e_beta = saved["alpha"], e_beta
-        self._allow_unstable = saved.get("allow_unstable", False)
+        states_now = self.state
+        for p, (carry, step) in ours.items():
+            states_now[p].update({CARRY: carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True), STEP: step})
+        if hyperparameters is not None:
+            self._alpha, self._e_beta, self._allow_unstable = hyperparameters
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
+
+    def _id_map(self, saved_groups: Any) -> Dict[Any, torch.Tensor]:
+        """Saved parameter id (or DCP parameter name) -> parameter, by position in the groups, as torch maps them."""
+        groups = self.param_groups
+        if len(saved_groups) != len(groups):
+            raise ValueError(
+                f"E.load_state_dict: the state dict has {len(saved_groups)} param groups, the optimizer {len(groups)}"
+            )
+        for index, (saved, group) in enumerate(zip(saved_groups, groups)):
+            ids = saved.get("params") if isinstance(saved, dict) else None
+            if not isinstance(ids, (list, tuple)) or len(ids) != len(group["params"]):
+                count = len(ids) if isinstance(ids, (list, tuple)) else "no"
+                raise ValueError(
+                    f"E.load_state_dict: param group {index} has {count} parameters in the state dict, "
+                    f"{len(group['params'])} in the optimizer"
+                )
+        saved_ids = list(chain.from_iterable(saved["params"] for saved in saved_groups))
+        if not all(_hashable(i) for i in saved_ids) or len(set(saved_ids)) != len(saved_ids):
+            raise ValueError("E.load_state_dict: the param groups' 'params' must be distinct parameter ids or names")
+        return dict(zip(saved_ids, chain.from_iterable(group["params"] for group in groups)))
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+def _problem_with(entry: Dict[str, Any], p: torch.Tensor) -> Optional[str]:
+    """What is wrong with E's entries in one parameter's saved state, or None."""
+    if CARRY not in entry or STEP not in entry:
+        return (
+            f"'{CARRY}' and '{STEP}' come together, the state has only {sorted(k for k in (CARRY, STEP) if k in entry)}"
+        )
+    carry, step = entry[CARRY], entry[STEP]
+    if not isinstance(carry, torch.Tensor) or not carry.is_floating_point():
+        return f"{CARRY} must be a floating-point tensor, got {type(carry).__name__}"
+    if tuple(carry.shape) != tuple(p.shape):
+        return f"{CARRY} has shape {tuple(carry.shape)}, the parameter {tuple(p.shape)}"
+    if _state.is_dtensor(p) != _state.is_dtensor(carry):
+        return (
+            f"{CARRY} is a {type(carry).__name__} for a {type(p).__name__} parameter (save and load FSDP2 checkpoints "
+            "with torch.distributed.checkpoint, which reshards them)"
+        )
+    if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
+        step = int(step)
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        return f"{STEP} must be a non-negative int, got {entry[STEP]!r}"
+    return None
+
+
+def _from_legacy_layout(legacy: Any, states: Dict[Any, Any], order: List[Any], problems: List[str]) -> Dict[Any, Any]:
+    """``states`` with the carries of valley 0.1.x's layout (``{position: {"EState.carry", "step"}}`` under
+    ``"e_adaptor"``) moved into the parameters' states as ``"e_carry"``/``"e_step"``; mismatches go to
+    ``problems``."""
+    if not isinstance(legacy, dict):
+        problems.append(f"'e_adaptor' state must be a dict, got {type(legacy).__name__}")
+        return states
+    states = dict(states)
+    for index, entry in legacy.items():
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(order):
+            problems.append(f"state for parameter index {index!r}, but the optimizer has {len(order)} parameters")
+            continue
+        if not isinstance(entry, dict) or set(entry) != {_CORE_CARRY, "step"}:
+            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
+            problems.append(f"parameter {index}: keys {keys}, expected ['{_CORE_CARRY}', 'step']")
+            continue
+        merged = dict(states.get(order[index]) or {})
+        if CARRY in merged or STEP in merged:
+            problems.append(f"parameter {index}: E's state is in both layouts ('e_adaptor' and the parameter's state)")
+            continue
+        merged.update({CARRY: entry[_CORE_CARRY], STEP: entry["step"]})
+        states[order[index]] = merged
+    return states
+
+
+@contextmanager
+def _global_step_hooks_set_aside() -> Iterator[None]:
+    """torch's global optimizer step hooks, set aside while the base optimizer steps inside ``E.step``: torch's
+    wrapper fires them for ``E``, so they fire once per step (not again for the base). The base's own per-instance
+    hooks still fire. Hooks registered meanwhile are kept."""
+    hooks = [
+        table
+        for table in (
+            getattr(torch_optimizer, "_global_optimizer_pre_hooks", None),
+            getattr(torch_optimizer, "_global_optimizer_post_hooks", None),
+        )
+        if isinstance(table, dict)
+    ]
+    kept = [dict(table) for table in hooks]
+    for table in hooks:
+        table.clear()
+    try:
+        yield
+    finally:
+        for table, before in zip(hooks, kept):
+            added = dict(table)
+            table.clear()
+            table.update(before)
+            table.update(added)
 
 
 def _checked(alpha: Any, e_beta: Any, allow_unstable: Any) -> float:
