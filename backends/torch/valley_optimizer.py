@@ -24,9 +24,15 @@ the hyperparameters and the state, not the optimizer. The parity suites (``tests
 ``tests/torch/test_torch_fast_path.py``, ``tests/torch/test_torch_plan.py``) prove them equal to the core.
 
 State (``self.state[p]``): the core's per-tensor buffers under their core names without the index
-(``"EState.carry"``, ``"AdamState.first"`` ...) and ONE step counter, ``"step"`` (a Python int): the core's
-counters (``"AdamState.count"`` ...) all equal it and are made from it when the core runs. Checkpoints of
-valley 0.1.0, which stored every counter, load (the counters are checked against ``"step"`` and dropped).
+(``"EState.carry"``, ``"AdamState.first"`` ...) and ONE step counter, ``"step"`` (a 0-d int32 tensor, as
+torch's optimizers keep theirs, so that a compiled step reads it without recompiling): the core's counters
+(``"AdamState.count"`` ...) all equal it and are made from it when the core runs. Checkpoints of valley 0.1.0,
+which stored every counter, load (the counters are checked against ``"step"`` and dropped), and so do
+checkpoints whose ``"step"`` is an int. ``state_dict()`` records ``"valley_version"``.
+
+``torch.compile(optimizer.step)``: Dynamo runs :meth:`ValleyOptimizer._init_group` eagerly (its protocol for
+torch's optimizers) and traces the plan's whole step (``backends.torch.compiled.render_step``): one graph,
+per-step scalars computed from the step tensors in the graph (see :meth:`ValleyOptimizer._traced_step`).
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import re
 from collections import defaultdict
 from copy import deepcopy
 from itertools import chain
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -106,7 +112,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
 
     State (``self.state[p]``): the core's per-tensor buffers under their core names without the index
     (``"EState.carry"``, ``"AdamState.first"``, ``"AdamState.second"``, ...) and one step counter, ``"step"``
-    (a Python int; the core's counters are made from it). Buffers of bfloat16/float16 parameters are float32.
+    (a 0-d int32 tensor; the core's counters are made from it). Buffers of bfloat16/float16 parameters are
+    float32. ``maximize=True`` (a group setting) ascends the loss; torch's ``foreach``/``fused``/``capturable``/
+    ``differentiable`` are refused with what to use instead.
     A parameter listed twice is refused (``ValueError``).
     """
 
@@ -115,6 +123,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
     #: The valley version that wrote the last checkpoint loaded (``"0.1.0"`` for one that does not say); None
     #: before any load. A class attribute too, so that pickles of earlier versions have it.
     checkpoint_version: Optional[str] = None
+    #: Per param group, the traced step of its plan (set by :meth:`_init_group` while Dynamo traces; never pickled).
+    _programs: Sequence[Optional[Callable[..., None]]] = ()
 
     def __init__(
         self,
@@ -344,7 +354,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if not traceable:
             return _eager_outside_the_graph(self, loss)
         for group, (params, grads, tensors), program in zip(self.param_groups, lists, self._programs):
-            if params:
+            if params and program is not None:
                 program(group, params, grads, tensors)
         return loss
 
@@ -507,6 +517,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             for key, value in flat.items()
             if key.endswith(".0")
         }
+        assert isinstance(step, int)  # else a problem was raised above
         return {**state, "step": _state.step_tensor(step)}
 
     def _checked_compact_state(

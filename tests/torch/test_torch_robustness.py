@@ -282,7 +282,7 @@ def test_maximize_under_torch_compile_is_minimising_the_negated_loss():
     grads = gradient_sequence(4)
     params = [torch.nn.Parameter(p.clone()) for p in initial_params()]
     optimizer = ALTO(params, maximize=True, **ALTO_ARGS)
-    step = torch.compile(optimizer.step, fullgraph=True)
+    step = torch.compile(optimizer.step, fullgraph=True, backend="aot_eager")
     for gs in grads:
         for p, g in zip(params, gs):
             p.grad = g.clone()
