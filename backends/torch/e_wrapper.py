@@ -133,6 +133,10 @@ class E(torch.optim.Optimizer):
         True
     """
 
+    #: The valley version that wrote the last checkpoint loaded (``"0.1.0"`` for one that does not say, such as a
+    #: checkpoint of valley 0.1.x or one that went through DCP); None before any ``load_state_dict``.
+    checkpoint_version: Optional[str] = None
+
     def __init__(
         self,
         base_optimizer: torch.optim.Optimizer,
@@ -460,6 +464,7 @@ class E(torch.optim.Optimizer):
             states_now[p].update({CARRY: carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True), STEP: step})
         if hyperparameters is not None:
             self._alpha, self._e_beta, self._allow_unstable = hyperparameters
+        self.checkpoint_version = version
         for post_hook in self._optimizer_load_state_dict_post_hooks.values():
             post_hook(self)
 

@@ -124,6 +124,23 @@ def saved_keys(path: str) -> Dict[str, int]:
     }
 
 
+def plain_load_refusal(optimizer) -> str:
+    """What ``load_state_dict`` says of a state dict whose buffers are plain full tensors (``torch.save`` of a run
+    without FSDP) for DTensor parameters; empty if it loaded."""
+    from torch.distributed.tensor import DTensor
+
+    state_dict = optimizer.state_dict()
+    for entry in state_dict["state"].values():
+        for key, value in entry.items():
+            if isinstance(value, DTensor):
+                entry[key] = value.full_tensor()
+    try:
+        optimizer.load_state_dict(state_dict)
+    except ValueError as error:
+        return str(error)
+    return ""
+
+
 def worker(rank: int, world_size: int, port: int, out_dir: str, tag: str, train_too: bool, sources: list) -> None:
     """Resumes from each checkpoint folder named in ``sources`` (``"ckpt_w2"`` ...), then, with ``train_too``, makes
     the uninterrupted runs and this world size's checkpoints (``OUT/ckpt_w<world size>/<name>``). Writes
@@ -155,6 +172,8 @@ def worker(rank: int, world_size: int, port: int, out_dir: str, tag: str, train_
                     train(model, optimizer, range(BEFORE, BEFORE + AFTER), rank, world_size)
                     results[name] = full_parameters(model)
                     results[f"{name} keys"] = saved_keys(path)
+                    if name in ("E(AdamW)", "ALTO"):
+                        results[f"{name} plain load"] = plain_load_refusal(optimizer)
             except Exception:  # noqa: BLE001 - reported by the test
                 results[f"{name} error"] = traceback.format_exc()
         torch.save(results, os.path.join(out_dir, f"{tag}_rank{rank}.pt"))

@@ -143,6 +143,16 @@ def test_e_carry_is_saved_sharded_like_the_parameters(runs):
     assert not any("e_carry" in key for key in runs["w2"][0]["ALTO keys"])
 
 
+@distributed
+def test_plain_tensors_for_dtensor_parameters_are_refused_naming_them(runs):
+    """A ``torch.save`` checkpoint of a run without FSDP, loaded into FSDP2 parameters with ``load_state_dict``."""
+    for phase in ("w2", "w1"):
+        _no_errors(runs[phase], ["E(AdamW)", "ALTO"])
+        for rank, found in enumerate(runs[phase]):
+            assert "e_carry is a Tensor for a DTensor parameter" in found["E(AdamW) plain load"], rank
+            assert "is a plain tensor for a DTensor parameter" in found["ALTO plain load"], rank
+
+
 # ------------------------------------------------------------------------------ the DCP helpers in one process
 @pytest.mark.parametrize(
     "make",
@@ -154,8 +164,15 @@ def test_e_carry_is_saved_sharded_like_the_parameters(runs):
     ],
     ids=["adamw", "sgd", "alto", "lamb"],
 )
-def test_get_and_set_optimizer_state_dict_round_trip_e(make):
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict, set_optimizer_state_dict
+@pytest.mark.parametrize("flatten", [False, True], ids=["nested", "flattened"])
+def test_get_and_set_optimizer_state_dict_round_trip_e(make, flatten):
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_optimizer_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(flatten_optimizer_state_dict=flatten)
 
     def model_and_optimizer():
         torch.manual_seed(0)
@@ -173,14 +190,17 @@ def test_get_and_set_optimizer_state_dict_round_trip_e(make):
 
     model, optimizer = model_and_optimizer()
     train(model, optimizer, range(3))
-    saved = get_optimizer_state_dict(model, optimizer)
-    assert "e_carry" in saved["state"]["0.weight"] and saved["state"]["0.weight"]["e_step"] == 3
+    saved = get_optimizer_state_dict(model, optimizer, options=options)
+    if flatten:
+        assert saved["state.0.weight.e_step"] == 3 and "state.0.weight.e_carry" in saved
+    else:
+        assert saved["state"]["0.weight"]["e_step"] == 3 and "e_carry" in saved["state"]["0.weight"]
     saved = _save_load(saved)
     model_state = {key: value.clone() for key, value in model.state_dict().items()}
     train(model, optimizer, range(3, 6))
     resumed_model, resumed = model_and_optimizer()
     resumed_model.load_state_dict(model_state)
-    set_optimizer_state_dict(resumed_model, resumed, saved)
+    set_optimizer_state_dict(resumed_model, resumed, saved, options=options)
     train(resumed_model, resumed, range(3, 6))
     for p, q in zip(resumed_model.parameters(), model.parameters()):
         assert torch.equal(p, q)
@@ -213,6 +233,9 @@ def test_state_dict_layout_and_version():
     assert state_dict["e_adaptor"] == {"alpha": -0.5, "e_beta": 0.5, "allow_unstable": False}
     assert sorted(state_dict["state"][0]) == ["e_carry", "e_step", "exp_avg", "exp_avg_sq", "step"]
     assert state_dict["state"][1]["e_step"] == 3
+    fresh = E(BASES["adamw"]([torch.nn.Parameter(p) for p in initial_params()]), **E_ARGS)
+    fresh.load_state_dict(_save_load(state_dict))
+    assert fresh.checkpoint_version == vc.__version__
 
 
 def test_a_state_dict_without_e_settings_keeps_e_hyperparameters_and_restores_the_carry():
@@ -220,8 +243,9 @@ def test_a_state_dict_without_e_settings_keeps_e_hyperparameters_and_restores_th
     params, optimizer = _trained()
     state_dict = _save_load({key: optimizer.state_dict()[key] for key in ("state", "param_groups")})
     fresh = E(BASES["adamw"](params), alpha=-0.25, e_beta=0.5)
+    assert fresh.checkpoint_version is None
     fresh.load_state_dict(state_dict)
-    assert fresh.alpha == -0.25
+    assert fresh.alpha == -0.25 and fresh.checkpoint_version == "0.1.0"  # a checkpoint that does not say
     assert_same_state(clone_state(optimizer), fresh.state)
 
 
