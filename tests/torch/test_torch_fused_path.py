@@ -292,8 +292,8 @@ def test_e_wrapper_fused_equals_its_core_path_bit_for_bit(dtype, base):
     for p, q in zip(fused, core):
         assert torch.equal(p, q)
     for p, q in zip(fused, core):
-        assert torch.equal(fused_opt.state[p]["EState.carry"], core_opt.state[q]["EState.carry"])
-        assert fused_opt.state[p]["step"] == core_opt.state[q]["step"]
+        assert torch.equal(fused_opt.state[p]["e_carry"], core_opt.state[q]["e_carry"])
+        assert fused_opt.state[p]["e_step"] == core_opt.state[q]["e_step"]
         for key, value in core_opt.base_optimizer.state[q].items():
             assert torch.equal(torch.as_tensor(fused_opt.base_optimizer.state[p][key]), torch.as_tensor(value)), key
 

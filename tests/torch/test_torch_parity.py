@@ -126,7 +126,7 @@ def test_e_wrapper_equals_the_core_e_optimizer(base, core, grads):
         assert_close(p, q, rtol=1e-10, what=f"param {index}")
     carries = vc.state_to_dict(core_state)
     for index, p in enumerate(params):
-        assert_close(optimizer.state[p]["EState.carry"], carries[f"EState.carry.{index}"], what="carry")
+        assert_close(optimizer.state[p]["e_carry"], carries[f"EState.carry.{index}"], what="carry")
 
 
 def test_per_group_hyperparameters_equal_the_core_on_each_group(grads):

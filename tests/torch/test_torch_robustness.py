@@ -207,7 +207,7 @@ def test_e_wrapper_on_bfloat16_keeps_a_float32_carry():
     for p, g in zip(params, gradient_sequence(1)[0]):
         p.grad = g.to(torch.bfloat16)
     optimizer.step()
-    assert all(optimizer.state[p]["EState.carry"].dtype == torch.float32 for p in params)
+    assert all(optimizer.state[p]["e_carry"].dtype == torch.float32 for p in params)
     assert all(p.grad.dtype == torch.bfloat16 for p in params)
 
 
