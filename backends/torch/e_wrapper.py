@@ -321,9 +321,11 @@ class E(torch.optim.Optimizer):
             fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]  # a Plan when fused
         skipped_before = getattr(self.base_optimizer, "skipped_steps", None)
         # E's entries are set aside where they are all of p's state, so that the base sees an empty state[p] there.
-        hidden = {p: entry for p, entry in stored.items() if entry and all(key in (CARRY, STEP) for key in entry)}
-        for p in hidden:
-            del states[p]
+        hidden = {
+            p: {key: entry.pop(key) for key in list(entry)}
+            for p, entry in stored.items()
+            if entry and all(key in (CARRY, STEP) for key in entry)
+        }
         try:
             with _global_step_hooks_set_aside():
                 self.base_optimizer.step()
