@@ -482,8 +482,9 @@ class ValleyOptimizer(keras.optimizers.Optimizer):
 
         A buffer with the variable's shape and dtype is Keras' own ``add_variable_from_reference`` (the
         variable's layout under ``keras.distribution``; colocation under ``tf.distribute``). A float32 buffer
-        of a 16-bit variable, or a stack of copies of the variable (AdamCM's critical momenta), gets the same
-        name, placement and the variable's layout (``_state_layout``) through ``add_variable``.
+        of a 16-bit variable, a stack of copies of the variable (AdamCM's critical momenta) or a buffer of
+        another shape (AdamCM's priorities) gets the same name and placement through ``add_variable``, and
+        the layout ``_state_layout`` derives from the variable's.
         """
         if shape == tuple(variable.shape) and dtype == _numpy_dtype(variable.dtype):
             return self.add_variable_from_reference(variable, name=name, initializer=initializer)

@@ -13,7 +13,7 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 
-from backends.keras import ALTO, EAdamW  # noqa: E402
+from backends.keras import ALTO, AdamCM, EAdamW  # noqa: E402
 from tests.keras._harness import Checks, relative_error  # noqa: E402
 
 DEVICES = ["/cpu:0", "/cpu:1"]
@@ -65,6 +65,12 @@ def make_alto():
 
 def make_eadamw():
     return EAdamW(learning_rate=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.01)
+
+
+def make_adam_cm():
+    """AdamCM's stack of critical momenta and its priorities are not shaped like their variable: they are
+    created through ``add_variable`` under TensorFlow's colocation rather than ``add_variable_from_reference``."""
+    return AdamCM(learning_rate=0.01, top_c=3)
 
 
 def mirrored_equals_single_device(make_optimizer, jit):
@@ -135,6 +141,7 @@ if __name__ == "__main__":
     checks = Checks()
     checks.run("mirrored[alto-fit]", mirrored_equals_single_device(make_alto, jit=False))
     checks.run("mirrored[eadamw-fit]", mirrored_equals_single_device(make_eadamw, jit=False))
+    checks.run("mirrored[adamcm-fit]", mirrored_equals_single_device(make_adam_cm, jit=False))
     checks.run("mirrored[custom-loop]", mirrored_custom_loop)
     checks.run("mirrored[mixed_float16]", mirrored_mixed_float16)
     checks.emit()

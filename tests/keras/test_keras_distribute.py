@@ -13,7 +13,8 @@ pytest.importorskip("keras")
 
 from tests.keras._harness import assert_check, run_worker  # noqa: E402
 
-CHECKS = ["mirrored[alto-fit]", "mirrored[eadamw-fit]", "mirrored[custom-loop]", "mirrored[mixed_float16]"]
+CHECKS = ["mirrored[alto-fit]", "mirrored[eadamw-fit]", "mirrored[adamcm-fit]", "mirrored[custom-loop]"]
+CHECKS += ["mirrored[mixed_float16]"]
 
 
 @pytest.fixture(scope="module")
