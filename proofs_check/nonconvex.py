@@ -185,8 +185,8 @@ def _run_all(ctx: Context) -> ClaimResult:
         a_why, s_why = why(a_pass, lamb_a), why(s_pass, lamb_steps)
         checks += [
             Check(
-                f"{label} ({what}), theorem's eps1: exponent of A(eps) in eps^2 (A = O(eps^2) means >= 1); Lamb "
-                f"{lamb['A_exponent_in_eps2']:.3g}",
+                f"{label} ({what}), theorem's eps1: exponent of A(eps) in eps^2 (A = O(eps^2) means >= 1; the "
+                f"control Lamb: {lamb['A_exponent_in_eps2']:.3g})",
                 arm["A_exponent_in_eps2"],
                 f">= {A_MIN}",
                 a_pass,
@@ -196,7 +196,8 @@ def _run_all(ctx: Context) -> ClaimResult:
             ),
             Check(
                 f"{label} ({what}), theorem's eps1: exponent of steps-to-eps (first T with running average <= "
-                f"eps^2) in 1/eps (claim: 2), no censored run; Lamb {lamb['steps_to_eps_exponent_in_1/eps']:.3g}",
+                f"eps^2) in 1/eps (claim: 2), no censored run (the control Lamb: "
+                f"{lamb['steps_to_eps_exponent_in_1/eps']:.3g})",
                 arm["steps_to_eps_exponent_in_1/eps"],
                 f"<= {STEPS_MAX} and no censored run",
                 s_pass,

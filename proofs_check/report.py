@@ -120,10 +120,10 @@ def report_markdown(meta: Dict[str, Any], results: List[ClaimResult], plot_prefi
         ]
         for c in r.checks:
             statistic = summary(c.statistic) if c.statistic else ""
-            scored = "yes" if c.applies else f"no: {c.not_applicable}"
+            scored_text = "yes" if c.applies else f"no: {c.not_applicable}"
             out.append(
                 f"| {_cell(c.description)} | {_cell(fmt(c.value))} | {_cell(c.threshold)} | "
-                f"{'yes' if c.passed else '**no**'} | {_cell(scored)} | {_cell(statistic)} |"
+                f"{'yes' if c.passed else '**no**'} | {_cell(scored_text)} | {_cell(statistic)} |"
             )
         if r.statistics:
             out += ["", "**Further paired comparisons with the control (effect sizes, not verdicts).**", ""]

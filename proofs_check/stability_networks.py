@@ -157,24 +157,22 @@ def run(ctx: Context) -> Dict[str, Any]:
             )
         )
         leaving = sorted({r for r, _ in bad})
-        growth = {
-            f"{r:g}": _median([out[(name, r, s)]["norm_growth_since_reach"] for s in range(seeds)]) for r in ratios
-        }
-        excursion = max(
-            (out[(name, r, s)]["max_excursion"] for r in inside for s in range(seeds)), key=lambda x: np.nan_to_num(x)
+        off = {r: _off_minimum([out[(name, r, s)] for s in range(seeds)]) for r in ratios}
+        growth = {r: _median([out[(name, r, s)]["norm_growth_since_reach"] for s in range(seeds)]) for r in ratios}
+        excursion = {r: _median([out[(name, r, s)]["max_excursion"] for s in range(seeds)]) for r in ratios}
+        control_text = f"never reaches it in {len(control_bad)} seed(s)" if control_bad else "reaches it"
+        per_r = ", ".join(f"{r:g}{' (control)' if r == 0 else ''}: {off[r]}" for r in ratios)
+        short.append(
+            f"{name} stays at ~0 loss at every r"
+            if not leaving
+            else f"{name}, fraction of steps off ~0 loss per r: {per_r}"
         )
-        control_text = f"never reaches it in {len(control_bad)} seed(s)" if control_bad else "stays"
-        short.append(f"{name} {'leaves ~0 loss at r in ' + str(leaving) if leaving else 'stays at ~0 loss'}")
         summary.append(
-            f"{name}: "
-            + (
-                f"leaves the minimum or never reaches it at r in {leaving} (largest excursion {excursion:.3g}), "
-                if leaving
-                else "stays at the minimum at every r inside the rule, "
-            )
-            + f"alpha = 0 control {control_text}; "
-            + "median norm growth since reaching ~0 per r: "
-            + ", ".join(f"{k}: {v:.3g}" for k, v in growth.items())
+            f"{name}: fraction of steps off the minimum after reaching it (median over seeds) per r: {per_r}; "
+            f"alpha = 0 control {control_text}; largest excursion (median): "
+            + ", ".join(f"{r:g}: {excursion[r]:.3g}" for r in ratios)
+            + "; parameter-norm growth since reaching ~0 (median): "
+            + ", ".join(f"{r:g}: {growth[r]:.3g}" for r in ratios)
         )
     return {
         "checks": checks,
@@ -204,6 +202,15 @@ def _plot(ctx: Context, out, ratios, seeds) -> str:
     fig.suptitle("random-label MLP at constant lr: dotted ~0 (reached), dashed: left the minimum", fontsize=9)
     fig.tight_layout()
     return save_figure(ctx, fig, "stability_networks.png")
+
+
+def _off_minimum(runs) -> str:
+    """The median fraction of steps off the minimum, or "never reaches ~0" when no run reaches it."""
+    fractions = [v["leave_fraction"] for v in runs if v["reach_step"] >= 0]
+    if not fractions:
+        return "never reaches ~0"
+    text = f"{float(np.median(fractions)):.3g}"
+    return text if len(fractions) == len(runs) else f"{text} ({len(runs) - len(fractions)} never reach ~0)"
 
 
 def _median(values) -> float:
