@@ -19,7 +19,10 @@ Each factory (``alto``, ``alto_vanilla``, ``lamb``, ``eadam``, ``adam``, ``eadam
 ``sgd``, ``adam_cm``, ``eadam_cm``) takes the core factory's hyperparameters and defaults (``lr`` spelled
 ``learning_rate``) and returns an ``optax.GradientTransformation`` whose update is the core's, run with
 ``xp=jax.numpy`` over the leaves of the pytrees. ``e_adaptor(alpha, beta1)`` goes in front of any optax
-chain. See ``docs/jax.md``.
+chain. The state is shaped like the parameters (each per-tensor field a pytree of their structure, as
+``optax.adamw``'s ``mu``), so sharding rules, ``optax.tree_utils`` and ``flax.nnx`` treat it as optax's;
+``core_state(state, params)`` gives the core's layout, ``state_like_params(state, params)`` converts a state
+of valley 0.1.0's layout. See ``docs/jax.md``.
 """
 
 try:
