@@ -149,15 +149,21 @@ def checkpoint_group(factory: Callable[..., Any], group: Dict[str, Any], where: 
     return converted
 
 
-def factory_kwargs(factory: Callable[..., Any], group: Dict[str, Any], count: int) -> Dict[str, Any]:
+def factory_kwargs(
+    factory: Callable[..., Any], group: Dict[str, Any], count: int, keep_tensors: bool = False
+) -> Dict[str, Any]:
     """The factory's keyword arguments for a param group of ``count`` tensors: the one mapping from torch group
-    keys to core hyperparameters (the core path, the plans and their per-step scalars all use it)."""
+    keys to core hyperparameters (the core path, the plans and their per-step scalars all use it).
+
+    ``keep_tensors``: a tensor hyperparameter is passed as the tensor itself (0-d, the core accepts those), not
+    the float it holds now: for a core chain that a compiled step holds, so that an LR scheduler's in-place
+    updates reach it."""
     names = _DEFAULTS.get(factory) or hyperparameter_defaults(factory)
     key = moment_key(factory)
     # Torch-side keys; ``e_beta`` only where it was made from an E-optimizer's betas (a user's factory may take
     # an argument of that name itself).
     torch_side = {"trust_ratio", *TORCH_SETTINGS, *((E_BETA,) if key is not None else ())}
-    kwargs = {name: _host_value(name, group[name]) for name in names if name not in torch_side}
+    kwargs = {name: _host_value(name, group[name], keep_tensors) for name in names if name not in torch_side}
     if "trust_ratio" in names:
         kwargs["trust_ratio_mask"] = (group.get("trust_ratio", True),) * count
     if key is not None:
@@ -177,10 +183,12 @@ def check_tensor(name: str, value: Any) -> None:
         raise ValueError(f"Tensor {name} must be 1-element (got shape {tuple(value.shape)})")
 
 
-def _host_value(name: str, value: Any) -> Any:
+def _host_value(name: str, value: Any, keep_tensors: bool = False) -> Any:
     """A one-element tensor hyperparameter (``lr=torch.tensor(1e-2)``) as the float it holds now (one host read
-    per step on an accelerator); everything else as it is."""
+    per step on an accelerator), or as a 0-d view of it (``keep_tensors``); everything else as it is."""
     check_tensor(name, value)
+    if isinstance(value, torch.Tensor) and keep_tensors:
+        return value.reshape(())
     if isinstance(value, torch.Tensor) and not value.requires_grad:
         return value.item()
     return value

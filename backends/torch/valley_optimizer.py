@@ -339,9 +339,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
         the group, creates missing state, and lists the group's tensors, so the traced code sees initialised
         state from the first call on. The step count is a tensor and every per-step scalar is computed from it
         in the graph (``backends.torch.compiled.render_step``); hyperparameters are read from the group when the
-        step runs (a tensor ``lr`` driven by an LR scheduler never recompiles). Groups that cannot be traced
-        (compact state, ``skip_nonfinite``, ``implementation="fused"`` or ``"core"``, chains without a plan,
-        DTensors) run the eager step instead, outside the graph (a graph break).
+        step runs (a tensor ``lr`` driven by an LR scheduler never recompiles). ``implementation="core"`` and
+        chains without a plan (Adam+CM) trace the core chain itself (:meth:`_core_program`). Groups that cannot
+        be traced (compact state, ``skip_nonfinite``, ``implementation="fused"``, DTensors) run the eager step
+        instead, outside the graph (a graph break).
         """
         lists = []
         traceable = True
@@ -378,24 +379,72 @@ class ValleyOptimizer(torch.optim.Optimizer):
             self._validate_group(group, f"{type(self).__name__} param group {index}")
         plan = self.plan_for(group)
         if (
-            self.implementation in ("core", "fused")
+            self.implementation == "fused"
             or self.skip_nonfinite
             or group.get("state_dtype", "float32") != "float32"
-            or not isinstance(plan, Plan)
             or any(_state.is_dtensor(p) for p, _ in entries)
         ):
             return False
         for p, _ in entries:
             if not self.state[p]:
                 self._init_state(group, p, {})
-        sources = hyperparameter_sources(type(self).factory, group, plan.hyper_inputs)
-        programs[index] = compiled.step_function(plan, sources)
+        if isinstance(plan, Plan) and self.implementation != "core":
+            sources = hyperparameter_sources(type(self).factory, group, plan.hyper_inputs)
+            programs[index] = compiled.step_function(plan, sources)
+            keys: Sequence[str] = [key for _, key in plan.buffers]
+        else:
+            programs[index], keys = self._core_program(group, [p for p, _ in entries])
         for p, g in entries:
             params.append(p)
             grads.append(g)
             tensors.append(self.state[p]["step"])
-            tensors.extend(self.state[p][key] for _, key in plan.buffers)
+            tensors.extend(self.state[p][key] for key in keys)
         return True
+
+    def _core_program(self, group: Dict[str, Any], params: List[torch.Tensor]) -> Tuple[Callable[..., None], list]:
+        """The core chain's update as a function Dynamo traces (the reference executor under ``torch.compile``;
+        chains without a plan, such as Adam+CM). As on the eager core path, one update runs over the tensors at
+        the same step (a chain may couple tensors: Adam+CM's synced priorities); they step together from then
+        on (a parameter whose gradient appears or disappears changes what Dynamo guards, and retraces). The
+        chains are built here, eagerly (the factory's validation cannot be traced), with tensor hyperparameters
+        passed as the tensors themselves. Returns the function and the buffer keys in the order it reads them."""
+        xp = _state.namespace()
+        keys = list(self.buffer_keys(group))
+        counters = self.counter_keys(group)
+        maximize = group.get("maximize", False)
+        width = 1 + len(keys)
+        by_step: Dict[int, List[int]] = defaultdict(list)
+        for i, p in enumerate(params):
+            by_step[_state.steps_taken(self.state[p])].append(i)
+        calls = []
+        for positions in by_step.values():
+            kwargs = factory_kwargs(type(self).factory, group, len(positions), keep_tensors=True)
+            transform = type(self).factory(**kwargs)
+            like = tuple(_state.meta_like(params[i], _state.state_dtype(params[i])) for i in positions)
+            calls.append((positions, transform, transform.init(like, xp=xp)))  # structure, shapes, dtypes
+
+        def program(group: Dict[str, Any], params: List[torch.Tensor], grads: List[torch.Tensor], tensors) -> None:
+            for positions, transform, template in calls:
+                dtypes = [_state.state_dtype(params[i]) for i in positions]
+                values = tuple(params[i].detach().to(d) for i, d in zip(positions, dtypes))
+                gradients = tuple(grads[i].to(d) for i, d in zip(positions, dtypes))
+                if maximize:
+                    gradients = tuple(-g for g in gradients)
+                flat = {
+                    f"{key}.{j}": tensors[i * width + 1 + k]
+                    for j, i in enumerate(positions)
+                    for k, key in enumerate(keys)
+                }
+                flat.update({key: tensors[positions[0] * width] for key in counters})
+                updates, new_state = transform.update(gradients, vc.state_from_dict(template, flat), values, xp=xp)
+                new = vc.state_to_dict(new_state)
+                for j, i in enumerate(positions):
+                    params[i].detach().copy_(values[j] + updates[j])
+                    for k, key in enumerate(keys):
+                        tensors[i * width + 1 + k].copy_(new[f"{key}.{j}"])
+                    tensors[i * width].add_(1)
+
+        return program, keys
 
     def _init_state(self, group: Dict[str, Any], p: torch.Tensor, indices: Dict[int, int]) -> None:
         like = p.detach() if p.dtype == _state.state_dtype(p) else p.detach().to(_state.state_dtype(p))

@@ -112,3 +112,37 @@ def test_a_compiled_training_step_compiles_once(fresh_dynamo):
     assert counters["stats"]["unique_graphs"] == graphs
     for p, q in zip(model.parameters(), _eager_reference(cls, kwargs).parameters()):
         torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("name", ["AdamCM", "ALTO core"])
+def test_the_core_path_compiles_once_too(name, fresh_dynamo):
+    """A chain without a plan (Adam+CM) and ``implementation="core"`` trace the core chain itself, built when
+    Dynamo calls ``_init_group``; a tensor ``lr`` changed in place reaches it without recompiling."""
+    from torch_helpers import gradient_sequence, initial_params
+
+    from backends.torch import AdamCM
+
+    cls, implementation, kwargs = {
+        "AdamCM": (AdamCM, "auto", {}),
+        "ALTO core": (ALTO, "core", CLASSES["ALTO"][1]),
+    }[name]
+    lr = torch.tensor(0.02, dtype=torch.float64)
+    reference_params = [torch.nn.Parameter(p.clone()) for p in initial_params()]
+    reference = cls(reference_params, lr=lr, implementation="core", **kwargs)
+    params = [torch.nn.Parameter(p.clone()) for p in initial_params()]
+    optimizer = cls(params, lr=lr, implementation=implementation, **kwargs)
+    step = torch.compile(optimizer.step, fullgraph=True, backend="aot_eager")
+    for k, grads in enumerate(gradient_sequence(12)):
+        for p, q, g in zip(params, reference_params, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        with torch._dynamo.config.patch(error_on_recompile=k > 0):
+            step()
+        reference.step()
+        lr.mul_(0.95)  # what an LR scheduler does to a tensor lr
+    assert counters["stats"]["unique_graphs"] == 1
+    for p, q in zip(params, reference_params):
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-14)
+    for p, q in zip(params, reference_params):
+        for key, value in reference.state[q].items():
+            torch.testing.assert_close(optimizer.state[p][key], value, rtol=1e-12, atol=1e-14)
