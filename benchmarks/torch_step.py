@@ -283,7 +283,7 @@ def run_layout(
             f"| {name} | {median * 1e3:.1f} | {fastest * 1e3:.1f} | {ratio:.2f} | {bandwidth:.2f} "
             f"| {best_bandwidth:.2f} |"
         )
-    print_targets({row[0]: row[1:] for row in rows}, times)
+    print_targets({row[0]: row[1:] for row in rows}, times, BANDWIDTH_TARGETS.get(layout, 0.75))
     print_compact_targets({row[0]: row[1:] for row in rows}, times)
 
 
@@ -310,7 +310,11 @@ def print_compact_targets(by_name, times) -> None:
         )
 
 
-def print_targets(by_name, times) -> None:
+#: Issue 23's bandwidth targets against fused AdamW, per layout (GPT-2's many small tensors: 0.60).
+BANDWIDTH_TARGETS = {"uniform": 0.75, "gpt2": 0.60}
+
+
+def print_targets(by_name, times, bandwidth_target: float = 0.75) -> None:
     """The issue's targets for every valley ALTO path measured: by the medians, by the minima, and by the median of
     the per-round ratios (each round steps every implementation once, back to back: the least load-sensitive)."""
     authors_name, adamw_name = "authors' ALTO (e-optimizer-adaptor)", "torch AdamW (fused)"
@@ -332,8 +336,9 @@ def print_targets(by_name, times) -> None:
             values = [valley[3] / adamw[3], valley[4] / adamw[4], per_round]
             print(
                 f"- {name} effective bandwidth / fused AdamW's: median {values[0]:.2f}, min {values[1]:.2f}, "
-                f"per-round median {values[2]:.2f} (target >= 0.75: {'met' if min(values) >= 0.75 else 'MISSED'}"
-                f"{'' if min(values) >= 0.75 or max(values) < 0.75 else ' on some measures'})"
+                f"per-round median {values[2]:.2f} (target >= {bandwidth_target}: "
+                f"{'met' if min(values) >= bandwidth_target else 'MISSED'}"
+                f"{'' if min(values) >= bandwidth_target or max(values) < bandwidth_target else ' on some measures'})"
             )
         theirs = f"; authors': {authors[2]:.2f}" if authors else ""
         print(
