@@ -386,8 +386,8 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     return sum(
         v.numel() * v.element_size()
         for state in optimizer.state.values()
-        for v in state.values()
-        if isinstance(v, torch.Tensor)
+        for k, v in state.items()
+        if isinstance(v, torch.Tensor) and k != "step"
     )
 
 
