@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import socket
 
 import numpy as np
 import pytest
 
-from valley_cli.study import analysis, data, grids
+from valley_cli.study import analysis, data, protocol, runner
 
 # ---------------------------------------------------------------------------------------------- the data
 
@@ -69,142 +70,222 @@ def test_stdlib_text_split():
 # ------------------------------------------------------------------------------------------- statistics
 
 
-def test_paired_difference_on_known_inputs():
-    # d = (1, 2, 3, 4, 5): mean 3, sd sqrt(2.5); t_{0.975, 4} = 2.7764451051977987 (statistical tables)
+# ------------------------------------------------------------------------------------------- statistics
+
+
+def test_paired_difference_interval_and_minimum_detectable_effect_on_known_inputs():
+    # d = (1, 2, 3, 4, 5): mean 3, sd sqrt(2.5); t_{0.975, 4} = 2.7764451051977987, t_{0.8, 4} = 0.9409645
+    # (statistical tables): MDE = (t_{0.975} + t_{0.8}) sd / sqrt(n)
     result = analysis.paired_difference([1, 2, 3, 4, 5], [0, 0, 0, 0, 0])
     half = 2.7764451051977987 * math.sqrt(2.5) / math.sqrt(5)
-    assert result["mean"] == pytest.approx(3.0)
-    assert result["sd"] == pytest.approx(math.sqrt(2.5))
+    assert result["mean"] == pytest.approx(3.0) and result["sd"] == pytest.approx(math.sqrt(2.5))
     assert (result["ci_low"], result["ci_high"]) == (pytest.approx(3 - half), pytest.approx(3 + half))
+    assert result["mde"] == pytest.approx((2.7764451051977987 + 0.9409645) * math.sqrt(2.5) / math.sqrt(5), rel=1e-6)
     # pairing matters: a shared offset per seed cancels (an unpaired test would see a huge spread)
     base = [50.0, 70.0, 90.0]
     paired = analysis.paired_difference([b + 1.0 for b in base], base)
     assert paired["mean"] == pytest.approx(1.0) and paired["ci_low"] == pytest.approx(1.0)
     one = analysis.paired_difference([2.0], [1.0])
-    assert one["mean"] == 1.0 and one["ci_low"] == -math.inf and one["ci_high"] == math.inf
+    assert one["ci_low"] == -math.inf and one["ci_high"] == math.inf and one["mde"] == math.inf
     with pytest.raises(ValueError, match="equal, non-zero lengths"):
         analysis.paired_difference([1.0, 2.0], [1.0])
 
 
+def test_pooled_estimate_uses_seeds_as_blocks():
+    # per-seed means over the two settings are all 2: the seed-to-seed spread inside a setting cancels
+    a = {0: 1.0, 1: 2.0, 2: 3.0, 3: 4.0}
+    b = {0: 3.0, 1: 2.0, 2: 1.0, 3: 0.0, 9: 100.0}  # seed 9 is not in every setting: left out
+    pooled = analysis.pooled([a, b])
+    assert pooled["mean"] == pytest.approx(2.0) and pooled["n"] == 4 and pooled["settings"] == 2
+    assert pooled["ci_low"] == pytest.approx(2.0) and pooled["ci_high"] == pytest.approx(2.0)
+    # against a transcription: mean of per-seed means, t interval over the seeds
+    c = {0: 0.5, 1: -1.0, 2: 2.0, 3: 0.0}
+    means = [(a[s] + c[s]) / 2 for s in range(4)]
+    m, sd = sum(means) / 4, float(np.std(means, ddof=1))
+    got = analysis.pooled([a, c])
+    assert got["mean"] == pytest.approx(m) and got["ci_high"] - m == pytest.approx(3.182446305284263 * sd / 2)
+    assert analysis.pooled([{0: 1.0}]) is None
+
+
 def test_verdict_follows_the_interval_and_the_metric_direction():
-    row = {"task": "mnist1d", "ci_low": 0.1, "ci_high": 0.5}
-    assert analysis.verdict_word(row) == "ALTO better"
-    assert analysis.verdict_word({**row, "task": "lm"}) == "Lamb better"  # higher perplexity is worse
-    assert analysis.verdict_word({**row, "ci_low": -0.1}) == "no significant difference"
-
-
-def test_time_to_target_first_crossing():
-    curve = [[10, 1.0, 0.5], [20, 2.0, 0.8], [30, 3.0, 0.9]]
-    assert analysis.first_reaching(curve, 0.8, higher=True) == (20, 2.0)
-    assert analysis.first_reaching(curve, 0.95, higher=True) is None
-    assert analysis.first_reaching([[5, 0.5, 9.0], [10, 1.0, 7.0]], 8.0, higher=False) == (10, 1.0)
+    row = {"a": "ALTO", "b": "Lamb", "ci_low": 0.1, "ci_high": 0.5}
+    assert analysis.verdict(row, higher=True) == "ALTO better"
+    assert analysis.verdict(row, higher=False) == "Lamb better"  # higher perplexity is worse
+    assert analysis.verdict({**row, "ci_low": -0.1}, higher=True) == "not distinguishable"
 
 
 # --------------------------------------------------------------------------------------------- protocol
 
 
-def test_warmup_then_cosine():
-    from valley_cli.study.training import warmup_cosine_factor, warmup_steps
+def toy_runs(peak: int, collapse: dict, seeds=(1000, 1001)):
+    """A toy landscape over grid indices: validation accuracy peaks at ``peak``, each seed collapses from its
+    ``collapse`` index on (final loss = initial loss)."""
 
-    steps = 100
-    warmup = warmup_steps(steps)
-    factors = [warmup_cosine_factor(k, steps, warmup) for k in range(1, steps + 1)]
-    assert warmup == 10 and factors[0] == pytest.approx(0.1) and factors[9] == 1.0 and factors[10] == 1.0
-    assert all(a >= b for a, b in zip(factors[10:], factors[11:])) and 0 < factors[-1] < 1e-3
+    def record(index: int, seed: int) -> dict:
+        dead = index >= collapse[seed]
+        return {
+            "task": "mnist1d",
+            "val_accuracy": 0.1 if dead else 0.9 - 0.01 * abs(index - peak) - 0.001 * (seed - 1000),
+            "initial_train_loss": 2.3,
+            "final_train_loss": 2.3 if dead else 0.1,
+            "diverged": False,
+        }
+
+    return record
 
 
-def test_full_protocol_shape():
-    config = grids.StudyConfig()
+@pytest.mark.parametrize("prior_index", [12, 20, 26])
+def test_tuning_brackets_the_optimum_and_finds_each_seeds_collapse(prior_index):
+    record = toy_runs(peak=18, collapse={1000: 24, 1001: 23})
+    state = protocol.TuningState(protocol.start_indices(protocol.grid_lr(prior_index)))
+    assert len(state.indices) == protocol.START_POINTS
+    rounds = 0
+    while True:
+        runs = {(i, s): record(i, s) for i in state.indices for s in (1000, 1001)}
+        added = protocol.advance(state, runs, (1000, 1001), higher=True)
+        state.indices = state.indices + added
+        rounds += 1
+        if not added:
+            break
+        assert rounds < 20
+    assert state.done and state.bracketed
+    assert state.best == 18 and state.indices[0] < state.best < state.indices[-1]  # never at the edge
+    assert state.collapse == {1000: protocol.grid_lr(24), 1001: protocol.grid_lr(23)}
+    assert state.indices == list(range(state.indices[0], state.indices[-1] + 1))  # no holes
+    lrs = state.lrs
+    assert all(b / a <= 1.25 * (1 + 1e-5) for a, b in zip(lrs, lrs[1:]))
+    assert all(state.scores[i] == -math.inf for i in state.indices if i >= 23)  # a collapse counts as the worst
+
+
+def test_tuning_stops_at_max_points_and_says_it_is_not_bracketed():
+    record = toy_runs(peak=40, collapse={1000: 99, 1001: 99})
+    state = protocol.TuningState(protocol.start_indices(protocol.grid_lr(10)))
+    for _ in range(30):
+        runs = {(i, s): record(i, s) for i in state.indices for s in (1000, 1001)}
+        added = protocol.advance(state, runs, (1000, 1001), higher=True, max_points=9)
+        state.indices = state.indices + added
+        if not added:
+            break
+    assert len(state.indices) == 9 and state.done and not state.bracketed and state.best == state.indices[-1]
+
+
+def test_collapse_rule():
+    ok = {"diverged": False, "initial_train_loss": 2.3, "final_train_loss": 0.5}
+    assert not protocol.collapsed(ok)
+    assert protocol.collapsed({**ok, "final_train_loss": 0.9 * 2.3})
+    assert protocol.collapsed({**ok, "diverged": True})
+    assert protocol.collapsed({**ok, "final_train_loss": float("nan")})
+
+
+def test_tuning_seeds_are_never_final_seeds():
+    config = protocol.full_config()
     config.validate()
-    plan = grids.groups(config)
-    largest = [g for g in plan if g.task == "mnist1d" and g.batch_size == 16384]
-    assert sorted(g.steps for g in largest) == [75, 150, 300]  # the step-budget axis around the epoch budget
-    assert config.steps_for(16384) >= 300 and {g.batch_size for g in plan if g.task == "mnist1d"} == {
-        128,
-        1024,
-        4096,
-        16384,
-    }
-    for group in plan:
-        assert len(group.grid) >= 5 and all(
-            b / a == pytest.approx(10**0.5, rel=0.06) for a, b in zip(group.grid, group.grid[1:])
-        )
-        assert group.tuning_seeds == (0, 1)
-        tuned = {(s["optimizer"], s["lr"]) for s in grids.tuning_specs(group)}
-        assert {lr for name, lr in tuned if name == "ALTO"} == {lr for name, lr in tuned if name == "Lamb"}
-    assert [g.clip_arm for g in plan].count(True) == 1 and largest[0].clip_arm
-    assert all(len(g.seeds) >= 5 for g in plan if g.task == "mnist1d" and g.batch_size >= 4096)
-    assert [g.batch_size for g in plan if g.task == "lm"] == [32, 64] and config.lm_steps >= 500
+    assert not set(config.tuning_seeds) & set(config.seeds) and len(config.seeds) >= 8
+    with pytest.raises(ValueError, match="disjoint"):
+        protocol.StudyConfig(settings=config.settings, tuning_seeds=(0,)).validate()
 
 
-def test_selection_uses_the_mean_over_tuning_seeds_and_treats_divergence_as_worst():
-    group = grids.Group("mnist1d", 64, 10, (0.1, 0.3), (0, 1), (0, 1, 2))
-    records = {}
-    values = {
-        ("ALTO", 0.1): (0.80, 0.80),
-        ("ALTO", 0.3): (0.95, 0.60),
-        ("Lamb", 0.1): (0.7, 0.7),
-        ("Lamb", 0.3): (0.9, 0.9),
+def test_full_protocol_covers_the_three_regimes():
+    config = protocol.full_config()
+    r1 = [s for s in config.settings if s.regime == 1 and s.pairs == (("ALTO", "Lamb"),)]
+    n_train = r1[0].data[0]
+    assert min(s.batch_size for s in r1) == 128 and max(s.batch_size for s in r1) == n_train  # up to full batch
+    for s in r1:  # fixed epochs (the last partial batch of an epoch is dropped)
+        assert s.steps == protocol.R1_EPOCHS * (n_train // s.batch_size)
+    r2 = [s for s in config.settings if s.regime == 2]
+    assert {s.batch_size for s in r2} == {16384} and {s.data[0] for s in r2} == {50_000}
+    assert sorted(s.steps for s in r2) == [75, 150, 300, 600]
+    (r3,) = [s for s in config.settings if s.regime == 3]
+    assert r3.task == "lm" and r3.batch_size >= 512
+    assert {regime for regime in (s.regime for s in config.settings if s.dose)} == {1, 2, 3}
+    e_bases = [s for s in config.settings if s.pairs != (("ALTO", "Lamb"),)]
+    assert e_bases and all(s.regime == 1 and set(s.pairs) == {("EAdamW", "AdamW"), ("ESGD", "SGD")} for s in e_bases)
+    post = config.post
+    assert set(post.alphas) == {0.0, -1.0, -5.0} and set(post.beta1s) == {0.9, 0.99}
+    assert set(post.schedules) == {"constant", "cosine"} and 0.0 in post.weight_decays and len(post.weight_decays) > 1
+
+
+def test_final_arms_pair_the_seeds_and_hold_dose_and_placebo():
+    pytest.importorskip("valley_core")
+    setting = protocol.Setting(
+        1, "mnist1d", ("cnn", 4), (2000, 100, 100), 2000, 10, (("ALTO", 0.05), ("Lamb", 0.05)), dose=True
+    )
+    arms = {arm["name"]: arm for arm in runner.final_arms(setting, {"ALTO": 0.04, "Lamb": 0.05}, (0, 1, 2))}
+    for arm in arms.values():
+        assert [s["seed"] for s in arm["specs"]] == [0, 1, 2]
+    assert arms["Lamb at ALTO's lr"]["lr"] == 0.04 and arms["Lamb"]["lr"] == 0.05
+    assert arms["Lamb lr x0.9"]["lr"] == pytest.approx(0.045) and arms["Lamb lr x1.1"]["lr"] == pytest.approx(0.055)
+    assert {name for name, arm in arms.items() if arm["role"] == "dose"} == {
+        f"ALTO alpha={a:g}" for a in (-1, -2, -5, -10)
     }
-    for (name, lr), accs in values.items():
-        for seed, acc in zip((0, 1), accs):
-            spec = grids.spec(group, name, lr, seed)
-            records[grids.run_key(spec)] = {**spec, "val_accuracy": acc, "diverged": False}
-    assert grids.select(group, records) == {"ALTO": 0.1, "Lamb": 0.3}
-    records[grids.run_key(grids.spec(group, "Lamb", 0.3, 1))]["diverged"] = True
-    assert grids.select(group, records)["Lamb"] == 0.1
+    assert arms["ALTO alpha=-2"]["overrides"] == {"alpha": -2.0}  # beta1 0.99 is the default at batch 2000
+    # at batch 2000 the paper's defaults are alpha -5, beta1 0.99: that dose arm IS the main ALTO run (one key)
+    key = protocol.run_key
+    assert [key(s) for s in arms["ALTO alpha=-5"]["specs"]] == [key(s) for s in arms["ALTO"]["specs"]]
 
 
 # ------------------------------------------------------------------------------------------- end to end
 
 
-@pytest.mark.slow
-def test_quick_study_end_to_end(tmp_path, monkeypatch, capsys):
+def tiny_config(**changes) -> protocol.StudyConfig:
+    setting = protocol.Setting(
+        1, "mnist1d", ("cnn", 2), (100, 100, 100), 100, 3, (("ALTO", 0.05), ("Lamb", 0.05)), dose=True
+    )
+    post = protocol.PostConfig(
+        data=(100, 100, 100),
+        hidden=(4,),
+        steps=5,
+        seeds=(0,),
+        alphas=(0.0, -1.0),
+        beta1s=(0.99,),
+        schedules=("constant",),
+        weight_decays=(0.0,),
+    )
+    base = dict(
+        settings=(setting,), final_seeds=2, tuning_seeds=(1000,), post=post, max_points=5, jobs=1, progress=False
+    )
+    return protocol.StudyConfig(**{**base, **changes})
+
+
+def test_toy_study_writes_the_report_and_study_json(tmp_path):
     pytest.importorskip("torch")
-    pytest.importorskip("backends.torch")
     pytest.importorskip("mnist1d")
-    from valley_cli.main import main
+    pytest.importorskip("matplotlib")
+    from valley_cli.study import report
 
-    monkeypatch.setenv(data.CACHE_ENV, str(tmp_path / "cache"))  # also seen by the spawned workers
-    out = tmp_path / "study"
-    assert main(["bench", "study", "--quick", "--out", str(out), "--no-progress", "--jobs", "2"]) == 0
-    payload = json.loads((out / "study.json").read_text())
-    config = grids.quick_config()
-    assert payload["complete"] and payload["runs_computed"] == len(payload["runs"]) > 0
-    for run in payload["runs"]:
-        for key in ("task", "optimizer", "batch_size", "seed", "lr", "steps", "steps_completed", "curve"):
-            assert key in run, key
-        assert ("test_perplexity" if run["task"] == "lm" else "test_accuracy") in run
-        assert not run["diverged"] and run["final_train_loss"] < run["initial_train_loss"], run["key"]
-    assert {r["batch_size"] for r in payload["runs"] if r["task"] == "mnist1d"} == set(config.batch_sizes)
-    assert {r["optimizer"] for r in payload["runs"]} == {"ALTO", "Lamb", "AdamW", "SGD"}
-    comparisons = payload["comparisons"]
-    keys = {(c["task"], c["batch_size"], c["steps"], c["arm"]) for c in comparisons}
-    assert ("mnist1d", 4096, 20, "clip") in keys and ("mnist1d", 4096, 10, "main") in keys
-    assert {(t, b) for t, b, _, _ in keys} == {("mnist1d", 512), ("mnist1d", 4096), ("lm", 4), ("lm", 8)}
-    for c in comparisons:
-        assert c["ci_low"] <= c["alto_minus_lamb"] <= c["ci_high"] and c["seeds"] == [0, 1]
-        assert c["alto_minus_lamb"] == pytest.approx(c["alto_mean"] - c["lamb_mean"])
-    report = (out / "study.md").read_text()
-    for heading in ("## Verdict", "## The paper's numbers beside ours", "## Time to target", "## Protocol"):
-        assert heading in report
-    assert (out / "study_scaling.png").stat().st_size > 1000 and (out / "study_curves.png").stat().st_size > 1000
-    assert "wrote" in capsys.readouterr().out
-    # --resume reuses every cached run; a lost run file costs exactly that run
-    lost = sorted((out / "runs").glob("mnist1d-b4096-s20-SGD-*.json"))[-1]
-    lost.unlink()
-    assert main(["bench", "study", "--quick", "--out", str(out), "--no-progress", "--resume"]) == 0
-    again = json.loads((out / "study.json").read_text())
-    assert again["runs_computed"] == 1 and again["runs_reused"] == len(payload["runs"]) - 1
-    assert again["comparisons"] == comparisons
+    config = tiny_config()
+    result = runner.run_study(config, str(tmp_path / "runs"), log=lambda line: None)
+    assert result.complete and result.computed == len(result.records) and result.reused == 0
+    paths = report.write_outputs(
+        result, config, str(tmp_path / "out"), "valley bench study (toy)", None, str(tmp_path / "runs")
+    )
+    payload = json.loads(open(paths["json"]).read())
+    for key in ("runs", "comparisons", "tuning", "selected", "collapse_lrs", "arms", "protocol", "post_convergence"):
+        assert key in payload, key
+    tuning = payload["tuning"]["r1/mnist1d/b100/s3"]["ALTO"]
+    assert len(tuning["grid"]) >= 5 and tuning["selected_lr"] in tuning["grid"] and "1000" in tuning["collapse_lr"]
+    assert all("train_accuracy" in run for run in payload["runs"] if run["kind"] == "train")
+    main = [c for c in payload["comparisons"] if c["kind"] == "main" and c["a"] == "ALTO"][0]
+    assert main["alto_minus_lamb"] == pytest.approx(main["a_mean"] - main["b_mean"])
+    assert main["ci_low"] <= main["alto_minus_lamb"] <= main["ci_high"] and main["seeds"] == [0, 1]
+    text = open(paths["markdown"]).read()
+    assert text.splitlines()[2] == "## The answer"  # the answer comes first
+    assert text.index("## The answer") < text.index("## The paper's numbers beside ours") < text.index("## Protocol")
+    # resuming reads every run from the cache; a lost run file costs exactly that run
+    os.remove(runner.RunCache(str(tmp_path / "runs")).path(main_key(result)))
+    again = runner.run_study(config, str(tmp_path / "runs"), resume=True, log=lambda line: None)
+    assert again.computed == 1 and again.reused == len(result.records) - 1
 
 
-def test_bad_study_arguments_exit_2(tmp_path, capsys):
-    from valley_cli.main import main
+def main_key(result) -> str:
+    return result.arms["r1/mnist1d/b100/s3"][0]["keys"][0]
 
-    existing = tmp_path / "file"
-    existing.write_text("x")
-    assert main(["bench", "study", "--quick", "--out", str(existing)]) == 2
-    assert main(["bench", "study", "--quick", "--out", str(tmp_path / "o"), "--jobs", "0"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 2 and all(line.startswith("valley bench study: ") for line in err)
+
+def test_quick_outputs_say_they_are_a_smoke_test():
+    config = protocol.quick_config()
+    assert config.quick
+    result = runner.StudyResult({}, {}, {}, list(config.settings), [], 0, 0, 0.0, True)
+    from valley_cli.study import report
+
+    assert report.answer_lines(result, config)[0].startswith("SMOKE TEST")
+    assert "SMOKE TEST" in report.answer_lines(result, config)[0] and "no conclusion" in report.SMOKE

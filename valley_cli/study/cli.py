@@ -1,39 +1,45 @@
-"""``valley bench study``: the large-batch study (ALTO vs Lamb, with AdamW and SGD as references).
+"""``valley bench study``: where ALTO helps, where it hurts (the second edition of the large-batch study).
 
 Example:
-    $ valley bench study --quick --out /tmp/study            # about a minute: DIR/study.json, study.md, plots
-    $ valley bench study --out docs/results --report docs/results.md --cache .study-runs --resume
+    $ valley bench study --quick --out /tmp/study            # a smoke test of every code path, no conclusion
+    $ valley bench study --out docs/results --report docs/results.md --cache docs/results/runs --resume
+
+Exit codes: 0 done (possibly INCOMPLETE after ``--stop-after``), 2 bad options, an unusable file or folder,
+or a missing dependency (one line on stderr naming it, nothing written), 130 interrupted (the finished runs
+are cached: rerun with ``--resume``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import sys
 import time
-
-from valley_cli.study import grids
+from typing import Optional
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``valley bench study``."""
+    """Options of ``valley bench study`` (numbers are parsed in ``run`` so that a bad one is one line)."""
     parser.add_argument(
-        "--quick", action="store_true", help="two batch sizes, two seeds, a small data set (about a minute)"
+        "--quick", action="store_true", help="a smoke test at toy sizes (a few minutes); it supports no conclusion"
     )
     parser.add_argument(
         "--out", default="valley-study", help="writes OUT/study.json, OUT/study.md and plots (default ./valley-study)"
     )
     parser.add_argument("--report", default=None, help="path of the Markdown report (default OUT/study.md)")
     parser.add_argument("--cache", default=None, help="per-run cache folder (default OUT/runs)")
-    parser.add_argument(
-        "--resume", action="store_true", help="reuse finished runs from the cache (a crash loses one run)"
-    )
+    parser.add_argument("--resume", action="store_true", help="reuse finished runs from the cache")
     parser.add_argument("--report-only", action="store_true", help="no training: rebuild the outputs from the cache")
-    parser.add_argument("--jobs", type=int, default=None, help="worker processes (default min(2, cores))")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per worker (default 1)")
-    parser.add_argument("--stop-after", type=float, default=None, help="start no new setting after this many minutes")
+    parser.add_argument("--jobs", default=None, help="worker processes (default min(2, cores))")
+    parser.add_argument("--threads", default="1", help="torch threads per worker (default 1)")
+    parser.add_argument("--stop-after", default=None, help="start no new training round after this many minutes")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+class UsageError(ValueError):
+    """A bad option or path (the message names it)."""
 
 
 def _command_line() -> str:
@@ -43,60 +49,124 @@ def _command_line() -> str:
     return "valley bench study"
 
 
-def _check_writable(folder: str) -> None:
+def positive_int(option: str, text: Optional[str]) -> Optional[int]:
+    """``text`` as an integer >= 1 (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UsageError(f"{option}={text!r} is not an integer") from None
+    if value < 1:
+        raise UsageError(f"{option}={value} must be >= 1")
+    return value
+
+
+def positive_minutes(option: str, text: Optional[str]) -> Optional[float]:
+    """``text`` as a finite number of minutes > 0 (``None`` stays ``None``)."""
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise UsageError(f"{option}={text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{option}={text} must be a finite number of minutes > 0")
+    return value
+
+
+def check_folder(option: str, folder: str, create: bool = True) -> None:
+    """``folder`` is (or can become) a writable folder."""
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise ValueError(f"--out {folder} exists and is not a folder")
-    os.makedirs(folder, exist_ok=True)
-    if not os.access(folder, os.W_OK):
-        raise ValueError(f"cannot write to {folder}")
+        raise UsageError(f"{option} {folder} exists and is not a folder")
+    if create:
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as error:
+            raise UsageError(f"{option} {folder}: cannot create the folder ({error.strerror})") from None
+    if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {folder}: the folder is not writable")
+
+
+def check_report(path: str) -> None:
+    """``path`` can be written as a file: not a folder, in a writable folder."""
+    if os.path.isdir(path):
+        raise UsageError(f"--report {path} is a folder; name a file such as {os.path.join(path, 'results.md')}")
+    check_folder("--report", os.path.dirname(os.path.abspath(path)))
+
+
+def check_cache(path: str, report_only: bool) -> None:
+    """The cache folder is usable: a study cache, or a new or empty folder (never someone else's files).
+
+    With ``--report-only`` it must already hold runs; nothing is created.
+    """
+    from valley_cli.study.runner import RunCache
+
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"--cache {path} exists and is not a folder")
+    if report_only:
+        if not os.path.isdir(path) or not RunCache.is_cache(path) or not RunCache(path, create=False).keys():
+            raise UsageError(f"--cache {path}: no runs in {path} (--report-only reads a study cache); nothing written")
+        return
+    if os.path.isdir(path) and os.listdir(path) and not RunCache.is_cache(path):
+        raise UsageError(
+            f"--cache {path} holds files and is not a study cache (no {os.path.basename(path)}/.valley-study-cache);"
+            " name a new or empty folder"
+        )
+    check_folder("--cache", path, create=False)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Runs the study and writes its outputs; 0 on success, 2 for bad arguments or a missing dependency."""
-    config = grids.quick_config() if args.quick else grids.StudyConfig()
+    """Runs the study and writes its outputs (see the module's exit codes)."""
     try:
-        if args.jobs is not None:
-            if args.jobs < 1:
-                raise ValueError(f"--jobs={args.jobs} must be >= 1")
-            config.jobs = args.jobs
-        else:
-            config.jobs = max(1, min(2, os.cpu_count() or 1))
-        if args.threads < 1:
-            raise ValueError(f"--threads={args.threads} must be >= 1")
-        config.threads = args.threads
-        config.progress = not args.no_progress
-        config.validate()
-        for folder in (args.out, args.cache or os.path.join(args.out, "runs")):
-            _check_writable(folder)
+        jobs = positive_int("--jobs", args.jobs)
+        threads = positive_int("--threads", args.threads)
+        stop_after = positive_minutes("--stop-after", args.stop_after)
+        cache = args.cache or os.path.join(args.out, "runs")
+        check_folder("--out", args.out, create=False)
+        check_cache(cache, args.report_only)
         if args.report:
-            _check_writable(os.path.dirname(os.path.abspath(args.report)))
+            check_report(args.report)
         for module in ("torch", "backends.torch", "mnist1d", "matplotlib", "tqdm", "scipy"):
             importlib.import_module(module)
-    except (ValueError, OSError) as error:
+    except UsageError as error:
         print(f"valley bench study: {error}", file=sys.stderr)
         return 2
     except ImportError as error:
         print(
-            f"valley bench study needs torch and the demo extra (pip install 'valley[torch,demo]'): {error}",
+            f"valley bench study needs the torch and demo extras (pip install 'valley[torch,demo]'): {error}",
             file=sys.stderr,
         )
         return 2
-    from valley_cli.study import report, runner
+    from valley_cli.study import protocol, report, runner
 
-    deadline = time.time() + 60 * args.stop_after if args.stop_after else None
-    cache_parent = os.path.dirname(os.path.abspath(args.cache)) if args.cache else args.out
-    cache_root = args.cache and os.path.basename(os.path.abspath(args.cache))
-    result = runner.run_study(
-        config,
-        args.out if not args.cache else cache_parent,
-        resume=args.resume or args.report_only,
-        deadline=deadline,
-        train=not args.report_only,
-        cache_name=cache_root or "runs",
-    )
-    cache_folder = os.path.join(cache_parent, cache_root or "runs")
-    paths = report.write_outputs(result, config, args.out, _command_line(), args.report, cache_folder)
-    for line in report.verdict_lines(report.comparisons(result)):
+    config = protocol.quick_config() if args.quick else protocol.full_config()
+    config.jobs = jobs or max(1, min(2, os.cpu_count() or 1))
+    config.threads = threads or 1
+    config.progress = not args.no_progress
+    deadline = time.time() + 60 * stop_after if stop_after else None
+    try:
+        result = runner.run_study(
+            config, cache, resume=args.resume or args.report_only, deadline=deadline, train=not args.report_only
+        )
+    except runner.CacheError as error:
+        print(f"valley bench study: --cache {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"valley bench study: interrupted; the finished runs are in {cache}: rerun with --resume", file=sys.stderr
+        )
+        return 130
+    if not result.records:
+        print(f"valley bench study: no run finished (cache {cache}); nothing written", file=sys.stderr)
+        return 2
+    try:
+        check_folder("--out", args.out)
+        paths = report.write_outputs(result, config, args.out, _command_line(), args.report, cache)
+    except (UsageError, OSError) as error:
+        print(f"valley bench study: cannot write the outputs: {error}", file=sys.stderr)
+        return 2
+    for line in report.answer_lines(result, config):
         print(line)
     print(
         f"wrote {paths['json']} and {paths['markdown']} ({result.seconds / 60:.1f} min, {result.computed} runs "

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import random
+import sys
 import sysconfig
 import tempfile
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
@@ -112,8 +113,9 @@ def load_mnist1d(
     name = f"mnist1d-{total}-{seed}-{hashlib.sha256(key.encode()).hexdigest()[:10]}.npz"
     path = os.path.join(folder, name) if folder else ""
     if path and os.path.exists(path):
-        with np.load(path) as stored:
-            return _split(stored["x"], stored["y"], n_train, n_val, n_test)
+        stored_xy = _read_npz(path, total)
+        if stored_xy is not None:
+            return _split(*stored_xy, n_train, n_val, n_test)
     x, y = generate_mnist1d(total, seed)
     if path:
         os.makedirs(folder, exist_ok=True)
@@ -122,6 +124,24 @@ def load_mnist1d(
         np.savez(temporary, x=x, y=y)
         os.replace(temporary, path)  # atomic: a concurrent or interrupted writer never leaves half a file
     return _split(x, y, n_train, n_val, n_test)
+
+
+def _read_npz(path: str, total: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """The cached ``(x, y)`` of ``path``; ``None`` (after a warning naming the file) if it is unreadable or
+    not what the name promises, so that the caller generates the data again and replaces the file."""
+    try:
+        with np.load(path) as stored:
+            x, y = np.asarray(stored["x"]), np.asarray(stored["y"])
+        if x.shape != (total, 40) or y.shape != (total,):
+            raise ValueError(f"shapes {x.shape} and {y.shape}, expected ({total}, 40) and ({total},)")
+        return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
+    except Exception as error:  # noqa: BLE001 - zipfile, pickle and OS errors all mean "regenerate"
+        print(
+            f"valley: warning: the cached MNIST-1D file {path} is unreadable ({type(error).__name__}: {error}); "
+            "generating the data again",
+            file=sys.stderr,
+        )
+        return None
 
 
 def load_digits_split() -> ClassificationSplit:

@@ -28,6 +28,8 @@ TORCH_OPTIMIZERS = {
     "ALTO": ("backends.torch", "ALTO"),
     "Lamb": ("backends.torch", "Lamb"),
     "EAdam": ("backends.torch", "EAdam"),
+    "EAdamW": ("backends.torch", "EAdamW"),
+    "ESGD": ("backends.torch", "ESGD"),
     "AdamW": ("torch.optim", "AdamW"),
     "Adam": ("torch.optim", "Adam"),
     "SGD": ("torch.optim", "SGD"),
@@ -119,29 +121,45 @@ def training_loop(
     return LoopOutcome(losses, curve, elapsed, False)
 
 
-def optimizer_hyperparameters(name: str, batch_size: int, lr: float) -> Dict[str, Any]:
-    """The study's hyperparameters of one optimizer (``valley_core`` names), the learning rate given.
+def optimizer_hyperparameters(
+    name: str, batch_size: int, lr: float, overrides: Optional[Dict[str, Any]] = None
+) -> Dict[str, Any]:
+    """The study's hyperparameters of one optimizer (``backends.torch`` keyword names), the learning rate given.
 
-    ALTO: the paper's defaults for the batch size (``valley_core.defaults_for_batch_size``). Lamb: the same
-    moments, epsilons and weight decay with ``alpha = 0`` (Lamb is ALTO without E). AdamW: (0.9, 0.999),
-    decoupled weight decay 1e-2 (torch's default). SGD: heavy-ball momentum 0.9, weight decay 1e-4.
+    ALTO: the paper's defaults for the batch size (``valley_core.defaults_for_batch_size``: E's ``alpha`` and
+    ``e_beta`` = beta1, Lamb's ``betas`` = (beta2, beta3)). Lamb: the same moments, epsilons and weight decay
+    without E (ALTO with ``alpha = 0``). AdamW: (0.9, 0.999), decoupled weight decay 1e-2 (torch's default).
+    SGD: heavy-ball momentum 0.9, weight decay 1e-4. EAdamW / ESGD: their base's settings plus E at the paper's
+    ``alpha`` and beta1 for the batch size. ``overrides`` replaces keys (the dose-response's ``alpha`` and
+    ``e_beta``, the post-convergence experiment's ``weight_decay``).
 
     Raises:
-        ValueError: for an unknown optimizer.
+        ValueError: for an unknown optimizer or an override the optimizer does not take.
     """
     from valley_core import defaults_for_batch_size
 
     paper = defaults_for_batch_size(batch_size)
-    if name == "ALTO":
-        return {**paper, "lr": lr}
-    if name == "Lamb":
-        keys = ("eps", "weight_decay", "trust_eps", "norm_eps")
-        return {"lr": lr, "betas": paper["betas"][1:], **{key: paper[key] for key in keys}}
-    if name == "AdamW":
-        return {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
-    if name == "SGD":
-        return {"lr": lr, "momentum": 0.9, "weight_decay": 1e-4}
-    raise ValueError(f"optimizer={name!r} is not one of ALTO, Lamb, AdamW, SGD")
+    explore = {"alpha": paper["alpha"], "e_beta": paper["betas"][0]}
+    lamb = {"lr": lr, "betas": tuple(paper["betas"][1:])}
+    lamb.update({key: paper[key] for key in ("eps", "weight_decay", "trust_eps", "norm_eps")})
+    adamw = {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
+    sgd = {"lr": lr, "momentum": 0.9, "weight_decay": 1e-4}
+    table = {
+        "ALTO": {**lamb, **explore},
+        "Lamb": lamb,
+        "AdamW": adamw,
+        "EAdamW": {**adamw, **explore},
+        "SGD": sgd,
+        "ESGD": {**sgd, **explore},
+    }
+    if name not in table:
+        raise ValueError(f"optimizer={name!r} is not one of {', '.join(table)}")
+    result = dict(table[name])
+    for key, value in (overrides or {}).items():
+        if key not in result:
+            raise ValueError(f"override {key}={value!r} is not a hyperparameter of {name} ({', '.join(result)})")
+        result[key] = value
+    return result
 
 
 def _build_fused_kernels(optimizer: Any) -> None:
@@ -185,11 +203,26 @@ def make_optimizer(name: str, model: Any, hp: Dict[str, Any]) -> Any:
     return optimizer
 
 
-def _scheduler(optimizer: Any, steps: int) -> Any:
+#: Learning-rate schedules by name: ``warmup-cosine`` (the study's), ``cosine`` (no warmup), ``constant``.
+SCHEDULES = ("warmup-cosine", "cosine", "constant")
+
+
+def schedule_factor(name: str, k: int, steps: int) -> float:
+    """The lr factor of step ``k`` (1-based) of ``steps`` under schedule ``name`` (see ``SCHEDULES``)."""
+    if name == "warmup-cosine":
+        return warmup_cosine_factor(k, steps, warmup_steps(steps))
+    if name == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (k - 1) / max(1, steps)))
+    if name == "constant":
+        return 1.0
+    raise ValueError(f"schedule={name!r} is not one of {', '.join(SCHEDULES)}")
+
+
+def _scheduler(optimizer: Any, steps: int, schedule: str = "warmup-cosine") -> Any:
     import torch
 
-    warmup = warmup_steps(steps)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s + 1, steps, warmup))
+    schedule_factor(schedule, 1, steps)  # refuses an unknown name before training
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: schedule_factor(schedule, s + 1, steps))
 
 
 def curve_checkpoints(steps: int, points: int = CURVE_POINTS) -> set:
@@ -208,8 +241,9 @@ def train_classifier(
     clip: Optional[float] = None,
     curve_points: int = CURVE_POINTS,
     on_step: Optional[Callable[[], None]] = None,
+    schedule: str = "warmup-cosine",
 ) -> Dict[str, Any]:
-    """Trains a classifier with warmup + cosine and evaluates it.
+    """Trains a classifier with warmup + cosine (or ``schedule``) and evaluates it.
 
     Args:
         model_fn: builds the model; called after ``torch.manual_seed(seed)``.
@@ -222,10 +256,12 @@ def train_classifier(
         clip: clip the global gradient norm to this value before every step (``None``: no clipping).
         curve_points: test-accuracy evaluations during training (0: none).
         on_step: called after every step (progress bars).
+        schedule: a name of ``SCHEDULES``.
 
     Returns:
-        A dict: ``steps`` (completed), ``initial_train_loss``, ``final_train_loss`` (on the first 5000
-        training examples), ``val_loss``, ``val_accuracy``, ``test_accuracy``, ``train_seconds`` (steps only),
+        A dict: ``steps`` (completed), ``initial_train_loss``, ``final_train_loss``, ``train_accuracy`` (both
+        on the first 5000 training examples: the whole split when it is smaller), ``val_loss``,
+        ``val_accuracy``, ``test_accuracy``, ``train_seconds`` (steps only),
         ``curve`` (``[step, seconds, test accuracy]``), ``batch_losses``, ``diverged``, ``clipped_steps``
         (steps whose global gradient norm exceeded ``clip``).
     """
@@ -246,7 +282,7 @@ def train_classifier(
 
     initial_loss, _ = evaluate(x_probe, y_probe)
     opt = make_optimizer(optimizer, model, hp)
-    scheduler = _scheduler(opt, steps)
+    scheduler = _scheduler(opt, steps, schedule)
     params = [p for p in model.parameters() if p.requires_grad]
     checkpoints = curve_checkpoints(steps, curve_points) if curve_points else set()
     clipped = [0]
@@ -270,7 +306,7 @@ def train_classifier(
         return evaluate(x_test, y_test)[1] if number in checkpoints else None
 
     loop = training_loop(batch_indices(len(y_train), batch_size, steps, seed), step, checkpoint, on_step)
-    final_loss, _ = evaluate(x_probe, y_probe)
+    final_loss, train_acc = evaluate(x_probe, y_probe)
     val_loss, val_acc = evaluate(x_val, y_val)
     _, test_acc = evaluate(x_test, y_test)
     diverged = loop.diverged or not math.isfinite(final_loss)
@@ -278,6 +314,7 @@ def train_classifier(
         "steps": len(loop.losses),
         "initial_train_loss": initial_loss,
         "final_train_loss": final_loss,
+        "train_accuracy": train_acc,
         "val_loss": val_loss,
         "val_accuracy": val_acc,
         "test_accuracy": test_acc,
@@ -386,3 +423,111 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
+
+
+def parameter_norm(model: Any) -> float:
+    """The Euclidean norm of all of ``model``'s parameters together."""
+    return float(sum(float((p.detach().double() ** 2).sum()) for p in model.parameters()) ** 0.5)
+
+
+def post_convergence_metrics(
+    losses: Sequence[float], norms: Sequence[float], converged_loss: float, excursion_loss: float
+) -> Dict[str, Any]:
+    """What happens after the full-batch loss first reaches ``converged_loss``.
+
+    Args:
+        losses: the full-batch training loss before each step (the loss the step's gradient is taken at).
+        norms: the parameter norm before each step (same length).
+        converged_loss: the loss that counts as ~0.
+        excursion_loss: a later loss above this is an excursion.
+
+    Returns:
+        ``converged_step`` (1-based, ``None`` if never), ``steps_after``, ``excursion_fraction`` (steps after
+        convergence whose loss exceeds ``excursion_loss``), ``max_loss_after``, ``final_loss``,
+        ``norm_at_convergence``, ``max_norm_ratio`` and ``final_norm_ratio`` (norm over the norm at convergence).
+    """
+    first = next((i for i, value in enumerate(losses) if value <= converged_loss), None)
+    out: Dict[str, Any] = {"converged_step": None if first is None else first + 1, "final_loss": float(losses[-1])}
+    if first is None:
+        return {
+            **out,
+            "steps_after": 0,
+            "excursion_fraction": None,
+            "max_loss_after": None,
+            "norm_at_convergence": None,
+            "max_norm_ratio": None,
+            "final_norm_ratio": None,
+        }
+    after = np.asarray(losses[first:], dtype=np.float64)
+    after = np.where(np.isfinite(after), after, np.inf)
+    base = float(norms[first])
+    return {
+        **out,
+        "steps_after": int(len(after) - 1),
+        "excursion_fraction": float(np.mean(after[1:] > excursion_loss)) if len(after) > 1 else 0.0,
+        "max_loss_after": float(after.max()),
+        "norm_at_convergence": base,
+        "max_norm_ratio": float(max(norms[first:]) / base),
+        "final_norm_ratio": float(norms[-1] / base),
+    }
+
+
+def train_post_convergence(
+    model_fn: Callable[[], Any],
+    optimizer: str,
+    hp: Dict[str, Any],
+    data: ClassificationSplit,
+    steps: int,
+    seed: int,
+    schedule: str,
+    converged_loss: float,
+    excursion_loss: float,
+    stride: int = 10,
+) -> Dict[str, Any]:
+    """Full-batch training of a classifier that can fit its data, watched after the loss first reaches ~0.
+
+    Records the full-batch loss and the parameter norm at every step (the loss a step's gradient is taken at,
+    so nothing is evaluated twice) and summarises them with ``post_convergence_metrics``.
+
+    Returns:
+        The metrics, plus ``losses`` and ``norms`` every ``stride`` steps, ``test_accuracy`` at the end,
+        ``initial_train_loss``, ``final_train_loss``, ``diverged`` and ``train_seconds``.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(seed)
+    model = model_fn()
+    x_train, y_train = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    opt = make_optimizer(optimizer, model, hp)
+    scheduler = _scheduler(opt, steps, schedule)
+    losses: List[float] = []
+    norms: List[float] = []
+    started = time.perf_counter()
+    diverged = False
+    for _ in range(steps):
+        norms.append(parameter_norm(model))
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x_train), y_train)
+        loss.backward()
+        losses.append(loss.item())
+        if not math.isfinite(losses[-1]):
+            diverged = True
+            break
+        opt.step()
+        scheduler.step()
+    elapsed = time.perf_counter() - started
+    with torch.no_grad():
+        final = float(F.cross_entropy(model(x_train), y_train))
+        test = float((model(torch.from_numpy(data.x_test)).argmax(1) == torch.from_numpy(data.y_test)).float().mean())
+    return {
+        **post_convergence_metrics(losses + [final], norms + [parameter_norm(model)], converged_loss, excursion_loss),
+        "initial_train_loss": losses[0],
+        "final_train_loss": final,
+        "test_accuracy": test,
+        "diverged": diverged or not math.isfinite(final),
+        "train_seconds": elapsed,
+        "losses": losses[::stride],
+        "norms": norms[::stride],
+        "stride": stride,
+    }
