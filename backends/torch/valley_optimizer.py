@@ -373,10 +373,13 @@ class ValleyOptimizer(torch.optim.Optimizer):
         programs = self.__dict__.setdefault("_programs", [])
         programs[len(programs) :] = [None] * (len(self.param_groups) - len(programs))
         entries = [(p, p.grad) for p in group["params"] if p.grad is not None]
-        for param_index, (p, g) in enumerate(entries):
-            _state.check_dense_float(type(self).__name__, index, param_index, p, g)
-        if entries:
-            self._validate_group(group, f"{type(self).__name__} param group {index}")
+        try:
+            for param_index, (p, g) in enumerate(entries):
+                _state.check_dense_float(type(self).__name__, index, param_index, p, g)
+            if entries:
+                self._validate_group(group, f"{type(self).__name__} param group {index}")
+        except (ValueError, TypeError, RuntimeError):
+            return False  # the eager step raises it, as outside torch.compile, before anything is written
         plan = self.plan_for(group)
         if (
             self.implementation == "fused"

@@ -146,3 +146,19 @@ def test_the_core_path_compiles_once_too(name, fresh_dynamo):
     for p, q in zip(params, reference_params):
         for key, value in reference.state[q].items():
             torch.testing.assert_close(optimizer.state[p][key], value, rtol=1e-12, atol=1e-14)
+
+
+def test_an_invalid_hyperparameter_under_torch_compile_raises_the_cores_value_error(fresh_dynamo):
+    """Checked where Dynamo runs ``_init_group``; the step then runs eagerly and raises as it does outside
+    ``torch.compile`` (a ValueError naming the rule, nothing written), not an internal Dynamo error."""
+    p = torch.nn.Parameter(torch.ones(3))
+    optimizer = ALTO([p], lr=0.01)
+    step = torch.compile(optimizer.step, backend="eager")
+    p.grad = torch.ones(3)
+    step()
+    before = (p.detach().clone(), {k: v.clone() for k, v in optimizer.state[p].items()})
+    optimizer.param_groups[0]["lr"] = -1.0
+    with pytest.raises(ValueError, match=r"ALTO param group 0: lr=-1.0 violates lr >= 0"):
+        step()
+    assert torch.equal(p.detach(), before[0])
+    assert all(torch.equal(v, before[1][k]) for k, v in optimizer.state[p].items())
