@@ -12,6 +12,10 @@ one-element tensors get their own chunks (Dynamo specialises size 1); tensors wi
 Should compilation fail (``FailOnRecompileLimitHit``, an Inductor error ...), it fails before the chunk's
 kernels run; that chunk and the rest of the step run eagerly by the same functions, so a step is never half
 written, and ``step`` returns the reason (the dispatcher warns and uses the core path from then on).
+
+Inside ``torch.compile(optimizer.step)`` nothing is compiled here: :func:`render_step` writes the plan's whole
+step as one straight-line function that Dynamo traces into the caller's graph, the per-step scalars computed
+from each tensor's step tensor in that graph (``ValleyOptimizer._traced_step``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,9 @@ executor       what runs                                              where
 runs that executor or raises ``RuntimeError`` with the reason. Every decision is taken before anything is
 written. When an executor fails under ``"auto"`` (no C++ compiler, a compilation error), a
 ``RuntimeWarning`` says why, once, and the next executor is used from then on.
+
+Under ``torch.compile(optimizer.step)`` the dispatcher is not consulted: the classes trace the plan's step (or the
+core chain for ``"core"`` and chains without a plan) into the caller's graph (``ValleyOptimizer._traced_step``).
 """
 
 from __future__ import annotations
