@@ -206,7 +206,7 @@ def render_step(plan: Plan, sources: Dict[str, str], name: str) -> str:
     """
     width = 1 + len(plan.buffers)
     lines = [f"def {name}(group, params, grads, tensors):"]
-    lines += [f"    {symbol} = {sources[symbol]}" for symbol, _ in plan.hyper_inputs]
+    lines += [f"    {symbol} = _scalar({sources[symbol]})" for symbol, _ in plan.hyper_inputs]
     lines += [
         "    for i in range(len(params)):",
         "        p = params[i]",
@@ -260,6 +260,11 @@ def _array_line(plan: Plan, s: Any) -> str:
     return f"{s.target} = torch.sqrt({ops[0]})"
 
 
+def _scalar(x: Any) -> Any:
+    """A hyperparameter as a scalar: a one-element tensor as a 0-d view (it must not broadcast a 0-d parameter)."""
+    return x.reshape(()) if isinstance(x, torch.Tensor) else x
+
+
 def _sqrt(x: Any) -> Any:
     return math.sqrt(x) if isinstance(x, float) else torch.sqrt(x)
 
@@ -288,6 +293,7 @@ def step_function(plan: Plan, sources: Dict[str, str]) -> Callable[..., Any]:
         name = f"valley_step_{len(_steps) + 1}"
         namespace: Dict[str, Any] = {
             "torch": torch,
+            "_scalar": _scalar,
             "_sqrt": _sqrt,
             "_astype": _astype,
             "_where": _where,

@@ -162,3 +162,22 @@ def test_an_invalid_hyperparameter_under_torch_compile_raises_the_cores_value_er
         step()
     assert torch.equal(p.detach(), before[0])
     assert all(torch.equal(v, before[1][k]) for k, v in optimizer.state[p].items())
+
+
+def test_a_one_element_lr_and_a_0d_parameter_under_torch_compile(fresh_dynamo):
+    """A tensor ``lr`` of shape (1,) (torch accepts any one-element tensor) must not broadcast a 0-d parameter."""
+    start = [torch.tensor(1.5, dtype=torch.float64), torch.linspace(-1, 1, 3, dtype=torch.float64)]
+    runs = []
+    for compiled in (False, True):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        implementation = "auto" if compiled else "core"  # compiled: the plan's traced step
+        optimizer = ALTO(params, lr=torch.tensor([0.01], dtype=torch.float64), implementation=implementation)
+        step = torch.compile(optimizer.step, backend="eager", fullgraph=True) if compiled else optimizer.step
+        for k in range(3):
+            for p in params:
+                p.grad = torch.cos(p.detach() * (k + 1))
+            step()
+        runs.append(params)
+    for p, q in zip(*runs):
+        assert p.shape == q.shape
+        torch.testing.assert_close(p.detach(), q.detach(), rtol=1e-12, atol=1e-14)
