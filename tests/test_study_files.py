@@ -54,6 +54,11 @@ def test_a_corrupt_cached_run_is_retrained_with_a_warning_naming_its_file(tmp_pa
         handle.write('{"key": "mnist1d-b128-s10-ALTO-0123456789abcdef", "test_acc')  # truncated by a crash
     assert cache.get("mnist1d-b128-s10-ALTO-0123456789abcdef") is None
     assert cache.path("mnist1d-b128-s10-ALTO-0123456789abcdef") in capsys.readouterr().err
+    for text in ('{"key": "mnist1d-b128-s10-ALTO-0123456789abcdef"}', "[1, 2]", "\x00\xff"):  # valid JSON, not a run
+        with open(cache.path("mnist1d-b128-s10-ALTO-0123456789abcdef"), "w") as handle:
+            handle.write(text)
+        assert cache.get("mnist1d-b128-s10-ALTO-0123456789abcdef") is None
+        assert cache.path("mnist1d-b128-s10-ALTO-0123456789abcdef") in capsys.readouterr().err
 
 
 def test_a_corrupt_mnist1d_cache_is_regenerated_with_a_warning_naming_its_file(tmp_path, capsys):

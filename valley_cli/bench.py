@@ -13,7 +13,7 @@ from valley_cli.main import add_module_subcommands, run_module
 STUDIES = {
     "study": (
         "valley_cli.study.cli",
-        "the large-batch study: ALTO vs Lamb (AdamW, SGD as references) on MNIST-1D and a char-level LM",
+        "where ALTO helps or hurts vs Lamb: fixed-epoch gap (1-D CNN, MNIST-1D), few steps at batch 16384, a char LM",
     ),
     "landscapes": (
         "valley_cli.bench_landscapes",

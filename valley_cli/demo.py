@@ -50,7 +50,7 @@ SMALL_SEEDS = 2
 #: Learning rates per batch size and optimizer. Batch 2000: the study's selected learning rates at regime 1,
 #: full batch (docs/results/study.json, ``selected``); batch 128: the study's prior for that setting (its tuning
 #: had not finished when the demo was written; the study reports the tuned ones).
-DEMO_LRS = {LARGE_BATCH: {"ALTO": 0.0555112, "Lamb": 0.0555112}, SMALL_BATCH: {"ALTO": 0.0116415, "Lamb": 0.0116415}}
+DEMO_LRS = {LARGE_BATCH: {"ALTO": 0.0444089, "Lamb": 0.0555112}, SMALL_BATCH: {"ALTO": 0.0116415, "Lamb": 0.0116415}}
 #: ``--quick``: toy sizes for tests (seconds); the output says it supports no conclusion.
 QUICK_DATA, QUICK_MODEL, QUICK_EPOCHS, QUICK_LARGE, QUICK_SMALL = (200, 100, 100), ("cnn", 4), 3, 200, 50
 OPTIMIZERS = ("ALTO", "Lamb")

@@ -210,6 +210,9 @@ def answer_lines(result: StudyResult, config: StudyConfig) -> List[str]:
                 f"{label} (ALTO - Lamb, each at its own best lr, paired 95 % CI, "
                 f"{len(chosen[0]['seeds'])} seeds): {items}."
             )
+    for r in rows:
+        if r["kind"] == "main" and r["a"] in ("EAdamW", "ESGD"):
+            lines.append(f"E over {r['b']} ({_where(r)}): {r['a']} - {r['b']} = {_pts(r)}: {r['verdict']}.")
     pooled = pooled_alto(rows)
     if pooled:
         lines.append(
@@ -267,11 +270,11 @@ def render_markdown(
             "",
         ]
     lines += ["## The answer", ""]
-    lines += [
-        f"- {line}"
-        for line in answer_lines(result, config)
-        if line not in (SMOKE,) and not line.startswith("INCOMPLETE")
-    ]
+    answer = [line for line in answer_lines(result, config) if line != SMOKE and not line.startswith("INCOMPLETE")]
+    if not answer:
+        done = " (the post-convergence experiment has: see below)" if result.post else ""
+        answer = [f"No comparison has finished yet{done}."]
+    lines += [f"- {line}" for line in answer]
     lines += ["", "## The paper's numbers beside ours", ""]
     table_rows = [list(r) for r in PAPER_ROWS]
     for r in rows:

@@ -29,6 +29,11 @@ MARKER = ".valley-study-cache"
 #: Names of the files the study writes into its cache (a run, the marker, the invocation log).
 _RUN_FILE = re.compile(r"^[a-z0-9]+-b\d+-s\d+-[A-Za-z]+-[0-9a-f]{16}\.json$")
 
+#: Fields every cached record has (a file without them is treated as corrupt).
+_RECORD_FIELDS = frozenset(
+    ("key", "kind", "task", "optimizer", "lr", "seed", "diverged", "initial_train_loss", "final_train_loss")
+)
+
 #: Per-process state of a worker (data sets, loaded once).
 _WORKER: Dict[Any, Any] = {}
 
@@ -89,8 +94,8 @@ class RunCache:
         except (OSError, ValueError) as error:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             _warn(f"ignoring the corrupt cached run {path} ({type(error).__name__}); it is trained again")
             return None
-        if not isinstance(record, dict) or record.get("key") != key:
-            _warn(f"ignoring the cached run {path}: it is not the record of run {key}; it is trained again")
+        if not isinstance(record, dict) or record.get("key") != key or not _RECORD_FIELDS <= set(record):
+            _warn(f"ignoring the cached run {path}: it is not a whole record of run {key}; it is trained again")
             return None
         return record
 
