@@ -124,7 +124,7 @@ CHANGES: Dict[str, List[tuple]] = {
         ),
         (
             "3rd (this edition)",
-            "Swept over lr (x1, x5) and alpha (r = -0.5 and the strong r = -0.9) per pair; the verdict summarises "
+            "Swept over lr (x1, x3) and alpha (r = -0.5 and the strong r = -0.9) per pair; the verdict summarises "
             "where the effect holds: a (valley, pair) passes when E clears the second edition's thresholds in at "
             "least half of the decidable cells (a cell with fewer than 10 starts where both runs reach the floor "
             "is undecided). Starts 300 -> 150 (40 -> 20 for ALTO/Lamb), steps 4000 -> 3000 (run time).",
