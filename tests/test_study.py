@@ -271,10 +271,33 @@ def test_toy_study_writes_the_report_and_study_json(tmp_path):
     text = open(paths["markdown"]).read()
     assert text.splitlines()[2] == "## The answer"  # the answer comes first
     assert text.index("## The answer") < text.index("## The paper's numbers beside ours") < text.index("## Protocol")
+    # a partial result (one seed left: infinite intervals) still renders, labelled INCOMPLETE
+    partial = runner.StudyResult(
+        {k: r for k, r in result.records.items() if r.get("seed") != 1},
+        result.tuning,
+        result.arms,
+        result.settings,
+        result.post,
+        0,
+        0,
+        0.0,
+        False,
+        [],
+    )
+    paths = report.write_outputs(partial, config, str(tmp_path / "partial"), "toy", None, str(tmp_path / "runs"))
+    assert "**INCOMPLETE: 0 of 1 settings finished" in open(paths["markdown"]).read()
+    assert json.loads(open(paths["json"]).read())["comparisons"][0]["ci_low"] is None
+    assert oct(os.stat(paths["json"]).st_mode & 0o777) == oct(0o666 & ~current_umask())
     # resuming reads every run from the cache; a lost run file costs exactly that run
     os.remove(runner.RunCache(str(tmp_path / "runs")).path(main_key(result)))
     again = runner.run_study(config, str(tmp_path / "runs"), resume=True, log=lambda line: None)
     assert again.computed == 1 and again.reused == len(result.records) - 1
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def main_key(result) -> str:

@@ -176,7 +176,7 @@ def protocol_fields(config: StudyConfig) -> Dict[str, Any]:
 def _pts(row: Dict[str, Any], key: str = "difference") -> str:
     unit = "" if row["task"] == "lm" else " pts"
     low, high = row["ci_low"], row["ci_high"]
-    interval = "" if not math.isfinite(low) else f" [{low:+.2f}, {high:+.2f}]"
+    interval = "" if low is None or not math.isfinite(low) else f" [{low:+.2f}, {high:+.2f}]"
     return f"{row[key]:+.2f}{unit}{interval}"
 
 
@@ -194,7 +194,7 @@ def answer_lines(result: StudyResult, config: StudyConfig) -> List[str]:
         lines.append(SMOKE)
     if not result.complete:
         lines.append(
-            f"INCOMPLETE: {len(result.arms)} of {len(result.settings)} settings finished; not the answer. "
+            f"INCOMPLETE: {len(result.finished)} of {len(result.settings)} settings finished; not the answer. "
             f"Resume with `{RESUME}`."
         )
     for word in ("ALTO better", "Lamb better", "not distinguishable"):
@@ -205,11 +205,8 @@ def answer_lines(result: StudyResult, config: StudyConfig) -> List[str]:
                 "Lamb better": "ALTO worse than Lamb",
                 "not distinguishable": "not distinguishable from Lamb",
             }[word]
-            items = "; ".join(f"{_where(r)}: {_pts(r)} (MDE {r['mde']:.2f})" for r in chosen)
-            lines.append(
-                f"{label} (ALTO - Lamb, each at its own best lr, paired 95 % CI, "
-                f"{len(chosen[0]['seeds'])} seeds): {items}."
-            )
+            items = "; ".join(f"{_where(r)}: {_pts(r)} (MDE {r['mde']:.2f}, {len(r['seeds'])} seeds)" for r in chosen)
+            lines.append(f"{label} (ALTO - Lamb, each at its own best lr, paired 95 % CI): {items}.")
     for r in rows:
         if r["kind"] == "main" and r["a"] in ("EAdamW", "ESGD"):
             lines.append(f"E over {r['b']} ({_where(r)}): {r['a']} - {r['b']} = {_pts(r)}: {r['verdict']}.")
@@ -259,13 +256,13 @@ def render_markdown(
     result: StudyResult, config: StudyConfig, payload: Dict[str, Any], plots: Dict[str, str], md_dir: str
 ) -> str:
     """The Markdown report."""
-    rows = payload["comparisons"]
+    rows = all_comparisons(result)  # payload's copy has infinite intervals (one seed) as None
     lines = ["# Where ALTO helps and where it hurts: the large-batch study, second edition", ""]
     if config.quick:
         lines += [f"**{SMOKE}**", ""]
     if not result.complete:
         lines += [
-            f"**INCOMPLETE: {len(result.arms)} of {len(result.settings)} settings finished. The lines below are "
+            f"**INCOMPLETE: {len(result.finished)} of {len(result.settings)} settings finished. The lines below are "
             f"partial results, not the answer.** Resume (the cache keeps every finished run): `{RESUME}`",
             "",
         ]

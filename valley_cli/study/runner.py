@@ -103,6 +103,15 @@ class RunCache:
         write_atomic(self.path(record["key"]), json.dumps(record))
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def write_atomic(path: str, text: str) -> str:
     """Writes ``text`` to ``path`` through a uniquely named temporary file in the same folder, then a rename.
 
@@ -113,6 +122,7 @@ def write_atomic(path: str, text: str) -> str:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(temporary, 0o666 & ~_UMASK)  # mkstemp makes 0600; the file is an ordinary output
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):
@@ -293,6 +303,7 @@ class StudyResult:
         computed, reused: runs trained now / read from the cache.
         seconds: wall time of this invocation.
         complete: every setting finished.
+        finished: keys of the settings whose every run is present (the others' comparisons are partial).
     """
 
     records: Dict[str, Dict[str, Any]]
@@ -304,6 +315,7 @@ class StudyResult:
     reused: int
     seconds: float
     complete: bool
+    finished: List[str] = dataclasses.field(default_factory=list)
 
 
 class _Executor:
@@ -433,6 +445,7 @@ def run_study(
     tuning: Dict[str, Dict[str, Dict[str, Any]]] = {}
     arms: Dict[str, List[Dict[str, Any]]] = {}
     post_keys: List[str] = []
+    finished: List[str] = []
     complete = True
 
     def late() -> bool:
@@ -466,8 +479,9 @@ def run_study(
                 tuning[setting.key] = {name: tuning_summary(state) for name, state in states.items()}
                 selected = {name: protocol.grid_lr(state.best) for name, state in states.items()}  # type: ignore[arg-type]
                 setting_arms = final_arms(setting, selected, config.seeds)
-                ok = execute([s for arm in setting_arms for s in arm["specs"]])
-                if not ok:
+                if execute([s for arm in setting_arms for s in arm["specs"]]):
+                    finished.append(setting.key)
+                else:
                     complete = False
                 arms[setting.key] = [
                     {
@@ -491,6 +505,7 @@ def run_study(
         execute.reused,
         time.perf_counter() - started,
         complete,
+        finished,
     )
 
 
