@@ -202,7 +202,7 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
     """Bytes of the optimizer's per-parameter tensors (for valley's ``E``, its carry and the base optimizer's)."""
     states = list(optimizer.state.values())
     base = getattr(optimizer, "base_optimizer", None)
-    if base is not None:
+    if base is not None and base.state is not optimizer.state:  # E keeps its entries in the base's state
         states += list(base.state.values())
     total = 0
     for state in states:

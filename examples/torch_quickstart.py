@@ -112,7 +112,7 @@ def main(argv=None) -> int:
     model.load_state_dict(checkpoint["model"])
     optimizer = make_alto(model)
     optimizer.load_state_dict(checkpoint["optimizer"])
-    steps = next(iter(optimizer.state.values()))["step"]
+    steps = int(next(iter(optimizer.state.values()))["step"])
     loss = train_epoch(model, optimizer, x_train, y_train, args.batch_size, torch.Generator().manual_seed(2))
     print(
         f"resumed ALTO from step {steps}: one more epoch, train loss {loss:.4f}, "
