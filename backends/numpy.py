@@ -27,7 +27,7 @@ import numpy as np
 
 import valley_core as vc
 from valley_core.base import GradientTransformation
-from valley_core.serialization import step_count
+from valley_core.serialization import VERSION_KEY, checkpoint_version, step_count
 
 
 class Optimizer:
@@ -58,6 +58,9 @@ class Optimizer:
         self.skip_nonfinite = bool(skip_nonfinite)
         self._working_dtypes = [working_dtype(p.dtype) for p in params]
         self.state = transform.init(self._working_copies(params), xp=_numpy_namespace())
+        #: The valley version that wrote the last checkpoint loaded ("0.1.0" for one that does not say); None
+        #: before any load.
+        self.checkpoint_version: Optional[str] = None
 
     @property
     def steps_taken(self) -> Optional[int]:
@@ -99,10 +102,12 @@ class Optimizer:
         return True
 
     def state_dict(self) -> Dict[str, Any]:
-        """A checkpoint: the transform's name and copies of every state array (the step count is the state's)."""
+        """A checkpoint: the transform's name, copies of every state array (the step count is the state's) and
+        ``"valley_version"``, the version of valley that wrote it."""
         return {
             "optimizer": self.transform.name,
             "state": {key: np.array(value, copy=True) for key, value in vc.state_to_dict(self.state).items()},
+            VERSION_KEY: vc.__version__,
         }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -117,6 +122,7 @@ class Optimizer:
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
+        version = checkpoint_version(state_dict, "load_state_dict")
         if not isinstance(state_dict["state"], Mapping):
             raise ValueError(f"state_dict['state'] is a {type(state_dict['state']).__name__}, expected a dict")
         state = vc.state_from_dict(
@@ -124,6 +130,7 @@ class Optimizer:
         )
         check_legacy_steps_taken(state_dict, step_count(state))
         self.state = state
+        self.checkpoint_version = version
 
 
 def check_legacy_steps_taken(state_dict: Mapping[str, Any], count: Optional[int]) -> None:

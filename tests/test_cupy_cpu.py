@@ -382,7 +382,8 @@ def test_checkpoints_of_0_1_0_load_and_take_the_step_that_code_took(name, make):
     opt.step(case["next_grads"])
     for actual, expected in zip(params, case["next_params"]):
         np.testing.assert_array_equal(actual, expected)
-    assert opt.steps_taken == 6 and sorted(opt.state_dict()) == ["optimizer", "state"]
+    assert opt.steps_taken == 6 and sorted(opt.state_dict()) == ["optimizer", "state", "valley_version"]
+    assert opt.checkpoint_version == "0.1.0" and opt.state_dict()["valley_version"] == vc.__version__
 
 
 def test_the_step_count_is_the_core_states_and_lives_on_the_host():

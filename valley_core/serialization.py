@@ -12,6 +12,23 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from valley_core.base import per_tensor_fields
 
+#: The key under which every adapter's checkpoint records the valley version that wrote it.
+VERSION_KEY = "valley_version"
+#: The version of a checkpoint that records none (valley 0.1.0 did not).
+UNVERSIONED = "0.1.0"
+
+
+def checkpoint_version(checkpoint: Mapping[str, Any], where: str) -> str:
+    """The valley version that wrote ``checkpoint`` (:data:`UNVERSIONED` when it does not say).
+
+    Raises:
+        ValueError: the recorded version is not a string (``where`` names the caller).
+    """
+    version = checkpoint.get(VERSION_KEY, UNVERSIONED)
+    if not isinstance(version, str):
+        raise ValueError(f"{where}: {VERSION_KEY}={version!r} is not a version string")
+    return version
+
 
 def _entries(state: Any) -> Iterator[Tuple[str, Any]]:
     """Yields (name, state) for every transform state in a (possibly chained) state."""

@@ -9,7 +9,7 @@ per-tensor masks; no optimizer is named here.
 from __future__ import annotations
 
 import inspect
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from backends.cupy._engine import SUPPORTED_DTYPES, make_engine
 from backends.kernels.plan import GRAD, PARAM, Plan, Unplannable, derive
 from backends.numpy import check_legacy_steps_taken
 from valley_core.base import GradientTransformation, per_tensor_fields
-from valley_core.serialization import step_count
+from valley_core.serialization import VERSION_KEY, checkpoint_version, step_count
 from valley_core.transforms.weight_decay import resolve_mask
 
 
@@ -126,6 +126,9 @@ class Optimizer:
         self._plans = self._plan_per_tensor(factory)
         template = self.transform.init(tuple(_Spec(p.shape, p.dtype) for p in self.params), xp=_LayoutNamespace())
         self.state = vc.state_from_dict(template, vc.state_to_dict(template), convert=self._initial)
+        #: The valley version that wrote the last checkpoint loaded ("0.1.0" for one that does not say); None
+        #: before any load.
+        self.checkpoint_version: Optional[str] = None
 
     def _initial(self, value: Any, like: Any) -> Any:
         """A state array of the layout template, allocated: counters as they are (0), buffers zeros."""
@@ -222,11 +225,13 @@ class Optimizer:
         """A checkpoint: the optimizer's name and host (NumPy) copies of every state array.
 
         The keys are the core's (``valley_core.state_to_dict``), so a checkpoint of ``backends.numpy``'s
-        optimizer of the same name loads here and the other way round. The step count is the state's.
+        optimizer of the same name loads here and the other way round. The step count is the state's;
+        ``"valley_version"`` is the version of valley that wrote it.
         """
         return {
             "optimizer": self.transform.name,
             "state": {key: self._host_copy(value) for key, value in vc.state_to_dict(self.state).items()},
+            VERSION_KEY: vc.__version__,
         }
 
     def _host_copy(self, value: Any) -> np.ndarray:
@@ -243,9 +248,11 @@ class Optimizer:
         name = state_dict.get("optimizer")
         if name != self.transform.name:
             raise ValueError(f"state_dict is for optimizer {name!r}, this optimizer is {self.transform.name!r}")
+        version = checkpoint_version(state_dict, "load_state_dict")
         state = vc.state_from_dict(self.state, state_dict["state"], convert=self._placed)
         check_legacy_steps_taken(state_dict, step_count(state))  # one host read per checkpoint, not per step
         self.state = state
+        self.checkpoint_version = version
 
 
 def optimizer_class(name: str, factory: Callable[..., GradientTransformation], module: str) -> type:

@@ -62,6 +62,7 @@ from backends.torch import _state, fused
 from backends.torch.dispatch import Dispatcher
 from valley_core.base import GradientTransformation
 from valley_core.schedules import ScalarOrSchedule
+from valley_core.serialization import UNVERSIONED, VERSION_KEY, checkpoint_version
 from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
@@ -69,8 +70,6 @@ from valley_core.validation import validate_hyperparameters
 CARRY, STEP = "e_carry", "e_step"
 #: The carry's name in the core's state and in E's plan (and in the layout of valley <= 0.1.x's checkpoints).
 _CORE_CARRY = "EState.carry"
-#: What checkpoints written without a ``"valley_version"`` entry are taken for.
-UNVERSIONED = "0.1.0"
 #: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
 _UPDATE, _COMMIT = "valley_update", "valley_commit"
 #: The plans of ``e_adaptor``: one for a number ``alpha`` (a per-step input), one per schedule.
@@ -370,7 +369,7 @@ class E(torch.optim.Optimizer):
             pre_hook(self)
         state_dict = dict(self.base_optimizer.state_dict())
         state_dict["e_adaptor"] = {"alpha": self._alpha, "e_beta": self._e_beta, "allow_unstable": self._allow_unstable}
-        state_dict["valley_version"] = vc.__version__
+        state_dict[VERSION_KEY] = vc.__version__
         for post_hook in self._optimizer_state_dict_post_hooks.values():
             result = post_hook(self, state_dict)
             if result is not None:
@@ -406,9 +405,7 @@ class E(torch.optim.Optimizer):
             raise ValueError(
                 "E.load_state_dict expects an optimizer state dict: a dict with keys 'state' and 'param_groups'"
             )
-        version = state_dict.get("valley_version", UNVERSIONED)
-        if not isinstance(version, str):
-            raise ValueError(f"E.load_state_dict: valley_version={version!r} is not a version string")
+        version = checkpoint_version(state_dict, "E.load_state_dict")
         saved = state_dict.get("e_adaptor")
         if saved is not None and not isinstance(saved, dict):
             raise ValueError(f"E.load_state_dict: 'e_adaptor' must be a dict, got {type(saved).__name__}")

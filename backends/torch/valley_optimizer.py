@@ -60,6 +60,7 @@ from backends.torch.hyperparameters import (
     to_torch_keys,
 )
 from valley_core.base import GradientTransformation
+from valley_core.serialization import VERSION_KEY, checkpoint_version
 
 #: Per factory: the settings most recently validated; the plans of recent structures. Bounded: an LR scheduler
 #: makes a new setting at every step, and those must not accumulate.
@@ -69,9 +70,6 @@ _PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
 
 
 #: The top-level key of ``state_dict()`` that names the valley version that wrote it.
-VERSION_KEY = "valley_version"
-#: The version of a checkpoint without :data:`VERSION_KEY` (valley 0.1.0 did not record it).
-OLDEST_VERSION = "0.1.0"
 
 
 def _typed(value: Any, floats: bool = True) -> Any:
@@ -623,9 +621,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError(f"{name}.load_state_dict expects a dict with keys 'state' and 'param_groups'")
         state_dict = state_dict.copy()
-        version = state_dict.pop(VERSION_KEY, OLDEST_VERSION)
-        if not isinstance(version, str):
-            raise ValueError(f"{name}.load_state_dict: {VERSION_KEY}={version!r} is not a version string")
+        version = checkpoint_version(state_dict, f"{name}.load_state_dict")
+        state_dict.pop(VERSION_KEY, None)
         for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
             result = pre_hook(self, state_dict)
             if result is not None:

@@ -230,6 +230,22 @@ def test_checkpoints_of_0_1_0_load_and_take_the_step_that_code_took(name, make):
         np.testing.assert_array_equal(actual, expected)
     assert opt.steps_taken == 6
     assert "steps_taken" not in opt.state_dict()
+    assert opt.checkpoint_version == "0.1.0"  # it records no version
+
+
+def test_checkpoints_record_the_version_that_wrote_them():
+    """Issue 26 item 14: a checkpoint says which valley (and so which layout) wrote it."""
+    params, grads = _problem()
+    source = vnp.ALTO([p.copy() for p in params])
+    source.step(grads[0])
+    checkpoint = source.state_dict()
+    assert checkpoint["valley_version"] == vc.__version__
+    target = vnp.ALTO([p.copy() for p in params])
+    assert target.checkpoint_version is None
+    target.load_state_dict(checkpoint)
+    assert target.checkpoint_version == vc.__version__
+    with pytest.raises(ValueError, match=r"valley_version=2 is not a version string"):
+        target.load_state_dict(dict(checkpoint, valley_version=2))
 
 
 def test_the_step_count_is_the_core_states_and_nothing_else():
@@ -238,7 +254,7 @@ def test_the_step_count_is_the_core_states_and_nothing_else():
     opt = vnp.ALTO([p.copy() for p in params])
     assert "steps_taken" not in vars(opt)
     checkpoint = opt.state_dict()
-    assert sorted(checkpoint) == ["optimizer", "state"]
+    assert sorted(checkpoint) == ["optimizer", "state", "valley_version"]
     for key in checkpoint["state"]:
         if key.endswith(".count"):
             checkpoint["state"][key] = np.array(7, dtype=np.int32)
