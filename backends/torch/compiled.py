@@ -72,16 +72,7 @@ def render(plan: Plan, step: Pass, name: str) -> str:
         return operand_code(o, plan.kinds, kind, str)
 
     def statement(s: Any) -> str:
-        ops = [operand(o, s.kind) for o in s.operands]
-        if s.op in BINARY:
-            return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
-        if s.op in COMPARE:
-            return f"{s.target} = {ops[0]} {COMPARE[s.op]} {ops[1]}"
-        if s.op == "where":
-            return f"{s.target} = torch.where({ops[0]}, {ops[1]}, {ops[2]})"
-        if s.op == "neg":
-            return f"{s.target} = -{ops[0]}"
-        return f"{s.target} = torch.sqrt({ops[0]})"
+        return _statement_code(s, [operand(o, s.kind) for o in s.operands], where="torch.where")
 
     totals = {target: j for j, target in enumerate(t for p in plan.passes for t, _ in p.sums)}
     body = [f"{symbol} = arrays[{names.index(array)}][i]" for symbol, array in step.loads]
@@ -249,12 +240,18 @@ def _scalar_line(s: Any) -> str:
 def _array_line(plan: Plan, s: Any) -> str:
     """One per-element or per-tensor statement (the operators of :func:`render`, operands by name)."""
     ops = [repr(o.value) if isinstance(o, Constant) else operand_code(o, plan.kinds, s.kind, str) for o in s.operands]
+    return _statement_code(s, ops, where="_where")
+
+
+def _statement_code(s: Any, ops: List[str], where: str) -> str:
+    """The Python line of one array statement of the plan, given its operands' code (``where``: the function
+    that selects, ``torch.where`` or the traced step's ``_where``)."""
     if s.op in BINARY:
         return f"{s.target} = {ops[0]} {BINARY[s.op]} {ops[1]}"
     if s.op in COMPARE:
         return f"{s.target} = {ops[0]} {COMPARE[s.op]} {ops[1]}"
     if s.op == "where":
-        return f"{s.target} = _where({ops[0]}, {ops[1]}, {ops[2]})"
+        return f"{s.target} = {where}({ops[0]}, {ops[1]}, {ops[2]})"
     if s.op == "neg":
         return f"{s.target} = -{ops[0]}"
     return f"{s.target} = torch.sqrt({ops[0]})"
