@@ -312,3 +312,24 @@ def test_quick_outputs_say_they_are_a_smoke_test():
 
     assert report.answer_lines(result, config)[0].startswith("SMOKE TEST")
     assert "SMOKE TEST" in report.answer_lines(result, config)[0] and "no conclusion" in report.SMOKE
+
+
+def test_an_interrupted_study_keeps_its_runs_and_logs_its_time(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    pytest.importorskip("mnist1d")
+    real = runner.train_run
+    calls = []
+
+    def interrupted_after_two(spec):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(spec)
+        return real(spec)
+
+    monkeypatch.setattr(runner, "train_run", interrupted_after_two)
+    cache = tmp_path / "runs"
+    with pytest.raises(KeyboardInterrupt):
+        runner.run_study(tiny_config(), str(cache), log=lambda line: None)
+    assert len(runner.RunCache(str(cache)).keys()) == 2
+    (logged,) = runner.invocations(str(cache))
+    assert logged["computed"] == 2 and logged["complete"] is False and logged["end"] >= logged["start"]

@@ -361,9 +361,10 @@ class _Executor:
                 self.bar.update(1)
         return True
 
-    def close(self) -> None:
+    def close(self, interrupted: bool = False) -> None:
+        """Stops the workers: after their last run, or at once when ``interrupted``."""
         if self.pool is not None:
-            self.pool.close()
+            self.pool.terminate() if interrupted else self.pool.close()
             self.pool.join()
 
 
@@ -446,7 +447,7 @@ def run_study(
     arms: Dict[str, List[Dict[str, Any]]] = {}
     post_keys: List[str] = []
     finished: List[str] = []
-    complete = True
+    complete, interrupted = True, False
 
     def late() -> bool:
         return deadline is not None and time.time() > deadline
@@ -491,10 +492,13 @@ def run_study(
                     for arm in setting_arms
                 ]
                 log(f"{setting.name}: selected " + ", ".join(f"{k} lr={v:g}" for k, v in selected.items()))
+        except BaseException:  # interrupted (Ctrl-C): the runs so far are cached and logged
+            complete, interrupted = False, True
+            raise
         finally:
-            execute.close()
-    if train and execute.computed:
-        log_invocation(cache.folder, started_at, time.time(), execute.computed, complete)
+            execute.close(interrupted)
+            if train and execute.computed:  # also when interrupted: the study's total time stays measurable
+                log_invocation(cache.folder, started_at, time.time(), execute.computed, complete)
     return StudyResult(
         execute.records,
         tuning,
