@@ -285,7 +285,11 @@ def test_toy_study_writes_the_report_and_study_json(tmp_path):
         [],
     )
     paths = report.write_outputs(partial, config, str(tmp_path / "partial"), "toy", None, str(tmp_path / "runs"))
-    assert "**INCOMPLETE: 0 of 1 settings finished" in open(paths["markdown"]).read()
+    text = open(paths["markdown"]).read()
+    assert (
+        "**INCOMPLETE: 0 of 1 settings finished" in text and "## Partial results (INCOMPLETE: not the answer)" in text
+    )
+    assert "## The answer" not in text
     assert json.loads(open(paths["json"]).read())["comparisons"][0]["ci_low"] is None
     assert oct(os.stat(paths["json"]).st_mode & 0o777) == oct(0o666 & ~current_umask())
     # resuming reads every run from the cache; a lost run file costs exactly that run

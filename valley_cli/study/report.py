@@ -266,7 +266,7 @@ def render_markdown(
             f"partial results, not the answer.** Resume (the cache keeps every finished run): `{RESUME}`",
             "",
         ]
-    lines += ["## The answer", ""]
+    lines += ["## The answer" if result.complete else "## Partial results (INCOMPLETE: not the answer)", ""]
     answer = [line for line in answer_lines(result, config) if line != SMOKE and not line.startswith("INCOMPLETE")]
     if not answer:
         done = " (the post-convergence experiment has: see below)" if result.post else ""
