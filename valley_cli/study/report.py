@@ -174,7 +174,7 @@ def protocol_fields(config: StudyConfig) -> Dict[str, Any]:
 
 
 def _pts(row: Dict[str, Any], key: str = "difference") -> str:
-    unit = "" if row["task"] == "lm" else " pts"
+    unit = " perplexity" if row["task"] == "lm" else " pts"
     low, high = row["ci_low"], row["ci_high"]
     interval = "" if low is None or not math.isfinite(low) else f" [{low:+.2f}, {high:+.2f}]"
     return f"{row[key]:+.2f}{unit}{interval}"
