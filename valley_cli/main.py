@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Tuple
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "info": ("valley_cli.info", "versions, whether each backend can run here (and why not), fused kernels, GPU"),
-    "demo": ("valley_cli.demo", "the main job: the study's decisive comparison, reduced (ALTO vs Lamb at full batch, paired seeds, gap plot)"),
+    "demo": ("valley_cli.demo", "the main job: the study's decisive comparison, reduced (ALTO vs Lamb, paired seeds)"),
     "proofs": ("proofs_check.cli", "numerical checks of the paper's convergence and behaviour claims"),
     "bench": ("valley_cli.bench", "benchmarks and studies (study, landscapes)"),
 }
