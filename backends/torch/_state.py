@@ -56,15 +56,15 @@ def steps_taken(state: Dict[str, Any]) -> int:
     return int(state["step"])
 
 
-def advance(states) -> None:
-    """Adds one to the ``"step"`` of every state in ``states`` (one call for all of them)."""
-    steps = [state["step"] for state in states]
+def advance(states, key: str = "step") -> None:
+    """Adds one to the step count ``key`` of every state in ``states`` (one call for all of them)."""
+    steps = [state[key] for state in states]
     tensors = [step for step in steps if isinstance(step, torch.Tensor)]
     if tensors:
         torch._foreach_add_(tensors, 1)
     for state in states:
-        if not isinstance(state["step"], torch.Tensor):
-            state["step"] = step_tensor(state["step"] + 1)
+        if not isinstance(state[key], torch.Tensor):
+            state[key] = step_tensor(state[key] + 1)
 
 
 def state_dtype(param: torch.Tensor) -> torch.dtype:

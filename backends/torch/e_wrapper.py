@@ -17,7 +17,8 @@ steps (reused, not optimizer state, not in ``state_dict``), elsewhere a temporar
 changes only once the base optimizer's step has returned, and only if the base did step (see below).
 
 State: ``E.state`` IS the base optimizer's ``state``: E keeps its carry and its step count per parameter in
-``optimizer.state[p]`` under ``"e_carry"`` and ``"e_step"`` (an int), next to the base's own entries
+``optimizer.state[p]`` under ``"e_carry"`` and ``"e_step"`` (a 0-d int32 tensor, as the classes' ``"step"``),
+next to the base's own entries
 (``"exp_avg"`` ..., ``"AdamState.first"`` ...; no torch or valley optimizer uses these two names). So
 ``state_dict()`` is the base's state dict with E's entries in each parameter's state, plus ``"e_adaptor"`` (E's
 hyperparameters) and ``"valley_version"``, and torch's distributed-checkpoint helpers
@@ -66,7 +67,7 @@ from valley_core.serialization import UNVERSIONED, VERSION_KEY, checkpoint_versi
 from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
-#: E's entries in ``optimizer.state[p]``: the carry ``b_k`` (the state dtype of ``p``) and the steps taken (int).
+#: E's entries in ``optimizer.state[p]``: the carry ``b_k`` (the state dtype of ``p``) and the steps taken (0-d int32).
 CARRY, STEP = "e_carry", "e_step"
 #: The carry's name in the core's state and in E's plan (and in the layout of valley <= 0.1.x's checkpoints).
 _CORE_CARRY = "EState.carry"
@@ -234,7 +235,8 @@ class E(torch.optim.Optimizer):
         super().__setstate__(state)
         for p, entry in (legacy or {}).items():
             if isinstance(p, torch.Tensor) and entry:
-                self.base_optimizer.state[p].update({CARRY: entry[_CORE_CARRY], STEP: int(entry["step"])})
+                step = _state.step_tensor(int(entry["step"]))
+                self.base_optimizer.state[p].update({CARRY: entry[_CORE_CARRY], STEP: step})
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds the group to the base optimizer (whose groups ``E`` shares)."""
@@ -287,15 +289,19 @@ class E(torch.optim.Optimizer):
         new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
         batches: Dict[tuple, list] = {}
         by_step: Dict[tuple, list] = defaultdict(list)
+        compiling = torch.compiler.is_compiling()
         for p in params:
             entry = stored[p]
             dtype = _state.state_dtype(p)
             carry = entry[CARRY] if CARRY in entry else torch.zeros_like(p.detach(), dtype=dtype)
-            step = entry.get(STEP, 0)
+            # A 0-d int32 tensor, as the classes' "step": a compiled step reads it inside the graph (a Python int
+            # is a value Dynamo guards on, so every step recompiled); eager steps group tensors by its value.
+            step_count = entry[STEP] if CARRY in entry else _state.step_tensor(0)
+            step: Any = step_count if compiling else int(step_count)
             grad = p.grad
             assert grad is not None  # _params_with_grad
             originals[p] = grad
-            new_state[p] = {CARRY: carry, STEP: step + 1}
+            new_state[p] = {CARRY: carry, STEP: step_count}
             if path == "fused":
                 # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step is
                 # page-faulted: slower than the step itself for large tensors); the carry is updated in place after
@@ -305,12 +311,13 @@ class E(torch.optim.Optimizer):
                     adapted = self._scratch[p] = torch.empty_like(grad)
                 batches.setdefault((step, p.dtype), []).append({"grad": grad, "update": adapted, "b0": carry})
                 p.grad = adapted
-            else:
-                by_step[step, dtype].append(p)
+            else:  # compiled: one group per tensor, its own step tensor the counter (no value read on the host)
+                by_step[(p if compiling else step), dtype].append(p)
         for (step, dtype), group in by_step.items():  # the core path: the chain's update, op by op
             transform = e_adaptor(self._alpha, self._e_beta)
             grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
-            counter = torch.tensor(step, dtype=torch.int32, device=group[0].device)
+            device = group[0].device
+            counter = new_state[group[0]][STEP] if compiling else torch.tensor(step, dtype=torch.int32, device=device)
             old_carries = tuple(new_state[p][CARRY] for p in group)
             adapted_grads, (inner,) = transform.update(grads, (EState(counter, old_carries),), xp=_state.namespace())
             for p, adapted, carry in zip(group, adapted_grads, inner.carry):
@@ -341,6 +348,7 @@ class E(torch.optim.Optimizer):
             fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]  # a Plan when fused
         for p, entry in new_state.items():
             states[p].update(entry)
+        _state.advance([states[p] for p in new_state], STEP)
         return loss
 
     def _plan(self) -> Union[Plan, Unplannable]:
@@ -460,7 +468,8 @@ class E(torch.optim.Optimizer):
         self.param_groups = self.base_optimizer.param_groups
         states_now = self.state
         for p, (carry, step) in ours.items():
-            states_now[p].update({CARRY: carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True), STEP: step})
+            carry = carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True)
+            states_now[p].update({CARRY: carry, STEP: _state.step_tensor(step)})
         if hyperparameters is not None:
             self._alpha, self._e_beta, self._allow_unstable = hyperparameters
         self.checkpoint_version = version
