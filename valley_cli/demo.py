@@ -33,9 +33,11 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Sequence, Tuple
 
 import numpy as np
+
+from valley_cli.study.cli import UsageError, integer_option
 
 #: Where ``valley demo`` writes its plot and summary unless ``--out`` says otherwise.
 DEFAULT_OUT = "valley-out"
@@ -61,10 +63,6 @@ REDUCED = (
 )
 
 
-class UsageError(ValueError):
-    """A bad option or path (the message names it)."""
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``valley demo`` (numbers are parsed in ``run`` so that a bad one is one line)."""
     parser.add_argument("--seeds", default=str(SEEDS), help=f"paired seeds at the large batch (default {SEEDS}, >= 2)")
@@ -73,18 +71,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", default="1", help="torch threads per worker (default 1)")
     parser.add_argument("--quick", action="store_true", help="toy sizes for smoke tests (seconds; no conclusion)")
     parser.add_argument("--no-progress", action="store_true", help="accepted for compatibility (no progress bar)")
-
-
-def _integer(option: str, text: Optional[str], minimum: int) -> Optional[int]:
-    if text is None:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
-        raise UsageError(f"{option}={text!r} is not an integer") from None
-    if value < minimum:
-        raise UsageError(f"{option}={value} must be >= {minimum}")
-    return value
 
 
 def check_out(out: str) -> None:
@@ -226,9 +212,9 @@ def write_outputs(out: str, files: Dict[str, Callable[[str], Any]]) -> List[str]
 def run(args: argparse.Namespace) -> int:
     """``valley demo`` (see the module's exit codes)."""
     try:
-        seeds = _integer("--seeds", args.seeds, 2)
-        jobs = _integer("--jobs", args.jobs, 1) or max(1, min(2, os.cpu_count() or 1))
-        threads = _integer("--threads", args.threads, 1) or 1
+        seeds = integer_option("--seeds", args.seeds, 2)
+        jobs = integer_option("--jobs", args.jobs) or max(1, min(2, os.cpu_count() or 1))
+        threads = integer_option("--threads", args.threads) or 1
         check_out(args.out)
         for module in ("torch", "backends.torch", "mnist1d", "matplotlib", "scipy"):
             importlib.import_module(module)

@@ -49,16 +49,16 @@ def _command_line() -> str:
     return "valley bench study"
 
 
-def positive_int(option: str, text: Optional[str]) -> Optional[int]:
-    """``text`` as an integer >= 1 (``None`` stays ``None``)."""
+def integer_option(option: str, text: Optional[str], minimum: int = 1) -> Optional[int]:
+    """``text`` as an integer >= ``minimum`` (``None`` stays ``None``); the demo's options use it too."""
     if text is None:
         return None
     try:
         value = int(text)
     except ValueError:
         raise UsageError(f"{option}={text!r} is not an integer") from None
-    if value < 1:
-        raise UsageError(f"{option}={value} must be >= 1")
+    if value < minimum:
+        raise UsageError(f"{option}={value} must be >= {minimum}")
     return value
 
 
@@ -119,8 +119,8 @@ def check_cache(path: str, report_only: bool) -> None:
 def run(args: argparse.Namespace) -> int:
     """Runs the study and writes its outputs (see the module's exit codes)."""
     try:
-        jobs = positive_int("--jobs", args.jobs)
-        threads = positive_int("--threads", args.threads)
+        jobs = integer_option("--jobs", args.jobs)
+        threads = integer_option("--threads", args.threads)
         stop_after = positive_minutes("--stop-after", args.stop_after)
         cache = args.cache or os.path.join(args.out, "runs")
         check_folder("--out", args.out, create=False)
