@@ -16,7 +16,6 @@ from valley_core import elementwise, reductions, schedules
 from valley_core.base import EmptyState, GradientTransformation, apply_updates, chain
 from valley_core.defaults import LARGE_BATCH_THRESHOLD, defaults_for_batch_size
 from valley_core.optimizers import (
-    OPTIMIZERS,
     adam,
     adam_cm,
     adamw,
@@ -29,6 +28,7 @@ from valley_core.optimizers import (
     lamb,
     sgd,
 )
+from valley_core.registry import OPTIMIZERS, REGISTRY, OptimizerInfo, e_optimizer_of, info_for
 from valley_core.schedules import exponential_decay, inverse_sqrt
 from valley_core.serialization import state_from_dict, state_to_dict
 from valley_core.transforms import (
@@ -57,6 +57,8 @@ __all__ = [
     "LARGE_BATCH_THRESHOLD",
     "LearningRateState",
     "OPTIMIZERS",
+    "OptimizerInfo",
+    "REGISTRY",
     "TraceState",
     "WeightDecayState",
     "adam",
@@ -68,11 +70,13 @@ __all__ = [
     "chain",
     "defaults_for_batch_size",
     "e_adaptor",
+    "e_optimizer_of",
     "eadam",
     "eadamw",
     "elementwise",
     "esgd",
     "exponential_decay",
+    "info_for",
     "inverse_sqrt",
     "lamb",
     "reductions",

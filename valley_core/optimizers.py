@@ -13,7 +13,7 @@ schedule ``k -> value`` (``valley_core.schedules``).
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Optional, Tuple
+from typing import Optional, Tuple
 
 from valley_core.base import GradientTransformation, chain
 from valley_core.schedules import ScalarOrSchedule
@@ -521,19 +521,3 @@ def eadam_cm(
         ),
         "eadam_cm",
     )
-
-
-#: Every named optimizer, by name (used by the CLI, the adapters' registries and the test table).
-OPTIMIZERS: Dict[str, Callable[..., GradientTransformation]] = {
-    "alto": alto,
-    "alto_vanilla": alto_vanilla,
-    "lamb": lamb,
-    "eadam": eadam,
-    "adam": adam,
-    "eadamw": eadamw,
-    "adamw": adamw,
-    "esgd": esgd,
-    "sgd": sgd,
-    "adam_cm": adam_cm,
-    "eadam_cm": eadam_cm,
-}
