@@ -64,9 +64,12 @@ def alto(
     return theta, {"a": a, "g_prev": g_prev, "m": m, "v": v}
 
 
-def eadam(params, grad_sequence, lr, alpha, betas, eps, weight_decay, decoupled, bias_correction=True):
+def eadam(
+    params, grad_sequence, lr, alpha, betas, eps, weight_decay, decoupled, bias_correction=True, weight_decay_mask=None
+):
     """EAdam (L2 weight decay on the gradient) or EAdamW (decoupled); alpha=0 is Adam/AdamW."""
     beta1, beta2, beta3 = betas
+    wd_mask = weight_decay_mask or [True] * len(params)
     theta = [np.array(p, dtype=np.float64) for p in params]
     a = [np.zeros_like(p) for p in theta]
     g_prev = [np.zeros_like(p) for p in theta]
@@ -85,7 +88,7 @@ def eadam(params, grad_sequence, lr, alpha, betas, eps, weight_decay, decoupled,
             else:
                 m_hat, v_hat = m[i], v[i]
             step = m_hat / (np.sqrt(v_hat) + eps)
-            if decoupled:
+            if decoupled and wd_mask[i]:
                 step = step + _value(weight_decay, k) * theta[i]
             theta[i] = theta[i] - _value(lr, k) * step
     return theta, {"a": a, "g_prev": g_prev, "m": m, "v": v}
