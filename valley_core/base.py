@@ -12,26 +12,62 @@ in place: every call returns new arrays, so a failed step can never leave a stat
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, NamedTuple, Optional, Sequence, Tuple
 
 from valley_core._namespace import resolve_namespace
 
 Arrays = Tuple[Any, ...]
 
 
-def per_tensor(*fields: str) -> Callable[[type], type]:
-    """Declares, on a state type, which of its fields hold one array per tensor (in the tensors' order).
+def per_tensor(
+    *fields: str, nonnegative: Tuple[str, ...] = (), float32_only: Optional[str] = None
+) -> Callable[[type], type]:
+    """Declares, on a state type, which of its fields hold one array per tensor (in the tensors' order), and
+    the properties of its state that adapters rely on.
 
-    The other fields are scalars (step counters). Adapters that give the state another shape read this
-    declaration (``per_tensor_fields``) instead of keeping lists of field names: the JAX adapter turns these
-    fields into pytrees shaped like the parameters.
+    The other fields are scalars (step counters). Adapters that give the state another shape or storage read
+    these declarations (``per_tensor_fields``, ``field_properties``) instead of keeping lists of names: the JAX
+    adapter turns the per-tensor fields into pytrees shaped like the parameters, torch's compact state stores a
+    ``nonnegative`` field with an unsigned code and refuses to compact a ``float32_only`` state.
+
+    Args:
+        *fields: the per-tensor fields.
+        nonnegative: the per-tensor fields that are never negative (Adam's second moment).
+        float32_only: why the state must stay float32 (rounding it would change the maths), or None.
     """
+    if not set(nonnegative) <= set(fields):
+        raise ValueError(f"per_tensor: nonnegative fields {sorted(set(nonnegative) - set(fields))} are not per tensor")
 
     def declare(state_type: type) -> type:
         setattr(state_type, "__per_tensor_fields__", tuple(fields))
+        setattr(state_type, "__state_properties__", (frozenset(nonnegative), float32_only))
+        _DECLARED[state_type.__name__] = state_type
         return state_type
 
     return declare
+
+
+#: The state types that declared their fields, by class name (the prefix of the core's state keys).
+_DECLARED: Dict[str, type] = {}
+
+
+class FieldProperties(NamedTuple):
+    """What a state field declares (``per_tensor``): never negative, and why it must stay float32 (or None)."""
+
+    nonnegative: bool = False
+    float32_only: Optional[str] = None
+
+
+def field_properties(key: str) -> FieldProperties:
+    """The properties of the state field named ``key`` as the core names it (``"AdamState.second"``, an index
+    suffix allowed). A state type that declares nothing (a user's own) gets the defaults: may be negative, may be
+    stored compactly."""
+    state_name, _, rest = key.partition(".")
+    state_type = _DECLARED.get(state_name)
+    if state_type is None:
+        return FieldProperties()
+    nonnegative, float32_only = getattr(state_type, "__state_properties__")
+    return FieldProperties(rest.split(".")[0] in nonnegative, float32_only)
 
 
 def per_tensor_fields(state: Any) -> Optional[Tuple[str, ...]]:

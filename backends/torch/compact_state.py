@@ -5,7 +5,8 @@ core chain's) element-wise functions in float32, and encodes the new buffer agai
 reference of the two formats (the core path uses it; the fused C++ kernels, ``backends.kernels.cpu``, implement
 the same arithmetic bit for bit, and ``tests/torch/test_torch_compact_state.py`` checks it).
 
-Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
+Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``), each owned by one :class:`Codec`
+(``codec("int8")``) that the optimizer, the dispatcher and the fused executor ask instead of comparing names:
 
 - ``"float32"``: the core's buffers unchanged (the default).
 - ``"bfloat16"``: each buffer is stored as bfloat16 (2 bytes per element), rounded STOCHASTICALLY: the float32
@@ -19,10 +20,10 @@ Formats (``state_dtype``, a per-group setting of every ``ValleyOptimizer``):
   ``floor(L f(r) + u)`` with a uniform ``u`` in 16-bit fixed point (unbiased for ``L f(r)`` to 2^-16 of a code).
   Signed buffers (the E carry, ``m``): ``L = 127``, the sign of ``x``, and ``f`` (:func:`compand`) the float
   with bits ``(bits(r) >> 1) + 0x1FC00000``: ``sqrt(r)`` at powers of 4, linear in ``r`` between powers of 2,
-  never below ``sqrt(r)`` and at most 6.1 % above. The second moment ``v >= 0`` (``"AdamState.second"``,
-  :data:`NONNEGATIVE`): ``L = 255``, unsigned, ``f`` with bits ``(bits(r) >> 2) + 0x2FA00000``: ``r^(1/4)`` at
-  powers of 16, linear between powers of 2, at most 6.1 % above it. Decoded: ``scale g(|c| fl(1/L))`` with the
-  sign of ``c``, ``g`` (:func:`expand`) the exact inverse of ``f`` (bits ``(max(bits(y), bias) - bias) <<
+  never below ``sqrt(r)`` and at most 6.1 % above. The second moment ``v >= 0`` (declared ``nonnegative``
+  by the core): ``L = 255``, unsigned, ``f`` with bits ``(bits(r) >> 2) + 0x2FA00000``: ``r^(1/4)`` at powers of 16,
+  linear between powers of 2, at most 6.1 % above it. Decoded: ``scale g(|c| fl(1/L))`` with the sign of ``c``,
+  ``g`` (:func:`expand`) the exact inverse of ``f`` (bits ``(max(bits(y), bias) - bias) <<
   shift``; ``g(0) = 0``). ``fl(1/127)``, ``fl(1/255)``: the float32 nearest; the only division is
   ``1/scale``, once per block; the codes need no square root (square roots per element bounded the fused
   kernel's speed). Why these codes: a linear code sets small elements of a block to 0; for ``v`` that divides
@@ -69,6 +70,7 @@ from typing import Any, Dict, Iterable, Optional, Tuple
 import torch
 
 from backends.kernels.cpu import CODE_BIAS, CODE_SHIFT, word_groups
+from valley_core.base import field_properties
 
 #: The formats of ``state_dtype``.
 FORMATS = ("float32", "bfloat16", "int8")
@@ -81,34 +83,7 @@ SCALE = ".scales"
 LEGACY_SCALE = ".scale"
 #: :func:`stored_format` of such a buffer (never a group's format: it is always converted).
 LEGACY_FORMAT = "int8 (legacy code)"
-#: Core buffers that are never negative: stored with the unsigned int8 code.
-NONNEGATIVE = frozenset({"AdamState.second"})
 _M32 = 0xFFFFFFFF
-
-
-#: Core states whose buffers must stay float32, with the reason.
-FLOAT32_ONLY = {
-    "CriticalMomentaState": "Adam+CM's slot priorities decide which momenta are kept, and rounding them would "
-    "change those choices"
-}
-
-
-def check_format(state_dtype: Any) -> str:
-    """``state_dtype`` itself if valid, else ``ValueError`` naming the choices."""
-    if not isinstance(state_dtype, str) or state_dtype not in FORMATS:
-        raise ValueError(f"state_dtype={state_dtype!r} violates state_dtype in {FORMATS}")
-    return state_dtype
-
-
-def check_supported(state_dtype: str, keys: Iterable[str]) -> None:
-    """``ValueError`` when a compact ``state_dtype`` is asked for a chain whose state (core ``keys``) must stay
-    float32 (:data:`FLOAT32_ONLY`)."""
-    if state_dtype == "float32":
-        return
-    for key in keys:
-        reason = FLOAT32_ONLY.get(key.split(".")[0])
-        if reason:
-            raise ValueError(f"state_dtype={state_dtype!r} is not offered here: {reason} (use 'float32')")
 
 
 # ------------------------------------------------------------------------------------------------ random bits
@@ -247,30 +222,104 @@ def _from_int8(codes: torch.Tensor, scales: torch.Tensor, legacy: bool = False) 
     return value.reshape(codes.shape)
 
 
-def encode(
-    state: Dict[str, Any], key: str, value: torch.Tensor, state_dtype: str, seed_value: int, slot: int = 0
-) -> None:
-    """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8); ``slot``: the
-    slot of the random word (:func:`store` chooses seeds and slots)."""
-    if state_dtype == "float32":
-        state[key] = value
-    elif state_dtype == "bfloat16":
-        state[key] = _to_bfloat16(value, seed_value, slot)
-    else:
-        state[key], state[key + SCALE] = _to_int8(value, seed_value, key in NONNEGATIVE, slot)
+def nonnegative(key: str) -> bool:
+    """Whether the core declares the buffer ``key`` never negative (``valley_core.base.per_tensor``): it is stored
+    with the unsigned int8 code."""
+    return field_properties(key).nonnegative
 
 
-def store(state: Dict[str, Any], buffers: Dict[str, torch.Tensor], state_dtype: str, step: int, tensor_index: int):
-    """Stores one parameter's new float ``buffers`` in ``state_dtype``, seeded as a step's store: in groups of
-    three by sorted key (``backends.kernels.cpu.word_groups``), each group by ``seed(step, tensor_index, key)``
-    of its first key, each buffer with its slot."""
-    if state_dtype == "float32":
-        state.update(buffers)
-        return
-    groups = word_groups(buffers)
-    first = {group: key for key, (group, slot) in groups.items() if slot == 0}
-    for key, (group, slot) in groups.items():
-        encode(state, key, buffers[key], state_dtype, seed(step, tensor_index, first[group]), slot)
+class Codec:
+    """One storage format of the state buffers (a ``state_dtype``): how a buffer is stored, checked and converted,
+    and what the executors need to know of the format. The instances are :data:`CODECS`' values (:func:`codec`).
+    """
+
+    def __init__(self, name: str) -> None:
+        #: The ``state_dtype`` this codec stores.
+        self.name = name
+        #: Whether buffers are stored in fewer bits than float32 (encoded after each step, decoded before).
+        self.compact = name != "float32"
+        #: Whether the compiled executor runs this format (float32 state only; the core path runs every format).
+        self.compiled = not self.compact
+
+    def __repr__(self) -> str:
+        return f"compact_state.codec({self.name!r})"
+
+    def kernel_code(self, key: str) -> Optional[str]:
+        """The fused kernels' code of buffer ``key`` in this format (``backends.kernels.cpu``), None for float32."""
+        if self.name == "bfloat16":
+            return "bf16"
+        return ("q8u" if nonnegative(key) else "q8s") if self.compact else None
+
+    def holds(self, buffer: torch.Tensor, state_dtype: torch.dtype) -> bool:
+        """Whether ``buffer`` is stored in this format (as float32 state: of the parameter's ``state_dtype``)."""
+        return format_of(buffer) == self.name and (self.compact or buffer.dtype == state_dtype)
+
+    def param_reason(self, dtype: torch.dtype) -> Optional[str]:
+        """Why a parameter of ``dtype`` cannot keep its state in this format, or None (compact: not float64)."""
+        if self.compact and dtype == torch.float64:
+            return f"state_dtype={self.name!r} needs a float32/bfloat16/float16 parameter, not float64"
+        return None
+
+    def check_supported(self, keys: Iterable[str]) -> None:
+        """``ValueError`` when this compact format is asked for a chain whose state (core ``keys``) the core
+        declares ``float32_only`` (``valley_core.base.per_tensor``)."""
+        for key in keys if self.compact else ():
+            reason = field_properties(key).float32_only
+            if reason:
+                raise ValueError(f"state_dtype={self.name!r} is not offered here: {reason} (use 'float32')")
+
+    def encode(self, state: Dict[str, Any], key: str, value: torch.Tensor, seed_value: int, slot: int = 0) -> None:
+        """Stores the float buffer ``value`` as ``state[key]`` (and ``state[key + SCALE]`` for int8); ``slot``: the
+        slot of the random word (:meth:`store` chooses seeds and slots)."""
+        if not self.compact:
+            state[key] = value
+        elif self.name == "bfloat16":
+            state[key] = _to_bfloat16(value, seed_value, slot)
+        else:
+            state[key], state[key + SCALE] = _to_int8(value, seed_value, nonnegative(key), slot)
+
+    def store(self, state: Dict[str, Any], buffers: Dict[str, torch.Tensor], step: int, tensor_index: int) -> None:
+        """Stores one parameter's new float ``buffers``, seeded as a step's store: in groups of three by sorted key
+        (``backends.kernels.cpu.word_groups``), each group by ``seed(step, tensor_index, key)`` of its first key,
+        each buffer with its slot."""
+        if not self.compact:
+            state.update(buffers)
+            return
+        groups = word_groups(buffers)
+        first = {group: key for key, (group, slot) in groups.items() if slot == 0}
+        for key, (group, slot) in groups.items():
+            self.encode(state, key, buffers[key], seed(step, tensor_index, first[group]), slot)
+
+    def convert(self, state: Dict[str, Any], tensor_index: int, dtype: torch.dtype = torch.float32) -> dict:
+        """One parameter's state with every buffer in this format (float32 buffers are decoded to ``dtype``).
+
+        A compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step.
+        """
+        out = {k: v for k, v in state.items() if scale_owner(k) is None}
+        keys = list(buffer_keys(state))
+        if self.compact and all(stored_format(state, key) == self.name for key in keys):
+            return {**out, **{k: v for k, v in state.items() if scale_owner(k) is not None}}
+        decoded = {key: decode(state, key, torch.float32 if self.compact else dtype) for key in keys}
+        self.store(out, decoded, int(state.get("step", 0)), tensor_index)
+        return out
+
+
+#: The codec of each format, by ``state_dtype``.
+CODECS = {name: Codec(name) for name in FORMATS}
+#: The default format: the core's buffers unchanged.
+FLOAT32 = CODECS["float32"]
+
+
+def codec(state_dtype: Any) -> Codec:
+    """The codec of ``state_dtype``, else ``ValueError`` naming the choices."""
+    if not isinstance(state_dtype, str) or state_dtype not in CODECS:
+        raise ValueError(f"state_dtype={state_dtype!r} violates state_dtype in {FORMATS}")
+    return CODECS[state_dtype]
+
+
+def of_group(group: Dict[str, Any]) -> Codec:
+    """The codec of a param group's ``state_dtype`` (float32 when the group has none)."""
+    return codec(group.get("state_dtype", FLOAT32.name))
 
 
 def decode(state: Dict[str, Any], key: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -314,7 +363,7 @@ def check_stored(state: Dict[str, Any], key: str) -> Optional[str]:
     if not isinstance(stored, torch.Tensor):
         return f"{key} is missing or not a tensor"
     if stored.dtype in (torch.int8, torch.uint8):
-        expected_dtype = torch.uint8 if key in NONNEGATIVE else torch.int8
+        expected_dtype = torch.uint8 if nonnegative(key) else torch.int8
         if stored.dtype != expected_dtype:
             return f"{key} has codes of dtype {stored.dtype}, expected {expected_dtype}"
         suffix = LEGACY_SCALE if stored_format(state, key) == LEGACY_FORMAT else SCALE
@@ -342,21 +391,6 @@ def buffer_keys(state: Dict[str, Any]) -> Iterable[str]:
     ]
 
 
-def convert(state: Dict[str, Any], state_dtype: str, tensor_index: int, dtype: torch.dtype = torch.float32) -> dict:
-    """One parameter's state with every buffer in ``state_dtype`` (float32 buffers are decoded to ``dtype``).
-
-    A compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step.
-    """
-    check_format(state_dtype)
-    out = {k: v for k, v in state.items() if scale_owner(k) is None}
-    keys = list(buffer_keys(state))
-    if state_dtype != "float32" and all(stored_format(state, key) == state_dtype for key in keys):
-        return {**out, **{k: v for k, v in state.items() if scale_owner(k) is not None}}
-    decoded = {key: decode(state, key, dtype if state_dtype == "float32" else torch.float32) for key in keys}
-    store(out, decoded, state_dtype, int(state.get("step", 0)), tensor_index)
-    return out
-
-
 def convert_state_dict(state_dict: Dict[str, Any], state_dtype: str) -> Dict[str, Any]:
     """A copy of an optimizer's ``state_dict`` with every buffer in ``state_dtype`` and every group's
     ``state_dtype`` set: float32 -> bfloat16/int8 (a compact checkpoint) or back (``"float32"``).
@@ -367,7 +401,7 @@ def convert_state_dict(state_dict: Dict[str, Any], state_dtype: str) -> Dict[str
         optimizer = ALTO(model.parameters(), state_dtype="int8")
         optimizer.load_state_dict(compact)
     """
-    check_format(state_dtype)
+    target = codec(state_dtype)
     groups = []
     for group in state_dict["param_groups"]:
         group = copy(group)
@@ -377,7 +411,7 @@ def convert_state_dict(state_dict: Dict[str, Any], state_dtype: str) -> Dict[str
     unlisted = [index for index in state_dict["state"] if index not in positions]
     if unlisted:
         raise ValueError(f"state for parameter ids {unlisted}, which no param group lists")
-    state = {index: convert(value, state_dtype, positions[index]) for index, value in state_dict["state"].items()}
+    state = {index: target.convert(value, positions[index]) for index, value in state_dict["state"].items()}
     return {**state_dict, "state": state, "param_groups": groups}
 
 
@@ -392,26 +426,26 @@ def state_bytes(optimizer: torch.optim.Optimizer) -> int:
 
 
 __all__ = [
+    "CODECS",
+    "FLOAT32",
     "FORMATS",
-    "NONNEGATIVE",
     "QBLOCK",
     "LEGACY_FORMAT",
     "LEGACY_SCALE",
     "SCALE",
-    "check_format",
-    "check_supported",
-    "convert",
+    "Codec",
+    "codec",
     "convert_state_dict",
     "decode",
-    "encode",
     "hash32",
     "random_bits",
     "compand",
     "expand",
+    "nonnegative",
+    "of_group",
     "seed",
     "seeds",
     "scale_owner",
     "state_bytes",
     "stored_format",
-    "store",
 ]

@@ -28,6 +28,7 @@ from typing import Dict, Optional, Sequence, Union
 
 from backends.kernels.cpu import KernelUnavailable
 from backends.kernels.plan import Plan, Unplannable
+from backends.torch.compact_state import FLOAT32, Codec
 
 IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
 
@@ -55,12 +56,11 @@ class Dispatcher:
         self.failed: Dict[str, str] = {}
 
     def choose(
-        self, plan: Union[Plan, Unplannable], entries, states, low_precision: bool = True, state_format: str = "float32"
+        self, plan: Union[Plan, Unplannable], entries, states, low_precision: bool = True, codec: Codec = FLOAT32
     ) -> str:
         """``"fused"``, ``"compiled"`` or ``"core"`` for ``(param, grad)`` entries whose state is ``states[p]``.
 
-        ``state_format``: the storage of the state buffers (``backends.torch.compact_state``); the compiled
-        executor runs float32 state only.
+        ``codec``: the storage of the state buffers (``backends.torch.compact_state``).
 
         Raises:
             RuntimeError: an explicit ``implementation`` that cannot run these entries (nothing written yet).
@@ -74,10 +74,10 @@ class Dispatcher:
         if wanted in ("fused", "auto") and "fused" not in self.failed:
             from backends.torch import fused
 
-            reason = fused.unsupported_reason(plan, entries, states, low_precision, state_format)
+            reason = fused.unsupported_reason(plan, entries, states, low_precision, codec)
             if reason is None:
                 try:
-                    fused.library(plan, state_format=state_format)
+                    fused.library(plan, codec=codec)
                     return "fused"
                 except KernelUnavailable as error:
                     reason = f"the fused CPU kernels could not be built: {error}"
@@ -89,8 +89,8 @@ class Dispatcher:
             from backends.torch import compiled
 
             reason = compiled.unsupported_reason(entries)
-            if reason is None and state_format != "float32":
-                reason = f"state_dtype={state_format!r}: the compiled path runs float32 state (the core path runs it)"
+            if reason is None and not codec.compiled:
+                reason = f"state_dtype={codec.name!r}: the compiled path runs float32 state (the core path runs it)"
             if reason is None:
                 return "compiled"
             self._refuse(wanted, reason)

@@ -51,19 +51,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
-from itertools import chain
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import torch
 import torch.optim.optimizer as torch_optimizer
 
 import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
-from backends.torch import _state, fused
+from backends.torch import _state, checkpoint, fused
 from backends.torch.dispatch import Dispatcher
 from valley_core.base import GradientTransformation
 from valley_core.schedules import ScalarOrSchedule
-from valley_core.serialization import UNVERSIONED, VERSION_KEY, checkpoint_version
 from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
@@ -373,16 +371,7 @@ class E(torch.optim.Optimizer):
         "allow_unstable"}``. ``"valley_version"``: the version of valley that wrote it. The state-dict hooks
         registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them.
         """
-        for pre_hook in self._optimizer_state_dict_pre_hooks.values():
-            pre_hook(self)
-        state_dict = dict(self.base_optimizer.state_dict())
-        state_dict["e_adaptor"] = {"alpha": self._alpha, "e_beta": self._e_beta, "allow_unstable": self._allow_unstable}
-        state_dict[VERSION_KEY] = vc.__version__
-        for post_hook in self._optimizer_state_dict_post_hooks.values():
-            result = post_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        return state_dict
+        return checkpoint.save_e(self)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         """Restores E's state (and its hyperparameters when saved), then the base optimizer's.
@@ -390,8 +379,8 @@ class E(torch.optim.Optimizer):
         Layouts read: today's (E's ``"e_carry"``/``"e_step"`` in each parameter's state; ``"e_adaptor"`` and
         ``"valley_version"`` optional, since torch's distributed-checkpoint helpers drop them: without
         ``"e_adaptor"``, E keeps the hyperparameters it was built with) and that of valley 0.1.x (no
-        ``"valley_version"``; E's state under ``["e_adaptor"]["state"]`` by parameter position, as
-        ``{"EState.carry", "step"}``; the coefficient possibly named ``"beta1"``), which is converted. Parameters
+        ``"valley_version"``; E's state under ``["e_adaptor"]["state"]`` by parameter position, as the core's
+        carry and ``"step"``; the coefficient possibly named ``"beta1"``), which is converted. Parameters
         are matched by their order in ``param_groups``, as torch matches them (parameter ids, or the parameter
         names of DCP). Entries of ``"state"`` that name no parameter pass through to the base optimizer.
 
@@ -399,158 +388,7 @@ class E(torch.optim.Optimizer):
         it and nothing is changed. Then the base optimizer loads the rest (its own checks apply); if it raises,
         nothing is changed either.
         """
-        if isinstance(state_dict, dict):
-            state_dict = state_dict.copy()
-            for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-                result = pre_hook(self, state_dict)
-                if result is not None:
-                    state_dict = result
-        if (
-            not isinstance(state_dict, dict)
-            or not isinstance(state_dict.get("state"), dict)
-            or not isinstance(state_dict.get("param_groups"), (list, tuple))
-        ):
-            raise ValueError(
-                "E.load_state_dict expects an optimizer state dict: a dict with keys 'state' and 'param_groups'"
-            )
-        version = checkpoint_version(state_dict, "E.load_state_dict")
-        saved = state_dict.get("e_adaptor")
-        if saved is not None and not isinstance(saved, dict):
-            raise ValueError(f"E.load_state_dict: 'e_adaptor' must be a dict, got {type(saved).__name__}")
-        hyperparameters = None
-        if saved is not None:
-            try:  # valley 0.1.0 wrote the coefficient as "beta1"
-                e_beta = _checked(
-                    saved["alpha"],
-                    saved["e_beta"] if "e_beta" in saved else saved["beta1"],
-                    saved.get("allow_unstable", False),
-                )
-            except (KeyError, ValueError, TypeError) as error:
-                raise ValueError(f"E.load_state_dict: invalid 'e_adaptor' hyperparameters: {error}") from None
-            hyperparameters = (saved["alpha"], e_beta, saved.get("allow_unstable", False))
-        id_map = self._id_map(state_dict["param_groups"])
-        problems: List[str] = []
-        states = dict(state_dict["state"])
-        if saved is not None and "state" in saved:
-            if version != UNVERSIONED:
-                problems.append(
-                    f"'e_adaptor' holds 'state' (valley {UNVERSIONED}'s layout) in a checkpoint of valley {version}"
-                )
-            else:
-                states = _from_legacy_layout(saved["state"], states, list(id_map), problems)
-        ours: Dict[torch.Tensor, Tuple[torch.Tensor, int]] = {}
-        base_states: Dict[Any, Any] = {}
-        for key, entry in states.items():
-            p = id_map.get(key)
-            if p is None or not isinstance(entry, dict):
-                base_states[key] = entry  # not a parameter's state: the base's business (torch passes it through)
-                continue
-            rest = {k: v for k, v in entry.items() if k not in (CARRY, STEP)}
-            if rest:
-                base_states[key] = rest
-            if CARRY in entry or STEP in entry:
-                problem = _problem_with(entry, p)
-                if problem is None:
-                    ours[p] = (entry[CARRY], int(entry[STEP]))
-                else:
-                    problems.append(f"parameter {key!r} (shape {tuple(p.shape)}): {problem}")
-        if problems:
-            raise ValueError("E.load_state_dict: the adaptor's state does not match: " + "; ".join(problems))
-        if saved is None and not ours:
-            raise ValueError(
-                f"E.load_state_dict: the state dict has no 'e_adaptor' entry and no parameter's state holds "
-                f"'{CARRY}'; it was not saved by backends.torch.E (a base optimizer's or the authors' E state dict "
-                "lacks the adaptor's state)"
-            )
-        base_part = {key: value for key, value in state_dict.items() if key != "e_adaptor"}
-        base_part["state"] = base_states
-        self.base_optimizer.load_state_dict(base_part)
-        self.param_groups = self.base_optimizer.param_groups
-        states_now = self.state
-        for p, (carry, step) in ours.items():
-            carry = carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True)
-            states_now[p].update({CARRY: carry, STEP: _state.step_tensor(step)})
-        if hyperparameters is not None:
-            self._alpha, self._e_beta, self._allow_unstable = hyperparameters
-        self.checkpoint_version = version
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
-
-    def _id_map(self, saved_groups: Any) -> Dict[Any, torch.Tensor]:
-        """Saved parameter id (or DCP parameter name) -> parameter, by position in the groups, as torch maps them."""
-        groups = self.param_groups
-        if len(saved_groups) != len(groups):
-            raise ValueError(
-                f"E.load_state_dict: the state dict has {len(saved_groups)} param groups, the optimizer {len(groups)}"
-            )
-        for index, (saved, group) in enumerate(zip(saved_groups, groups)):
-            ids = saved.get("params") if isinstance(saved, dict) else None
-            if not isinstance(ids, (list, tuple)) or len(ids) != len(group["params"]):
-                count = len(ids) if isinstance(ids, (list, tuple)) else "no"
-                raise ValueError(
-                    f"E.load_state_dict: param group {index} has {count} parameters in the state dict, "
-                    f"{len(group['params'])} in the optimizer"
-                )
-        saved_ids = list(chain.from_iterable(saved["params"] for saved in saved_groups))
-        if not all(_hashable(i) for i in saved_ids) or len(set(saved_ids)) != len(saved_ids):
-            raise ValueError("E.load_state_dict: the param groups' 'params' must be distinct parameter ids or names")
-        return dict(zip(saved_ids, chain.from_iterable(group["params"] for group in groups)))
-
-
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _problem_with(entry: Dict[str, Any], p: torch.Tensor) -> Optional[str]:
-    """What is wrong with E's entries in one parameter's saved state, or None."""
-    if CARRY not in entry or STEP not in entry:
-        return (
-            f"'{CARRY}' and '{STEP}' come together, the state has only {sorted(k for k in (CARRY, STEP) if k in entry)}"
-        )
-    carry, step = entry[CARRY], entry[STEP]
-    if not isinstance(carry, torch.Tensor) or not carry.is_floating_point():
-        return f"{CARRY} must be a floating-point tensor, got {type(carry).__name__}"
-    if tuple(carry.shape) != tuple(p.shape):
-        return f"{CARRY} has shape {tuple(carry.shape)}, the parameter {tuple(p.shape)}"
-    if _state.is_dtensor(p) != _state.is_dtensor(carry):
-        return (
-            f"{CARRY} is a {type(carry).__name__} for a {type(p).__name__} parameter (save and load FSDP2 checkpoints "
-            "with torch.distributed.checkpoint, which reshards them)"
-        )
-    if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
-        step = int(step)
-    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        return f"{STEP} must be a non-negative int, got {entry[STEP]!r}"
-    return None
-
-
-def _from_legacy_layout(legacy: Any, states: Dict[Any, Any], order: List[Any], problems: List[str]) -> Dict[Any, Any]:
-    """``states`` with the carries of valley 0.1.x's layout (``{position: {"EState.carry", "step"}}`` under
-    ``"e_adaptor"``) moved into the parameters' states as ``"e_carry"``/``"e_step"``; mismatches go to
-    ``problems``."""
-    if not isinstance(legacy, dict):
-        problems.append(f"'e_adaptor' state must be a dict, got {type(legacy).__name__}")
-        return states
-    states = dict(states)
-    for index, entry in legacy.items():
-        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(order):
-            problems.append(f"state for parameter index {index!r}, but the optimizer has {len(order)} parameters")
-            continue
-        if not isinstance(entry, dict) or set(entry) != {_CORE_CARRY, "step"}:
-            keys = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-            problems.append(f"parameter {index}: keys {keys}, expected ['{_CORE_CARRY}', 'step']")
-            continue
-        merged = dict(states.get(order[index]) or {})
-        if CARRY in merged or STEP in merged:
-            problems.append(f"parameter {index}: E's state is in both layouts ('e_adaptor' and the parameter's state)")
-            continue
-        merged.update({CARRY: entry[_CORE_CARRY], STEP: entry["step"]})
-        states[order[index]] = merged
-    return states
+        checkpoint.load_e(self, state_dict, (CARRY, STEP, _CORE_CARRY), _checked)
 
 
 @contextmanager

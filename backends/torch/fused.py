@@ -20,6 +20,7 @@ import torch
 from backends.kernels import cpu
 from backends.kernels.plan import GRAD, PARAM, UPDATE, Plan
 from backends.torch import _state, compact_state
+from backends.torch.compact_state import Codec
 
 _DTYPES = {torch.float32: "float32", torch.float64: "float64", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _FULL_PRECISION = (torch.float32, torch.float64)
@@ -28,12 +29,12 @@ KERNEL = "valley_step"
 
 
 def tensor_reason(
-    p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool = True, state_format: str = "float32"
+    p: torch.Tensor, g: torch.Tensor, buffers, low_precision: bool = True, codec: Codec = compact_state.FLOAT32
 ) -> Optional[str]:
     """None when the fused kernels can step ``p`` (gradient ``g``, state ``buffers``), else why not.
 
-    ``low_precision``: whether bfloat16/float16 parameters (float32 state) are accepted. ``state_format``: the
-    storage of the buffers (``backends.torch.compact_state``).
+    ``low_precision``: whether bfloat16/float16 parameters (float32 state) are accepted. ``codec``: the storage
+    of the buffers (``backends.torch.compact_state``).
     """
     if type(p) not in (torch.Tensor, torch.nn.Parameter) or type(g) is not torch.Tensor:
         return "tensor subclasses (DTensor ...) use the core path"
@@ -51,47 +52,46 @@ def tensor_reason(
     for buffer in buffers:
         if not buffer.is_contiguous():
             return f"a state buffer is {buffer.dtype}, non-contiguous"
-        stored = compact_state.format_of(buffer)
-        if stored != state_format or (state_format == "float32" and buffer.dtype != state_dtype):
+        if not codec.holds(buffer, state_dtype):
             # e.g. a group's state_dtype changed between steps: the core path reads any format and stores the new one
-            return f"a state buffer is {buffer.dtype}, not state_dtype={state_format!r} (the core path converts it)"
+            return f"a state buffer is {buffer.dtype}, not state_dtype={codec.name!r} (the core path converts it)"
     return None
 
 
-def compact_formats(plan: Plan, state_format: str) -> Tuple[Tuple[str, str], ...]:
-    """``(role, code)`` of each state buffer of ``plan`` in ``state_format`` (empty for float32)."""
-    if state_format == "float32":
-        return ()
-    if state_format == "bfloat16":
-        return tuple((role, "bf16") for role, _ in plan.buffers)
-    return tuple((role, "q8u" if key in compact_state.NONNEGATIVE else "q8s") for role, key in plan.buffers)
+def compact_formats(plan: Plan, codec: Codec) -> Tuple[Tuple[str, str], ...]:
+    """``(role, code)`` of each state buffer of ``plan`` in ``codec``'s format (empty for float32)."""
+    return tuple((role, code) for role, key in plan.buffers for code in [codec.kernel_code(key)] if code)
 
 
-def plan_reason(plan: Plan, state_format: str) -> Optional[str]:
-    """Why the fused kernels cannot keep this plan's state in ``state_format`` (None if they can): a pass that
+def plan_reason(plan: Plan, codec: Codec) -> Optional[str]:
+    """Why the fused kernels cannot keep this plan's state in ``codec``'s format (None if they can): a pass that
     reads a buffer an earlier pass wrote would read the encoded value, where the core reads the exact one."""
-    if state_format == "float32":
+    if not codec.compact:
         return None
     written: set = set()
     for step in plan.passes:
         reread = written & {array for _, array in step.loads}
         if reread:
-            return f"state_dtype={state_format!r}: a pass of {plan.name}'s plan reads {sorted(reread)} after writing it"
+            return f"state_dtype={codec.name!r}: a pass of {plan.name}'s plan reads {sorted(reread)} after writing it"
         written |= {array for array, _ in step.stores if array.startswith("b")}
     return None
 
 
 def unsupported_reason(
-    plan: Plan, entries, states: Dict[Any, Dict[str, Any]], low_precision: bool = True, state_format: str = "float32"
+    plan: Plan,
+    entries,
+    states: Dict[Any, Dict[str, Any]],
+    low_precision: bool = True,
+    codec: Codec = compact_state.FLOAT32,
 ) -> Optional[str]:
     """None when the fused path can run these ``(param, grad)`` entries, else why not (before anything is written)."""
     keys = [key for _, key in plan.buffers]
-    reason = plan_reason(plan, state_format)
+    reason = plan_reason(plan, codec)
     if reason is not None:
         return reason
     for p, g in entries:
         state = states.get(p) or {}
-        reason = tensor_reason(p, g, [state[key] for key in keys if key in state], low_precision, state_format)
+        reason = tensor_reason(p, g, [state[key] for key in keys if key in state], low_precision, codec)
         if reason is not None:
             return reason
     if any(p.dtype == torch.float16 for p, _ in entries):
@@ -106,11 +106,11 @@ def unsupported_reason(
 def library(
     plan: Plan,
     variants: Sequence[Tuple[str, Optional[FrozenSet[str]]]] = ((KERNEL, None),),
-    state_format: str = "float32",
+    codec: Codec = compact_state.FLOAT32,
 ) -> cpu.Library:
-    """The built kernels of ``plan`` (raises ``backends.kernels.cpu.KernelUnavailable``); ``state_format``: the
-    storage of the state buffers (compact kernels decode and encode them, ``backends.torch.compact_state``)."""
-    formats = compact_formats(plan, state_format)
+    """The built kernels of ``plan`` (raises ``backends.kernels.cpu.KernelUnavailable``); ``codec``: the storage
+    of the state buffers (compact kernels decode and encode them, ``backends.torch.compact_state``)."""
+    formats = compact_formats(plan, codec)
     if formats:
         return cpu.load([(plan, name, stores, formats) for name, stores in variants])
     return cpu.load([(plan, name, stores) for name, stores in variants])
@@ -156,16 +156,16 @@ def step(
     hyperparameters: Dict[str, Any],
     entries,
     states,
-    state_format: str = "float32",
+    codec: Codec = compact_state.FLOAT32,
     indices: Optional[Dict[int, int]] = None,
 ) -> None:
     """One step of ``(param, grad)`` entries whose state ``states[param]`` is initialised; advances ``"step"``.
 
-    ``state_format``: the storage of the state (``backends.torch.compact_state``); ``indices``: ``id(p) ->`` the
+    ``codec``: the storage of the state (``backends.torch.compact_state``); ``indices``: ``id(p) ->`` the
     parameter's position among the optimizer's parameters (the compact stores' random bits depend on it).
     """
-    lib = library(plan, state_format=state_format)  # builds before anything is written; raises KernelUnavailable
-    formats = dict(compact_formats(plan, state_format))
+    lib = library(plan, codec=codec)  # builds before anything is written; raises KernelUnavailable
+    formats = dict(compact_formats(plan, codec))
     columns_after = cpu.compact_columns(plan, formats)
     seed_keys = cpu.compact_seed_keys(plan, formats)
     batches: Dict[Tuple[int, torch.dtype], List[Dict[str, torch.Tensor]]] = {}

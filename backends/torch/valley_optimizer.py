@@ -38,20 +38,16 @@ per-step scalars computed from the step tensors in the graph (see :meth:`ValleyO
 from __future__ import annotations
 
 import inspect
-import re
 from collections import defaultdict
-from copy import deepcopy
-from itertools import chain
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
-from backends.torch import _state, compact_state
+from backends.torch import _state, checkpoint, compact_state
 from backends.torch.dispatch import Dispatcher
 from backends.torch.hyperparameters import (
-    checkpoint_group,
     factory_kwargs,
     hyperparameter_defaults,
     hyperparameter_sources,
@@ -60,7 +56,7 @@ from backends.torch.hyperparameters import (
     to_torch_keys,
 )
 from valley_core.base import GradientTransformation
-from valley_core.serialization import VERSION_KEY, checkpoint_version
+from valley_core.serialization import VERSION_KEY
 
 #: Per factory: the settings most recently validated; the plans of recent structures. Bounded: an LR scheduler
 #: makes a new setting at every step, and those must not accumulate.
@@ -224,10 +220,9 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if not isinstance(value, bool):
                 raise ValueError(f"{where}: {key}={value!r} violates {key} is a bool")
         try:
-            state_format = compact_state.check_format(group.get("state_dtype", "float32"))
+            codec = compact_state.of_group(group)
             self.transform_for(group)
-            if state_format != "float32":
-                compact_state.check_supported(state_format, self.buffer_keys(group))
+            codec.check_supported(self.buffer_keys(group))
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
 
@@ -256,10 +251,10 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 _state.check_dense_float(type(self).__name__, group_index, param_index, p, p.grad)
-                if group.get("state_dtype", "float32") != "float32" and p.dtype == torch.float64:
+                reason = compact_state.of_group(group).param_reason(p.dtype)
+                if reason:
                     raise TypeError(
-                        f"{type(self).__name__} param group {group_index}, parameter {param_index}: "
-                        f"state_dtype={group['state_dtype']!r} needs a float32/bfloat16/float16 parameter, not float64"
+                        f"{type(self).__name__} param group {group_index}, parameter {param_index}: {reason}"
                     )
                 entries.append((p, p.grad))
             if entries:
@@ -298,11 +293,11 @@ class ValleyOptimizer(torch.optim.Optimizer):
         # Every group's executor is decided (and refused, if it must be) before any state is created or written.
         plans = [self.plan_for(group) for _, group, _ in work]
         paths = [
-            self.dispatcher.choose(plan, entries, self.state, state_format=group.get("state_dtype", "float32"))
+            self.dispatcher.choose(plan, entries, self.state, codec=compact_state.of_group(group))
             for plan, (_, group, entries) in zip(plans, work)
         ]
         # Positions of the parameters (compact stores are seeded by them), computed once per step.
-        indices = self.tensor_indices() if any(g.get("state_dtype", "float32") != "float32" for _, g, _ in work) else {}
+        indices = self.tensor_indices() if any(compact_state.of_group(g).compact for _, g, _ in work) else {}
         for (_, group, entries), plan, path in zip(work, plans, paths):
             for p, _ in entries:
                 if not self.state[p]:
@@ -315,7 +310,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
             if path == "fused":
                 from backends.torch import fused
 
-                fused.step(plan, kwargs, entries, self.state, group.get("state_dtype", "float32"), indices)
+                fused.step(plan, kwargs, entries, self.state, compact_state.of_group(group), indices)
             else:
                 from backends.torch import compiled
 
@@ -382,7 +377,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         if (
             self.implementation == "fused"
             or self.skip_nonfinite
-            or group.get("state_dtype", "float32") != "float32"
+            or compact_state.of_group(group).compact
             or any(_state.is_dtensor(p) for p, _ in entries)
         ):
             return False
@@ -463,9 +458,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
     ) -> None:
         """Writes ``p``'s new state buffers in the group's ``state_dtype`` (``backends.torch.compact_state``);
         ``indices``: :meth:`tensor_indices` (needed for compact formats only)."""
-        state_format = group.get("state_dtype", "float32")
-        index = indices[id(p)] if state_format != "float32" else -1
-        compact_state.store(self.state[p], buffers, state_format, step, index)
+        codec = compact_state.of_group(group)
+        codec.store(self.state[p], buffers, step, indices[id(p)] if codec.compact else -1)
 
     def buffer_keys(self, group: Dict[str, Any]) -> Tuple[str, ...]:
         """The core's per-tensor buffers of ``group``'s chain (``"AdamState.first"`` ...)."""
@@ -509,94 +503,6 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 self.state[p]["step"] = _state.step_tensor(step + 1, self.state[p].get("step"))
 
     # ----------------------------------------------------------------------------------- checkpoints
-    def _checked_state(self, group: Dict[str, Any], p: torch.Tensor, saved: Any, index: int = -1) -> Dict[str, Any]:
-        """One parameter's saved state, checked by ``valley_core.state_from_dict`` (keys, shapes, dtypes) against
-        the chain's ``init``, converted to the parameter's device and state dtype; raises ``ValueError``.
-
-        valley 0.1.0 stored every core counter (``"AdamState.count"`` ...) beside ``"step"``; they are accepted
-        when they equal ``"step"`` (as they always did) and dropped.
-        """
-        if not isinstance(saved, dict):
-            raise ValueError(f"state must be a dict, got {type(saved).__name__}")
-        state_format = group.get("state_dtype", "float32")
-        if state_format != "float32" or any(
-            compact_state.format_of(saved[k]) != "float32" for k in compact_state.buffer_keys(saved)
-        ):
-            return self._checked_compact_state(group, p, saved, state_format, index)
-        problems: List[str] = []
-        step = saved.get("step")
-        if isinstance(step, torch.Tensor) and step.numel() == 1 and float(step) == int(step):
-            step = int(step)  # torch's own optimizers store a 0-d tensor
-        if isinstance(step, bool) or not isinstance(step, int):
-            problems.append(f"step must be an int, got {step!r}")
-        template = self.transform_for(group, 1).init(
-            (_state.meta_like(p, _state.state_dtype(p)),), xp=_state.namespace()
-        )
-        expected = vc.state_to_dict(template)
-        flat: Dict[str, Any] = {}
-        for key, stored in saved.items():
-            if key == "step":
-                continue
-            if key in expected:  # a 0.1.0 counter
-                if not isinstance(stored, torch.Tensor) or stored.numel() != 1 or int(stored) != step:
-                    problems.append(f"{key}={stored!r} differs from step={step}")
-                continue
-            like = expected.get(f"{key}.0")
-            if (
-                isinstance(stored, torch.Tensor)
-                and like is not None
-                and stored.is_floating_point()
-                and like.is_floating_point()
-            ):
-                stored = stored.to(like.dtype)  # to the state dtype: never rounded down to a 16-bit parameter's
-            if _state.is_dtensor(p) and isinstance(stored, torch.Tensor) and not _state.is_dtensor(stored):
-                problems.append(
-                    f"{key} is a plain tensor for a DTensor parameter (save and load FSDP2 checkpoints with "
-                    "torch.distributed.checkpoint)"
-                )
-            flat[f"{key}.0"] = stored
-        flat.update({key: torch.tensor(0, dtype=torch.int32) for key in expected if _state.split_key(key)[1] is None})
-        try:
-            vc.state_from_dict(template, flat)
-        except ValueError as error:  # the core's message, in this optimizer's per-parameter key names
-            problems.insert(0, re.sub(r"\.0\b", "", str(error).replace("state does not match this optimizer: ", "")))
-        if problems:
-            raise ValueError("; ".join(problems))
-        state = {
-            _state.split_key(key)[0]: value.to(device=p.device, copy=True)
-            for key, value in flat.items()
-            if key.endswith(".0")
-        }
-        assert isinstance(step, int)  # else a problem was raised above
-        return {**state, "step": _state.step_tensor(step)}
-
-    def _checked_compact_state(
-        self, group: Dict[str, Any], p: torch.Tensor, saved: Dict[str, Any], state_format: str, index: int
-    ) -> Dict[str, Any]:
-        """:meth:`_checked_state` of a state stored in a compact format or loaded into one: checked on its float32
-        decoding; installed as stored when its format is the group's ``state_dtype`` (bit for bit), else converted
-        (``backends.torch.compact_state.convert``, seeded by ``index``, ``p``'s position)."""
-        keys = compact_state.buffer_keys(saved)
-        problems = [reason for reason in map(lambda key: compact_state.check_stored(saved, key), keys) if reason]
-        problems += [
-            f"{k} has no buffer"
-            for k in saved
-            if compact_state.scale_owner(k) is not None and compact_state.scale_owner(k) not in saved
-        ]
-        if problems:
-            raise ValueError("; ".join(problems))
-        plain = compact_state.convert(saved, "float32", index, _state.state_dtype(p))
-        checked = self._checked_state({**group, "state_dtype": "float32"}, p, plain)
-        if all(compact_state.stored_format(saved, k) == state_format for k in keys) and set(keys) == set(checked) - {
-            "step"
-        }:
-            stored = {k: v for k, v in saved.items() if k in checked or compact_state.scale_owner(k) in checked}
-            return {
-                **{k: v.to(device=p.device, copy=True) for k, v in stored.items() if k != "step"},
-                "step": checked["step"],
-            }
-        return compact_state.convert(checked, state_format, index)
-
     def state_dict(self) -> Dict[str, Any]:
         """torch's ``state_dict`` (``"state"`` per parameter, ``"param_groups"``) and ``"valley_version"``: the
         version of valley that wrote it (``valley_core.__version__``), so that a checkpoint says which layout
@@ -617,85 +523,7 @@ class ValleyOptimizer(torch.optim.Optimizer):
         Raises:
             ValueError: naming every mismatch.
         """
-        name = type(self).__name__
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError(f"{name}.load_state_dict expects a dict with keys 'state' and 'param_groups'")
-        state_dict = state_dict.copy()
-        version = checkpoint_version(state_dict, f"{name}.load_state_dict")
-        state_dict.pop(VERSION_KEY, None)
-        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
-            result = pre_hook(self, state_dict)
-            if result is not None:
-                state_dict = result
-        groups = self.param_groups
-        saved_groups = deepcopy(state_dict["param_groups"])
-        if len(groups) != len(saved_groups):
-            raise ValueError(
-                f"{name}.load_state_dict: the state dict has {len(saved_groups)} param groups, "
-                f"this optimizer has {len(groups)}"
-            )
-        problems: List[str] = []
-        # The checkpoint's hyperparameters are restored (as in torch.optim), and they decide the state's layout
-        # (AdamCM's buffer size, say); where they are invalid, this optimizer's own group is used to check it.
-        # The group that is validated is the group that is installed: every hyperparameter must be in the
-        # checkpoint (a group of another class lacks some), none is filled in from this optimizer's defaults.
-        layout_groups: List[Dict[str, Any]] = []
-        for index, (group, saved) in enumerate(zip(groups, saved_groups)):
-            layout_groups.append(group)
-            if not isinstance(saved, dict) or len(group["params"]) != len(saved.get("params", ())):
-                count = len(saved["params"]) if isinstance(saved, dict) and "params" in saved else "no"
-                problems.append(
-                    f"param group {index} has {count} parameters in the state dict, {len(group['params'])} here"
-                )
-                continue
-            try:
-                saved = saved_groups[index] = checkpoint_group(type(self).factory, saved, f"param group {index}")
-            except (TypeError, ValueError) as error:
-                problems.append(str(error))
-                continue
-            missing = [key for key in self.hyperparameter_defaults() if key not in saved]
-            if missing:
-                problems.append(
-                    f"param group {index}: missing hyperparameters {missing} (a checkpoint of another optimizer?)"
-                )
-                continue
-            try:
-                self._validate_group(saved, f"param group {index}")
-                layout_groups[-1] = saved
-            except ValueError as error:
-                problems.append(str(error))
-        if any("parameters in the state dict" in problem for problem in problems):
-            raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
-        id_map = dict(
-            zip(
-                chain.from_iterable(g["params"] for g in saved_groups), chain.from_iterable(g["params"] for g in groups)
-            )
-        )
-        group_of = {id(p): (i, layout) for i, (g, layout) in enumerate(zip(groups, layout_groups)) for p in g["params"]}
-        new_state: defaultdict = defaultdict(dict)
-        positions = self.tensor_indices()
-        for saved_id, value in state_dict["state"].items():
-            if saved_id not in id_map:
-                problems.append(f"state for parameter id {saved_id!r}, which no param group lists")
-                continue
-            p = id_map[saved_id]
-            index, merged = group_of[id(p)]
-            try:
-                new_state[p] = self._checked_state(merged, p, value, positions[id(p)])
-            except ValueError as error:
-                problems.append(f"parameter {saved_id} (group {index}, shape {tuple(p.shape)}): {error}")
-        if problems:
-            raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
-        new_groups = []
-        for group, saved in zip(groups, saved_groups):
-            saved["params"] = group["params"]
-            if "param_names" in group and "param_names" not in saved:
-                saved["param_names"] = group["param_names"]
-            new_groups.append(saved)
-        self.__setstate__({"state": new_state, "param_groups": new_groups})
-        self.checkpoint_version = version
-        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
-            post_hook(self)
+        checkpoint.load(self, state_dict)
 
 
 @torch.compiler.disable

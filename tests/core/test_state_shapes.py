@@ -45,3 +45,20 @@ def test_a_dimension_not_known_yet_matches():
     check_state_buffers("t", [Symbolic((None, 3))], [Symbolic((2, 3))])
     with pytest.raises(ValueError, match=r"state of tensor 0 has shape \(2, 4\)"):
         check_state_buffers("t", [Symbolic((None, 3))], [Symbolic((2, 4))])
+
+
+def test_state_properties_are_declared_on_the_state_types_and_default_for_a_users_own():
+    from typing import NamedTuple
+
+    from valley_core.base import field_properties, per_tensor
+
+    assert field_properties("AdamState.second") == (True, None)
+    assert field_properties("AdamState.first.3") == (False, None)
+    assert "priorities" in (field_properties("CriticalMomentaState.first").float32_only or "")
+
+    class MyState(NamedTuple):  # declares nothing: may be negative, may be stored compactly
+        acc: tuple
+
+    assert field_properties(f"{MyState.__name__}.acc") == (False, None)
+    with pytest.raises(ValueError, match=r"nonnegative fields \['count'\] are not per tensor"):
+        per_tensor("acc", nonnegative=("count",))

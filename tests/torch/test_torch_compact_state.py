@@ -120,7 +120,7 @@ def test_companding_is_the_root_at_powers_of_four_and_at_most_6_percent_above_it
 
 def _encoded(x, state_dtype, seed, key="b"):
     state = {}
-    cs.encode(state, key, x, state_dtype, seed)
+    cs.codec(state_dtype).encode(state, key, x, seed)
     return state
 
 
@@ -157,7 +157,7 @@ def test_bfloat16_buffers_share_one_random_word_per_element_in_groups_of_three()
     keys = ["EState.carry", "AdamState.second", "AdamState.first", "Z.fourth"]
     buffers = {k: torch.tensor(rng.normal(size=300), dtype=torch.float32) for k in keys}
     state = {}
-    cs.store(state, buffers, "bfloat16", step=12, tensor_index=5)
+    cs.codec("bfloat16").store(state, buffers, step=12, tensor_index=5)
     ordered = sorted(keys)
     for position, key in enumerate(ordered):
         group, slot = divmod(position, 3)
@@ -185,7 +185,7 @@ def test_int8_codes_transcribed_bit_for_bit():
         x[256:512] = 0.0  # an all-zero block: scale FLT_MIN, codes 0, decoded exactly 0
         buffers[key] = x
     state = {}
-    cs.store(state, {k: torch.tensor(x) for k, x in buffers.items()}, "int8", step=9, tensor_index=4)
+    cs.codec("int8").store(state, {k: torch.tensor(x) for k, x in buffers.items()}, step=9, tensor_index=4)
     ordered = sorted(keys)
     for position, key in enumerate(ordered):
         x, nonnegative = buffers[key], keys[key]
@@ -266,7 +266,7 @@ def test_small_increments_survive_in_bfloat16():
     for k in range(3000):
         exact = 0.999 * exact + 0.001 * 1.01
         nearest = (0.999 * nearest.float() + 0.001 * 1.01).to(torch.bfloat16)
-        cs.encode(state, "b", 0.999 * cs.decode(state, "b") + 0.001 * 1.01, "bfloat16", cs.seed(k, 0, "b"))
+        cs.codec("bfloat16").encode(state, "b", 0.999 * cs.decode(state, "b") + 0.001 * 1.01, cs.seed(k, 0, "b"))
     assert float(nearest) == 1.0
     assert abs(float(cs.decode(state, "b").double().mean()) - exact) < 0.1 * (exact - 1.0)
 
@@ -280,7 +280,7 @@ def store_bound(value: np.ndarray, state_dtype: str, key: str) -> np.ndarray:
     flat = np.abs(value).reshape(-1)
     pad = np.concatenate([flat, np.zeros((-flat.size) % 256)]).reshape(-1, 256).max(1)
     scale = np.repeat(pad, 256)[: flat.size].reshape(value.shape)
-    return scale * (4 / 255 if key in cs.NONNEGATIVE else 2 / 127)
+    return scale * (4 / 255 if cs.nonnegative(key) else 2 / 127)
 
 
 @pytest.mark.parametrize("state_dtype", FORMATS)
@@ -533,7 +533,7 @@ def test_int8_state_of_the_legacy_code_is_decoded_with_it_and_converted_on_load(
     for index, state in legacy["state"].items():
         for key in list(cs.buffer_keys(state)):
             n = state[key].numel()
-            nonnegative = key in cs.NONNEGATIVE
+            nonnegative = cs.nonnegative(key)
             codes = rng.integers(0, 256, size=n) if nonnegative else rng.integers(-127, 128, size=n)
             scales = rng.uniform(0.5, 2.0, size=-(-n // 256)).astype(f32)
             a = np.abs(codes).astype(f32) * f32(1 / 255 if nonnegative else 1 / 127)

@@ -9,7 +9,7 @@ from valley_core._namespace import resolve_namespace, scalar_zero
 from valley_core.base import GradientTransformation, check_state_buffers, per_tensor, step_index
 
 
-@per_tensor("first", "second")
+@per_tensor("first", "second", nonnegative=("second",))
 class AdamState(NamedTuple):
     """Attributes: ``count`` (steps taken), ``first`` (m, one per tensor), ``second`` (v, one per tensor)."""
 

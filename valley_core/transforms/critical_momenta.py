@@ -28,7 +28,15 @@ PRIORITY_REPLACEMENT = 0.0
 OVERWRITE_FIRST_SLOT = 1.0
 
 
-@per_tensor("first", "second", "buffer", "priorities")
+@per_tensor(
+    "first",
+    "second",
+    "buffer",
+    "priorities",
+    nonnegative=("second",),
+    float32_only="Adam+CM's slot priorities decide which momenta are kept, and rounding them would change those "
+    "choices",
+)
 class CriticalMomentaState(NamedTuple):
     """State of Adam+CM; memory is ``(2 + top_c)`` times the parameters plus ``top_c`` scalars per tensor.
 
