@@ -33,8 +33,6 @@ from tests.core import transcription
 
 #: rtol, atol per dtype; "float64/compiled" (dtype/feature) overrides the dtype's entry for that feature.
 TOLERANCES = {"float64": (1e-12, 1e-14), "float64/compiled": (1e-11, 1e-13), "float32": (1e-5, 1e-6)}
-E_BASES = {"alto": "lamb", "alto_vanilla": "lamb", "eadam": "adam", "eadamw": "adamw", "esgd": "sgd"}
-E_BASES["eadam_cm"] = "adam_cm"
 
 
 @dataclass(frozen=True)
@@ -95,16 +93,17 @@ def _full(name: str, hyperparameters: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _base(name: str, hyperparameters: Dict[str, Any]) -> Optional[Tuple[str, Dict[str, Any]]]:
-    """The base configuration an E record equals at alpha = 0: E's beta1 dropped, the rest passed on."""
-    if name not in E_BASES:
+    """The base configuration an E record equals at alpha = 0 (``valley_core.REGISTRY``'s base and options): E's
+    beta1 dropped, the other betas the base's (SGD's momentum), the rest passed on."""
+    info = vc.REGISTRY[name]
+    if info.base is None:
         return None
     hp = {k: v for k, v in _full(name, hyperparameters).items() if k not in ("alpha", "allow_unstable")}
     betas = hp.pop("betas")
-    if name == "esgd":
+    hp.update(info.base_options)
+    if info.base == "sgd":
         return "sgd", {**hp, "momentum": betas[1]}
-    if name == "alto_vanilla":
-        hp["bias_correction"] = False
-    return E_BASES[name], {**hp, "betas": tuple(betas[1:])}
+    return info.base, {**hp, "betas": tuple(betas[1:])}
 
 
 def _mask(mask: Any, params: Sequence[Any]) -> Optional[List[bool]]:
@@ -148,7 +147,7 @@ def oracle_run(case: OptimizerCase, params: Sequence[np.ndarray], grads: Sequenc
         theta, buffers = transcription.esgd(params, grads, **common)
     flat = {}
     for i in range(len(params)):
-        if name in E_BASES:  # the one-buffer carry after step k is b_{k+1} = beta1 a_k - (1 - beta1) g_k
+        if vc.REGISTRY[name].base:  # the one-buffer carry after step k is b_{k+1} = beta1 a_k - (1 - beta1) g_k
             flat[f"EState.carry.{i}"] = betas[0] * buffers["a"][i] - (1 - betas[0]) * buffers["g_prev"][i]
         if "v" in buffers:
             flat[f"AdamState.first.{i}"], flat[f"AdamState.second.{i}"] = buffers["m"][i], buffers["v"][i]
@@ -171,8 +170,7 @@ def _case(
     """A record; features as space-separated strings ("" = the backend does not run it)."""
     claims = dict(numpy=numpy, torch=torch, jax=jax, keras=keras, cupy=cupy)
     backends = {b: frozenset(f.split()) for b, f in claims.items() if f}
-    oracle = "transcription" if name in ("alto", "alto_vanilla", "lamb", *E_BASES.values(), *E_BASES) else None
-    oracle = None if "cm" in name else oracle
+    oracle = None if name.endswith("_cm") else "transcription"
     return OptimizerCase(id, name, hyperparameters, backends, oracle=oracle, base=_base(name, hyperparameters), **extra)
 
 
@@ -219,7 +217,8 @@ CASES: List[OptimizerCase] = [
     _case("sgd", "sgd", dict(lr=1e-3, momentum=0.9), numpy="core converges", torch=""),
     # ALTO and Lamb with weight decay, masks, schedules, the paper's two regimes.
     _case("alto_decay", "alto", dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2),
-          torch="core fused compiled fused_recompute low_precision", jax="core optax", keras="core", cupy="core"),
+          torch="core fused compiled fused_recompute low_precision scalars", jax="core optax", keras="core",
+          cupy="core"),
     _case("alto_large_batch", "alto", dict(lr=1e-2, alpha=-5.0, betas=(0.99, 0.9, 0.99), weight_decay=1e-4),
           torch="core fused authors", cupy="core"),
     _case("alto_small_batch", "alto", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2),
@@ -275,7 +274,8 @@ CASES: List[OptimizerCase] = [
     _case("sgd_decay", "sgd", dict(lr=1e-3, momentum=0.9, weight_decay=1e-3), torch=""),
     # Adam+CM (its reference port is in tests/test_adam_cm.py).
     _case("adam_cm", "adam_cm", dict(lr=1e-2, top_c=3, weight_decay=1e-3), torch="core",
-          invalid=(({"top_c": 0}, r"top_c=0 violates top_c is an integer >= 1"),)),
+          invalid=(({"top_c": 0}, r"top_c=0 violates top_c is an integer >= 1"),),
+          refused={"torch/fused": "cannot be planned", "torch/compiled": "cannot be planned"}),
     _case("adam_cm_unsynced_overwrite", "adam_cm", dict(lr=1e-2, top_c=2, synced=False, critical_test=1.0),
           torch="core"),
     _case("eadam_cm", "eadam_cm", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), top_c=4), torch=""),
@@ -291,8 +291,20 @@ def cases(backend: str, feature: str = "core", where: Callable[[OptimizerCase], 
     return [pytest.param(c, id=c.id) for c in CASES if feature in c.backends.get(backend, ()) and where(c)]
 
 
-def refused(backend: str):
-    """(record, substring) for every record ``backend`` refuses."""
+def claims(backend: str, *features: str):
+    """(record, feature) for every feature of ``features`` a record claims on ``backend`` (id "record-feature")."""
     import pytest
 
-    return [pytest.param(c, c.refused[backend], id=c.id) for c in CASES if backend in c.refused]
+    return [pytest.param(c, f, id=f"{c.id}-{f}") for f in features for c in CASES if f in c.backends.get(backend, ())]
+
+
+def refused(backend: str):
+    """(record, what, substring) for every refusal of ``backend`` or of a feature of it ("torch/fused")."""
+    import pytest
+
+    return [
+        pytest.param(c, what, message, id=f"{c.id}-{what}")
+        for c in CASES
+        for what, message in c.refused.items()
+        if what.split("/")[0] == backend
+    ]
