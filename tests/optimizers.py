@@ -33,6 +33,7 @@ from tests.core import transcription
 
 #: rtol, atol per dtype; "float64/compiled" (dtype/feature) overrides the dtype's entry for that feature.
 TOLERANCES = {"float64": (1e-12, 1e-14), "float64/compiled": (1e-11, 1e-13), "float32": (1e-5, 1e-6)}
+TOLERANCES["float64/keras"] = (1e-9, 0.0)  # Keras keeps its learning rate in a float32 variable
 
 
 @dataclass(frozen=True)
@@ -204,14 +205,16 @@ CASES: List[OptimizerCase] = [
     _case("lamb", "lamb", dict(lr=_isqrt(0.02), betas=(0.9, 0.999), weight_decay=0.0), numpy="core converges",
           invalid=(_LR,)),
     _case("eadam", "eadam", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999)),
-          numpy="core converges", torch="core torch.optim", jax="core optax", invalid=_BETAS),
+          numpy="core converges", torch="core torch.optim", jax="core optax", keras="keras.optimizers",
+          invalid=_BETAS),
     _case("eadam_explore", "eadam", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999)),
-          numpy="core converges", torch="core E"),
+          numpy="core converges", torch="core E", cupy="core"),
     _case("adam", "adam", dict(lr=0.01), numpy="core converges", torch="", invalid=(_LR,)),
     _case("eadamw", "eadamw", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0),
           numpy="core converges", invalid=_BETAS),
     _case("adamw", "adamw", dict(lr=0.01, weight_decay=0.0), numpy="core converges", torch=""),
-    _case("esgd", "esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9)), numpy="core converges", invalid=_BETAS),
+    _case("esgd", "esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9)), numpy="core converges",
+          keras="keras.optimizers", invalid=_BETAS),
     _case("esgd_explore", "esgd", dict(lr=1e-3, alpha=-0.3, betas=(0.5, 0.5)), numpy="core converges",
           torch="core E"),
     _case("sgd", "sgd", dict(lr=1e-3, momentum=0.9), numpy="core converges", torch=""),
@@ -252,33 +255,54 @@ CASES: List[OptimizerCase] = [
     # Adam and SGD families: L2 and decoupled decay, schedules, no bias correction, no momentum.
     _case("eadam_l2", "eadam", dict(lr=1e-2, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=1e-3),
           torch="core fused fused_bitwise low_precision torch.optim", keras="core", cupy="core"),
-    _case("adam_l2", "adam", dict(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-3), torch=""),
+    _case("adam_l2", "adam", dict(lr=1e-2, betas=(0.9, 0.999), weight_decay=1e-3), torch="", cupy="core"),
     _case("eadam_schedules_no_bc", "eadam",
           dict(lr=_isqrt(0.01), alpha=_exp(0.5, 0.99), betas=(0.1, 0.9, 0.99), bias_correction=False),
           torch="core fused compiled scalars", cupy="core"),
     _case("eadamw_decay", "eadamw", dict(lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.999), weight_decay=1e-2),
           torch="core fused fused_bitwise low_precision", jax="core optax", keras="core", cupy="core"),
     _case("eadamw_exploit", "eadamw", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.1),
-          torch="core fused torch.optim E"),
+          torch="core fused torch.optim E", keras="keras.optimizers"),
     _case("eadamw_schedules", "eadamw",
           dict(lr=_isqrt(0.01), alpha=_exp(0.5, 0.99), betas=(0.01, 0.9, 0.999), weight_decay=0.1),
           torch="core compiled scalars"),
     _case("eadamw_mask", "eadamw",
           dict(lr=0.005, weight_decay=_exp(1e-2, 0.99), weight_decay_mask=_all_but_first), torch="core", cupy="core"),
-    _case("adamw_decay", "adamw", dict(lr=1e-2, weight_decay=1e-2), torch=""),
+    _case("adamw_decay", "adamw", dict(lr=1e-2, weight_decay=1e-2), torch="", cupy="core"),
     _case("esgd_decay", "esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3),
           torch="core torch.optim", keras="core", cupy="core"),
     _case("esgd_explore_decay", "esgd", dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3),
           torch="core fused fused_bitwise compiled scalars low_precision", cupy="core"),
-    _case("esgd_no_momentum", "esgd", dict(lr=1e-3, alpha=-5.0, betas=(0.9, 0.0))),
-    _case("sgd_decay", "sgd", dict(lr=1e-3, momentum=0.9, weight_decay=1e-3), torch=""),
-    # Adam+CM (its reference port is in tests/test_adam_cm.py).
+    _case("esgd_no_momentum", "esgd", dict(lr=1e-3, alpha=-5.0, betas=(0.9, 0.0)), keras="keras.optimizers"),
+    _case("sgd_decay", "sgd", dict(lr=1e-3, momentum=0.9, weight_decay=1e-3), torch="", cupy="core"),
+    # Adam+CM (its reference port is in tests/core/test_adam_cm.py).
     _case("adam_cm", "adam_cm", dict(lr=1e-2, top_c=3, weight_decay=1e-3), torch="core",
           invalid=(({"top_c": 0}, r"top_c=0 violates top_c is an integer >= 1"),),
-          refused={"torch/fused": "cannot be planned", "torch/compiled": "cannot be planned"}),
+          refused={"torch/fused": "cannot be planned", "torch/compiled": "cannot be planned",
+                   "cupy": "cannot be planned", "keras": "synced=True violates"}),
     _case("adam_cm_unsynced_overwrite", "adam_cm", dict(lr=1e-2, top_c=2, synced=False, critical_test=1.0),
-          torch="core"),
-    _case("eadam_cm", "eadam_cm", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), top_c=4), torch=""),
+          torch="core", keras="core", refused={"cupy": "cannot be planned"}),
+    _case("eadam_cm", "eadam_cm", dict(lr=1e-2, alpha=-0.5, betas=(0.5, 0.9, 0.999), top_c=4), torch="",
+          refused={"cupy": "cannot be planned"}),
+    # Keras: Lamb's form (no epsilons, no decay) for keras.optimizers.Lamb at alpha = 0; Adam+CM unsynced, with
+    # a learning rate a float32 variable holds exactly.
+    _case("alto_no_eps", "alto",
+          dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), eps=1e-6, weight_decay=0.0, trust_eps=0.0, norm_eps=0.0),
+          torch="", jax="", keras="keras.optimizers"),
+    _case("adam_cm_unsynced", "adam_cm", dict(lr=2.0**-7, top_c=3, decay=0.7, weight_decay=1e-3, synced=False),
+          torch="core", keras="core", refused={"cupy": "cannot be planned"}),
+    # Adam+CM configurations for its reference port (tests/core/test_adam_cm.py): buffer sizes, decays, kappa.
+    _case("adam_cm_reference", "adam_cm", dict(lr=1e-2, top_c=5, decay=0.7), torch="", jax=""),
+    _case("adam_cm_small_buffer", "adam_cm", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, top_c=3, decay=0.9),
+          torch="", jax=""),
+    _case("adam_cm_unsynced_eps", "adam_cm", dict(lr=1e-2, eps=1e-6, top_c=4, decay=0.7, synced=False),
+          torch="", jax=""),
+    _case("adam_cm_overwrite_slot_zero", "adam_cm",
+          dict(lr=1e-2, weight_decay=1e-3, top_c=3, decay=0.7, critical_test=1.0), torch="", jax=""),
+    _case("adam_cm_one_slot_no_decay", "adam_cm", dict(lr=1e-2, top_c=1, decay=1.0, synced=False), torch="", jax=""),
+    _case("adam_cm_kappa_half", "adam_cm", dict(lr=1e-2, top_c=5, decay=0.99, kappa=0.5), torch="", jax=""),
+    _case("eadam_cm_small_buffer", "eadam_cm",
+          dict(lr=1e-2, alpha=-1.5, betas=(0.5, 0.8, 0.99), weight_decay=1e-2, top_c=3, decay=0.9), torch="", jax=""),
 ]  # fmt: skip
 BY_ID: Dict[str, OptimizerCase] = {case.id: case for case in CASES}
 assert len(BY_ID) == len(CASES), "record ids must be unique"
