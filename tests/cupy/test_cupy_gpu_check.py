@@ -10,7 +10,7 @@ import os
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -149,12 +149,12 @@ def test_tiny_cpu_dry_run_end_to_end(gpu_check, tmp_path, capsys):
 
 def test_gpu_mode_code_path_with_a_stand_in_cupy(gpu_check, tmp_path, monkeypatch):
     """The script's GPU branches (CuPy copies, device properties, kernels, timing) against the stand-in cupy
-    of tests/test_cupy_fake_device.py; torch reports no CUDA here, so its rows must be recorded errors."""
+    of tests/cupy/fake_cupy.py; torch reports no CUDA here, so its rows must be recorded errors."""
     import sys
     import types
 
     from backends.cupy import _engine
-    from tests import test_cupy_fake_device as fake
+    from tests.cupy import fake_cupy as fake
 
     class Array(fake.FakeDeviceArray):
         @property

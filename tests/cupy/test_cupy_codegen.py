@@ -1,15 +1,16 @@
 """The plans and the kernels generated from them, checked on the CPU.
 
-1. a plan, interpreted by NumPy (``backends.cupy._engine.interpret``, the CPU mode), equals one step of the
-   core chain on NumPy arrays: bit for bit where the step has no reduction, to round-off where it sums norms
-   (the plan sums in float64, the core's ``vector_norm`` in the array's type); float64 and float32;
+1. the plan of every record of ``tests/optimizers.py`` that backends.cupy claims, interpreted by NumPy
+   (``backends.cupy._engine.interpret``, the CPU mode), equals one step of the core chain on NumPy arrays: bit
+   for bit where the step has no reduction, to round-off where it sums norms (the plan sums in float64, the
+   core's ``vector_norm`` in the array's type); float64 and float32;
 2. what the tracer cannot record (a data-dependent branch, a foreign value, state not shaped like the
    parameter) is refused with the reason;
-3. the CUDA source of every pass of every named optimizer's plan compiles for a GPU with ``nvcc -ptx`` (when
+3. the CUDA source of every pass of every record's plan compiles for a GPU with ``nvcc -ptx`` (when
    the CUDA toolkit is installed), with single-precision ``sqrt`` for float32 and the warp-level sums.
 
-The rendered element bodies are run on the host by ``tests/test_cupy_fake_device.py`` (the CUDA source
-compiled with ``-DVALLEY_HOST_EMULATION``) and, as C++, by ``tests/torch/test_torch_fused_path.py``.
+The rendered element bodies are run on the host by ``tests/cupy/test_cupy_parity.py`` (its stand-in engine
+compiles the CUDA source with ``-DVALLEY_HOST_EMULATION``) and, as C++, by ``tests/torch/test_torch_fused_path.py``.
 """
 
 from __future__ import annotations
@@ -25,20 +26,18 @@ from backends.cupy import _multi_tensor
 from backends.cupy._engine import interpret
 from backends.kernels.plan import GRAD, PARAM, Unplannable, derive
 from backends.kernels.trace import NotTraceable, Recorder, Symbol
+from tests.optimizers import cases
 
-#: Every plannable named optimizer, with masks that switch decay and trust ratio off.
-PLANS = {
-    "alto": (vc.alto, dict(lr=3e-3, alpha=-0.7, betas=(0.6, 0.9, 0.999), weight_decay=1e-2)),
-    "alto_no_decay_no_trust": (vc.alto, dict(alpha=0.3, weight_decay_mask=(False,), trust_ratio_mask=(False,))),
-    "alto_vanilla": (vc.alto_vanilla, dict(lr=vc.inverse_sqrt(0.02), alpha=0.5)),
-    "lamb": (vc.lamb, dict(trust_eps=1e-3, norm_eps=1e-3)),
-    "eadam": (vc.eadam, dict(alpha=vc.exponential_decay(0.5, 0.99), weight_decay=1e-2)),
-    "eadamw": (vc.eadamw, dict(weight_decay=0.1)),
-    "adam": (vc.adam, {}),
-    "adamw": (vc.adamw, {}),
-    "esgd": (vc.esgd, dict(alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
-    "sgd": (vc.sgd, dict(momentum=0.9)),
-}
+
+def _single_tensor(case):
+    """(factory, hyperparameters) of a record for one tensor: a mask becomes that tensor's one flag."""
+    hp = case.kwargs("cupy")
+    hp.update({k: tuple(v([None]) if callable(v) else v) for k, v in hp.items() if k.endswith("_mask")})
+    return vc.OPTIMIZERS[case.name], hp
+
+
+#: Every record backends.cupy claims (every plannable core optimizer, with masks and schedules).
+PLANS = {c.values[0].id: _single_tensor(c.values[0]) for c in cases("cupy")}
 SIZE = 257
 
 
