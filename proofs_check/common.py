@@ -8,7 +8,13 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
+import valley_core as vc
 from proofs_check.runners import Stepper, make_stepper
+
+#: The core optimizers the checks run, by their ``valley_core.REGISTRY`` names (what ``Context.stepper`` takes).
+ALTO, ALTO_VANILLA, LAMB, EADAM, ADAM, ESGD, SGD = (
+    vc.info_for(f).name for f in (vc.alto, vc.alto_vanilla, vc.lamb, vc.eadam, vc.adam, vc.esgd, vc.sgd)
+)
 
 PASS = "PASS"
 FAIL = "FAIL"

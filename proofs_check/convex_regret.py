@@ -28,7 +28,7 @@ from scipy.optimize import minimize
 
 import valley_core as vc
 from proofs_check import problems, stats
-from proofs_check.common import Check, ClaimResult, Context, figure, fmt, loglog_slope, save_figure
+from proofs_check.common import ALTO_VANILLA, Check, ClaimResult, Context, figure, fmt, loglog_slope, save_figure
 
 NAME = "convex_regret"
 TITLE = "Convex regret, Theorem 2: R(T) = O(sqrt(T))"
@@ -123,7 +123,7 @@ def _online_run(ctx: Context, problem: str, setting: str, seed_index: int, steps
     start = rng.standard_normal(DIM)
     start /= np.linalg.norm(start)
     stepper = ctx.stepper(
-        "alto_vanilla",
+        ALTO_VANILLA,
         [start],
         lr=LR0 if constant_lr else vc.inverse_sqrt(LR0),
         alpha=alpha0 if constant_alpha else vc.inverse_sqrt(alpha0),

@@ -25,7 +25,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from proofs_check import problems, stats
-from proofs_check.common import Check, ClaimResult, Context, figure, save_figure
+from proofs_check.common import ADAM, ALTO, EADAM, LAMB, Check, ClaimResult, Context, figure, save_figure
 
 NAME = "flatness_and_speed"
 TITLE = "Flatness and speed: alpha < 0 slower and flatter, alpha > 0 faster and sharper"
@@ -40,12 +40,12 @@ SHARP_MIN, FLAT_MIN = -1.0, 1.5
 QUICK_MLP = "quick step budget cannot decide it (the matched-loss difference depends on the budget)"
 MLP_PAIRS = {
     "ALTO vs Lamb": (
-        ("alto", {"alpha": -5.0, "betas": (0.99, 0.9, 0.99), "lr": 1e-2}),
-        ("lamb", {"betas": (0.9, 0.99), "lr": 1e-2}),
+        (ALTO, {"alpha": -5.0, "betas": (0.99, 0.9, 0.99), "lr": 1e-2}),
+        (LAMB, {"betas": (0.9, 0.99), "lr": 1e-2}),
     ),
     "EAdam vs Adam": (
-        ("eadam", {"alpha": -5.0, "betas": (0.99, 0.9, 0.999), "lr": 1e-3}),
-        ("adam", {"betas": (0.9, 0.999), "lr": 1e-3}),
+        (EADAM, {"alpha": -5.0, "betas": (0.99, 0.9, 0.999), "lr": 1e-3}),
+        (ADAM, {"betas": (0.9, 0.999), "lr": 1e-3}),
     ),
 }
 
@@ -64,7 +64,7 @@ def _landscape_map(ctx: Context, starts: np.ndarray, ratios, lrs, noises, steps:
     for r in ratios:
         for lr in lrs:
             for noise in noises:
-                stepper = ctx.stepper("eadam", [starts], alpha=r / (1 - BETA1), betas=(BETA1, 0.9, 0.999), lr=lr)
+                stepper = ctx.stepper(EADAM, [starts], alpha=r / (1 - BETA1), betas=(BETA1, 0.9, 0.999), lr=lr)
                 rng = ctx.rng(5, 1, int(noise * 1000))  # the same noise draws for every (r, lr)
                 reached = np.full(len(starts), -1)
                 with np.errstate(all="ignore"):
@@ -104,7 +104,7 @@ def _mlp_run(ctx: Context, name: str, hyper: Dict, seed_index: int, steps: int, 
     ]
     stepper = (
         ctx.stepper(name, init, weight_decay=1e-4, **hyper)
-        if name in ("alto", "lamb")
+        if name in (ALTO, LAMB)
         else ctx.stepper(name, init, **hyper)
     )
     xt, yt = torch.from_numpy(x_train), torch.from_numpy(y_train)

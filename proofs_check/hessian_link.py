@@ -21,13 +21,13 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 
 from proofs_check import problems, stats
-from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slope, save_figure
+from proofs_check.common import ALTO, EADAM, LAMB, Check, ClaimResult, Context, figure, loglog_slope, save_figure
 
 NAME = "hessian_link"
 TITLE = "Hessian link: g_k - g_{k-1} ~ H_k (theta_k - theta_{k-1})"
 OPTIMIZERS = {
-    "alto": {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0},
-    "eadam": {"alpha": -1.0, "betas": (0.9, 0.9, 0.999)},
+    ALTO: {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0},
+    EADAM: {"alpha": -1.0, "betas": (0.9, 0.9, 0.999)},
 }
 
 
@@ -67,9 +67,9 @@ def _trajectory(ctx: Context, name: str, spec: Dict[str, Any], lr: float, steps:
 
 #: label -> (optimizer, hyperparameters): ALTO (r = -0.1), the strong-E arm (r = -0.9) and the control Lamb.
 STOCHASTIC = {
-    "alto": ("alto", {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
-    "alto_r=-0.9": ("alto", {"alpha": -9.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
-    "lamb": ("lamb", {"betas": (0.9, 0.99), "weight_decay": 0.0}),
+    ALTO: (ALTO, {"alpha": -1.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
+    "alto_r=-0.9": (ALTO, {"alpha": -9.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
+    LAMB: (LAMB, {"betas": (0.9, 0.99), "weight_decay": 0.0}),
 }
 STOCHASTIC_BETA1 = 0.9
 WARMUP = 20
@@ -155,11 +155,11 @@ def run(ctx: Context) -> ClaimResult:
         per = [[cos[(name, b, i)] for i in range(seeds)] for b in batches]
         stochastic[name] = {"median_cosine_per_batch_seed_mean": [float(np.mean(p)) for p in per], "per_seed": per}
         statistic = stats.paired(per[-1], per[0], f"{name}: cosine at full batch - cosine at batch {batches[0]}")
-        if name != "lamb":
+        if name != LAMB:
             full = float(np.min(per[-1]))
             control = stats.paired(
                 per[-1],
-                [cos[("lamb", batches[-1], i)] for i in range(seeds)],
+                [cos[(LAMB, batches[-1], i)] for i in range(seeds)],
                 f"{name}: cosine at full batch, along E's run - along Lamb's run",
             )
             checks.append(
@@ -184,15 +184,15 @@ def run(ctx: Context) -> ClaimResult:
             statistics.append(statistic)
     statistics.append(
         stats.paired(
-            [cos[("alto", b, i)] for b in batches for i in range(seeds)],
-            [cos[("lamb", b, i)] for b in batches for i in range(seeds)],
+            [cos[(ALTO, b, i)] for b in batches for i in range(seeds)],
+            [cos[(LAMB, b, i)] for b in batches for i in range(seeds)],
             "cosine along ALTO's run - along Lamb's run (every batch and seed)",
         )
     )
     statistics.append(
         stats.paired(
             [cos[("alto_r=-0.9", b, i)] for b in batches for i in range(seeds)],
-            [cos[("lamb", b, i)] for b in batches for i in range(seeds)],
+            [cos[(LAMB, b, i)] for b in batches for i in range(seeds)],
             "cosine along the strong-E ALTO's run (r = -0.9) - along Lamb's run (every batch and seed)",
         )
     )
@@ -237,7 +237,7 @@ def run(ctx: Context) -> ClaimResult:
         explanation="The deterministic link is Taylor's identity (it holds by calculus; the check shows the code "
         "computes what the paper describes). The stochastic link is what the optimizer sees: "
         + ", ".join(
-            f"batch {b}: {c:.2f}" for b, c in zip(batches, stochastic["alto"]["median_cosine_per_batch_seed_mean"])
+            f"batch {b}: {c:.2f}" for b, c in zip(batches, stochastic[ALTO]["median_cosine_per_batch_seed_mean"])
         )
         + " (median cosine, seed mean, ALTO's run). At small batch a_k tracks the curvature term poorly "
         "(g_k and g_{k-1} come from different batches), so E can add curvature information only at large "

@@ -27,7 +27,7 @@ import numpy as np
 
 import valley_core as vc
 from proofs_check import stats
-from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slope, save_figure
+from proofs_check.common import ALTO, LAMB, Check, ClaimResult, Context, figure, loglog_slope, save_figure
 from proofs_check.problems import TanhRegression
 
 NAME = "nonconvex_stationarity"
@@ -39,9 +39,9 @@ A_MIN, STEPS_MAX = 0.75, 2.5  # A(eps) exponent in eps^2 at least, steps-to-eps 
 #: label -> (optimizer, hyperparameters): ALTO at the paper's large-batch setting (r = alpha (1 - beta1) = -0.05),
 #: ALTO with a strong E (r = -0.9, inside the stability rule), and the control Lamb (alpha = 0).
 OPTIMIZERS = {
-    "alto": ("alto", {"alpha": -5.0, "betas": (0.99, 0.9, BETA3)}),
-    "alto_r=-0.9": ("alto", {"alpha": -9.0, "betas": (0.9, 0.9, BETA3)}),
-    "lamb": ("lamb", {"betas": (0.9, BETA3)}),
+    ALTO: (ALTO, {"alpha": -5.0, "betas": (0.99, 0.9, BETA3)}),
+    "alto_r=-0.9": (ALTO, {"alpha": -9.0, "betas": (0.9, 0.9, BETA3)}),
+    LAMB: (LAMB, {"betas": (0.9, BETA3)}),
 }
 REGIMES = ("theorem_eps1",)
 
@@ -143,7 +143,7 @@ def _run_all(ctx: Context) -> ClaimResult:
     # paired over seeds: log A(eps) and log steps-to-eps, E - Lamb (averaged over the eps grid per seed)
     for regime in REGIMES:
         base = constants[f"{regime}/lamb"]
-        for label in ("alto", "alto_r=-0.9"):
+        for label in (ALTO, "alto_r=-0.9"):
             a = constants[f"{regime}/{label}"]
             statistics.append(
                 stats.paired(
@@ -164,7 +164,7 @@ def _run_all(ctx: Context) -> ClaimResult:
     lamb_steps = lamb["steps_to_eps_exponent_in_1/eps"] <= STEPS_MAX and lamb["censored_runs"] == 0
     checks = []
     for index, (label, what) in enumerate(
-        (("alto", "paper's setting, r = -0.05"), ("alto_r=-0.9", "strong E, r = -0.9"))
+        ((ALTO, "paper's setting, r = -0.05"), ("alto_r=-0.9", "strong E, r = -0.9"))
     ):
         arm = constants[f"theorem_eps1/{label}"]
         outside = arm["max_theta_norm"] > D_BOUND or lamb["max_theta_norm"] > D_BOUND

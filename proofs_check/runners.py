@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -33,18 +34,8 @@ import valley_core as vc
 
 BACKENDS = ("numpy", "torch", "cupy")
 
-#: core factory name -> class name in the backends.
-CLASS_NAMES = {
-    "alto": "ALTO",
-    "alto_vanilla": "ALTOVanilla",
-    "lamb": "Lamb",
-    "eadam": "EAdam",
-    "adam": "Adam",
-    "eadamw": "EAdamW",
-    "adamw": "AdamW",
-    "esgd": "ESGD",
-    "sgd": "SGD",
-}
+#: Adam's ``v`` in a state dict (``valley_core.state_to_dict``'s key prefix, from the core's state type).
+_SECOND = f"{vc.AdamState.__name__}.second"
 
 
 class BackendUnavailable(RuntimeError):
@@ -110,7 +101,7 @@ class Stepper:
 
 
 def _core_state_tensors(state_dict: Dict[str, Any], field: str, count: int) -> Optional[List[Any]]:
-    keys = [f"AdamState.{field}.{i}" for i in range(count)]
+    keys = [f"{field}.{i}" for i in range(count)]
     if not all(k in state_dict for k in keys):
         return None
     return [state_dict[k] for k in keys]
@@ -122,11 +113,11 @@ class NumpyStepper(Stepper):
     def __init__(self, name: str, params: Sequence[np.ndarray], hyperparameters: Dict[str, Any]) -> None:
         import backends.numpy as bn
 
-        cls = getattr(bn, CLASS_NAMES[name])
+        cls = getattr(bn, vc.info_for(name).class_name)
         self.name = name
         self._params = [np.array(p, dtype=np.float64, copy=True) for p in params]
         self.optimizer = cls(self._params, **hyperparameters)
-        self.path = f"backends.numpy.{CLASS_NAMES[name]}"
+        self.path = f"backends.numpy.{cls.__name__}"
 
     @property
     def params(self) -> List[np.ndarray]:
@@ -136,7 +127,7 @@ class NumpyStepper(Stepper):
         self.optimizer.step([np.asarray(g, dtype=np.float64) for g in grads])
 
     def second_moments(self) -> Optional[List[np.ndarray]]:
-        found = _core_state_tensors(vc.state_to_dict(self.optimizer.state), "second", len(self._params))
+        found = _core_state_tensors(vc.state_to_dict(self.optimizer.state), _SECOND, len(self._params))
         return None if found is None else [np.array(v, copy=True) for v in found]
 
 
@@ -164,7 +155,7 @@ class TorchBackendStepper(Stepper):
         self.optimizer.step()
 
     def second_moments(self) -> Optional[List[np.ndarray]]:
-        values = [self.optimizer.state[t].get("AdamState.second") for t in self.tensors]
+        values = [self.optimizer.state[t].get(_SECOND) for t in self.tensors]
         if any(v is None for v in values):
             return None
         return [v.detach().numpy().copy() for v in values]
@@ -196,7 +187,7 @@ class TorchCoreStepper(Stepper):
             t.copy_(new)
 
     def second_moments(self) -> Optional[List[np.ndarray]]:
-        found = _core_state_tensors(vc.state_to_dict(self.state), "second", len(self.tensors))
+        found = _core_state_tensors(vc.state_to_dict(self.state), _SECOND, len(self.tensors))
         return None if found is None else [v.numpy().copy() for v in found]
 
 
@@ -229,14 +220,16 @@ class CupyStepper(Stepper):
 
 
 def _base_equivalent(name: str, hyperparameters: Dict[str, Any]) -> Optional[tuple]:
-    """Adam/SGD as their E-optimizer with ``alpha = 0`` (the core guarantees exact equality)."""
-    if name == "sgd":
-        momentum = hyperparameters.pop("momentum", 0.0)
-        return "esgd", {**hyperparameters, "alpha": 0.0, "betas": (0.0, momentum)}
-    if name == "adam":
-        beta2, beta3 = hyperparameters.pop("betas", (0.9, 0.999))
-        return "eadam", {**hyperparameters, "alpha": 0.0, "betas": (0.0, beta2, beta3)}
-    return None
+    """A base optimizer as its E-optimizer with ``alpha = 0`` (the core guarantees exact equality): the E
+    optimizer's ``betas`` are ``(beta1, *the base's moments)`` (SGD's ``momentum``). ``None`` if it has none."""
+    e_optimizer = vc.e_optimizer_of(name)
+    if e_optimizer is None:
+        return None
+    signature = inspect.signature(vc.OPTIMIZERS[name]).parameters
+    options = {k: p.default for k, p in signature.items() if k in ("betas", "momentum")}
+    options.update(hyperparameters)
+    moments = (*options.pop("betas", ()), *((options.pop("momentum"),) if "momentum" in options else ()))
+    return e_optimizer.name, {**options, "alpha": 0.0, "betas": (0.0, *moments)}
 
 
 def make_stepper(backend: str, name: str, params: Sequence[np.ndarray], **hyperparameters: Any) -> Stepper:
@@ -244,15 +237,15 @@ def make_stepper(backend: str, name: str, params: Sequence[np.ndarray], **hyperp
 
     Args:
         backend: ``"numpy"``, ``"torch"`` or ``"cupy"``.
-        name: ``"alto"``, ``"alto_vanilla"``, ``"lamb"``, ``"eadam"``, ``"adam"``, ``"esgd"``, ``"sgd"``.
+        name: a ``valley_core.REGISTRY`` name (``"alto"``, ``"sgd"`` ...).
         params: initial values (float64 NumPy arrays); the stepper keeps its own copies.
         **hyperparameters: keyword arguments of the ``valley_core`` factory (floats or schedules).
 
     Returns:
         A :class:`Stepper`; ``stepper.path`` says which code ran.
     """
-    if name not in CLASS_NAMES:
-        raise ValueError(f"name={name!r} violates name in {sorted(CLASS_NAMES)}")
+    if name not in vc.REGISTRY:
+        raise ValueError(f"name={name!r} violates name in {sorted(vc.REGISTRY)}")
     if backend == "numpy":
         return NumpyStepper(name, params, hyperparameters)
     if backend == "torch":
@@ -260,21 +253,25 @@ def make_stepper(backend: str, name: str, params: Sequence[np.ndarray], **hyperp
             import backends.torch as bt
         except Exception as error:  # noqa: BLE001 - any import failure sends us to the core path
             return TorchCoreStepper(name, params, hyperparameters, f"backends.torch does not import: {error}")
-        cls = getattr(bt, CLASS_NAMES[name], None)
+        class_name = vc.info_for(name).class_name
+        cls = getattr(bt, class_name, None)
         if cls is None:
-            equivalent = _base_equivalent(name, dict(hyperparameters))
-            if equivalent is not None and getattr(bt, CLASS_NAMES[equivalent[0]], None) is not None:
-                stepper = TorchBackendStepper(name, params, equivalent[1], getattr(bt, CLASS_NAMES[equivalent[0]]))
+            equivalent = _base_equivalent(name, hyperparameters)
+            e_class = getattr(bt, vc.info_for(equivalent[0]).class_name, None) if equivalent else None
+            if equivalent is not None and e_class is not None:
+                stepper = TorchBackendStepper(name, params, equivalent[1], e_class)
                 stepper.path += f" with alpha=0 (= {name})"
                 return stepper
-            return TorchCoreStepper(name, params, hyperparameters, f"backends.torch has no {CLASS_NAMES[name]}")
+            return TorchCoreStepper(name, params, hyperparameters, f"backends.torch has no {class_name}")
         return TorchBackendStepper(name, params, hyperparameters, cls)
     if backend == "cupy":
         check_backend("cupy")
-        if name in ("adam", "sgd"):
-            equivalent = _base_equivalent(name, dict(hyperparameters))
-            stepper = CupyStepper(equivalent[0], params, equivalent[1])
-            stepper.path += f" with alpha=0 (= {name})"
-            return stepper
+        import backends.cupy as bc
+
+        equivalent = None if name in bc.OPTIMIZERS else _base_equivalent(name, hyperparameters)
+        if equivalent is not None:
+            on_gpu = CupyStepper(equivalent[0], params, equivalent[1])
+            on_gpu.path += f" with alpha=0 (= {name})"
+            return on_gpu
         return CupyStepper(name, params, hyperparameters)
     raise ValueError(f"backend={backend!r} violates backend in {BACKENDS}")

@@ -23,7 +23,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from proofs_check import stability_networks, stats
-from proofs_check.common import Check, ClaimResult, Context, figure, loglog_slope, save_figure
+from proofs_check.common import ALTO, EADAM, ESGD, Check, ClaimResult, Context, figure, loglog_slope, save_figure
 
 NAME = "stability_rule"
 TITLE = "Stability rule |alpha| < 1/(1 - beta1)"
@@ -33,9 +33,9 @@ SUP_BOUND = 10.0  # bounded: sup_k ||theta_k|| <= SUP_BOUND ||theta_0||  (fixed 
 #: optimizer -> (base lr of the grid, the other betas, fixed hyperparameters); weight decay 0: the objective
 #: is the quadratic.
 OPTIMIZERS = {
-    "esgd": (0.1, (0.0,), {}),
-    "eadam": (0.01, (0.9, 0.999), {"eps": 1e-8}),
-    "alto": (0.01, (0.9, 0.99), {"weight_decay": 0.0}),
+    ESGD: (0.1, (0.0,), {}),
+    EADAM: (0.01, (0.9, 0.999), {"eps": 1e-8}),
+    ALTO: (0.01, (0.9, 0.99), {"weight_decay": 0.0}),
 }
 SCHEDULES = ("constant", "inverse_sqrt")
 
@@ -55,7 +55,7 @@ def _run(
     rate = lr if schedule == "constant" else vc.inverse_sqrt(lr)
     # ESGD and EAdam are element-wise: the starts are the rows of one array. ALTO's trust ratio is per
     # tensor, so there every start is its own tensor.
-    rows = name != "alto"
+    rows = name != ALTO
     params = [starts] if rows else list(starts)
     stepper = ctx.stepper(name, params, lr=rate, alpha=alpha, betas=(beta1, *tail), allow_unstable=True, **fixed)
     norm0 = np.linalg.norm(starts, axis=1)

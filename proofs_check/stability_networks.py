@@ -22,7 +22,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from proofs_check import problems, stats
-from proofs_check.common import Check, Context, figure, save_figure
+from proofs_check.common import ALTO, EADAM, ESGD, Check, Context, figure, save_figure
 
 LOW = 1e-3  # the loss has reached ~0 (the initial loss is about 0.5)
 LEAVE = 1e-2  # after reaching LOW, a step with the loss above this has left the minimum
@@ -30,9 +30,9 @@ NORM_GROWTH = 2.0  # scored: E's final parameter norm below this many times the 
 BETA1 = 0.99
 #: optimizer -> (constant lr, the other betas, fixed hyperparameters, whether its step shrinks at a minimum)
 OPTIMIZERS = {
-    "esgd": (0.1, (0.9,), {}, True),
-    "eadam": (1e-3, (0.9, 0.999), {}, False),
-    "alto": (1e-2, (0.9, 0.99), {"weight_decay": 0.0}, False),
+    ESGD: (0.1, (0.9,), {}, True),
+    EADAM: (1e-3, (0.9, 0.999), {}, False),
+    ALTO: (1e-2, (0.9, 0.99), {"weight_decay": 0.0}, False),
 }
 NOT_SMALL_STEP = "normalised step (Adam/Lamb) does not shrink at a minimum: outside the rule's small-step argument"
 

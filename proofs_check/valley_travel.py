@@ -25,7 +25,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 from proofs_check import problems, stats
-from proofs_check.common import Check, ClaimResult, Context, figure, save_figure
+from proofs_check.common import ADAM, ALTO, EADAM, ESGD, LAMB, SGD, Check, ClaimResult, Context, figure, save_figure
 
 NAME = "valley_travel"
 TITLE = "Valley travel (Figure 1): E-optimizers move further along a valley of minima"
@@ -33,13 +33,13 @@ LOW = 1e-4
 TRAVEL_EFFECT = 1.25  # E must travel at least 25 % further (median paired ratio)
 LOSS_EFFECT = 0.8  # on the descending floor E must end at least 20 % lower (median paired ratio)
 P_MAX = 0.01
-PER_TENSOR = ("alto", "lamb")
+PER_TENSOR = (ALTO, LAMB)
 PAIRS = {
-    "sgd_vs_esgd": (("sgd", {"lr": 0.002}), ("esgd", {"lr": 0.002, "alpha": -5.0, "betas": (0.9, 0.0)})),
-    "adam_vs_eadam": (("adam", {"lr": 0.01}), ("eadam", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.999)})),
+    "sgd_vs_esgd": ((SGD, {"lr": 0.002}), (ESGD, {"lr": 0.002, "alpha": -5.0, "betas": (0.9, 0.0)})),
+    "adam_vs_eadam": ((ADAM, {"lr": 0.01}), (EADAM, {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.999)})),
     "lamb_vs_alto": (
-        ("lamb", {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.0}),
-        ("alto", {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
+        (LAMB, {"lr": 0.01, "betas": (0.9, 0.99), "weight_decay": 0.0}),
+        (ALTO, {"lr": 0.01, "alpha": -5.0, "betas": (0.9, 0.9, 0.99), "weight_decay": 0.0}),
     ),
 }
 VALLEYS = {

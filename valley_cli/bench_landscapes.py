@@ -200,21 +200,25 @@ def starts(landscape: Landscape, rng: np.random.Generator) -> np.ndarray:
 
 # --- the optimizers ---------------------------------------------------------------------------------------
 
-#: name -> (factory keyword arguments except lr, the text shown in the report)
-OPTIMIZER_SETTINGS: Dict[str, Tuple[str, dict]] = {
-    "Adam": ("adam", dict(betas=(0.9, 0.999), eps=1e-8)),
-    "Adam+CM": ("adam_cm", dict(betas=(0.9, 0.999), eps=1e-8, top_c=5, decay=0.7, kappa=1.0, synced=False)),
-    "EAdam": ("eadam", dict(alpha=-5.0, betas=(0.99, 0.9, 0.999), eps=1e-8)),
-    "ALTO": ("alto", dict(alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=0.0)),
+ADAM, ADAM_CM, EADAM, ALTO, LAMB = (
+    vc.info_for(f).display_name for f in (vc.adam, vc.adam_cm, vc.eadam, vc.alto, vc.lamb)
+)
+ALTO_0 = f"{ALTO}(alpha=0)"
+#: name shown in the report -> (core factory, its keyword arguments except lr)
+OPTIMIZER_SETTINGS: Dict[str, Tuple[Callable[..., vc.GradientTransformation], dict]] = {
+    ADAM: (vc.adam, dict(betas=(0.9, 0.999), eps=1e-8)),
+    ADAM_CM: (vc.adam_cm, dict(betas=(0.9, 0.999), eps=1e-8, top_c=5, decay=0.7, kappa=1.0, synced=False)),
+    EADAM: (vc.eadam, dict(alpha=-5.0, betas=(0.99, 0.9, 0.999), eps=1e-8)),
+    ALTO: (vc.alto, dict(alpha=-5.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=0.0)),
     # controls: ALTO without E (alpha = 0, the same code path) and Lamb itself (ALTO's base)
-    "ALTO(alpha=0)": ("alto", dict(alpha=0.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=0.0)),
-    "Lamb": ("lamb", dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=0.0)),
+    ALTO_0: (vc.alto, dict(alpha=0.0, betas=(0.99, 0.9, 0.99), eps=1e-6, weight_decay=0.0)),
+    LAMB: (vc.lamb, dict(betas=(0.9, 0.99), eps=1e-6, weight_decay=0.0)),
 }
 
 
 def make_optimizer(name: str, lr: float) -> vc.GradientTransformation:
     factory, kwargs = OPTIMIZER_SETTINGS[name]
-    return vc.OPTIMIZERS[factory](lr=lr, **kwargs)
+    return factory(lr=lr, **kwargs)
 
 
 def trajectories(landscape: Landscape, optimizer: vc.GradientTransformation, points: np.ndarray) -> np.ndarray:
@@ -324,7 +328,7 @@ def plot(landscape: Landscape, results: Sequence[Result], path: Path) -> None:
 
 
 #: (method, control) pairs compared start by start in the controls table
-CONTROL_PAIRS = (("ALTO", "ALTO(alpha=0)"), ("ALTO", "Lamb"), ("ALTO(alpha=0)", "Adam"), ("EAdam", "Adam"))
+CONTROL_PAIRS = ((ALTO, ALTO_0), (ALTO, LAMB), (ALTO_0, ADAM), (EADAM, ADAM))
 
 
 def paired_reach(method: Result, control: Result) -> Tuple[int, int, float]:
@@ -392,7 +396,9 @@ def markdown(results: Sequence[Result], command: str, seconds: float, quick: boo
     lines += ["", *controls_table(results)]
     lines += ["", "Hyperparameters (besides the learning rate in the table; `valley_core` factories):", ""]
     for name, (factory, kwargs) in OPTIMIZER_SETTINGS.items():
-        lines.append(f"- {name}: `valley_core.{factory}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`")
+        lines.append(
+            f"- {name}: `valley_core.{factory.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})`"
+        )
     lines += [
         "",
         "Adam+CM runs with `synced=False` so that each start keys its own buffer on its own gradient "

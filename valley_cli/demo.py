@@ -38,6 +38,7 @@ from typing import Any, Callable, Dict, List, Sequence, Tuple
 import numpy as np
 
 from valley_cli.study.cli import UsageError, integer_option
+from valley_cli.study.protocol import ALTO, LAMB
 
 #: Where ``valley demo`` writes its plot and summary unless ``--out`` says otherwise.
 DEFAULT_OUT = "valley-out"
@@ -52,10 +53,10 @@ SEEDS = 5
 SMALL_SEEDS = 1
 #: Learning rates per batch size and optimizer: the study's selected learning rates at regime 1, batch 2000 and
 #: batch 128 (docs/results/study.json, ``selected``), so the demo's runs are the study's final runs of those seeds.
-DEMO_LRS = {LARGE_BATCH: {"ALTO": 0.0444089, "Lamb": 0.0555112}, SMALL_BATCH: {"ALTO": 0.00931323, "Lamb": 0.0116415}}
+DEMO_LRS = {LARGE_BATCH: {ALTO: 0.0444089, LAMB: 0.0555112}, SMALL_BATCH: {ALTO: 0.00931323, LAMB: 0.0116415}}
 #: ``--quick``: toy sizes for tests (seconds); the output says it supports no conclusion.
 QUICK_DATA, QUICK_MODEL, QUICK_EPOCHS, QUICK_LARGE, QUICK_SMALL = (200, 100, 100), ("cnn", 4), 3, 200, 50
-OPTIMIZERS = ("ALTO", "Lamb")
+OPTIMIZERS = (ALTO, LAMB)
 REDUCED = (
     "This is a reduced version of `valley bench study` (regime 1: {seeds} paired seeds instead of 8, batch {small} "
     "and {large} of four batch sizes, learning rates fixed instead of tuned, no dose-response or placebo arms); "
@@ -121,7 +122,7 @@ def summarise(records: Sequence[Dict[str, Any]], large: int) -> Dict[str, Any]:
         row["test"][r["seed"]] = 100 * r["test_accuracy"]
         row["train"][r["seed"]] = 100 * r["train_accuracy"]
         row["diverged"] += int(r["diverged"])
-    alto, lamb = table[(large, "ALTO")]["test"], table[(large, "Lamb")]["test"]
+    alto, lamb = table[(large, ALTO)]["test"], table[(large, LAMB)]["test"]
     seeds = sorted(set(alto) & set(lamb))
     paired = analysis.paired_difference([alto[s] for s in seeds], [lamb[s] for s in seeds])
     return {"table": table, "paired": paired, "seeds": seeds}
@@ -167,7 +168,7 @@ def plot_gap(summary: Dict[str, Any], path: str, title: str) -> str:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, colour in (("ALTO", "C0"), ("Lamb", "C1")):
+    for name, colour in zip(OPTIMIZERS, ("C0", "C1")):
         rows = sorted((b, row) for (b, n), row in summary["table"].items() if n == name)
         xs = [b for b, _ in rows]
         ax.plot(xs, [np.mean(list(r["test"].values())) for _, r in rows], "o-", color=colour, label=f"{name} test")

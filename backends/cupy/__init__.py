@@ -34,7 +34,7 @@ EAdamW = optimizer_class("EAdamW", vc.eadamw, __name__)
 ESGD = optimizer_class("ESGD", vc.esgd, __name__)
 
 #: The optimizers of this backend by core name (used by benchmarks/gpu_check.py and the tests).
-OPTIMIZERS = {"alto": ALTO, "alto_vanilla": ALTOVanilla, "lamb": Lamb, "eadam": EAdam, "eadamw": EAdamW, "esgd": ESGD}
+OPTIMIZERS = {info.name: globals()[info.class_name] for info in vc.REGISTRY.values() if info.class_name in globals()}
 
 
 def cuda_available() -> bool:

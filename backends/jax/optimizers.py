@@ -95,19 +95,4 @@ def e_adaptor(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool = Fals
 
 
 #: Every factory of this module by name (the core's ``OPTIMIZERS`` names).
-OPTIMIZERS = {
-    name: globals()[name]
-    for name in (
-        "alto",
-        "alto_vanilla",
-        "lamb",
-        "eadam",
-        "adam",
-        "eadamw",
-        "adamw",
-        "esgd",
-        "sgd",
-        "adam_cm",
-        "eadam_cm",
-    )
-}
+OPTIMIZERS = {name: globals()[name] for name in vc.REGISTRY}

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from valley_cli.study import protocol
+from valley_cli.study.protocol import ALTO, LAMB
 
 
 def paired_difference(
@@ -128,7 +129,7 @@ def compare(
         "a_wins": int(sum((p > q) if higher else (p < q) for p, q in zip(x, y))),
         "per_seed": {str(s): p - q for s, p, q in zip(seeds, x, y)},
     }
-    if a["optimizer"] == "ALTO" and b["optimizer"] == "Lamb":
+    if (a["optimizer"], b["optimizer"]) == (ALTO, LAMB):
         row["alto_minus_lamb"] = stats["mean"]
     row["verdict"] = verdict(row, higher)
     return row
@@ -146,12 +147,12 @@ def comparisons(
         rows.append(compare(records, setting, by_name[explorer], by_name[f"{base} at {explorer}'s lr"], "equal-lr"))
     for arm in arms:
         if arm["role"] in ("dose", "placebo"):
-            rows.append(compare(records, setting, arm, by_name["Lamb"], arm["role"]))
-    if setting.dose and "ALTO" in by_name:
-        lambs = [by_name["Lamb"]] + [arm for arm in arms if arm["role"] == "placebo"]
+            rows.append(compare(records, setting, arm, by_name[LAMB], arm["role"]))
+    if setting.dose and ALTO in by_name:
+        lambs = [by_name[LAMB]] + [arm for arm in arms if arm["role"] == "placebo"]
         best = best_arm(records, setting, lambs)
         if best is not None:
-            row = compare(records, setting, by_name["ALTO"], best, "re-tuned Lamb")
+            row = compare(records, setting, by_name[ALTO], best, f"re-tuned {LAMB}")
             rows.append(row)
     return [row for row in rows if row is not None]
 
@@ -171,7 +172,7 @@ def best_arm(
     return (max if higher else min)(scored, key=lambda item: item[0])[1]
 
 
-def main_difference(rows: Sequence[Dict[str, Any]], setting_key: str, a: str = "ALTO") -> Optional[Dict[str, Any]]:
+def main_difference(rows: Sequence[Dict[str, Any]], setting_key: str, a: str = ALTO) -> Optional[Dict[str, Any]]:
     """The ``main`` comparison of ``a`` in a setting (``None`` if absent)."""
     for row in rows:
         if row["setting"] == setting_key and row["kind"] == "main" and row["a"] == a:

@@ -27,7 +27,9 @@ import dataclasses
 import hashlib
 import json
 import math
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import valley_core as vc
 
 #: Every learning rate of the study is ``GRID_ANCHOR * GRID_RATIO ** i`` for an integer ``i``.
 GRID_ANCHOR = 1e-3
@@ -51,8 +53,16 @@ POWER = 0.8
 #: Bumped when a change of the training code changes what a spec trains (invalidates every cached run).
 PROTOCOL_VERSION = 2
 
-#: optimizer -> the base it adapts (E over a base); the pairs the study compares.
-E_PAIRS = (("ALTO", "Lamb"), ("EAdamW", "AdamW"), ("ESGD", "SGD"))
+
+def _e_pair(e_optimizer: Callable[..., Any]) -> Tuple[str, str]:
+    """An E-optimizer and the base it is at ``alpha = 0``, by the core registry's display names."""
+    info = vc.info_for(e_optimizer)
+    return info.display_name, vc.REGISTRY[str(info.base)].display_name
+
+
+#: optimizer -> the base it adapts (E over a base); the pairs the study compares (the specs' optimizer names).
+E_PAIRS = tuple(_e_pair(e) for e in (vc.alto, vc.eadamw, vc.esgd))
+(ALTO, LAMB), (EADAMW, ADAMW), (ESGD, SGD) = E_PAIRS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +89,7 @@ class Setting:
     batch_size: int
     steps: int
     priors: Tuple[Tuple[str, float], ...]
-    pairs: Tuple[Tuple[str, str], ...] = (("ALTO", "Lamb"),)
+    pairs: Tuple[Tuple[str, str], ...] = E_PAIRS[:1]
     dose: bool = False
 
     @property
@@ -89,7 +99,7 @@ class Setting:
     @property
     def key(self) -> str:
         """``r1/mnist1d/b128/s4500`` (``.../AdamW-SGD`` for other bases): the setting's key in ``study.json``."""
-        bases = "" if self.pairs == (("ALTO", "Lamb"),) else "/" + "-".join(base for _, base in self.pairs)
+        bases = "" if self.pairs == E_PAIRS[:1] else "/" + "-".join(base for _, base in self.pairs)
         return f"r{self.regime}/{self.task}/b{self.batch_size}/s{self.steps}{bases}"
 
     @property
@@ -345,7 +355,7 @@ def post_specs(post: PostConfig) -> List[Dict[str, Any]]:
                                 "batch_size": post.data[0],
                                 "steps": post.steps,
                                 "schedule": schedule,
-                                "optimizer": "ALTO" if alpha else "Lamb",
+                                "optimizer": ALTO if alpha else LAMB,
                                 "overrides": {"alpha": alpha, "e_beta": beta1} if alpha else {},
                                 "weight_decay": weight_decay,
                                 "lr": post.lr,
@@ -377,8 +387,8 @@ R3_BATCH = 512
 R3_STEPS = 300
 
 #: Priors: the lr each grid starts around (from single runs measured while designing the study).
-R1_PRIORS = (("ALTO", 0.05), ("Lamb", 0.05), ("EAdamW", 1e-2), ("AdamW", 1e-2), ("ESGD", 0.3), ("SGD", 0.3))
-R2_PRIORS = (("ALTO", 0.05), ("Lamb", 0.05))
+R1_PRIORS = ((ALTO, 0.05), (LAMB, 0.05), (EADAMW, 1e-2), (ADAMW, 1e-2), (ESGD, 0.3), (SGD, 0.3))
+R2_PRIORS = ((ALTO, 0.05), (LAMB, 0.05))
 
 
 def r1_priors(batch_size: int) -> Tuple[Tuple[str, float], ...]:
@@ -388,7 +398,7 @@ def r1_priors(batch_size: int) -> Tuple[Tuple[str, float], ...]:
     return tuple((name, lr * factor) for name, lr in R1_PRIORS)
 
 
-R3_PRIORS = (("ALTO", 0.02), ("Lamb", 0.02))
+R3_PRIORS = ((ALTO, 0.02), (LAMB, 0.02))
 
 
 def full_config() -> StudyConfig:
@@ -411,7 +421,7 @@ def full_config() -> StudyConfig:
 def quick_config() -> StudyConfig:
     """``--quick``: a smoke test of every code path at toy sizes (a couple of minutes); it supports no conclusion."""
     data = (500, 200, 300)
-    priors = (("ALTO", 0.04), ("Lamb", 0.04), ("EAdamW", 3e-3), ("AdamW", 3e-3), ("ESGD", 0.1), ("SGD", 0.1))
+    priors = ((ALTO, 0.04), (LAMB, 0.04), (EADAMW, 3e-3), (ADAMW, 3e-3), (ESGD, 0.1), (SGD, 0.1))
     settings = (
         Setting(1, "mnist1d", ("cnn", 4), data, 500, 20, priors[:2], dose=True),
         Setting(1, "mnist1d", ("cnn", 4), data, 100, 100, priors[:2]),

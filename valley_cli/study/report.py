@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 
 from valley_cli.study import analysis, protocol, runner
-from valley_cli.study.protocol import Setting, StudyConfig
+from valley_cli.study.protocol import ALTO, EADAMW, ESGD, LAMB, Setting, StudyConfig
 from valley_cli.study.runner import StudyResult, write_atomic
 
 #: The paper's large-batch numbers quoted beside ours (Zhao et al., "Exploring Landscapes for Better Minima
@@ -71,7 +71,7 @@ def _setting(result: StudyResult, key: str) -> Optional[Setting]:
 
 def regime1_gap(result: StudyResult) -> Optional[Dict[str, Any]]:
     """The large-batch gap of regime 1 (smallest vs largest batch, the ALTO/Lamb settings)."""
-    r1 = [s for s in result.settings if s.regime == 1 and s.pairs == (("ALTO", "Lamb"),) and s.key in result.arms]
+    r1 = [s for s in result.settings if s.regime == 1 and s.pairs == protocol.E_PAIRS[:1] and s.key in result.arms]
     if len(r1) < 2:
         return None
     small, large = min(r1, key=lambda s: s.batch_size), max(r1, key=lambda s: s.batch_size)
@@ -80,7 +80,7 @@ def regime1_gap(result: StudyResult) -> Optional[Dict[str, Any]]:
 
 def pooled_alto(rows: Sequence[Dict[str, Any]], regimes=(1, 2)) -> Optional[Dict[str, Any]]:
     """ALTO - Lamb pooled over the classification settings of ``regimes`` (main comparisons), seeds as blocks."""
-    chosen = [r for r in rows if r["kind"] == "main" and r["a"] == "ALTO" and r["regime"] in regimes]
+    chosen = [r for r in rows if r["kind"] == "main" and r["a"] == ALTO and r["regime"] in regimes]
     pooled = analysis.pooled([{int(k): v for k, v in r["per_seed"].items()} for r in chosen])
     return None if pooled is None else {**pooled, "settings_pooled": [r["setting"] for r in chosen]}
 
@@ -188,7 +188,7 @@ def _where(row: Dict[str, Any]) -> str:
 def answer_lines(result: StudyResult, config: StudyConfig) -> List[str]:
     """The answer in a few lines (printed by the command and the report's first section)."""
     rows = all_comparisons(result)
-    mains = [r for r in rows if r["kind"] == "main" and r["a"] == "ALTO"]
+    mains = [r for r in rows if r["kind"] == "main" and r["a"] == ALTO]
     lines = []
     if config.quick:
         lines.append(SMOKE)
@@ -208,7 +208,7 @@ def answer_lines(result: StudyResult, config: StudyConfig) -> List[str]:
             items = "; ".join(f"{_where(r)}: {_pts(r)} (MDE {r['mde']:.2f}, {len(r['seeds'])} seeds)" for r in chosen)
             lines.append(f"{label} (ALTO - Lamb, each at its own best lr, paired 95 % CI): {items}.")
     for r in rows:
-        if r["kind"] == "main" and r["a"] in ("EAdamW", "ESGD"):
+        if r["kind"] == "main" and r["a"] in (EADAMW, ESGD):
             lines.append(f"E over {r['b']} ({_where(r)}): {r['a']} - {r['b']} = {_pts(r)}: {r['verdict']}.")
     pooled = pooled_alto(rows)
     if pooled:
@@ -275,7 +275,7 @@ def render_markdown(
     lines += ["", "## The paper's numbers beside ours", ""]
     table_rows = [list(r) for r in PAPER_ROWS]
     for r in rows:
-        if r["kind"] == "main" and r["a"] == "ALTO":
+        if r["kind"] == "main" and r["a"] == ALTO:
             unit = "test perplexity" if r["task"] == "lm" else "% test accuracy"
             table_rows.append(
                 [
@@ -338,7 +338,7 @@ def render_markdown(
         if setting.key not in result.arms:
             continue
         lines += [
-            f"### {setting.name}" + ("" if setting.pairs == (("ALTO", "Lamb"),) else " (E over AdamW and SGD)"),
+            f"### {setting.name}" + ("" if setting.pairs == protocol.E_PAIRS[:1] else " (E over AdamW and SGD)"),
             "",
         ]
         tuning = result.tuning[setting.key]
@@ -479,14 +479,14 @@ def _pyplot():
 def plot_gap(result: StudyResult, path: str) -> Optional[str]:
     """The generalisation-gap picture: regime 1's test and training accuracy vs batch, ALTO - Lamb beside."""
     r1 = sorted(
-        (s for s in result.settings if s.regime == 1 and s.pairs == (("ALTO", "Lamb"),) and s.key in result.arms),
+        (s for s in result.settings if s.regime == 1 and s.pairs == protocol.E_PAIRS[:1] and s.key in result.arms),
         key=lambda s: s.batch_size,
     )
     if not r1:
         return None
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, colour in (("ALTO", "C0"), ("Lamb", "C1")):
+    for name, colour in ((ALTO, "C0"), (LAMB, "C1")):
         xs, test, train = [], [], []
         for s in r1:
             arm = next(a for a in result.arms[s.key] if a["name"] == name)
@@ -534,7 +534,7 @@ def plot_post(result: StudyResult, path: str) -> Optional[str]:
             if r["weight_decay"] != wd:
                 continue
             o = r["overrides"]
-            label = "Lamb" if not o else f"ALTO a={o['alpha']:g} b1={o['e_beta']:g}"
+            label = LAMB if not o else f"{ALTO} a={o['alpha']:g} b1={o['e_beta']:g}"
             steps = np.arange(len(r["losses"])) * r["stride"]
             axes[0][column].plot(steps, r["losses"], lw=0.8, label=label)
             axes[1][column].plot(steps, r["norms"], lw=0.8, label=label)

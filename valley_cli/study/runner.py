@@ -22,7 +22,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from valley_cli.study import protocol
-from valley_cli.study.protocol import Setting, StudyConfig, TuningState
+from valley_cli.study.protocol import ALTO, LAMB, Setting, StudyConfig, TuningState
 
 #: The file that marks a folder as a study cache.
 MARKER = ".valley-study-cache"
@@ -281,9 +281,9 @@ def final_arms(setting: Setting, selected: Dict[str, float], seeds: Tuple[int, .
         for alpha in protocol.DOSE_ALPHAS:
             if alpha:
                 overrides = {"alpha": alpha, "e_beta": protocol.DOSE_BETA1}
-                add(f"ALTO alpha={alpha:g}", "dose", "ALTO", selected["ALTO"], overrides)
+                add(f"{ALTO} alpha={alpha:g}", "dose", ALTO, selected[ALTO], overrides)
         for factor in protocol.PLACEBO_FACTORS:
-            add(f"Lamb lr x{factor:g}", "placebo", "Lamb", selected["Lamb"] * factor)
+            add(f"{LAMB} lr x{factor:g}", "placebo", LAMB, selected[LAMB] * factor)
     return arms
 
 

@@ -15,27 +15,17 @@ same decay split. The clipping arm clips the global gradient norm to 1.0 before 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
+import valley_core as vc
 from valley_cli.study.data import LM_VOCAB, ClassificationSplit
+from valley_cli.study.protocol import ADAMW, E_PAIRS, LAMB, SGD
 
-#: optimizer name -> (module, class). ALTO and Lamb are valley's; AdamW and SGD are torch's builtins.
-TORCH_OPTIMIZERS = {
-    "ALTO": ("backends.torch", "ALTO"),
-    "Lamb": ("backends.torch", "Lamb"),
-    "EAdam": ("backends.torch", "EAdam"),
-    "EAdamW": ("backends.torch", "EAdamW"),
-    "ESGD": ("backends.torch", "ESGD"),
-    "AdamW": ("torch.optim", "AdamW"),
-    "Adam": ("torch.optim", "Adam"),
-    "SGD": ("torch.optim", "SGD"),
-}
-#: Optimizers that take the trust ratio (and so the authors' parameter groups).
-TRUST_RATIO_OPTIMIZERS = ("ALTO", "Lamb")
 #: Fraction of the steps spent warming up (at least one step).
 WARMUP_FRACTION = 0.1
 #: Test-metric evaluations recorded per run (evenly spaced; the last one is the final step).
@@ -144,14 +134,8 @@ def optimizer_hyperparameters(
     lamb.update({key: paper[key] for key in ("eps", "weight_decay", "trust_eps", "norm_eps")})
     adamw = {"lr": lr, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2}
     sgd = {"lr": lr, "momentum": 0.9, "weight_decay": 1e-4}
-    table = {
-        "ALTO": {**lamb, **explore},
-        "Lamb": lamb,
-        "AdamW": adamw,
-        "EAdamW": {**adamw, **explore},
-        "SGD": sgd,
-        "ESGD": {**sgd, **explore},
-    }
+    bases: Dict[str, Dict[str, Any]] = {LAMB: lamb, ADAMW: adamw, SGD: sgd}
+    table = {**{e: {**bases[base], **explore} for e, base in E_PAIRS}, **bases}
     if name not in table:
         raise ValueError(f"optimizer={name!r} is not one of {', '.join(table)}")
     result = dict(table[name])
@@ -177,6 +161,15 @@ def _build_fused_kernels(optimizer: Any) -> None:
         pass
 
 
+def torch_class(name: str) -> Tuple[str, str]:
+    """``(module, class)`` of optimizer ``name`` (a registry display name): ``backends.torch``'s class (the core's
+    maths), else torch's built-in (AdamW and SGD; the E-optimizers are valley's)."""
+    import backends.torch
+
+    class_name = vc.info_for(name).class_name
+    return ("backends.torch" if hasattr(backends.torch, class_name) else "torch.optim"), class_name
+
+
 def make_optimizer(name: str, model: Any, hp: Dict[str, Any]) -> Any:
     """Builds optimizer ``name`` for ``model`` with the decay split of ``backends.torch.lamb_param_groups``.
 
@@ -188,14 +181,14 @@ def make_optimizer(name: str, model: Any, hp: Dict[str, Any]) -> Any:
     """
     from backends.torch import lamb_param_groups
 
-    module_name, class_name = TORCH_OPTIMIZERS[name]
+    module_name, class_name = torch_class(name)
     cls = getattr(importlib.import_module(module_name), class_name, None)
     if cls is None:
         raise ImportError(f"{module_name}.{class_name} is not available")
     options = dict(hp)
     weight_decay = options.pop("weight_decay", 0.0)
     groups = lamb_param_groups(model, weight_decay=weight_decay)
-    if name not in TRUST_RATIO_OPTIMIZERS:
+    if "trust_ratio_mask" not in inspect.signature(vc.info_for(name).factory).parameters:
         groups = [{key: value for key, value in group.items() if key != "trust_ratio"} for group in groups]
     optimizer = cls(groups, **options)
     if module_name == "backends.torch":
@@ -247,7 +240,7 @@ def train_classifier(
 
     Args:
         model_fn: builds the model; called after ``torch.manual_seed(seed)``.
-        optimizer: a key of ``TORCH_OPTIMIZERS``.
+        optimizer: a display name of ``valley_core.REGISTRY`` (one of ``protocol.E_PAIRS``).
         hp: the optimizer's hyperparameters (``valley_core`` names, ``lr`` included).
         data: the split.
         batch_size: examples per step.
