@@ -70,33 +70,3 @@ def add_decay(update: Any, param: Any, weight_decay: Any) -> Any:
 def scale(update: Any, factor: Any) -> Any:
     """``factor * u`` (the trust ratio, or ``-lr``)."""
     return factor * update
-
-
-def alto_direction(
-    grad: Any,
-    carry: Any,
-    first: Any,
-    second: Any,
-    param: Any,
-    *,
-    alpha: Any,
-    beta1: float,
-    beta2: float,
-    beta3: float,
-    eps: float,
-    correction2: Any,
-    correction3: Any,
-    weight_decay: Any,
-    xp: Any,
-) -> Tuple[Any, Any, Any, Any]:
-    """The whole element-wise part of an ALTO step for one tensor, composed from the functions above.
-
-    Returns ``(r_k, b_{k+1}, m_k, v_k)`` where ``r_k = m^/(sqrt(v^)+eps) + lambda theta``. What is left of
-    the step is a reduction (``||theta||``, ``||r||``) and a scaling, see ``valley_core.reductions``.
-    This is the fusion unit for backends: it is the same arithmetic as
-    ``chain(e_adaptor, scale_by_adam, add_decayed_weights)`` and the parity suite checks that.
-    """
-    adapted, carry = e_adaptor_step(grad, carry, alpha, beta1)
-    first, second = adam_moments(adapted, first, second, beta2, beta3)
-    direction = adam_direction(first, second, eps, correction2, correction3, xp)
-    return add_decay(direction, param, weight_decay), carry, first, second

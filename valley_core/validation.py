@@ -8,18 +8,18 @@ Schedules (callables) are checked through their value at step 1; what they do la
 responsibility (documented in ``valley_core.schedules``).
 
 A scalar hyperparameter may also be a 0-d real array (the element-wise functions accept those). Its value is
-checked like a float when it can be read; an array that a compiler is tracing (``jax.jit``) has no value yet
-and is accepted unchecked: the adapter that traces it checks it where it is concrete (``backends.jax``
-checks at construction and ``init``).
+checked like a float when it can be read. A *symbolic* value is left to whoever traces it: an object with
+``shape == ()`` whose ``float()`` fails (an array ``jax.jit`` is tracing, a symbol of
+``backends.kernels.trace``) has no value yet and is accepted unchecked, betas included; the tracer checks the
+real values where they are concrete (``backends.jax`` at construction and ``init``, ``backends.kernels.plan``
+by an ordinary call of the factory before tracing it).
 """
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import math
 import numbers
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 from valley_core.schedules import ScalarOrSchedule
 
@@ -76,9 +76,11 @@ def check_real(name: str, value: ScalarOrSchedule) -> Optional[float]:
     return _value_at_step_one(name, value)
 
 
-def check_beta(name: str, value: Any) -> float:
-    """``0 <= value < 1``. Returns the value as a float."""
-    real = _as_real(name, value)
+def check_beta(name: str, value: Any) -> Any:
+    """``0 <= value < 1``. Returns the value as a float (a symbolic value as given, unchecked)."""
+    real = _as_real_or_traced(name, value)
+    if real is None:
+        return value
     if not 0.0 <= real < 1.0:
         raise ValueError(f"{name}={real!r} violates 0 <= {name} < 1")
     return real
@@ -113,7 +115,7 @@ def check_stability(alpha: ScalarOrSchedule, beta1: float, allow_unstable: bool 
 
 def check_zero_norm_ratio(value: Any) -> None:
     """``zero_norm_ratio``: None (the paper's trust ratio everywhere) or a finite real >= 0."""
-    if value is None or _SYMBOLIC.get():
+    if value is None:
         return
     real = _as_real_or_traced("zero_norm_ratio", value)  # optax.inject_hyperparams passes 0-d arrays
     if real is not None and not (math.isfinite(real) and real >= 0):
@@ -151,23 +153,6 @@ def check_critical_test(value: Any) -> float:
     return real
 
 
-_SYMBOLIC = contextvars.ContextVar("valley_symbolic_hyperparameters", default=False)
-
-
-@contextlib.contextmanager
-def symbolic_hyperparameters() -> Iterator[None]:
-    """Within this context ``validate_hyperparameters`` checks nothing and returns the betas as given.
-
-    For tracing only (``backends.kernels.plan``): a factory is called with symbolic hyperparameters, whose
-    real values were validated by an ordinary call of the same factory just before.
-    """
-    token = _SYMBOLIC.set(True)
-    try:
-        yield
-    finally:
-        _SYMBOLIC.reset(token)
-
-
 def validate_hyperparameters(
     *,
     lr: ScalarOrSchedule | None = None,
@@ -191,8 +176,6 @@ def validate_hyperparameters(
     ``None`` means "this optimizer does not take it". ``betas`` is checked against ``beta_names``; when
     both ``alpha`` and a ``beta1`` are given, the stability rule is checked too. Returns the betas as floats.
     """
-    if _SYMBOLIC.get():
-        return tuple(betas) if betas is not None else ()
     checked_betas: tuple = ()
     if betas is not None:
         checked_betas = check_betas(betas, beta_names)
@@ -200,8 +183,9 @@ def validate_hyperparameters(
         check_nonnegative("lr", lr)
     if alpha is not None:
         check_real("alpha", alpha)
-        if "beta1" in beta_names:
-            check_stability(alpha, checked_betas[list(beta_names).index("beta1")], allow_unstable)
+        beta1 = checked_betas[list(beta_names).index("beta1")] if "beta1" in beta_names else None
+        if isinstance(beta1, float):  # a symbolic beta1: its tracer checked the real one
+            check_stability(alpha, beta1, allow_unstable)
     for name, value in (("eps", eps), ("weight_decay", weight_decay), ("trust_eps", trust_eps), ("norm_eps", norm_eps)):
         if value is not None:
             check_nonnegative(name, value)

@@ -40,9 +40,9 @@ from backends.kernels.trace import (
     Symbol,
     SymbolicNamespace,
     evaluate,
+    symbolic_hyperparameters,
 )
 from valley_core.serialization import state_to_dict
-from valley_core.validation import symbolic_hyperparameters
 
 GRAD, PARAM, UPDATE = "grad", "param", "update"
 

@@ -18,10 +18,11 @@ the array's type ``T`` first, so float32 arrays are computed in float32 exactly 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 SCALAR = "scalar"
 UNIFORM = "uniform"
@@ -158,6 +159,20 @@ class Constant(Symbol):
         return isinstance(other, Constant) and other.value == self.value
 
     __hash__ = Symbol.__hash__
+
+
+@contextlib.contextmanager
+def symbolic_hyperparameters() -> Iterator[None]:
+    """Where a core factory is called with symbols for its hyperparameters.
+
+    The core's validation leaves a symbol unchecked (a value of shape ``()`` that has no ``float``: see
+    ``valley_core.validation``); the real values were checked by an ordinary call of the factory first. A
+    ``ValueError`` here means the factory needs a hyperparameter's value to build its chain: not traceable.
+    """
+    try:
+        yield
+    except ValueError as error:
+        raise NotTraceable(f"building it needs the value of a hyperparameter ({error})") from None
 
 
 def as_symbol(value: Any) -> Symbol:

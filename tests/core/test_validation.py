@@ -161,3 +161,22 @@ def test_traced_arrays_are_left_to_their_adapter():
     assert float(jax.jit(build)(jax.numpy.asarray(1e-3), jax.numpy.asarray(-50.0))) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="violates"):
         build(jax.numpy.asarray(1e-3), jax.numpy.asarray(-50.0))
+
+
+def test_symbolic_values_are_left_to_their_tracer():
+    """A value of shape () without a float (a tracer's symbol) is accepted unchecked, betas included, while the
+    concrete values beside it are checked; the core has no tracer switch (the tracer owns its own context)."""
+    from backends.kernels.trace import NotTraceable, symbolic_hyperparameters
+    from valley_core import validation
+    from valley_core.validation import validate_hyperparameters
+
+    class Symbol:
+        shape = ()
+
+    s, names = Symbol(), ("beta1", "beta2", "beta3")
+    assert validate_hyperparameters(lr=s, alpha=s, betas=(s, 0.9, 0.99), beta_names=names, eps=s) == (s, 0.9, 0.99)
+    with pytest.raises(ValueError, match=r"^beta2=1\.5 violates 0 <= beta2 < 1$"):
+        validate_hyperparameters(alpha=s, betas=(s, 1.5, 0.99), beta_names=names)
+    assert not hasattr(validation, "symbolic_hyperparameters")
+    with pytest.raises(NotTraceable, match="needs the value of a hyperparameter"), symbolic_hyperparameters():
+        vc.adam_cm(decay=s)
