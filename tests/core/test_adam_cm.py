@@ -1,5 +1,8 @@
 """Adam+CM against an independent float64 transcription of the authors' reference (chandar-lab/CMOptimizer).
 
+Every Adam+CM and EAdam+CM record of ``tests/optimizers.py`` runs against the oracle on every namespace; what
+is particular to Adam+CM (its buffer's first step, kappa = 0, float32 state, its hyperparameters' rules) too.
+
 The oracle below is written from ``Adam_CM.step`` (cmoptimizer/optim.py) and ``TensorList``
 (cmoptimizer/prioritydict.py) in their own form: a Python object per tensor holding the heap, the keys, a
 RUNNING sum ``aggr_sum``, ``curr_k`` and the (possibly stale) ``smallest`` index, the branches taken with
@@ -9,11 +12,14 @@ code with ``valley_core`` and is never produced by it.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
 import valley_core as vc
 from tests.core.helpers import relative_error, run_core, to_numpy
+from tests.optimizers import BY_ID, cases
 
 TOLERANCE = 1e-10
 
@@ -157,84 +163,22 @@ def _core_cm_state(state):
     return next(s for s in state if isinstance(s, vc.CriticalMomentaState))
 
 
-CASES = {
-    "reference_defaults": dict(
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        top_c=5,
-        decay=0.7,
-        kappa=1.0,
-        synced=True,
-        critical_test=0.0,
-    ),
-    "small_buffer_weight_decay": dict(
-        lr=1e-2,
-        betas=(0.8, 0.99),
-        eps=1e-8,
-        weight_decay=1e-2,
-        top_c=3,
-        decay=0.9,
-        kappa=1.0,
-        synced=True,
-        critical_test=0.0,
-    ),
-    "unsynced": dict(
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        eps=1e-6,
-        weight_decay=0.0,
-        top_c=4,
-        decay=0.7,
-        kappa=1.0,
-        synced=False,
-        critical_test=0.0,
-    ),
-    "overwrite_slot_zero": dict(
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=1e-3,
-        top_c=3,
-        decay=0.7,
-        kappa=1.0,
-        synced=True,
-        critical_test=1.0,
-    ),
-    "one_slot_no_decay": dict(
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        top_c=1,
-        decay=1.0,
-        kappa=1.0,
-        synced=False,
-        critical_test=0.0,
-    ),
-    "kappa_half_extension": dict(
-        lr=1e-2,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=0.0,
-        top_c=5,
-        decay=0.99,
-        kappa=0.5,
-        synced=True,
-        critical_test=0.0,
-    ),
-}
+def _reference_hyperparameters(case):
+    """The record's hyperparameters completed by the factory's defaults, in the reference's names (no alpha)."""
+    defaults = {k: p.default for k, p in inspect.signature(vc.OPTIMIZERS[case.name]).parameters.items()}
+    hp = {k: v for k, v in {**defaults, **case.hyperparameters}.items() if k not in ("alpha", "allow_unstable")}
+    hp.pop("weight_decay_mask")
+    return hp
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("case", cases("numpy", where=lambda c: c.name == "adam_cm"))
 def test_core_matches_the_reference_transcription(xp, case):
-    hp = CASES[case]
+    hp = _reference_hyperparameters(case)
     grads = _grads()
     oracle = AdamCMTranscription(_params(), **hp)
     for step in grads:
         oracle.step(step)
-    params, state = run_core(vc.adam_cm(**hp), _params(), grads, xp)
+    params, state = run_core(case.make(), _params(), grads, xp)
     cm = _core_cm_state(state)
     for i in range(len(SHAPES)):
         reference = oracle.state[i]
@@ -256,17 +200,7 @@ def test_closed_loop_trajectory_matches_the_reference():
     def gradient(params):
         return [2 * 0.3 * p + np.cos(3 * p) * 3 for p in params]
 
-    hp = dict(
-        lr=5e-2,
-        betas=(0.9, 0.999),
-        eps=1e-8,
-        weight_decay=1e-3,
-        top_c=5,
-        decay=0.7,
-        kappa=1.0,
-        synced=True,
-        critical_test=0.0,
-    )
+    hp = dict(_reference_hyperparameters(BY_ID["adam_cm_reference"]), lr=5e-2, weight_decay=1e-3)
     oracle = AdamCMTranscription(_params(5), **hp)
     transform = vc.adam_cm(**hp)
     params = tuple(_params(5))
@@ -312,42 +246,17 @@ def test_kappa_positive_differs_from_adam():
     assert max(relative_error(a, b) for a, b in zip(mine, theirs)) > 1e-3
 
 
-def test_eadam_cm_is_the_e_adaptor_in_front_of_the_reference(xp):
-    hp = CASES["small_buffer_weight_decay"]
+@pytest.mark.parametrize("case", cases("numpy", where=lambda c: c.name == "eadam_cm"))
+def test_eadam_cm_is_the_e_adaptor_in_front_of_the_reference(xp, case):
+    hp = _reference_hyperparameters(case)
     grads = _grads(30)
-    alpha, beta_e = -1.5, 0.5
-    oracle = AdamCMTranscription(_params(), **hp)
-    for step in e_adaptor_transcription(grads, alpha, beta_e):
+    beta_e, *betas = hp["betas"]
+    oracle = AdamCMTranscription(_params(), **{**hp, "betas": tuple(betas)})
+    for step in e_adaptor_transcription(grads, case.hyperparameters["alpha"], beta_e):
         oracle.step(step)
-    core_hp = dict(hp, betas=(beta_e, *hp["betas"]))
-    params, _ = run_core(vc.eadam_cm(alpha=alpha, **core_hp), _params(), grads, xp)
+    params, _ = run_core(case.make(), _params(), grads, xp)
     for mine, theirs in zip(params, oracle.params):
         assert relative_error(mine, theirs) <= TOLERANCE
-
-
-def test_eadam_cm_with_alpha_zero_is_adam_cm_exactly():
-    grads = _grads(20)
-    mine, _ = run_core(vc.eadam_cm(alpha=0.0, betas=(0.5, 0.9, 0.999), top_c=3), _params(), grads, np)
-    theirs, _ = run_core(vc.adam_cm(betas=(0.9, 0.999), top_c=3), _params(), grads, np)
-    for a, b in zip(mine, theirs):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_numpy_and_torch_namespaces_agree():
-    torch = pytest.importorskip("torch")
-    import array_api_compat.torch as torch_xp
-
-    grads = _grads()
-    hp = CASES["reference_defaults"]
-    out_np, state_np = run_core(vc.adam_cm(**hp), _params(), grads, np)
-    out_torch, state_torch = run_core(vc.adam_cm(**hp), _params(), grads, torch_xp)
-    assert isinstance(out_torch[0], torch.Tensor) and out_torch[0].dtype == torch.float64
-    for a, b in zip(out_np, out_torch):
-        assert relative_error(b, a) <= 1e-13
-    flat_np, flat_torch = vc.state_to_dict(state_np), vc.state_to_dict(state_torch)
-    assert flat_np.keys() == flat_torch.keys()
-    for key in flat_np:
-        assert relative_error(flat_torch[key], flat_np[key]) <= 1e-13, key
 
 
 def test_float32_state_stays_float32(xp):
@@ -363,29 +272,17 @@ def test_float32_state_stays_float32(xp):
     assert all(str(p.dtype).endswith("float32") for p in params)
 
 
-def test_numpy_backend_state_dict_round_trip():
+def test_numpy_backend_checkpoint_layout_and_a_mismatched_buffer():
+    """Resume == uninterrupted is the table's generic test; here the buffer's checkpoint layout."""
     from backends.numpy import AdamCM
 
-    grads = _grads(30)
-    hp = dict(lr=1e-2, top_c=3, decay=0.8, weight_decay=1e-3)
-    straight = [p.copy() for p in _params()]
-    opt = AdamCM(straight, **hp)
-    for step in grads:
-        opt.step(step)
-    resumed = [p.copy() for p in _params()]
-    first = AdamCM(resumed, **hp)
-    for step in grads[:13]:
+    case = BY_ID["adam_cm"]
+    first = AdamCM([p.copy() for p in _params()], **case.hyperparameters)
+    for step in _grads(13):
         first.step(step)
     checkpoint = first.state_dict()
     assert checkpoint["optimizer"] == "adam_cm"
-    assert "CriticalMomentaState.buffer.2" in checkpoint["state"]
-    assert checkpoint["state"]["CriticalMomentaState.buffer.2"].shape == (3, 2, 3)
-    second = AdamCM(resumed, **hp)
-    second.load_state_dict(checkpoint)
-    for step in grads[13:]:
-        second.step(step)
-    for a, b in zip(straight, resumed):
-        np.testing.assert_array_equal(a, b)
+    assert checkpoint["state"]["CriticalMomentaState.buffer.2"].shape == (case.hyperparameters["top_c"], 2, 3)
     other = AdamCM([p.copy() for p in _params()], lr=1e-2, top_c=4)
     with pytest.raises(ValueError, match=r"CriticalMomentaState\.buffer\.0: shape \(3, 3\) does not match"):
         other.load_state_dict(checkpoint)
