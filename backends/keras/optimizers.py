@@ -609,19 +609,13 @@ def _document(cls: Type[_Optimizer]) -> Type[_Optimizer]:
 class ALTO(ValleyOptimizer):
     """ALTO (the paper's Algorithm 2): the E adaptor applied to Lamb; runs ``valley_core.alto``.
 
-    Per variable ("layer") ``theta``, with ``k`` the 1-based step::
-
-        a_k   = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})       u_k = g_k + alpha a_k
-        m_k   = beta2 m_{k-1} + (1 - beta2) u_k                  v_k = beta3 v_{k-1} + (1 - beta3) u_k^2
-        r_k   = m_k/(1 - beta2^k) / (sqrt(v_k/(1 - beta3^k)) + eps) + weight_decay theta_k
-        phi   = ||theta_k|| + norm_eps
-        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi)
-
-    Deviations from the paper: none in the maths (``a_k`` is stored in one buffer instead of two; the core
-    proves the forms equal). Additions: ``exclude_from_weight_decay`` / ``exclude_from_trust_ratio``
-    (the paper decays and trust-ratios every tensor), a Keras learning-rate schedule. Unlike the authors'
-    code: no built-in gradient clipping (use ``global_clipnorm=1.0`` to match it), and the trust ratio
-    applies whatever the weight decay. ``alpha=0`` is Lamb in the paper's form (``Lamb`` here).
+    The maths, per variable ("layer") ``theta``: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy. Deviation
+    from the paper's formula: a trust ratio of ``zero_norm_ratio`` (default 1.0) where a norm is zero
+    (docs/algorithm.md#the-trust-ratio-where-a-norm-is-zero-our-one-deviation-from-the-papers-formula). How the
+    authors' code differs (docs/algorithm.md#how-the-authors-code-differs-e-optimizer-adaptor-010): it clips the
+    gradient to norm 1 (use ``global_clipnorm=1.0`` to match) and skips the trust ratio without weight decay. Keras
+    additions: ``exclude_from_weight_decay`` / ``exclude_from_trust_ratio`` (the paper decays and trust-ratios every
+    variable), a Keras learning-rate schedule. ``alpha=0`` is ``Lamb``.
 
     Example:
         >>> import keras, numpy as np
@@ -643,15 +637,9 @@ class ALTO(ValleyOptimizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 @_document
 class ALTOVanilla(ValleyOptimizer):
-    """ALTO without bias correction (the paper's Algorithm 1); runs ``valley_core.alto_vanilla``.
-
-    As ``ALTO`` with ``m^ = m`` and ``v^ = v``::
-
-        r_k = m_k / (sqrt(v_k) + eps) + weight_decay theta_k
-        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi),  phi = ||theta_k|| + norm_eps
-
-    Deviations from the paper: none in the maths; the additions are those of ``ALTO``. This is the form
-    the paper's convex regret theorem is proved for.
+    """ALTO without bias correction (the paper's Algorithm 1, the form its convex regret theorem is proved
+    for); runs ``valley_core.alto_vanilla``. The maths: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy;
+    the deviation and additions are ``ALTO``'s.
     """
 
     core_factory = staticmethod(vc.alto_vanilla)
@@ -660,16 +648,12 @@ class ALTOVanilla(ValleyOptimizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 @_document
 class Lamb(ValleyOptimizer):
-    """Lamb in the paper's form (``ALTO`` with ``alpha = 0``); runs ``valley_core.lamb``.
+    """Lamb in the paper's form (``ALTO`` with ``alpha = 0``, ``betas = (beta2, beta3)``); runs ``valley_core.lamb``.
 
-    ``betas = (beta2, beta3)`` for m and v::
-
-        r_k = m^_k / (sqrt(v^_k) + eps) + weight_decay theta_k
-        theta_{k+1} = theta_k - learning_rate r_k phi / (||r_k|| + trust_eps phi),  phi = ||theta_k|| + norm_eps
-
-    Differences from ``keras.optimizers.Lamb``: the weight decay is inside ``r`` (Keras' Lamb has none of
-    its own), and the trust ratio has ``trust_eps``/``norm_eps`` instead of a special case for zero norms.
-    With ``weight_decay = trust_eps = norm_eps = 0`` and non-zero weights the two agree.
+    The maths: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy; the zero-norm rule as ``ALTO``'s.
+    Differences from ``keras.optimizers.Lamb``: the weight decay is inside the trust-ratio'd direction (Keras' Lamb
+    has none of its own) and the trust ratio has ``trust_eps`` / ``norm_eps``. With ``weight_decay = trust_eps =
+    norm_eps = 0`` and non-zero weights the two agree.
     """
 
     core_factory = staticmethod(vc.lamb)
@@ -678,18 +662,11 @@ class Lamb(ValleyOptimizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 @_document
 class EAdam(ValleyOptimizer):
-    """EAdam: the E adaptor in front of Adam; runs ``valley_core.eadam``.
+    """EAdam: the E adaptor in front of Adam with L2 weight decay; runs ``valley_core.eadam``.
 
-    ::
-
-        g_k  <- g_k + weight_decay theta_k                      (L2, as torch.optim.Adam)
-        u_k   = g_k + alpha a_k,   a_k = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1})
-        m_k   = beta2 m_{k-1} + (1 - beta2) u_k                  v_k = beta3 v_{k-1} + (1 - beta3) u_k^2
-        theta_{k+1} = theta_k - learning_rate m^_k / (sqrt(v^_k) + eps)
-
-    Deviations from the paper: none. ``alpha=0`` is Adam with ``eps`` added to ``sqrt(v^)``;
-    ``keras.optimizers.Adam`` adds its ``epsilon`` to ``sqrt(v)`` instead, which differs by
-    ``eps (1/sqrt(1 - beta3^k) - 1)`` in the denominator.
+    The maths: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy. Deviations from the paper: none.
+    ``alpha=0`` is Adam with ``eps`` added to ``sqrt(v^)``; ``keras.optimizers.Adam`` adds its ``epsilon`` to
+    ``sqrt(v)`` instead, which differs by ``eps (1/sqrt(1 - beta3^k) - 1)`` in the denominator.
     """
 
     core_factory = staticmethod(vc.eadam)
@@ -700,13 +677,8 @@ class EAdam(ValleyOptimizer):
 class EAdamW(ValleyOptimizer):
     """EAdamW: EAdam with decoupled weight decay; runs ``valley_core.eadamw``.
 
-    ::
-
-        u_k = g_k + alpha a_k       m_k, v_k as in EAdam
-        theta_{k+1} = theta_k - learning_rate (m^_k / (sqrt(v^_k) + eps) + weight_decay theta_k)
-
-    Deviations from the paper: none. ``alpha=0`` is ``keras.optimizers.AdamW`` up to round-off and Keras'
-    placement of ``epsilon`` (see ``EAdam``).
+    The maths: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy. Deviations from the paper: none.
+    ``alpha=0`` is ``keras.optimizers.AdamW`` up to round-off and Keras' placement of ``epsilon`` (see ``EAdam``).
     """
 
     core_factory = staticmethod(vc.eadamw)
@@ -715,17 +687,11 @@ class EAdamW(ValleyOptimizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 @_document
 class ESGD(ValleyOptimizer):
-    """ESGD: the E adaptor in front of heavy-ball SGD; runs ``valley_core.esgd``.
+    """ESGD: the E adaptor in front of heavy-ball SGD (``betas = (beta1, momentum)``); runs ``valley_core.esgd``.
 
-    ``betas = (beta1, beta2)``::
-
-        g_k  <- g_k + weight_decay theta_k                      (L2, as torch.optim.SGD)
-        u_k   = g_k + alpha a_k
-        m_k   = beta2 m_{k-1} + u_k                              (beta2 = 0: plain SGD)
-        theta_{k+1} = theta_k - learning_rate m_k
-
-    Deviations from the paper: none. ``alpha=0`` is ``keras.optimizers.SGD(momentum=beta2)`` for a
-    constant learning rate (Keras folds the rate into its momentum buffer).
+    The maths: docs/algorithm.md#the-optimizers-valley_coreoptimizerspy. Deviations from the paper: none.
+    ``alpha=0`` is ``keras.optimizers.SGD(momentum=betas[1])`` for a constant learning rate (Keras folds the rate into
+    its momentum buffer).
     """
 
     core_factory = staticmethod(vc.esgd)
@@ -734,23 +700,11 @@ class ESGD(ValleyOptimizer):
 @keras.saving.register_keras_serializable(package=PACKAGE)
 @_document
 class AdamCM(ValleyOptimizer):
-    """Adam+CM: Adam with a buffer of critical momenta; runs ``valley_core.adam_cm``.
+    """Adam+CM: Adam with a buffer of critical momenta; runs ``valley_core.adam_cm`` (the maths are there).
 
-    Per variable, with ``C`` at most ``top_c`` stored momenta and their priorities ``p``::
-
-        k = 1:  C = [g_1] (priority ||g_1||); m, v stay 0; only the weight decay moves theta
-        k > 1:  m_k = beta1 m_{k-1} + (1 - beta1) g_k            c_k = m_k + kappa mean(C)   (C before insertion)
-                C gets m_k (priority ||g_k||): appended while not full, else replaces the lowest priority
-                    if ||g_k|| > min(p)
-                v_k = beta2 v_{k-1} + (1 - beta2) c_k^2
-                theta_{k+1} = theta_k - learning_rate ((c_k / (1 - beta1^k)) / (sqrt(v_k / (1 - beta2^k)) + eps)
-                                                       + weight_decay theta_k)
-        every step: p <- decay p
-
-    Deviations from the reference (chandar-lab/CMOptimizer ``Adam_CM``): those of ``valley_core.adam_cm``
-    (``kappa`` scales the buffer mean and ``kappa=0`` is AdamW; ``critical_test`` is 0.0 or 1.0), and one
-    of Keras: variables are updated one at a time, so the priority key is each variable's own gradient norm
-    (the reference's ``synced=False``). ``synced`` therefore defaults to False here, and ``synced=True``
+    Deviations from the reference (chandar-lab/CMOptimizer ``Adam_CM``): those of ``valley_core.adam_cm``,
+    and one of Keras: variables are updated one at a time, so the priority key is each variable's own gradient
+    norm (the reference's ``synced=False``). ``synced`` therefore defaults to False here, and ``synced=True``
     (the reference's default, the sum of every variable's gradient norm) raises ``ValueError``. For a model
     with one variable the two agree. Memory: ``top_c + 2`` copies of every variable.
     """
