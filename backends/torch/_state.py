@@ -10,9 +10,11 @@ entries at every step.
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
+
+import valley_core as vc
 
 #: Floating dtypes whose optimizer state is kept in float32.
 LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -121,6 +123,23 @@ def all_finite(grads) -> bool:
     if not flags:
         return True
     return bool(torch.cat([f.to("cpu") for f in flags]).all())
+
+
+def core_update(transform: Any, grads: tuple, params: Any, read: Callable[[int, str], Any], counter: Any, xp: Any):
+    """The core executor's update of tensors at the same step (the classes' ``core_step`` and ``E``'s core path):
+    the torch state rebuilt into the core chain's (tensor ``i``'s buffer ``read(i, key)``, ``key`` the core's name
+    without its index; every step counter ``counter``), ``transform.update``, and the new state split back.
+
+    Returns:
+        The updates and, per tensor, its new buffers by key.
+    """
+    template = transform.init(tuple(meta_like(g, g.dtype) for g in grads), xp=xp)
+    flat = {}
+    for key in vc.state_to_dict(template):
+        base, index = split_key(key)
+        flat[key] = counter if index is None else read(index, base)
+    updates, new_state = transform.update(grads, vc.state_from_dict(template, flat), params, xp=xp)
+    return updates, per_tensor_entries(vc.state_to_dict(new_state), len(grads))[0]
 
 
 def per_tensor_entries(flat: Dict[str, Any], count: int) -> Tuple[list, Dict[str, Any]]:

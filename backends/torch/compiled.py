@@ -137,45 +137,54 @@ def step(plan: Plan, hyperparameters: Dict[str, Any], entries, states) -> Option
 
     Returns None, or (when a pass could not be compiled and the step was completed eagerly) why.
     """
+    batches: Dict[tuple, List[Dict[str, torch.Tensor]]] = {}
+    for p, g in entries:
+        arrays = {GRAD: g, PARAM: p.detach(), **{role: states[p][key] for role, key in plan.buffers}}
+        batches.setdefault((_state.steps_taken(states[p]), p.dtype), []).append(arrays)
+    failure = run(plan, hyperparameters, batches)
+    _state.advance([states[p] for p, _ in entries])
+    return failure
+
+
+def run(
+    plan: Plan, hyperparameters: Dict[str, Any], batches: Dict[tuple, List[Dict[str, torch.Tensor]]]
+) -> Optional[str]:
+    """Runs the plan's passes on batches ``(steps taken, dtype) -> [arrays by role]`` (``Plan.roles``, as
+    ``backends.torch.fused.run`` takes them: ``E`` hands both the same batches); one dtype and device in all.
+
+    Returns None, or (when a pass could not be compiled and the step was completed eagerly) why.
+    """
     from torch.fx.experimental import _config
 
-    dtype, device = entries[0][0].dtype, entries[0][0].device
-    batches: Dict[tuple, list] = {}
-    for p, g in entries:
-        if p.numel():
-            batches.setdefault((_state.steps_taken(states[p]), p.numel() == 1), []).append((p, g, states[p]))
     failure: Optional[str] = None
-    for (steps_taken, single), items in batches.items():
+    for (steps_taken, dtype), batch in batches.items():
+        device = batch[0][GRAD].device
         values = plan.step_scalar_values(hyperparameters, steps_taken, str(dtype).replace("torch.", ""))
         scalars = torch.tensor(values or [0.0], dtype=dtype).to(device, non_blocking=True)
-        for start in range(0, len(items), CHUNK):
-            chunk = items[start : start + CHUNK]
-            arrays: Dict[str, List[torch.Tensor]] = {
-                GRAD: [g.view(-1) for _, g, _ in chunk],
-                PARAM: [p.detach().view(-1) for p, _, _ in chunk],
-            }
-            arrays.update({role: [s[key].view(-1) for _, _, s in chunk] for role, key in plan.buffers})
-            arrays.update({f"w{j}": [torch.empty_like(a) for a in arrays[GRAD]] for j in range(plan.workspaces)})
-            for name, column in arrays.items():
-                column += _pad(dtype, device, 1 if single else 2, CHUNK - len(chunk), name)
-            totals: List[List[torch.Tensor]] = [[] for _ in range(CHUNK)]
-            for index, sweep in enumerate(plan.passes):
-                arguments = ([arrays[a] for a in arrays_of(sweep)], scalars, totals)
-                sums = None
-                if failure is None:
-                    try:
-                        # No duck sizing: equal sizes of different tensors must not become a guard.
-                        with _config.patch(use_duck_shape=False):  # type: ignore[attr-defined]  # set by torch
-                            sums = _kernel(plan, index, (dtype, device, single))(*arguments)
-                    except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
-                        if not _is_compilation_error(error):
-                            raise
-                        failure = f"torch.compile failed: {type(error).__name__}: {error}".split("\n")[0]
-                if sums is None:  # eagerly, by the same function: the rest of the step from where it failed
-                    sums = _function(plan, index)(*arguments)
-                totals = [before + new for before, new in zip(totals, sums)]
-        _state.advance([state for _, _, state in items])
-    _state.advance([states[p] for p, _ in entries if not p.numel()])
+        for single in (False, True):
+            items = [item for item in batch if item[GRAD].numel() and (item[GRAD].numel() == 1) == single]
+            for start in range(0, len(items), CHUNK):
+                chunk = items[start : start + CHUNK]
+                arrays = {role: [item[role].view(-1) for item in chunk] for role in plan.roles}
+                arrays.update({f"w{j}": [torch.empty_like(a) for a in arrays[GRAD]] for j in range(plan.workspaces)})
+                for name, column in arrays.items():
+                    column += _pad(dtype, device, 1 if single else 2, CHUNK - len(chunk), name)
+                totals: List[List[torch.Tensor]] = [[] for _ in range(CHUNK)]
+                for index, sweep in enumerate(plan.passes):
+                    arguments = ([arrays[a] for a in arrays_of(sweep)], scalars, totals)
+                    sums = None
+                    if failure is None:
+                        try:
+                            # No duck sizing: equal sizes of different tensors must not become a guard.
+                            with _config.patch(use_duck_shape=False):  # type: ignore[attr-defined]  # set by torch
+                                sums = _kernel(plan, index, (dtype, device, single))(*arguments)
+                        except Exception as error:  # noqa: BLE001 - only compilation errors, raised before any write
+                            if not _is_compilation_error(error):
+                                raise
+                            failure = f"torch.compile failed: {type(error).__name__}: {error}".split("\n")[0]
+                    if sums is None:  # eagerly, by the same function: the rest of the step from where it failed
+                        sums = _function(plan, index)(*arguments)
+                    totals = [before + new for before, new in zip(totals, sums)]
     return failure
 
 

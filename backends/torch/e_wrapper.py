@@ -57,18 +57,15 @@ import torch
 import torch.optim.optimizer as torch_optimizer
 
 import valley_core as vc
-from backends.kernels.plan import Plan, Unplannable, derive
-from backends.torch import _state, checkpoint, fused
+from backends.kernels.plan import GRAD, UPDATE, Plan, Unplannable, derive
+from backends.torch import _state, checkpoint, compiled, fused
 from backends.torch.dispatch import Dispatcher
 from valley_core.base import GradientTransformation
 from valley_core.schedules import ScalarOrSchedule
-from valley_core.transforms import EState
 from valley_core.validation import validate_hyperparameters
 
 #: E's entries in ``optimizer.state[p]``: the carry ``b_k`` (the state dtype of ``p``) and the steps taken (0-d int32).
 CARRY, STEP = "e_carry", "e_step"
-#: The carry's name in the core's state and in E's plan (and in the layout of valley <= 0.1.x's checkpoints).
-_CORE_CARRY = "EState.carry"
 #: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
 _UPDATE, _COMMIT = "valley_update", "valley_commit"
 #: The plans of ``e_adaptor``: one for a number ``alpha`` (a per-step input), one per schedule.
@@ -78,6 +75,13 @@ _PLANS: Dict[Any, Union[Plan, Unplannable]] = {}
 def e_adaptor(alpha: ScalarOrSchedule = 0.5, beta1: float = 0.01) -> GradientTransformation:
     """The core chain ``E`` runs: ``valley_core.e_adaptor`` alone (its plan writes the update, not the parameter)."""
     return vc.chain(vc.e_adaptor(alpha, beta1), name="e_adaptor")
+
+
+def _core_carry() -> str:
+    """The carry's key in the core's state (the layout of valley <= 0.1.x's checkpoints and pickles of E)."""
+    template = e_adaptor().init((torch.empty(0, device="meta"),), xp=_state.namespace())
+    ((key,),) = [tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[0][0])]
+    return key
 
 
 class E(torch.optim.Optimizer):
@@ -149,7 +153,7 @@ class E(torch.optim.Optimizer):
         if e_beta is not None and beta1 is not None:
             raise TypeError("E got both e_beta and beta1 (the paper's name of the same coefficient): give one")
         e_beta = 0.01 if e_beta is None and beta1 is None else (e_beta if e_beta is not None else beta1)
-        dispatcher = Dispatcher("E", implementation, ("auto", "core", "fused"), "adapt these parameters")
+        dispatcher = Dispatcher("E", implementation, what="adapt these parameters")
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"E needs a torch.optim.Optimizer, got {type(base_optimizer).__name__}")
         if isinstance(base_optimizer, torch.optim.LBFGS):
@@ -226,15 +230,15 @@ class E(torch.optim.Optimizer):
         return {**own, "_scratch": {}}
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
-        """Restores a pickled ``E``. Pickles of valley <= 0.1.x hold E's own ``state`` (``{p: {"EState.carry",
-        "step"}}``, apart from the base's): it is moved into the base's state as ``"e_carry"`` / ``"e_step"``."""
+        """Restores a pickled ``E``. Pickles of valley <= 0.1.x hold E's own ``state`` (``{p: {<the core's carry
+        key>, "step"}}``, apart from the base's): it is moved into the base's state as ``"e_carry"`` / ``"e_step"``."""
         state = dict(state)
         legacy = state.pop("state", None)
         super().__setstate__(state)
         for p, entry in (legacy or {}).items():
             if isinstance(p, torch.Tensor) and entry:
                 step = _state.step_tensor(int(entry["step"]))
-                self.base_optimizer.state[p].update({CARRY: entry[_CORE_CARRY], STEP: step})
+                self.base_optimizer.state[p].update({CARRY: entry[_core_carry()], STEP: step})
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds the group to the base optimizer (whose groups ``E`` shares)."""
@@ -274,55 +278,28 @@ class E(torch.optim.Optimizer):
         states = self.state
         stored = {p: states.get(p) or {} for p in params}  # .get: no empty entries made for parameters
         plan = self._plan()
-        entries = [(p, p.grad) for p in params]
+        originals: Dict[torch.Tensor, torch.Tensor] = {p: p.grad for p in params if p.grad is not None}
+        entries = list(originals.items())
         # Decided (and refused, if it must be) before anything is written; the plan names the carry as the core does.
-        carries = {p: {_CORE_CARRY: entry[CARRY]} for p, entry in stored.items() if CARRY in entry}
+        carries = {
+            p: {key: e[CARRY] for _, key in getattr(plan, "buffers", ())} for p, e in stored.items() if CARRY in e
+        }
         path = self.dispatcher.choose(plan, entries, carries, low_precision=False) if params else "core"
-        hyperparameters = {"alpha": self._alpha, "beta1": self._e_beta}
-        lib = None
-        if path == "fused":
-            assert isinstance(plan, Plan)  # the dispatcher picks "fused" for a plan only
-            lib = fused.library(plan, ((_UPDATE, frozenset({"update"})), (_COMMIT, frozenset({"b0"}))))
-        originals: Dict[torch.Tensor, torch.Tensor] = {}
-        new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
-        batches: Dict[tuple, list] = {}
-        by_step: Dict[tuple, list] = defaultdict(list)
         compiling = torch.compiler.is_compiling()
-        for p in params:
-            entry = stored[p]
-            dtype = _state.state_dtype(p)
-            carry = entry[CARRY] if CARRY in entry else torch.zeros_like(p.detach(), dtype=dtype)
+        path = "core" if compiling and path == "compiled" else path  # torch.compile(E.step): traced into its graph
+        new_state: Dict[torch.Tensor, Dict[str, Any]] = {}
+        for p, entry in stored.items():
+            fresh = CARRY not in entry
+            carry = torch.zeros_like(p.detach(), dtype=_state.state_dtype(p)) if fresh else entry[CARRY]
             # A 0-d int32 tensor, as the classes' "step": a compiled step reads it inside the graph (a Python int
             # is a value Dynamo guards on, so every step recompiled); eager steps group tensors by its value.
-            step_count = entry[STEP] if CARRY in entry else _state.step_tensor(0)
-            step: Any = step_count if compiling else int(step_count)
-            grad = p.grad
-            assert grad is not None  # _params_with_grad
-            originals[p] = grad
-            new_state[p] = {CARRY: carry, STEP: step_count}
-            if path == "fused":
-                # The adapted gradient goes to a scratch buffer kept between steps (fresh memory at every step is
-                # page-faulted: slower than the step itself for large tensors); the carry is updated in place after
-                # the base optimizer's step (the second kernel).
-                adapted = self._scratch.get(p)
-                if adapted is None or adapted.shape != grad.shape or adapted.dtype != grad.dtype:
-                    adapted = self._scratch[p] = torch.empty_like(grad)
-                batches.setdefault((step, p.dtype), []).append({"grad": grad, "update": adapted, "b0": carry})
-                p.grad = adapted
-            else:  # compiled: one group per tensor, its own step tensor the counter (no value read on the host)
-                by_step[(p if compiling else step), dtype].append(p)
-        for (step, dtype), group in by_step.items():  # the core path: the chain's update, op by op
-            transform = e_adaptor(self._alpha, self._e_beta)
-            grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
-            device = group[0].device
-            counter = new_state[group[0]][STEP] if compiling else torch.tensor(step, dtype=torch.int32, device=device)
-            old_carries = tuple(new_state[p][CARRY] for p in group)
-            adapted_grads, (inner,) = transform.update(grads, (EState(counter, old_carries),), xp=_state.namespace())
-            for p, adapted, carry in zip(group, adapted_grads, inner.carry):
-                new_state[p][CARRY] = carry
-                p.grad = adapted.to(originals[p].dtype)
-        if batches:
-            fused.run(plan, hyperparameters, batches, _UPDATE, lib)  # type: ignore[arg-type]  # a Plan when fused
+            new_state[p] = {CARRY: carry, STEP: _state.step_tensor(0) if fresh else entry[STEP]}
+        commit = None
+        if path == "core":
+            self._core_update(new_state, originals, compiling)
+        else:
+            assert isinstance(plan, Plan)  # the dispatcher picks "fused" or "compiled" for a plan only
+            commit = self._planned_update(plan, path, new_state, originals, compiling)
         skipped_before = getattr(self.base_optimizer, "skipped_steps", None)
         # E's entries are set aside where they are all of p's state, so that the base sees an empty state[p] there.
         hidden = {
@@ -342,12 +319,67 @@ class E(torch.optim.Optimizer):
         if getattr(self.base_optimizer, "skipped_steps", None) != skipped_before:
             self.skipped_steps += 1  # the base skipped its step: E's carry and step count stay as they were
             return loss
-        if batches:
-            fused.run(plan, hyperparameters, batches, _COMMIT, lib)  # type: ignore[arg-type]  # a Plan when fused
+        if commit is not None:
+            commit()
         for p, entry in new_state.items():
             states[p].update(entry)
         _state.advance([states[p] for p in new_state], STEP)
         return loss
+
+    def _core_update(self, new_state: Dict[torch.Tensor, Dict[str, Any]], originals, compiling: bool) -> None:
+        """The core executor (``_state.core_update``, as the classes' ``core_step``): ``p.grad`` set to the adapted
+        gradient, the new carry in ``new_state``. Tensors at the same step update together; under
+        ``torch.compile`` each tensor is its own group, its step tensor the counter (no value read on the host)."""
+        transform = e_adaptor(self._alpha, self._e_beta)
+        by_step: Dict[tuple, list] = defaultdict(list)
+        for p, entry in new_state.items():
+            by_step[(p if compiling else int(entry[STEP])), _state.state_dtype(p)].append(p)
+        for (step, dtype), group in by_step.items():
+            grads = tuple(_state.working_copy(originals[p], dtype) for p in group)
+            device = group[0].device
+            counter = new_state[group[0]][STEP] if compiling else torch.tensor(step, dtype=torch.int32, device=device)
+            carries = [new_state[p][CARRY] for p in group]
+            adapted, buffers = _state.core_update(
+                transform, grads, None, lambda i, _: carries[i], counter, _state.namespace()
+            )
+            for p, update, new in zip(group, adapted, buffers):
+                (new_state[p][CARRY],) = new.values()  # E's one buffer
+                p.grad = update.to(originals[p].dtype)
+
+    def _planned_update(
+        self, plan: Plan, path: str, new_state: Dict[torch.Tensor, Dict[str, Any]], originals, compiling: bool
+    ) -> Optional[Callable[[], None]]:
+        """The fused or compiled executor of E's plan: ``p.grad`` set to the adapted gradient, written into a buffer
+        kept between steps (fresh memory at every step is page-faulted: slower than the step itself for large
+        tensors). The fused kernels update the carry in place after the base's step (the second kernel, returned);
+        the compiled passes write a copy of it, which ``new_state`` holds."""
+        roles = [role for role, _ in plan.buffers]
+        hyperparameters = {"alpha": self._alpha, "beta1": self._e_beta}
+        batches: Dict[tuple, list] = {}
+        for p, entry in new_state.items():
+            grad = originals[p]
+            adapted = self._scratch.get(p)
+            if adapted is None or adapted.shape != grad.shape or adapted.dtype != grad.dtype:
+                adapted = self._scratch[p] = torch.empty_like(grad)
+            if path == "compiled":
+                entry[CARRY] = entry[CARRY].clone()
+            step = entry[STEP] if compiling else int(entry[STEP])
+            batches.setdefault((step, p.dtype), []).append(
+                {GRAD: grad, UPDATE: adapted, **dict.fromkeys(roles, entry[CARRY])}
+            )
+            p.grad = adapted
+        if path == "compiled":
+            failure = compiled.run(plan, hyperparameters, batches)
+            if failure is not None:
+                self.dispatcher.give_up(
+                    "compiled",
+                    f"{failure} (this step was completed eagerly by the same functions)",
+                    "later steps use the core path",
+                )
+            return None
+        lib = fused.library(plan, ((_UPDATE, frozenset({UPDATE})), (_COMMIT, frozenset(roles))))
+        fused.run(plan, hyperparameters, batches, _UPDATE, lib)
+        return lambda: fused.run(plan, hyperparameters, batches, _COMMIT, lib)
 
     def _plan(self) -> Union[Plan, Unplannable]:
         """The plan of ``e_adaptor(alpha, beta1)`` (one per kind of ``alpha``: a number, or each schedule)."""
@@ -388,7 +420,7 @@ class E(torch.optim.Optimizer):
         it and nothing is changed. Then the base optimizer loads the rest (its own checks apply); if it raises,
         nothing is changed either.
         """
-        checkpoint.load_e(self, state_dict, (CARRY, STEP, _CORE_CARRY), _checked)
+        checkpoint.load_e(self, state_dict, (CARRY, STEP, _core_carry()), _checked)
 
 
 @contextmanager

@@ -479,24 +479,18 @@ class ValleyOptimizer(torch.optim.Optimizer):
             by_step[_state.steps_taken(self.state[p])].append((p, g))
         xp = _state.namespace_for(p for p, _ in entries)
         for step, items in by_step.items():
-            count = len(items)
-            transform = self.transform_for(group, count)
+            transform = self.transform_for(group, len(items))
             dtypes = [_state.state_dtype(p) for p, _ in items]
             params = tuple(_state.working_copy(p.detach(), d) for (p, _), d in zip(items, dtypes))
             grads = tuple(_state.working_copy(g, d) for (_, g), d in zip(items, dtypes))
             if group.get("maximize", False):  # the one negation of the core path (the plans have theirs)
                 grads = tuple(-g for g in grads)
-            template = transform.init(tuple(_state.meta_like(p, d) for (p, _), d in zip(items, dtypes)), xp=xp)
             counter = torch.tensor(step, dtype=torch.int32, device=items[0][0].device)
-            flat = {}
-            for key in vc.state_to_dict(template):
-                base, index = _state.split_key(key)
-                flat[key] = (
-                    counter if index is None else compact_state.decode(self.state[items[index][0]], base, dtypes[index])
-                )
-            updates, new_state = transform.update(grads, vc.state_from_dict(template, flat), params, xp=xp)
+            states = [self.state[p] for p, _ in items]
+            updates, per_tensor = _state.core_update(
+                transform, grads, params, lambda i, key: compact_state.decode(states[i], key, dtypes[i]), counter, xp
+            )
             new_params = vc.apply_updates(params, updates)
-            per_tensor, _ = _state.per_tensor_entries(vc.state_to_dict(new_state), count)
             for (p, _), new, entries_of_p in zip(items, new_params, per_tensor):
                 p.detach().copy_(new)
                 self._store(group, p, entries_of_p, step + 1, indices)

@@ -270,3 +270,56 @@ def test_compiled_e_step_stops_compiling_after_its_first_steps(base: str) -> Non
     torch.testing.assert_close(carry, eager_carry, rtol=1e-10, atol=1e-12)
     if base == "alto":
         torch.testing.assert_close(weight, eager_weight, rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- E's plan on every executor
+def test_e_compiled_equals_its_core_path_in_float64():
+    """``E(implementation="compiled")`` (``torch.compile`` of the ``e_adaptor`` plan's passes, on the CPU here)
+    against the core executor: the parameters, E's carry and step, and the base's state, with a schedule for alpha,
+    a parameter that misses its gradient at some steps (its steps differ), an empty and a one-element tensor."""
+    from torch_helpers import SHAPES
+
+    import valley_core as vc
+
+    shapes = [*SHAPES, (0, 3), (1,)]
+    grads = gradient_sequence(40, shapes=shapes, seed=4)
+    start = initial_params(shapes, seed=5)
+    runs = []
+    for implementation in ("compiled", "core"):
+        params = [torch.nn.Parameter(p.clone()) for p in start]
+        inner = torch.optim.Adam(params, lr=0.01)
+        optimizer = E(inner, alpha=vc.exponential_decay(-0.5, 0.98), beta1=0.5, implementation=implementation)
+        for k, grads_k in enumerate(grads):
+            for index, (p, g) in enumerate(zip(params, grads_k)):
+                p.grad = None if (index == 1 and k % 4 == 0) else g.clone()
+            kept = [p.grad for p in params]
+            optimizer.step()
+            assert all(p.grad is g for p, g in zip(params, kept))  # the user's gradients are put back
+        runs.append((params, optimizer))
+    (ours, ours_opt), (core, core_opt) = runs
+    assert not ours_opt.dispatcher.failed
+    for p, q in zip(ours, core):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(ours_opt.state[p]["e_carry"], core_opt.state[q]["e_carry"], rtol=1e-12, atol=1e-14)
+        assert int(ours_opt.state[p]["e_step"]) == int(core_opt.state[q]["e_step"])
+
+
+def test_e_compiled_keeps_its_state_when_the_base_fails_and_refuses_what_it_cannot_run():
+    class Failing(torch.optim.SGD):
+        def step(self, closure=None):
+            raise RuntimeError("base optimizer failed")
+
+    params = _params()
+    optimizer = E(torch.optim.SGD(params, lr=0.1), **E_ARGS, implementation="compiled")
+    _step(optimizer, params, gradient_sequence(1)[0])
+    carries = [optimizer.state[p]["e_carry"].clone() for p in params]
+    failing = E(Failing(params, lr=0.1), **E_ARGS, implementation="compiled")
+    failing.load_state_dict(optimizer.state_dict())
+    with pytest.raises(RuntimeError, match="base optimizer failed"):
+        _step(failing, params, gradient_sequence(2)[1])
+    assert all(torch.equal(failing.state[p]["e_carry"], c) for p, c in zip(params, carries))
+    assert all(int(failing.state[p]["e_step"]) == 1 for p in params)
+    half = [torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))]
+    half[0].grad = torch.ones(3, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError, match=r"E\(implementation='compiled'\) cannot adapt .* float32/float64"):
+        E(torch.optim.SGD(half, lr=0.1), implementation="compiled").step()
