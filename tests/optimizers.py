@@ -190,28 +190,32 @@ def _none(params: Sequence[Any]) -> List[bool]:
 _STABILITY = ({"alpha": -500.0}, r"alpha=-500\.0 violates \|alpha\| < 1/\(1-beta1\)")
 _LR = ({"lr": -1.0}, r"lr=-1\.0 violates lr >= 0")
 _BETAS = (_STABILITY, _LR)
+_BIAS_CORRECTION = ({"bias_correction": 1}, r"bias_correction=1 violates bias_correction is a bool")
+_EPS = ({"eps": -1.0}, r"eps=-1\.0 violates eps >= 0")
+_TRUST_EPS = ({"trust_eps": float("nan")}, r"trust_eps=nan violates trust_eps is finite")
+_DECAY = ({"weight_decay": -0.1}, r"weight_decay=-0\.1 violates weight_decay >= 0")
 _TORCH_CONSTANT_MASK = {"trust_ratio": False}
 _isqrt, _exp = vc.inverse_sqrt, vc.exponential_decay
 
 CASES: List[OptimizerCase] = [
     # The behaviour set: no weight decay, tuned to converge on Rosenbrock (numpy "converges").
     _case("alto_explore", "alto", dict(lr=_isqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0),
-          numpy="core converges", invalid=_BETAS),
+          numpy="core converges", invalid=(*_BETAS, _BIAS_CORRECTION)),
     _case("alto_exploit", "alto", dict(lr=_isqrt(0.02), alpha=0.5, betas=(0.01, 0.9, 0.999), weight_decay=0.0),
           numpy="core converges"),
     _case("alto_vanilla", "alto_vanilla",
           dict(lr=_isqrt(0.02), alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0),
-          numpy="core converges", cupy="core", invalid=_BETAS),
+          numpy="core converges", cupy="core", invalid=(*_BETAS, _EPS)),
     _case("lamb", "lamb", dict(lr=_isqrt(0.02), betas=(0.9, 0.999), weight_decay=0.0), numpy="core converges",
-          invalid=(_LR,)),
+          invalid=(_LR, _TRUST_EPS)),
     _case("eadam", "eadam", dict(lr=0.01, alpha=0.5, betas=(0.01, 0.9, 0.999)),
           numpy="core converges", torch="core torch.optim", jax="core optax", keras="keras.optimizers",
-          invalid=_BETAS),
+          invalid=(*_BETAS, _EPS)),
     _case("eadam_explore", "eadam", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999)),
           numpy="core converges", torch="core E", cupy="core"),
     _case("adam", "adam", dict(lr=0.01), numpy="core converges", torch="", invalid=(_LR,)),
     _case("eadamw", "eadamw", dict(lr=0.005, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=0.0),
-          numpy="core converges", invalid=_BETAS),
+          numpy="core converges", invalid=(*_BETAS, _DECAY)),
     _case("adamw", "adamw", dict(lr=0.01, weight_decay=0.0), numpy="core converges", torch=""),
     _case("esgd", "esgd", dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9)), numpy="core converges",
           keras="keras.optimizers", invalid=_BETAS),
