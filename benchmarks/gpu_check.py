@@ -62,15 +62,6 @@ PARITY_CONFIGS: Dict[str, Dict[str, Any]] = {
     "eadamw": dict(lr=5e-3, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2),
     "esgd": dict(lr=1e-3, alpha=0.5, betas=(0.01, 0.9), weight_decay=1e-3),
 }
-#: Class names of each core optimizer in backends.torch (and backends.cupy).
-CLASS_NAMES = {
-    "alto": "ALTO",
-    "alto_vanilla": "ALTOVanilla",
-    "lamb": "Lamb",
-    "eadam": "EAdam",
-    "eadamw": "EAdamW",
-    "esgd": "ESGD",
-}
 PARITY_SHAPES = [(64, 33), (33,), (), (7, 5, 3), (1000,)]
 #: Relative-error tolerances (per tensor, after the parity steps) against the float64 core.
 TOLERANCE = {"float64": 1e-9, "float32": 1e-3}
@@ -402,13 +393,14 @@ def run_cupy_backend(device: Device, name: str, hyperparameters, params, grads, 
 def run_torch_backend(device: Device, name: str, options, hyperparameters, params, grads, dtype: str, ref_state):
     torch = device.require_torch()
     import backends.torch as bt
+    import valley_core as vc
 
     torch_dtype = getattr(torch, dtype)
     reset_torch_compile(device, options)
     tensors = [
         torch.nn.Parameter(torch.tensor(np.asarray(p), dtype=torch_dtype, device=device.torch_device)) for p in params
     ]
-    optimizer = getattr(bt, CLASS_NAMES[name])(tensors, **hyperparameters, **options)
+    optimizer = getattr(bt, vc.info_for(name).class_name)(tensors, **hyperparameters, **options)
     for step in grads:
         for t, g in zip(tensors, step):
             t.grad = torch.tensor(np.asarray(g), dtype=torch_dtype, device=device.torch_device)
