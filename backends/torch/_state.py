@@ -125,15 +125,19 @@ def all_finite(grads) -> bool:
     return bool(torch.cat([f.to("cpu") for f in flags]).all())
 
 
-def core_update(transform: Any, grads: tuple, params: Any, read: Callable[[int, str], Any], counter: Any, xp: Any):
-    """The core executor's update of tensors at the same step (the classes' ``core_step`` and ``E``'s core path):
-    the torch state rebuilt into the core chain's (tensor ``i``'s buffer ``read(i, key)``, ``key`` the core's name
-    without its index; every step counter ``counter``), ``transform.update``, and the new state split back.
+def core_update(
+    transform: Any, grads: tuple, params: Any, read: Callable[[int, str], Any], counter: Any, xp: Any, template=None
+):
+    """The core executor's update of tensors at the same step (the classes' eager and traced core steps, ``E``'s
+    core path): the torch state rebuilt into the core chain's (tensor ``i``'s buffer ``read(i, key)``, ``key`` the
+    core's name without its index; every step counter ``counter``; ``template``: ``transform.init`` of the
+    tensors, made here when None), ``transform.update``, and the new state split back.
 
     Returns:
         The updates and, per tensor, its new buffers by key.
     """
-    template = transform.init(tuple(meta_like(g, g.dtype) for g in grads), xp=xp)
+    if template is None:
+        template = transform.init(tuple(meta_like(g, g.dtype) for g in grads), xp=xp)
     flat = {}
     for key in vc.state_to_dict(template):
         base, index = split_key(key)

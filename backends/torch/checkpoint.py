@@ -165,14 +165,13 @@ def load(optimizer: Any, state_dict: Dict[str, Any]) -> None:
             continue
         try:
             saved = saved_groups[index] = checkpoint_group(factory, saved, f"param group {index}")
+            missing = [key for key in optimizer.hyperparameter_defaults() if key not in saved]
+            if missing:
+                raise ValueError(
+                    f"param group {index}: missing hyperparameters {missing} (a checkpoint of another optimizer?)"
+                )
         except (TypeError, ValueError) as error:
             problems.append(str(error))
-            continue
-        missing = [key for key in optimizer.hyperparameter_defaults() if key not in saved]
-        if missing:
-            problems.append(
-                f"param group {index}: missing hyperparameters {missing} (a checkpoint of another optimizer?)"
-            )
             continue
         try:
             optimizer._validate_group(saved, f"param group {index}")
@@ -199,18 +198,27 @@ def load(optimizer: Any, state_dict: Dict[str, Any]) -> None:
             problems.append(f"parameter {saved_id} (group {index}, shape {tuple(p.shape)}): {error}")
     if problems:
         raise ValueError(f"state dict does not match this {name}: " + "; ".join(problems))
-    new_groups = []
     for group, saved in zip(groups, saved_groups):
         saved["params"] = group["params"]
-        if "param_names" in group and "param_names" not in saved:
-            saved["param_names"] = group["param_names"]
-        new_groups.append(saved)
-    optimizer.__setstate__({"state": new_state, "param_groups": new_groups})
+        if "param_names" in group:
+            saved.setdefault("param_names", group["param_names"])
+    optimizer.__setstate__({"state": new_state, "param_groups": saved_groups})
     optimizer.checkpoint_version = version
     _run_load_post_hooks(optimizer)
 
 
 # ------------------------------------------------------------------------------------------------------ E
+#: E's entries in ``optimizer.state[p]``: the carry (the state dtype of ``p``) and the steps taken (0-d int32).
+CARRY, STEP = "e_carry", "e_step"
+
+
+def core_carry() -> str:
+    """The E adaptor's carry key in the core's state (the layout of valley <= 0.1.x's E checkpoints and pickles)."""
+    template = vc.e_adaptor(0.0, 0.0).init((torch.empty(0, device="meta"),), xp=_state.namespace())
+    ((key,),) = [tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[0][0])]
+    return key
+
+
 def save_e(e: Any) -> Dict[str, Any]:
     """``E.state_dict``: the base optimizer's state dict, E's settings and the version (see there)."""
     for pre_hook in e._optimizer_state_dict_pre_hooks.values():
@@ -225,10 +233,8 @@ def save_e(e: Any) -> Dict[str, Any]:
     return state_dict
 
 
-def load_e(e: Any, state_dict: Any, keys: Tuple[str, str, str], checked: Callable[..., float]) -> None:
-    """``E.load_state_dict`` (see there). ``keys``: E's carry and step entries and the carry's core key (the
-    layout of valley 0.1.x); ``checked(alpha, e_beta, allow_unstable)``: E's hyperparameter check."""
-    carry_key, step_key, _ = keys
+def load_e(e: Any, state_dict: Any, checked: Callable[..., float]) -> None:
+    """``E.load_state_dict`` (see there); ``checked(alpha, e_beta, allow_unstable)``: E's hyperparameter check."""
     if isinstance(state_dict, dict):
         state_dict = _run_load_pre_hooks(e, state_dict.copy())
     if (
@@ -259,7 +265,7 @@ def load_e(e: Any, state_dict: Any, keys: Tuple[str, str, str], checked: Callabl
                 f"'e_adaptor' holds 'state' (valley {UNVERSIONED}'s layout) in a checkpoint of valley {version}"
             )
         else:
-            states = _from_legacy_layout(saved["state"], states, list(id_map), problems, keys)
+            states = _from_legacy_layout(saved["state"], states, list(id_map), problems)
     ours: Dict[torch.Tensor, Tuple[torch.Tensor, int]] = {}
     base_states: Dict[Any, Any] = {}
     for key, entry in states.items():
@@ -267,13 +273,13 @@ def load_e(e: Any, state_dict: Any, keys: Tuple[str, str, str], checked: Callabl
         if p is None or not isinstance(entry, dict):
             base_states[key] = entry  # not a parameter's state: the base's business (torch passes it through)
             continue
-        rest = {k: v for k, v in entry.items() if k not in (carry_key, step_key)}
+        rest = {k: v for k, v in entry.items() if k not in (CARRY, STEP)}
         if rest:
             base_states[key] = rest
-        if carry_key in entry or step_key in entry:
-            problem = _problem_with(entry, p, carry_key, step_key)
+        if CARRY in entry or STEP in entry:
+            problem = _problem_with(entry, p)
             if problem is None:
-                ours[p] = (entry[carry_key], int(entry[step_key]))
+                ours[p] = (entry[CARRY], int(entry[STEP]))
             else:
                 problems.append(f"parameter {key!r} (shape {tuple(p.shape)}): {problem}")
     if problems:
@@ -281,7 +287,7 @@ def load_e(e: Any, state_dict: Any, keys: Tuple[str, str, str], checked: Callabl
     if saved is None and not ours:
         raise ValueError(
             f"E.load_state_dict: the state dict has no 'e_adaptor' entry and no parameter's state holds "
-            f"'{carry_key}'; it was not saved by backends.torch.E (a base optimizer's or the authors' E state dict "
+            f"'{CARRY}'; it was not saved by backends.torch.E (a base optimizer's or the authors' E state dict "
             "lacks the adaptor's state)"
         )
     base_part = {key: value for key, value in state_dict.items() if key != "e_adaptor"}
@@ -291,7 +297,7 @@ def load_e(e: Any, state_dict: Any, keys: Tuple[str, str, str], checked: Callabl
     states_now = e.state
     for p, (carry, step) in ours.items():
         carry = carry.to(device=p.device, dtype=_state.state_dtype(p), copy=True)
-        states_now[p].update({carry_key: carry, step_key: _state.step_tensor(step)})
+        states_now[p].update({CARRY: carry, STEP: _state.step_tensor(step)})
     if hyperparameters is not None:
         e._alpha, e._e_beta = hyperparameters
         e._allow_unstable = saved.get("allow_unstable", False)  # type: ignore[union-attr]  # saved is a dict here
@@ -314,45 +320,39 @@ def _id_map(groups: Any, saved_groups: Any) -> Dict[Any, torch.Tensor]:
                 f"{len(group['params'])} in the optimizer"
             )
     saved_ids = list(chain.from_iterable(saved["params"] for saved in saved_groups))
-    if not all(_hashable(i) for i in saved_ids) or len(set(saved_ids)) != len(saved_ids):
+    try:
+        distinct = len(set(saved_ids)) == len(saved_ids)
+    except TypeError:  # an unhashable id
+        distinct = False
+    if not distinct:
         raise ValueError("E.load_state_dict: the param groups' 'params' must be distinct parameter ids or names")
     return dict(zip(saved_ids, chain.from_iterable(group["params"] for group in groups)))
 
 
-def _hashable(value: Any) -> bool:
-    try:
-        hash(value)
-    except TypeError:
-        return False
-    return True
-
-
-def _problem_with(entry: Dict[str, Any], p: torch.Tensor, carry_key: str, step_key: str) -> Optional[str]:
+def _problem_with(entry: Dict[str, Any], p: torch.Tensor) -> Optional[str]:
     """What is wrong with E's entries in one parameter's saved state, or None."""
-    if carry_key not in entry or step_key not in entry:
-        present = sorted(k for k in (carry_key, step_key) if k in entry)
-        return f"'{carry_key}' and '{step_key}' come together, the state has only {present}"
-    carry, step = entry[carry_key], saved_step(entry[step_key])
+    if CARRY not in entry or STEP not in entry:
+        present = sorted(k for k in (CARRY, STEP) if k in entry)
+        return f"'{CARRY}' and '{STEP}' come together, the state has only {present}"
+    carry, step = entry[CARRY], saved_step(entry[STEP])
     if not isinstance(carry, torch.Tensor) or not carry.is_floating_point():
-        return f"{carry_key} must be a floating-point tensor, got {type(carry).__name__}"
+        return f"{CARRY} must be a floating-point tensor, got {type(carry).__name__}"
     if tuple(carry.shape) != tuple(p.shape):
-        return f"{carry_key} has shape {tuple(carry.shape)}, the parameter {tuple(p.shape)}"
+        return f"{CARRY} has shape {tuple(carry.shape)}, the parameter {tuple(p.shape)}"
     if _state.is_dtensor(p) != _state.is_dtensor(carry):
         return (
-            f"{carry_key} is a {type(carry).__name__} for a {type(p).__name__} parameter (save and load FSDP2 "
+            f"{CARRY} is a {type(carry).__name__} for a {type(p).__name__} parameter (save and load FSDP2 "
             "checkpoints with torch.distributed.checkpoint, which reshards them)"
         )
     if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-        return f"{step_key} must be a non-negative int, got {entry[step_key]!r}"
+        return f"{STEP} must be a non-negative int, got {entry[STEP]!r}"
     return None
 
 
-def _from_legacy_layout(
-    legacy: Any, states: Dict[Any, Any], order: List[Any], problems: List[str], keys: Tuple[str, str, str]
-) -> Dict[Any, Any]:
+def _from_legacy_layout(legacy: Any, states: Dict[Any, Any], order: List[Any], problems: List[str]) -> Dict[Any, Any]:
     """``states`` with the carries of valley 0.1.x's layout (``{position: {<carry's core key>, "step"}}`` under
     ``"e_adaptor"``) moved into the parameters' states as E's entries; mismatches go to ``problems``."""
-    carry_key, step_key, core_carry = keys
+    core_key = core_carry()
     if not isinstance(legacy, dict):
         problems.append(f"'e_adaptor' state must be a dict, got {type(legacy).__name__}")
         return states
@@ -361,14 +361,14 @@ def _from_legacy_layout(
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(order):
             problems.append(f"state for parameter index {index!r}, but the optimizer has {len(order)} parameters")
             continue
-        if not isinstance(entry, dict) or set(entry) != {core_carry, "step"}:
+        if not isinstance(entry, dict) or set(entry) != {core_key, "step"}:
             found = sorted(entry) if isinstance(entry, dict) else type(entry).__name__
-            problems.append(f"parameter {index}: keys {found}, expected ['{core_carry}', 'step']")
+            problems.append(f"parameter {index}: keys {found}, expected ['{core_key}', 'step']")
             continue
         merged = dict(states.get(order[index]) or {})
-        if carry_key in merged or step_key in merged:
+        if CARRY in merged or STEP in merged:
             problems.append(f"parameter {index}: E's state is in both layouts ('e_adaptor' and the parameter's state)")
             continue
-        merged.update({carry_key: entry[core_carry], step_key: entry["step"]})
+        merged.update({CARRY: entry[core_key], STEP: entry["step"]})
         states[order[index]] = merged
     return states

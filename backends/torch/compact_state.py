@@ -241,9 +241,6 @@ class Codec:
         #: Whether the compiled executor runs this format (float32 state only; the core path runs every format).
         self.compiled = not self.compact
 
-    def __repr__(self) -> str:
-        return f"compact_state.codec({self.name!r})"
-
     def kernel_code(self, key: str) -> Optional[str]:
         """The fused kernels' code of buffer ``key`` in this format (``backends.kernels.cpu``), None for float32."""
         if self.name == "bfloat16":

@@ -285,10 +285,6 @@ def _where(condition: Any, if_true: Any, if_false: Any) -> Any:
     return if_true if condition else if_false
 
 
-def _state_dtype(p: torch.Tensor) -> torch.dtype:
-    return torch.float32 if p.dtype in (torch.float16, torch.bfloat16) else p.dtype
-
-
 _steps: Dict[Any, Any] = {}
 
 
@@ -303,7 +299,7 @@ def step_function(plan: Plan, sources: Dict[str, str]) -> Callable[..., Any]:
             "_sqrt": _sqrt,
             "_astype": _astype,
             "_where": _where,
-            "_state_dtype": _state_dtype,
+            "_state_dtype": _state.state_dtype,
         }
         code = compile(render_step(plan, sources, name), f"<plan {plan.name} step>", "exec")
         exec(code, namespace)  # noqa: S102

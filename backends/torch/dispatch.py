@@ -1,16 +1,9 @@
 """The one dispatcher: which executor runs a step, for the ``ValleyOptimizer`` classes and for ``E``.
 
-Executors (each consumes a ``backends.kernels.plan.Plan`` and knows no optimizer):
-
-=============  =====================================================  ===========================================
-executor       what runs                                              where
-=============  =====================================================  ===========================================
-``core``       the core chain's ``update`` on torch tensors           everything (DTensor/FSDP2, any float dtype,
-               (``ValleyOptimizer.core_step``; the reference)        unplannable chains such as Adam+CM)
-``fused``      C++ generated from the plan (``backends.torch.fused``)  plain contiguous CPU tensors
-``compiled``   ``torch.compile`` of the plan's passes                 plain contiguous float32/float64 tensors
-               (``backends.torch.compiled``)                          (the CUDA path)
-=============  =====================================================  ===========================================
+Executors (each consumes a ``backends.kernels.plan.Plan`` and knows no optimizer; table: ``docs/torch.md``,
+"Implementations"): ``core`` (the core chain's ``update`` on torch tensors, ``_state.core_update``: the reference,
+everything), ``fused`` (C++ generated from the plan, ``backends.torch.fused``: plain contiguous CPU tensors) and
+``compiled`` (``torch.compile`` of the plan's passes, ``backends.torch.compiled``: float32/float64, the CUDA path).
 
 ``implementation="auto"`` takes the first that can run a group (fused, compiled, core); an explicit choice
 runs that executor or raises ``RuntimeError`` with the reason. Every decision is taken before anything is

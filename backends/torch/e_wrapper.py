@@ -1,50 +1,25 @@
-"""``E(base_optimizer)``: the E adaptor in front of ANY torch optimizer.
+"""``E(base_optimizer)``: the E adaptor in front of ANY torch optimizer (the maths: ``docs/algorithm.md``; the
+user's guide: ``docs/torch.md``, sections on implementations, state and checkpoints, and gradients).
 
-For every parameter with a gradient, the base optimizer sees the adapted gradient instead of ``g_k``::
+E is one more user of the execution plan: the core chain ``e_adaptor`` (its plan writes the adapted gradient,
+not the parameter) run by the classes' dispatcher and executors (core, fused, compiled). What is E's own:
 
-    a_k  = beta1 a_{k-1} + (1 - beta1)(g_k - g_{k-1}),   a_0 = 0, g_0 = 0   (not bias-corrected)
-    g~_k = g_k + alpha a_k
+- ``p.grad``: for each parameter with a gradient, the adapted gradient goes to another tensor (on the fused and
+  compiled paths a scratch buffer kept between steps, not state), ``p.grad`` is set to it for the duration of
+  ``base_optimizer.step()``, then the user's tensor is put back (the same object, unchanged).
+- State: ``E.state`` IS the base's ``state``; E's ``"e_carry"`` and ``"e_step"`` (0-d int32) sit in each
+  parameter's entry beside the base's, so torch's DCP helpers save them sharded like the parameters. They are
+  written only after the base's step has returned, and only if the base stepped (a base that counts skipped steps
+  in ``skipped_steps`` tells E so); during the base's step they are hidden where they are all of ``state[p]``,
+  so a base that initialises an empty state still does. Checkpoints: ``backends.torch.checkpoint``.
+- torch's global step hooks fire once per ``E.step`` (set aside while the base steps inside E; not thread-safe
+  against another optimizer stepping meanwhile); per-instance hooks of E and of the base fire once each.
+- ``maximize=True`` of the base: ``-g~(g) = g~(-g)``, so E over a maximizing base is E over the minimizing base
+  on ``-f`` (carry of opposite sign); E negates nothing itself.
 
-computed by ``valley_core.elementwise.e_adaptor_step`` in the core's one-buffer form (one carry buffer per
-parameter instead of ``a`` and ``g_{k-1}``).
-
-What ``step()`` does with ``p.grad``, exactly: for each parameter with a gradient it computes ``g~`` into
-another tensor, sets ``p.grad = g~`` for the duration of ``base_optimizer.step()``, and then puts the user's
-original gradient tensor back (``p.grad is`` the same object, with the same values, as before the call). So
-gradient accumulation, clipping after the step, logging of ``p.grad`` and ``GradScaler`` all see the true
-gradient. Cost: one gradient-sized tensor per parameter: on the fused CPU path a scratch buffer kept between
-steps (reused, not optimizer state, not in ``state_dict``), elsewhere a temporary one per step. E's carry
-changes only once the base optimizer's step has returned, and only if the base did step (see below).
-
-State: ``E.state`` IS the base optimizer's ``state``: E keeps its carry and its step count per parameter in
-``optimizer.state[p]`` under ``"e_carry"`` and ``"e_step"`` (a 0-d int32 tensor, as the classes' ``"step"``),
-next to the base's own entries
-(``"exp_avg"`` ..., ``"AdamState.first"`` ...; no torch or valley optimizer uses these two names). So
-``state_dict()`` is the base's state dict with E's entries in each parameter's state, plus ``"e_adaptor"`` (E's
-hyperparameters) and ``"valley_version"``, and torch's distributed-checkpoint helpers
-(``torch.distributed.checkpoint.state_dict.get_optimizer_state_dict`` / ``set_optimizer_state_dict``, which keep
-only ``"state"`` and ``"param_groups"``) save and restore E's carry with the base's state, sharded like the
-parameters under FSDP2. E writes its entries only after the base's step, and hides them from the base during
-its step where the base has no state of its own for a parameter, so a base that initialises its state when
-``state[p]`` is empty (``len(state) == 0``, as torch's optimizers do) still does.
-
-Protocols: torch's global step hooks (``torch.optim.optimizer.register_optimizer_step_pre_hook`` / ``post_hook``)
-fire once per ``E.step``, for ``E`` (not again for the base optimizer: they are set aside while the base steps
-inside E; not thread-safe against another optimizer stepping in another thread at that moment); E's own and the
-base's per-instance hooks fire once each. Non-parameter entries of ``optimizer.state`` pass through
-``state_dict``/``load_state_dict`` as torch passes them. ``maximize=True`` of the base: the base negates the
-adapted gradient ``g~(g)``, which is linear in the gradients, ``-g~(g) = g~(-g)``; so E over a maximizing base
-is E over the minimizing base on ``-f`` (same parameters, carry of opposite sign), and E negates nothing itself.
-
-A base that skipped its step: a base optimizer that counts skipped steps in an int attribute ``skipped_steps``
-(valley's classes with ``skip_nonfinite=True``) tells E so by incrementing it; E then leaves its carry and step
-count untouched and counts the step in its own ``skipped_steps``. A base without that attribute is assumed to
-have stepped.
-
-Differences from the authors' ``E`` (``e-optimizer-adaptor``): the adaptor's state is saved and restored by
-``state_dict()``/``load_state_dict()`` (theirs is lost on checkpoint), ``p.grad`` is left as the user's
-(theirs overwrites it), one buffer instead of two, no special case for models with few parameters, no
-noise or clipping options, and ``|alpha| < 1/(1 - beta1)`` is enforced unless ``allow_unstable=True``.
+Differences from the authors' ``E`` (``e-optimizer-adaptor``): the adaptor's state is checkpointed, ``p.grad`` is
+left as the user's, one buffer instead of two, no special case for models with few parameters, no noise or
+clipping options, and ``|alpha| < 1/(1 - beta1)`` is enforced unless ``allow_unstable=True``.
 """
 
 from __future__ import annotations
@@ -59,13 +34,12 @@ import torch.optim.optimizer as torch_optimizer
 import valley_core as vc
 from backends.kernels.plan import GRAD, UPDATE, Plan, Unplannable, derive
 from backends.torch import _state, checkpoint, compiled, fused
+from backends.torch.checkpoint import CARRY, STEP
 from backends.torch.dispatch import Dispatcher
 from valley_core.base import GradientTransformation
 from valley_core.schedules import ScalarOrSchedule
 from valley_core.validation import validate_hyperparameters
 
-#: E's entries in ``optimizer.state[p]``: the carry ``b_k`` (the state dtype of ``p``) and the steps taken (0-d int32).
-CARRY, STEP = "e_carry", "e_step"
 #: The two kernels of E's plan: the adapted gradient before the base optimizer's step, the carry after it.
 _UPDATE, _COMMIT = "valley_update", "valley_commit"
 #: The plans of ``e_adaptor``: one for a number ``alpha`` (a per-step input), one per schedule.
@@ -77,11 +51,19 @@ def e_adaptor(alpha: ScalarOrSchedule = 0.5, beta1: float = 0.01) -> GradientTra
     return vc.chain(vc.e_adaptor(alpha, beta1), name="e_adaptor")
 
 
-def _core_carry() -> str:
-    """The carry's key in the core's state (the layout of valley <= 0.1.x's checkpoints and pickles of E)."""
-    template = e_adaptor().init((torch.empty(0, device="meta"),), xp=_state.namespace())
-    ((key,),) = [tuple(_state.per_tensor_entries(vc.state_to_dict(template), 1)[0][0])]
-    return key
+def _hyperparameter(name: str, doc: str) -> Any:
+    """A hyperparameter of ``E`` as an attribute: assigning it re-checks the stability rule with the other two and
+    raises ``ValueError`` (keeping the old value) when it is broken."""
+
+    def get(self: E) -> Any:
+        return getattr(self, "_" + name)
+
+    def set(self: E, value: Any) -> None:
+        values = {"alpha": self._alpha, "e_beta": self._e_beta, "allow_unstable": self._allow_unstable, name: value}
+        checked_beta = _checked(values["alpha"], values["e_beta"], values["allow_unstable"])
+        setattr(self, "_" + name, checked_beta if name == "e_beta" else value)
+
+    return property(get, set, doc=doc)
 
 
 class E(torch.optim.Optimizer):
@@ -105,19 +87,16 @@ class E(torch.optim.Optimizer):
         skip_nonfinite: skip the whole step (base optimizer included) when a gradient is not finite. A base that
             skips steps itself (``ALTO(..., skip_nonfinite=True)``) is followed without this: E's state moves only
             when the base's does (see the module docstring).
-        implementation: where the adaptor's arithmetic runs: ``"auto"`` (default: the fused CPU kernel
-            generated from ``valley_core.elementwise.e_adaptor_step``, ``backends.kernels.cpu``, for plain
-            contiguous float32/float64 CPU tensors, op by op elsewhere), ``"core"`` (op by op) or ``"fused"``
-            (the kernel, or ``RuntimeError``). Both give the same values bit for bit (tested).
+        implementation: the executor of the adaptor's plan, as for the classes (``backends.torch.dispatch``):
+            ``"auto"`` (default), ``"core"``, ``"fused"`` (plain float32/float64 CPU tensors) or ``"compiled"``
+            (float32/float64; the CUDA path); an explicit one that cannot run raises ``RuntimeError``.
 
     ``alpha``, ``e_beta`` and ``allow_unstable`` are attributes; assigning one re-checks the stability rule and
     raises ``ValueError`` (keeping the old value) when it is broken. ``copy.deepcopy``, ``pickle`` and
     ``torch.save`` of an ``E`` give a working optimizer (pickles of valley <= 0.1.x load too); its state-dict
     hooks run as torch's do.
 
-    State: ``E.state`` is the base optimizer's ``state``; E's entries are ``state[p]["e_carry"]`` and
-    ``state[p]["e_step"]``. ``skipped_steps`` counts the steps that changed nothing (``skip_nonfinite`` or a
-    base that skipped).
+    ``skipped_steps`` counts the steps that changed nothing (``skip_nonfinite`` or a base that skipped).
 
     Optimizers whose ``step`` re-evaluates the closure several times (``torch.optim.LBFGS``) are refused:
     ``E`` evaluates the closure once and adapts that gradient.
@@ -168,7 +147,7 @@ class E(torch.optim.Optimizer):
         self.skip_nonfinite = skip_nonfinite
         self.implementation = implementation
         self.dispatcher = dispatcher
-        #: Fused path: the adapted gradient of each parameter, reused at every step (not optimizer state).
+        #: Fused and compiled paths: the adapted gradient of each parameter, reused at every step (not state).
         self._scratch: Dict[torch.Tensor, torch.Tensor] = {}
         self.skipped_steps = 0
         self._initialising = True
@@ -190,37 +169,11 @@ class E(torch.optim.Optimizer):
             self.base_optimizer.state = value
 
     # ------------------------------------------------------------------ hyperparameters, checked when assigned
-    @property
-    def alpha(self) -> ScalarOrSchedule:
-        """The exploration coefficient (a float or a schedule ``k -> alpha_k``)."""
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: ScalarOrSchedule) -> None:
-        _checked(value, self._e_beta, self._allow_unstable)
-        self._alpha = value
-
-    @property
-    def e_beta(self) -> float:
-        """The E adaptor's EMA coefficient (the paper's ``beta1``)."""
-        return self._e_beta
-
-    @e_beta.setter
-    def e_beta(self, value: float) -> None:
-        self._e_beta = _checked(self._alpha, value, self._allow_unstable)
-
+    alpha = _hyperparameter("alpha", "The exploration coefficient (a float or a schedule ``k -> alpha_k``).")
+    e_beta = _hyperparameter("e_beta", "The E adaptor's EMA coefficient (the paper's ``beta1``).")
     #: The paper's name of ``e_beta``.
     beta1 = e_beta
-
-    @property
-    def allow_unstable(self) -> bool:
-        """Whether the rule ``|alpha| < 1/(1 - beta1)`` is skipped."""
-        return self._allow_unstable
-
-    @allow_unstable.setter
-    def allow_unstable(self, value: bool) -> None:
-        _checked(self._alpha, self._e_beta, value)
-        self._allow_unstable = value
+    allow_unstable = _hyperparameter("allow_unstable", "Whether the rule ``|alpha| < 1/(1 - beta1)`` is skipped.")
 
     def __getstate__(self) -> Dict[str, Any]:
         """Everything ``E`` holds (torch's ``__getstate__`` keeps only defaults, state and groups), so that
@@ -238,7 +191,7 @@ class E(torch.optim.Optimizer):
         for p, entry in (legacy or {}).items():
             if isinstance(p, torch.Tensor) and entry:
                 step = _state.step_tensor(int(entry["step"]))
-                self.base_optimizer.state[p].update({CARRY: entry[_core_carry()], STEP: step})
+                self.base_optimizer.state[p].update({CARRY: entry[checkpoint.core_carry()], STEP: step})
 
     def add_param_group(self, param_group: Dict[str, Any]) -> None:
         """Adds the group to the base optimizer (whose groups ``E`` shares)."""
@@ -395,14 +348,9 @@ class E(torch.optim.Optimizer):
 
     # ----------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> Dict[str, Any]:
-        """The base optimizer's state dict, whose parameters' states hold E's entries, plus E's settings.
-
-        ``"state"`` and ``"param_groups"``: the base optimizer's ``state_dict()``, each parameter's state holding
-        E's ``"e_carry"`` and ``"e_step"`` beside the base's own entries (torch's distributed-checkpoint helpers
-        keep these two keys only, and E's carry with them). ``"e_adaptor"``: ``{"alpha", "e_beta",
-        "allow_unstable"}``. ``"valley_version"``: the version of valley that wrote it. The state-dict hooks
-        registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them.
-        """
+        """The base optimizer's state dict (each parameter's state holding E's ``"e_carry"`` and ``"e_step"``),
+        plus ``"e_adaptor"`` (``{"alpha", "e_beta", "allow_unstable"}``) and ``"valley_version"``; the state-dict
+        hooks registered on ``E`` run as torch's ``Optimizer.state_dict`` runs them."""
         return checkpoint.save_e(self)
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
@@ -420,7 +368,7 @@ class E(torch.optim.Optimizer):
         it and nothing is changed. Then the base optimizer loads the rest (its own checks apply); if it raises,
         nothing is changed either.
         """
-        checkpoint.load_e(self, state_dict, (CARRY, STEP, _core_carry()), _checked)
+        checkpoint.load_e(self, state_dict, _checked)
 
 
 @contextmanager

@@ -32,12 +32,13 @@ from typing import Any, Callable, Dict, Optional
 
 import torch
 
+from backends.torch.compact_state import FLOAT32
 from valley_core.validation import check_betas
 
 _MASKS = ("weight_decay_mask", "trust_ratio_mask")
 E_BETA = "e_beta"
 #: Group settings of the torch adapter that are not arguments of the factory.
-TORCH_SETTINGS = {"state_dtype": "float32", "maximize": False}
+TORCH_SETTINGS = {"state_dtype": FLOAT32.name, "maximize": False}
 _DEFAULTS: Dict[Any, Dict[str, Any]] = {}
 _MOMENT_KEYS: Dict[Any, Optional[str]] = {}
 
@@ -134,7 +135,7 @@ def to_torch_keys(factory: Callable[..., Any], values: Dict[str, Any], where: st
 
 #: Hyperparameters added after valley 0.1.0, with the value that reproduces 0.1.0's behaviour: a checkpoint
 #: group without them is a 0.1.0 group and gets these (``None``: the paper's trust ratio everywhere, as 0.1.0).
-ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None, "state_dtype": "float32", "maximize": False}
+ADDED_AFTER_0_1_0 = {"zero_norm_ratio": None, "state_dtype": FLOAT32.name, "maximize": False}
 
 
 def checkpoint_group(factory: Callable[..., Any], group: Dict[str, Any], where: str) -> Dict[str, Any]:

@@ -16,19 +16,14 @@ the boolean group key ``trust_ratio`` for optimizers that have a trust ratio.
 
 Execution: the group's hyperparameters are mapped to the factory's keyword arguments in ONE place
 (:func:`factory_kwargs`); the factory's chain gives the execution plan (``backends.kernels.plan``); the
-dispatcher (``backends.torch.dispatch``, shared with ``E``) picks the executor: ``"core"`` (the chain's
-``update`` on torch tensors: every factory, any float dtype, FSDP2 DTensors), ``"fused"`` (C++ generated from
-the plan, ``backends.torch.fused``; CPU), ``"compiled"`` (``torch.compile`` of the plan's passes,
-``backends.torch.compiled``; the CUDA path) or ``"auto"`` (the first that can run). The executors get the plan,
-the hyperparameters and the state, not the optimizer. The parity suites (``tests/torch/test_torch_fused_path.py``,
-``tests/torch/test_torch_fast_path.py``, ``tests/torch/test_torch_plan.py``) prove them equal to the core.
+dispatcher (``backends.torch.dispatch``, shared with ``E``) picks the executor (``"core"``, ``"fused"``,
+``"compiled"``, or ``"auto"``: the first that can run), which gets the plan, the hyperparameters and the state,
+not the optimizer. The parity suites prove them equal to the core.
 
-State (``self.state[p]``): the core's per-tensor buffers under their core names without the index
-(``"EState.carry"``, ``"AdamState.first"`` ...) and ONE step counter, ``"step"`` (a 0-d int32 tensor, as
-torch's optimizers keep theirs, so that a compiled step reads it without recompiling): the core's counters
-(``"AdamState.count"`` ...) all equal it and are made from it when the core runs. Checkpoints of valley 0.1.0,
-which stored every counter, load (the counters are checked against ``"step"`` and dropped), and so do
-checkpoints whose ``"step"`` is an int. ``state_dict()`` records ``"valley_version"``.
+State (``self.state[p]``): the core's per-tensor buffers under their core names without the index and ONE step
+counter, ``"step"`` (a 0-d int32 tensor, as torch's optimizers keep theirs, so that a compiled step reads it
+without recompiling): the core's counters all equal it and are made from it when the core runs. Checkpoints:
+``backends.torch.checkpoint`` (they record ``"valley_version"``; those of valley 0.1.0 load).
 
 ``torch.compile(optimizer.step)``: Dynamo runs :meth:`ValleyOptimizer._init_group` eagerly (its protocol for
 torch's optimizers) and traces the plan's whole step (``backends.torch.compiled.render_step``): one graph,
@@ -406,7 +401,6 @@ class ValleyOptimizer(torch.optim.Optimizer):
         passed as the tensors themselves. Returns the function and the buffer keys in the order it reads them."""
         xp = _state.namespace()
         keys = list(self.buffer_keys(group))
-        counters = self.counter_keys(group)
         maximize = group.get("maximize", False)
         width = 1 + len(keys)
         by_step: Dict[int, List[int]] = defaultdict(list)
@@ -426,18 +420,20 @@ class ValleyOptimizer(torch.optim.Optimizer):
                 gradients = tuple(grads[i].to(d) for i, d in zip(positions, dtypes))
                 if maximize:
                     gradients = tuple(-g for g in gradients)
-                flat = {
-                    f"{key}.{j}": tensors[i * width + 1 + k]
-                    for j, i in enumerate(positions)
-                    for k, key in enumerate(keys)
-                }
-                flat.update({key: tensors[positions[0] * width] for key in counters})
-                updates, new_state = transform.update(gradients, vc.state_from_dict(template, flat), values, xp=xp)
-                new = vc.state_to_dict(new_state)
+                buffers = [[tensors[i * width + 1 + k] for k in range(len(keys))] for i in positions]
+                updates, new = _state.core_update(
+                    transform,
+                    gradients,
+                    values,
+                    lambda j, key: buffers[j][keys.index(key)],
+                    tensors[positions[0] * width],
+                    xp,
+                    template,
+                )
                 for j, i in enumerate(positions):
                     params[i].detach().copy_(values[j] + updates[j])
                     for k, key in enumerate(keys):
-                        tensors[i * width + 1 + k].copy_(new[f"{key}.{j}"])
+                        tensors[i * width + 1 + k].copy_(new[j][key])
                     tensors[i * width].add_(1)
 
         return program, keys
