@@ -294,7 +294,8 @@ CASES: List[OptimizerCase] = [
           dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.99), eps=1e-6, weight_decay=0.0, trust_eps=0.0, norm_eps=0.0),
           torch="", jax="", keras="keras.optimizers"),
     _case("adam_cm_unsynced", "adam_cm", dict(lr=2.0**-7, top_c=3, decay=0.7, weight_decay=1e-3, synced=False),
-          torch="core", keras="core", refused={"cupy": "cannot be planned"}),
+          torch="core", keras="core", refused={"cupy": "cannot be planned"},
+          invalid=(({"top_c": 0}, r"top_c=0 violates top_c is an integer >= 1"),)),
     # Adam+CM configurations for its reference port (tests/core/test_adam_cm.py): buffer sizes, decays, kappa.
     _case("adam_cm_reference", "adam_cm", dict(lr=1e-2, top_c=5, decay=0.7), torch="", jax=""),
     _case("adam_cm_small_buffer", "adam_cm", dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2, top_c=3, decay=0.9),

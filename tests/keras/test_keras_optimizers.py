@@ -1,12 +1,11 @@
-"""The Keras optimizers in this process (TensorFlow backend, float32): oracles, Keras features, errors.
+"""The Keras optimizers in this process (TensorFlow backend, float32): the table's invalid inputs, refusals and
+Keras built-ins at alpha = 0 (``tests/optimizers.py``), Keras features, errors.
 
 Float64 parity with the core runs in a subprocess (``test_keras_parity.py``); distribution and the other
 Keras backends too (``test_keras_distribute.py``, ``test_keras_backends.py``).
 """
 
 from __future__ import annotations
-
-import re
 
 import numpy as np
 import pytest
@@ -21,9 +20,10 @@ import array_api_compat.numpy as xp_numpy  # noqa: E402
 import valley_core as vc  # noqa: E402
 from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb, keras_namespace  # noqa: E402
 from tests.keras._harness import relative_error  # noqa: E402
+from tests.keras._parity import CLASSES, CONFIGS, keras_kwargs  # noqa: E402
+from tests.optimizers import BY_ID, CASES, cases, refused  # noqa: E402
 
-ALL = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD)
-EVERY = ALL + (AdamCM,)
+EVERY = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD, AdamCM)
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SHAPES = [(5, 3), (3,)]
 
@@ -54,25 +54,24 @@ def apply_sequence(optimizer, grads, seed=1):
 
 # --- construction and configuration ---------------------------------------------------------------------
 
-INVALID = [
-    (ALTO, dict(alpha=-5.0, betas=(0.1, 0.9, 0.99)), vc.alto, dict(alpha=-5.0, betas=(0.1, 0.9, 0.99))),
-    (ALTOVanilla, dict(eps=-1.0), vc.alto_vanilla, dict(eps=-1.0)),
-    (Lamb, dict(trust_eps=float("nan")), vc.lamb, dict(trust_eps=float("nan"))),
-    (EAdam, dict(betas=(0.01, 1.0, 0.999)), vc.eadam, dict(betas=(0.01, 1.0, 0.999))),
-    (EAdamW, dict(weight_decay=-0.1), vc.eadamw, dict(weight_decay=-0.1)),
-    (ESGD, dict(learning_rate=-0.1), vc.esgd, dict(lr=-0.1)),
-    (ALTO, dict(bias_correction=1), vc.alto, dict(bias_correction=1)),
-]
-
 
 @pytest.mark.parametrize(
-    "cls, kwargs, factory, core_kwargs", INVALID, ids=[f"{c.__name__}-{next(iter(k))}" for c, k, _, _ in INVALID]
+    "case", [c for c in CASES if c.invalid and c.name in CLASSES and "keras" not in c.refused], ids=lambda c: c.id
 )
-def test_invalid_hyperparameters_raise_the_core_error(cls, kwargs, factory, core_kwargs):
-    with pytest.raises(ValueError) as core_error:
-        factory(**core_kwargs)
-    with pytest.raises(ValueError, match=re.escape(str(core_error.value))):
-        cls(**kwargs)
+def test_invalid_hyperparameters_raise_the_core_error(case):
+    for overrides, message in case.invalid:
+        with pytest.raises(ValueError, match=message):
+            CLASSES[case.name](**keras_kwargs(case, [None] * 3, **overrides))
+
+
+@pytest.mark.parametrize("case, what, message", refused("keras"))
+def test_what_keras_cannot_run_is_refused_naming_why(case, what, message):
+    with pytest.raises(ValueError, match=message):
+        CLASSES[case.name](**keras_kwargs(case, [None] * 3))
+
+
+def test_every_keras_optimizer_has_a_record():
+    assert set(CLASSES) <= {BY_ID[i].name for i in CONFIGS}
 
 
 def test_unknown_keyword_and_misplaced_exclusion_raise():
@@ -84,7 +83,7 @@ def test_unknown_keyword_and_misplaced_exclusion_raise():
         ESGD().exclude_from_trust_ratio(var_names=["bias"])
 
 
-@pytest.mark.parametrize("cls", ALL, ids=lambda c: c.__name__)
+@pytest.mark.parametrize("cls", EVERY, ids=lambda c: c.__name__)
 def test_config_round_trip_and_registered_serialization(cls):
     defaults = dict(cls._core_defaults)
     kwargs = {"learning_rate": 0.0125, "weight_decay_exclude_names": ["bias", "norm"], "clipnorm": 2.0}
@@ -161,48 +160,24 @@ def test_exclusions_only_before_build():
 
 # --- external oracles (Keras' own optimizers) -------------------------------------------------------------
 
-ORACLES = {
-    "eadam-adam": (
-        lambda: EAdam(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7),
-        lambda: keras.optimizers.Adam(0.01, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-    ),
-    "eadamw-adamw": (
-        lambda: EAdamW(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9, 0.999), eps=1e-7, weight_decay=0.05),
-        lambda: keras.optimizers.AdamW(0.01, weight_decay=0.05, beta_1=0.9, beta_2=0.999, epsilon=1e-7),
-    ),
-    "alto-lamb": (
-        lambda: ALTO(
-            learning_rate=0.01,
-            alpha=0.0,
-            betas=(0.3, 0.9, 0.99),
-            eps=1e-6,
-            weight_decay=0.0,
-            trust_eps=0.0,
-            norm_eps=0.0,
-        ),
-        lambda: keras.optimizers.Lamb(0.01, beta_1=0.9, beta_2=0.99, epsilon=1e-6),
-    ),
-    "esgd-sgd-momentum": (
-        lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.9)),
-        lambda: keras.optimizers.SGD(0.01, momentum=0.9),
-    ),
-    "esgd-sgd": (lambda: ESGD(learning_rate=0.01, alpha=0.0, betas=(0.3, 0.0)), lambda: keras.optimizers.SGD(0.01)),
+#: Keras' own optimizer of a base (a core name) with the base's hyperparameters.
+BUILTINS = {
+    "adam": lambda hp: keras.optimizers.Adam(hp["lr"], *hp["betas"], epsilon=hp["eps"]),
+    "adamw": lambda hp: keras.optimizers.AdamW(hp["lr"], hp["weight_decay"], *hp["betas"], epsilon=hp["eps"]),
+    "lamb": lambda hp: keras.optimizers.Lamb(hp["lr"], *hp["betas"], epsilon=hp["eps"]),
+    "sgd": lambda hp: keras.optimizers.SGD(hp["lr"], momentum=hp["momentum"]),
 }
 
 
-@pytest.mark.parametrize("case", ORACLES)
-def test_alpha_zero_equals_the_keras_builtin(case):
-    ours, theirs = ORACLES[case]
+@pytest.mark.parametrize("case", cases("keras", "keras.optimizers"))
+def test_alpha_zero_equals_the_keras_builtin_and_alpha_changes_the_trajectory(case):
     grads = gradient_sequence(40)
-    for a, b in zip(apply_sequence(ours(), grads), apply_sequence(theirs(), grads)):
+    builtin = apply_sequence(BUILTINS[case.base[0]](case.base[1]), grads)
+    at_zero = apply_sequence(CLASSES[case.name](**keras_kwargs(case.at_alpha_zero(), [None] * 2)), grads)
+    for a, b in zip(at_zero, builtin):
         assert relative_error(a, b) < 2e-6
-
-
-def test_alpha_changes_the_trajectory():  # guards the oracle test against a vacuous pass
-    grads = gradient_sequence(40)
-    explore = apply_sequence(EAdam(learning_rate=0.01, alpha=0.5, betas=(0.3, 0.9, 0.999)), grads)
-    adam = apply_sequence(keras.optimizers.Adam(0.01), grads)
-    assert relative_error(explore[0], adam[0]) > 1e-3
+    explored = apply_sequence(CLASSES[case.name](**keras_kwargs(case, [None] * 2)), grads)
+    assert relative_error(explored[0], builtin[0]) > 1e-3  # guards the comparison against a vacuous pass
 
 
 def test_namespace_runs_the_whole_core_on_tensorflow_tensors():

@@ -1,8 +1,8 @@
-"""Float64 parity of every Keras optimizer with the NumPy core over 60 steps, eager and XLA (TensorFlow).
+"""Float64 parity of every Keras record of ``tests/optimizers.py`` with the NumPy core over 60 steps, eager and
+XLA (TensorFlow), and with its oracle; Adam+CM's particular checks.
 
-Variables AND every optimizer state array are compared (relative error < 1e-9), plus two comparisons with
-the independent two-buffer transcriptions of ``tests/core/transcription.py``. One subprocess runs them all,
-because ``keras.config.set_floatx("float64")`` is global.
+Variables AND every optimizer state array are compared. One subprocess runs them all, because
+``keras.config.set_floatx("float64")`` is global.
 """
 
 import pytest
@@ -11,10 +11,7 @@ pytest.importorskip("tensorflow")
 pytest.importorskip("keras")
 
 from tests.keras._harness import assert_check, run_worker  # noqa: E402
-from tests.keras._parity import CONFIGS  # noqa: E402
-
-CHECKS = [f"parity[{name}-{mode}]" for name in CONFIGS for mode in ("eager", "jit")]
-CHECKS += ["transcription[alto]", "transcription[eadam-excluded]"]
+from tests.keras._parity import check_names  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +19,6 @@ def results():
     return run_worker("_worker_tensorflow")
 
 
-@pytest.mark.parametrize("check", CHECKS)
+@pytest.mark.parametrize("check", check_names(("eager", "jit")))
 def test_float64_parity_with_the_core(results, check):
     assert_check(results, check)
