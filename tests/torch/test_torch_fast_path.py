@@ -1,79 +1,19 @@
-"""The compiled fast path equals the core: parameters and every state tensor, float64, 200+ steps.
+"""The compiled fast path beyond the table's parity (``tests/torch/test_torch_table.py``): what ``"auto"`` and
+``"compiled"`` do where there is no kernel, compilation failures mid-step, the recompile limit.
 
-This is the proof that allows ``implementation="compiled"`` (and ``"auto"`` where the fused CPU kernels cannot
-run) to exist; see
-``backends/torch/compiled.py``. The first test in a fresh process compiles the kernels (tens of seconds on a
-small CPU; torch's compilation cache makes later runs faster).
+See ``backends/torch/compiled.py``.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from torch_helpers import (
-    assert_matches_core,
-    gradient_sequence,
-    initial_params,
-    lamb_family_cases,
-    run_core,
-    run_optimizer,
-)
+from torch_helpers import assert_matches_core, build, gradient_sequence, initial_params, run_core, run_optimizer
 
-import valley_core as vc
-from backends.torch import ALTO, ESGD, EAdam, EAdamW, Lamb
+from backends.torch import ALTO, ESGD, EAdam, Lamb
+from tests.optimizers import BY_ID
 
-STEPS = 210
-
-CASES = lamb_family_cases()
-
-
-def _core_kwargs(kwargs, count=3):
-    kwargs = dict(kwargs)
-    if "trust_ratio" in kwargs:
-        kwargs["trust_ratio_mask"] = (kwargs.pop("trust_ratio"),) * count
-    return kwargs
-
-
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_compiled_path_equals_the_core(case):
-    cls, factory, kwargs = CASES[case]
-    grads = gradient_sequence(STEPS)
-    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads)
-    core_params, core_state = run_core(factory(**_core_kwargs(kwargs)), grads)
-    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
-
-
-ONE_PASS_CASES = {
-    "eadam": (EAdam, vc.eadam, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-    "eadamw_schedules": (
-        EAdamW,
-        vc.eadamw,
-        dict(
-            lr=vc.inverse_sqrt(0.01), alpha=vc.exponential_decay(0.5, 0.99), betas=(0.01, 0.9, 0.999), weight_decay=0.1
-        ),
-    ),
-    "esgd": (ESGD, vc.esgd, dict(lr=0.01, alpha=-0.5, betas=(0.5, 0.9), weight_decay=1e-3)),
-}
-
-
-@pytest.mark.parametrize("case", sorted(ONE_PASS_CASES))
-def test_compiled_one_pass_equals_the_core(case):
-    """EAdam, EAdamW, ESGD: the whole step compiled in one function, 0-d and 1-element tensors among others."""
-    cls, factory, kwargs = ONE_PASS_CASES[case]
-    grads = gradient_sequence(STEPS, shapes=SCALAR_SHAPES, seed=3)
-    start = initial_params(SCALAR_SHAPES, seed=2)
-    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
-    core_params, core_state = run_core(factory(**kwargs), grads, params=start)
-    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-12, atol=1e-14)
-
-
-def test_compiled_float32_stays_close_to_the_core():
-    cls, factory, kwargs = CASES["alto"]
-    grads = gradient_sequence(50, dtype=torch.float32)
-    params, _ = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, dtype=torch.float32)
-    core_params, _ = run_core(factory(**kwargs), grads, dtype=torch.float32)
-    for p, q in zip(params, core_params):
-        torch.testing.assert_close(p.detach(), q, rtol=1e-5, atol=1e-6)
+ALTO_CASE = BY_ID["alto_decay"]
 
 
 def test_auto_uses_the_core_where_there_is_no_kernel_and_compiled_refuses():
@@ -83,23 +23,6 @@ def test_auto_uses_the_core_where_there_is_no_kernel_and_compiled_refuses():
     EAdam([torch.nn.Parameter(torch.ones(3))], implementation="auto")
     with pytest.raises(RuntimeError, match="cannot run this group: dtype torch.bfloat16"):
         ALTO(params, implementation="compiled").step()
-
-
-#: 0-d and 1-element tensors among mixed sizes: the compiled path passes flat views, and 0-d buffers must never
-#: be mistaken for the core's 0-d step counters.
-SCALAR_SHAPES = [(), (4, 3), (1,), (), (1, 1), (5,), (2, 3, 2), (7,), ()]
-
-
-@pytest.mark.parametrize("case", ["alto", "lamb"])
-def test_compiled_path_equals_the_core_with_scalar_and_one_element_tensors(case):
-    cls, factory, kwargs = CASES[case]
-    count = len(SCALAR_SHAPES)
-    grads = gradient_sequence(STEPS, shapes=SCALAR_SHAPES, seed=3)
-    start = initial_params(SCALAR_SHAPES, seed=2)
-    params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="compiled", **kwargs), grads, params=start)
-    core_params, core_state = run_core(factory(**_core_kwargs(kwargs, count)), grads, params=start)
-    assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
-    assert all(optimizer.state[p]["step"] == STEPS for p in params)
 
 
 # ----------------------------------------------------------------------------------- compilation failures
@@ -115,17 +38,16 @@ def _run_with_failing_compilation(implementation, steps=12):
 
     from backends.torch import compiled
 
-    cls, factory, kwargs = CASES["alto"]
     grads = gradient_sequence(steps, shapes=FAILURE_SHAPES, seed=5)
     start = initial_params(FAILURE_SHAPES, seed=4)
     # The kernels for tensors of several elements exist (compiled on other tensors of the same configuration).
     run_optimizer(
-        lambda ps: cls(ps, implementation="compiled", **kwargs),
+        lambda ps: build(ALTO_CASE, ps, "compiled"),
         [[torch.ones(3, dtype=torch.float64)]],
         params=[torch.ones(3, dtype=torch.float64)],
     )
     params = [torch.nn.Parameter(p.clone()) for p in start]
-    optimizer = cls(params, implementation=implementation, **kwargs)
+    optimizer = build(ALTO_CASE, params, implementation)
     errors = []
     single_keys = [k for k in compiled._compiled if len(k) > 4 and k[4] is True]
     for key in single_keys:  # make sure the 1-element kernels have to be compiled (and fail)
@@ -139,7 +61,7 @@ def _run_with_failing_compilation(implementation, steps=12):
                 optimizer.step()
             except RuntimeError as error:
                 errors.append(str(error))
-    core_params, core_state = run_core(factory(**kwargs), grads, params=start)
+    core_params, core_state = run_core(ALTO_CASE.make(), grads, params=start)
     assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
     return optimizer, [str(w.message) for w in caught if issubclass(w.category, RuntimeWarning)], errors
 
@@ -170,7 +92,6 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
 
     from backends.torch import compiled
 
-    cls, factory, kwargs = CASES["alto"]
     grads = gradient_sequence(6)
     kernel = compiled._kernel
     calls = {"second": 0}
@@ -191,8 +112,8 @@ def test_a_second_pass_that_fails_to_compile_does_not_repeat_the_first(monkeypat
     monkeypatch.setattr(compiled, "_kernel", failing_kernel)
     _without_fused_kernels(monkeypatch)
     with pytest.warns(RuntimeWarning, match="simulated"):
-        params, optimizer = run_optimizer(lambda ps: cls(ps, implementation="auto", **kwargs), grads)
-    core_params, core_state = run_core(factory(**kwargs), grads)
+        params, optimizer = run_optimizer(lambda ps: build(ALTO_CASE, ps, "auto"), grads)
+    core_params, core_state = run_core(ALTO_CASE.make(), grads)
     assert_matches_core(optimizer, params, core_params, core_state, rtol=1e-11, atol=1e-13)
 
 

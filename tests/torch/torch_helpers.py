@@ -118,27 +118,34 @@ def assert_load_refused(optimizer, state_dict, match):
     assert before_groups == [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]
 
 
-def lamb_family_cases():
-    """(class, core factory, hyperparameters) of the Lamb-family settings every fast path is checked on: ALTO with
-    and without the trust ratio, ALTOVanilla with schedules, Lamb with non-zero epsilons."""
-    from backends.torch import ALTO, ALTOVanilla, Lamb
+def torch_class(name):
+    """The ``backends.torch`` class of a core optimizer: the named one, or ``optimizer_class`` over its factory."""
+    import backends.torch as bt
 
-    return {
-        "alto": (ALTO, vc.alto, dict(lr=0.02, alpha=-0.5, betas=(0.5, 0.9, 0.999), weight_decay=1e-2)),
-        "alto_no_trust_ratio": (
-            ALTO,
-            vc.alto,
-            dict(lr=0.02, alpha=0.5, betas=(0.01, 0.9, 0.99), weight_decay=1e-2, trust_ratio=False),
-        ),
-        "alto_vanilla_schedules": (
-            ALTOVanilla,
-            vc.alto_vanilla,
-            dict(
-                lr=vc.inverse_sqrt(0.02),
-                alpha=-0.5,
-                betas=(0.5, 0.9, 0.999),
-                weight_decay=vc.exponential_decay(1e-2, 0.99),
-            ),
-        ),
-        "lamb": (Lamb, vc.lamb, dict(lr=0.02, betas=(0.9, 0.999), weight_decay=1e-2, trust_eps=1e-3, norm_eps=1e-3)),
-    }
+    info = vc.REGISTRY[name]
+    return getattr(bt, info.class_name, None) or bt.optimizer_class(info.class_name, info.factory)
+
+
+def build(case, params, implementation="core", **overrides):
+    """The torch optimizer of a table record (``tests/optimizers.py``); the core's per-tensor masks become one
+    param group per tensor (``weight_decay=0``, ``trust_ratio=False``), as ``lamb_param_groups`` does."""
+    kwargs = {**case.kwargs("torch"), **overrides}
+    masks = [kwargs.pop(key, None) for key in ("weight_decay_mask", "trust_ratio_mask")]
+    if any(m is not None for m in masks):
+        decay, trust = ((m(params) if callable(m) else m) if m is not None else [True] * len(params) for m in masks)
+        params = [
+            {"params": [p], **({} if d else {"weight_decay": 0.0}), **({} if t else {"trust_ratio": False})}
+            for p, d, t in zip(params, decay, trust)
+        ]
+    return torch_class(case.name)(params, implementation=implementation, **kwargs)
+
+
+def numpy_core(case, start, grads_sequence):
+    """The record run by the float64 NumPy core from torch tensors: (params, state) as NumPy arrays."""
+    import array_api_compat.numpy as xp
+
+    from tests.core.helpers import run_core as run_on
+
+    as_numpy = [p.detach().to(torch.float64).numpy() for p in start]
+    grads = [[g.to(torch.float64).numpy() for g in gs] for gs in grads_sequence]
+    return run_on(case.make(), as_numpy, grads, xp)
