@@ -17,7 +17,9 @@ Features (a backend's claim for a record):
         tensors on the compiled path), ``torch.optim`` (at alpha = 0 the torch built-in of the base), ``E``
         (``E(torch.optim.<base>)`` equals the record), ``authors`` (the authors' ALTO where they agree).
     jax: ``core`` (jit float64 parity), ``optax`` (at alpha = 0 optax's built-in of the base).
-    keras, cupy: ``core`` (parity with the NumPy core); their tests may add features.
+    keras: ``core`` (float64 parity eager and XLA, the oracle), ``keras.optimizers`` (at alpha = 0 Keras' built-in
+        of the base).
+    cupy: ``core`` (parity, float32, resume on the NumPy mode, the host-compiled stand-in and a CUDA device; the plan).
 """
 
 from __future__ import annotations
