@@ -93,6 +93,8 @@ def _optax_builtin(case):
     defaults = {k: p.default for k, p in inspect.signature(vc.OPTIMIZERS[case.name]).parameters.items()}
     name, hp = case.base or (case.name, {**defaults, **case.hyperparameters})
     b1, b2 = hp["betas"]
+    if callable(hp["lr"]):  # a core schedule (step k from 1) on optax's count (from 0)
+        hp = {**hp, "lr": core_schedule_on_optax_count(hp["lr"])}
     if name == "adam":
         assert hp["weight_decay"] == 0  # optax.adam has no L2 decay
         return optax.adam(hp["lr"], b1=b1, b2=b2, eps=hp["eps"])
