@@ -13,11 +13,10 @@ import pytest
 pytest.importorskip("keras")
 
 from tests.keras._harness import assert_check, run_worker  # noqa: E402
-from tests.keras._parity import CONFIGS  # noqa: E402
+from tests.keras._parity import check_names  # noqa: E402
 
 CHECKS = ["backend", "fit", "save-load-resume"]
-CHECKS += [f"parity[{name}-eager]" for name in CONFIGS]
-CHECKS += ["transcription[alto]", "transcription[eadam-excluded]", "zero-size-variable"]
+CHECKS += [*check_names(("eager",)), "zero-size-variable"]
 CHECKS += [f"jit-compile[{name}]" for name in ("ALTO", "ALTOVanilla", "Lamb", "EAdam", "EAdamW", "ESGD", "AdamCM")]
 
 _results = {}
