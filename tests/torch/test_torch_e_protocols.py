@@ -23,7 +23,7 @@ from torch_helpers import gradient_sequence, initial_params
 from backends.torch import ALTO, E
 
 E_ARGS = dict(alpha=-0.5, e_beta=0.5)
-IMPLEMENTATIONS = ["fused", "core"]
+IMPLEMENTATIONS = ["fused", "compiled", "core"]
 
 
 def _params(dtype=torch.float64):
