@@ -14,17 +14,23 @@ from dataclasses import replace
 import keras
 import numpy as np
 
+import backends.keras
 import valley_core as vc
-from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
+from backends.keras import AdamCM, EAdam
 from tests.core import transcription
 from tests.keras._harness import Checks, relative_error
 from tests.optimizers import BY_ID, CASES, oracle_run
 
 NAMES = ["kernel", "bias", "filters"]
 STEPS = 60
-#: The Keras class of each core optimizer Keras has.
-CLASSES = {n: c for c in (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD, AdamCM) for n, f in vc.OPTIMIZERS.items()
-           if f is c.core_factory}  # fmt: skip
+#: The Keras class of each core optimizer Keras has (every ``ValleyOptimizer`` that ``backends.keras`` exports).
+CLASSES = {
+    name: cls
+    for cls in (getattr(backends.keras, n) for n in backends.keras.__all__)
+    if getattr(cls, "core_factory", None) is not None
+    for name, factory in vc.OPTIMIZERS.items()
+    if factory is cls.core_factory
+}
 #: The records Keras claims: one parity check per record and mode.
 CONFIGS = [c.id for c in CASES if "core" in c.backends.get("keras", ())]
 
@@ -120,9 +126,9 @@ def add_parity_checks(checks: Checks, modes) -> None:
         cls, kwargs, tolerance = CLASSES[case.name], keras_kwargs(case, params), case.tolerance("float64", "keras")[0]
         core_params, core_state = run_core(case.make(), params, grads)
 
-        def parity(case=case, cls=cls, kwargs=kwargs, core_params=core_params, core_state=core_state, mode="eager"):
+        def parity(cls=cls, kwargs=kwargs, expected=(core_params, core_state, tolerance), mode="eager"):
             optimizer, variables = run_keras(cls, kwargs, params, grads, mode)
-            compared = compare(optimizer, variables, core_params, core_state, tolerance)
+            compared = compare(optimizer, variables, *expected)
             assert compared >= len(variables), "no optimizer state was compared"
             keras_own = [v for v in optimizer.variables if v.name in ("iteration", "learning_rate")]
             assert len(optimizer.variables) == len(keras_own) + compared, "optimizer variables are not Keras' + state"

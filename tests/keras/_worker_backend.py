@@ -11,9 +11,9 @@ import tempfile
 import keras
 import numpy as np
 
-from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb
+from backends.keras import ALTO
 from tests.keras._harness import Checks
-from tests.keras._parity import add_parity_checks
+from tests.keras._parity import CLASSES, add_parity_checks
 
 
 def data(n=128, seed=0):
@@ -72,7 +72,7 @@ def save_load_resume():
         np.testing.assert_allclose(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), rtol=1e-6, atol=1e-7)
 
 
-EVERY = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD, AdamCM)
+EVERY = tuple(CLASSES.values())
 
 
 def jit_compile_equals_eager(cls):

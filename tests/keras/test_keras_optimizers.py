@@ -18,12 +18,12 @@ if keras.backend.backend() != "tensorflow":
 import array_api_compat.numpy as xp_numpy  # noqa: E402
 
 import valley_core as vc  # noqa: E402
-from backends.keras import ALTO, ESGD, AdamCM, ALTOVanilla, EAdam, EAdamW, Lamb, keras_namespace  # noqa: E402
+from backends.keras import ALTO, ESGD, ALTOVanilla, EAdam, EAdamW, Lamb, keras_namespace  # noqa: E402
 from tests.keras._harness import relative_error  # noqa: E402
 from tests.keras._parity import CLASSES, CONFIGS, keras_kwargs  # noqa: E402
 from tests.optimizers import BY_ID, CASES, cases, refused  # noqa: E402
 
-EVERY = (ALTO, ALTOVanilla, Lamb, EAdam, EAdamW, ESGD, AdamCM)
+EVERY = tuple(CLASSES.values())
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
 SHAPES = [(5, 3), (3,)]
 
