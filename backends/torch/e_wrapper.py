@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 import torch.optim.optimizer as torch_optimizer
@@ -247,12 +247,12 @@ class E(torch.optim.Optimizer):
             # A 0-d int32 tensor, as the classes' "step": a compiled step reads it inside the graph (a Python int
             # is a value Dynamo guards on, so every step recompiled); eager steps group tensors by its value.
             new_state[p] = {CARRY: carry, STEP: _state.step_tensor(0) if fresh else entry[STEP]}
-        commit = None
+        commit, failure = None, None
         if path == "core":
             self._core_update(new_state, originals, compiling)
         else:
             assert isinstance(plan, Plan)  # the dispatcher picks "fused" or "compiled" for a plan only
-            commit = self._planned_update(plan, path, new_state, originals, compiling)
+            commit, failure = self._planned_update(plan, path, new_state, originals, compiling)
         skipped_before = getattr(self.base_optimizer, "skipped_steps", None)
         # E's entries are set aside where they are all of p's state, so that the base sees an empty state[p] there.
         hidden = {
@@ -271,12 +271,18 @@ class E(torch.optim.Optimizer):
                 states[p].update(entry)
         if getattr(self.base_optimizer, "skipped_steps", None) != skipped_before:
             self.skipped_steps += 1  # the base skipped its step: E's carry and step count stay as they were
-            return loss
-        if commit is not None:
-            commit()
-        for p, entry in new_state.items():
-            states[p].update(entry)
-        _state.advance([states[p] for p in new_state], STEP)
+        else:
+            if commit is not None:
+                commit()
+            for p, entry in new_state.items():
+                states[p].update(entry)
+            _state.advance([states[p] for p in new_state], STEP)
+        if failure is not None:  # reported once the step is complete (an explicit "compiled" raises it)
+            self.dispatcher.give_up(
+                "compiled",
+                f"{failure} (this step was completed eagerly by the same functions)",
+                "later steps use the core path",
+            )
         return loss
 
     def _core_update(self, new_state: Dict[torch.Tensor, Dict[str, Any]], originals, compiling: bool) -> None:
@@ -301,11 +307,12 @@ class E(torch.optim.Optimizer):
 
     def _planned_update(
         self, plan: Plan, path: str, new_state: Dict[torch.Tensor, Dict[str, Any]], originals, compiling: bool
-    ) -> Optional[Callable[[], None]]:
+    ) -> Tuple[Optional[Callable[[], None]], Optional[str]]:
         """The fused or compiled executor of E's plan: ``p.grad`` set to the adapted gradient, written into a buffer
         kept between steps (fresh memory at every step is page-faulted: slower than the step itself for large
         tensors). The fused kernels update the carry in place after the base's step (the second kernel, returned);
-        the compiled passes write a copy of it, which ``new_state`` holds."""
+        the compiled passes write a copy of it, which ``new_state`` holds (and return why compilation failed, if
+        it did: the step was completed eagerly)."""
         roles = [role for role, _ in plan.buffers]
         hyperparameters = {"alpha": self._alpha, "beta1": self._e_beta}
         batches: Dict[tuple, list] = {}
@@ -322,17 +329,10 @@ class E(torch.optim.Optimizer):
             )
             p.grad = adapted
         if path == "compiled":
-            failure = compiled.run(plan, hyperparameters, batches)
-            if failure is not None:
-                self.dispatcher.give_up(
-                    "compiled",
-                    f"{failure} (this step was completed eagerly by the same functions)",
-                    "later steps use the core path",
-                )
-            return None
+            return None, compiled.run(plan, hyperparameters, batches)
         lib = fused.library(plan, ((_UPDATE, frozenset({UPDATE})), (_COMMIT, frozenset(roles))))
         fused.run(plan, hyperparameters, batches, _UPDATE, lib)
-        return lambda: fused.run(plan, hyperparameters, batches, _COMMIT, lib)
+        return lambda: fused.run(plan, hyperparameters, batches, _COMMIT, lib), None
 
     def _plan(self) -> Union[Plan, Unplannable]:
         """The plan of ``e_adaptor(alpha, beta1)`` (one per kind of ``alpha``: a number, or each schedule)."""

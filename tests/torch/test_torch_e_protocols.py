@@ -323,3 +323,45 @@ def test_e_compiled_keeps_its_state_when_the_base_fails_and_refuses_what_it_cann
     half[0].grad = torch.ones(3, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"E\(implementation='compiled'\) cannot adapt .* float32/float64"):
         E(torch.optim.SGD(half, lr=0.1), implementation="compiled").step()
+
+
+@pytest.mark.parametrize("implementation", ["compiled", "auto"])
+def test_e_compilation_failing_mid_step_completes_the_step_then_reports(monkeypatch, implementation):
+    """A pass that cannot compile in the middle of E's step: the step is completed eagerly by the same functions
+    (the base steps, E's carry and step count move, ``p.grad`` is the user's again), then an explicit
+    ``"compiled"`` raises and ``"auto"`` warns and uses the core path from then on. Equal to the core throughout."""
+    from torch._dynamo.exc import FailOnRecompileLimitHit
+
+    from backends.torch import compiled
+
+    kernel, calls = compiled._kernel, []
+
+    def failing_kernel(plan, index, key):
+        calls.append(key)
+        if len(calls) == 2:
+            raise FailOnRecompileLimitHit("simulated")
+        return kernel(plan, index, key)
+
+    monkeypatch.setattr(compiled, "_kernel", failing_kernel)
+    monkeypatch.setenv("VALLEY_CXX", "/nonexistent/valley-test-c++")  # "auto": no fused kernels, compiled next
+    shapes = [(4, 3), (5,), (2, 3, 2), (3,), (2, 2), (6,)]  # two chunks of the compiled pass: fails at the second
+    params, core_params = ([torch.nn.Parameter(p) for p in initial_params(shapes)] for _ in range(2))
+    optimizer = E(torch.optim.SGD(params, lr=0.1), **E_ARGS, implementation=implementation)
+    core = E(torch.optim.SGD(core_params, lr=0.1), **E_ARGS, implementation="core")
+    for k, grads in enumerate(gradient_sequence(4, shapes=shapes)):
+        if k == 0:
+            with (
+                pytest.raises(RuntimeError, match="simulated")
+                if implementation == "compiled"
+                else pytest.warns(RuntimeWarning, match="simulated.*later steps use the core path")
+            ):
+                _step(optimizer, params, grads)
+            assert all(torch.equal(p.grad, g) for p, g in zip(params, grads))
+        else:
+            _step(optimizer, params, grads)
+        _step(core, core_params, grads)
+    assert implementation == "compiled" or "simulated" in optimizer.dispatcher.failed["compiled"]
+    for p, q in zip(params, core_params):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(optimizer.state[p]["e_carry"], core.state[q]["e_carry"], rtol=1e-12, atol=1e-14)
+        assert int(optimizer.state[p]["e_step"]) == 4
