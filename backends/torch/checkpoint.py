@@ -59,9 +59,7 @@ def checked_state(
     if not isinstance(saved, dict):
         raise ValueError(f"state must be a dict, got {type(saved).__name__}")
     codec = compact_state.of_group(group)
-    if codec.compact or any(
-        compact_state.format_of(saved[k]) != FLOAT32.name for k in compact_state.buffer_keys(saved)
-    ):
+    if codec.compact or {compact_state.format_of(saved[k]) for k in compact_state.buffer_keys(saved)} - {FLOAT32.name}:
         return _checked_compact_state(optimizer, group, p, saved, codec, index)
     problems: List[str] = []
     step = saved_step(saved.get("step"))
@@ -79,14 +77,9 @@ def checked_state(
             if not isinstance(stored, torch.Tensor) or stored.numel() != 1 or int(stored) != step:
                 problems.append(f"{key}={stored!r} differs from step={step}")
             continue
-        like = expected.get(f"{key}.0")
-        if (
-            isinstance(stored, torch.Tensor)
-            and like is not None
-            and stored.is_floating_point()
-            and like.is_floating_point()
-        ):
-            stored = stored.to(like.dtype)  # to the state dtype: never rounded down to a 16-bit parameter's
+        # To the state dtype: never rounded down to a 16-bit parameter's.
+        if all(isinstance(t, torch.Tensor) and t.is_floating_point() for t in (stored, expected.get(f"{key}.0"))):
+            stored = stored.to(expected[f"{key}.0"].dtype)
         if _state.is_dtensor(p) and isinstance(stored, torch.Tensor) and not _state.is_dtensor(stored):
             problems.append(
                 f"{key} is a plain tensor for a DTensor parameter (save and load FSDP2 checkpoints with "
@@ -100,12 +93,8 @@ def checked_state(
         problems.insert(0, re.sub(r"\.0\b", "", str(error).replace("state does not match this optimizer: ", "")))
     if problems:
         raise ValueError("; ".join(problems))
-    state = {
-        _state.split_key(key)[0]: value.to(device=p.device, copy=True)
-        for key, value in flat.items()
-        if key.endswith(".0")
-    }
     assert isinstance(step, int)  # else a problem was raised above
+    state = {k[: -len(".0")]: v.to(device=p.device, copy=True) for k, v in flat.items() if k.endswith(".0")}
     return {**state, "step": _state.step_tensor(step)}
 
 

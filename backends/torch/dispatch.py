@@ -17,10 +17,11 @@ core chain for ``"core"`` and chains without a plan) into the caller's graph (``
 from __future__ import annotations
 
 import warnings
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Union
 
 from backends.kernels.cpu import KernelUnavailable
 from backends.kernels.plan import Plan, Unplannable
+from backends.torch import compiled, fused
 from backends.torch.compact_state import FLOAT32, Codec
 
 IMPLEMENTATIONS = ("auto", "core", "compiled", "fused")
@@ -31,19 +32,15 @@ class Dispatcher:
 
     Args:
         owner: the optimizer's name, for messages.
-        implementation: ``"auto"`` or one of ``choices``.
-        choices: the implementations this optimizer offers.
+        implementation: one of :data:`IMPLEMENTATIONS` (every optimizer offers them all).
         what: what a refusal says cannot be done (``"run this group"``).
     """
 
-    def __init__(
-        self, owner: str, implementation: str, choices: Sequence[str] = IMPLEMENTATIONS, what: str = "run this group"
-    ) -> None:
-        if implementation not in choices:
-            raise ValueError(f"implementation={implementation!r} violates implementation in {tuple(choices)}")
+    def __init__(self, owner: str, implementation: str, what: str = "run this group") -> None:
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation={implementation!r} violates implementation in {IMPLEMENTATIONS}")
         self.owner = owner
         self.implementation = implementation
-        self.choices = tuple(choices)
         self.what = what
         #: Executors no longer used (``"auto"``), with the reason.
         self.failed: Dict[str, str] = {}
@@ -65,8 +62,6 @@ class Dispatcher:
             self._refuse(wanted, str(plan))
             return "core"
         if wanted in ("fused", "auto") and "fused" not in self.failed:
-            from backends.torch import fused
-
             reason = fused.unsupported_reason(plan, entries, states, low_precision, codec)
             if reason is None:
                 try:
@@ -78,9 +73,7 @@ class Dispatcher:
                         self.give_up("fused", reason, "using the compiled or core path instead")
             if wanted == "fused":
                 self._refuse(wanted, reason)
-        if "compiled" in self.choices and "compiled" not in self.failed:
-            from backends.torch import compiled
-
+        if "compiled" not in self.failed:
             reason = compiled.unsupported_reason(entries)
             if reason is None and not codec.compiled:
                 reason = f"state_dtype={codec.name!r}: the compiled path runs float32 state (the core path runs it)"

@@ -40,7 +40,7 @@ import torch
 
 import valley_core as vc
 from backends.kernels.plan import Plan, Unplannable, derive
-from backends.torch import _state, checkpoint, compact_state
+from backends.torch import _state, checkpoint, compact_state, compiled, fused
 from backends.torch.dispatch import Dispatcher
 from backends.torch.hyperparameters import (
     factory_kwargs,
@@ -58,9 +58,6 @@ from valley_core.serialization import VERSION_KEY
 _CACHE_SIZE = 64
 _VALID_GROUPS: Dict[Any, Dict[tuple, None]] = {}
 _PLANS: Dict[Any, Dict[tuple, Union[Plan, Unplannable]]] = {}
-
-
-#: The top-level key of ``state_dict()`` that names the valley version that wrote it.
 
 
 def _typed(value: Any, floats: bool = True) -> Any:
@@ -303,12 +300,8 @@ class ValleyOptimizer(torch.optim.Optimizer):
             assert isinstance(plan, Plan)
             kwargs = factory_kwargs(type(self).factory, group, 1)
             if path == "fused":
-                from backends.torch import fused
-
                 fused.step(plan, kwargs, entries, self.state, compact_state.of_group(group), indices)
             else:
-                from backends.torch import compiled
-
                 failure = compiled.step(plan, kwargs, entries, self.state)
                 if failure is not None:
                     self.dispatcher.give_up(
@@ -355,8 +348,6 @@ class ValleyOptimizer(torch.optim.Optimizer):
         their gradients, and per parameter its ``"step"`` then its buffers (the plan's order). Returns whether the
         group can be traced (its program is then ``self._programs[index]``); nothing is written when it cannot.
         """
-        from backends.torch import compiled
-
         index = next(i for i, g in enumerate(self.param_groups) if g is group)
         programs = self.__dict__.setdefault("_programs", [])
         programs[len(programs) :] = [None] * (len(self.param_groups) - len(programs))
