@@ -128,14 +128,10 @@ def all_finite(grads) -> bool:
 def core_update(
     transform: Any, grads: tuple, params: Any, read: Callable[[int, str], Any], counter: Any, xp: Any, template=None
 ):
-    """The core executor's update of tensors at the same step (the classes' eager and traced core steps, ``E``'s
-    core path): the torch state rebuilt into the core chain's (tensor ``i``'s buffer ``read(i, key)``, ``key`` the
-    core's name without its index; every step counter ``counter``; ``template``: ``transform.init`` of the
-    tensors, made here when None), ``transform.update``, and the new state split back.
-
-    Returns:
-        The updates and, per tensor, its new buffers by key.
-    """
+    """The core executor's update of tensors at the same step (the classes' eager and traced core steps, ``E``'s):
+    the core chain's state made from tensor ``i``'s buffers ``read(i, key)`` (``key`` the core's name without its
+    index) and ``counter`` for every step counter (``template``: ``transform.init`` of such tensors, or None);
+    returns the updates and, per tensor, its new buffers by key."""
     if template is None:
         template = transform.init(tuple(meta_like(g, g.dtype) for g in grads), xp=xp)
     flat = {}

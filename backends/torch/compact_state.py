@@ -229,9 +229,8 @@ def nonnegative(key: str) -> bool:
 
 
 class Codec:
-    """One storage format of the state buffers (a ``state_dtype``): how a buffer is stored, checked and converted,
-    and what the executors need to know of the format. The instances are :data:`CODECS`' values (:func:`codec`).
-    """
+    """One storage format of the state buffers (a ``state_dtype``): how a buffer is stored and converted, and what
+    the executors need to know of the format. The instances are :data:`CODECS`' values (:func:`codec`)."""
 
     def __init__(self, name: str) -> None:
         #: The ``state_dtype`` this codec stores.
@@ -258,8 +257,7 @@ class Codec:
         return None
 
     def check_supported(self, keys: Iterable[str]) -> None:
-        """``ValueError`` when this compact format is asked for a chain whose state (core ``keys``) the core
-        declares ``float32_only`` (``valley_core.base.per_tensor``)."""
+        """``ValueError`` if compact and the core declares a state of ``keys`` ``float32_only`` (``per_tensor``)."""
         for key in keys if self.compact else ():
             reason = field_properties(key).float32_only
             if reason:
@@ -288,10 +286,8 @@ class Codec:
             self.encode(state, key, buffers[key], seed(step, tensor_index, first[group]), slot)
 
     def convert(self, state: Dict[str, Any], tensor_index: int, dtype: torch.dtype = torch.float32) -> dict:
-        """One parameter's state with every buffer in this format (float32 buffers are decoded to ``dtype``).
-
-        A compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step.
-        """
+        """One parameter's state with every buffer in this format (float32 buffers are decoded to ``dtype``); a
+        compact store is seeded by ``(state["step"], tensor_index, key)``, like a store by a step."""
         out = {k: v for k, v in state.items() if scale_owner(k) is None}
         keys = list(buffer_keys(state))
         if self.compact and all(stored_format(state, key) == self.name for key in keys):
