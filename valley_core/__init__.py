@@ -47,7 +47,7 @@ from valley_core.transforms import (
 from valley_core.transforms.critical_momenta import CriticalMomentaState, scale_by_adam_critical_momenta
 from valley_core.validation import stability_bound, validate_hyperparameters
 
-__version__ = "0.2.0"  # the distribution's version too (pyproject.toml reads it); see CHANGELOG.md
+__version__ = "0.3.0"  # the distribution's version too (pyproject.toml reads it); see CHANGELOG.md
 
 __all__ = [
     "AdamState",

@@ -4,7 +4,7 @@ The buffer is a fixed-size stack of ``top_c`` past momenta per tensor, each with
 norm when it was stored, decayed every step). All data-dependent choices (is the buffer full, which entry
 has the lowest priority, does the current gradient norm beat it) are array operations (``where``,
 ``argmin``, comparisons), with no Python branch on an array value, so the same code runs on every array-API
-namespace and can be traced (it runs under XLA through the Keras adapter, ``tests/test_adam_cm_keras.py``);
+namespace and can be traced (it runs under XLA through the Keras adapter, ``tests/keras/_parity.py``);
 nothing is a Python-side heap and nothing is written in place.
 
 This is a transcription of ``Adam_CM`` from the authors' code (chandar-lab/CMOptimizer,
