@@ -54,3 +54,25 @@ def assert_resume_equals_uninterrupted(make, params, grads, split):
     for a, b in zip(resumed, uninterrupted):
         np.testing.assert_array_equal(a, b)
     assert second.steps_taken == len(grads)
+
+
+#: Corruptions of a NumPy-layout checkpoint (``backends.numpy`` and ``backends.cupy`` share it) of ALTO over two
+#: tensors of shapes (3, 4) and (5,) after 5 steps, each with the message ``load_state_dict`` must raise.
+CORRUPT_CHECKPOINTS = [
+    (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
+    (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
+    (
+        lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
+        r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)",
+    ),
+    (
+        lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
+        r"EState\.carry\.1: dtype float32 does not match the optimizer's float64",
+    ),
+    (lambda sd: sd.__setitem__("optimizer", "lamb"), r"state_dict is for optimizer 'lamb', this optimizer is 'alto'"),
+    (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
+    (
+        lambda sd: sd["state"].__setitem__("AdamState.count", np.asarray(7, dtype=np.int32)),
+        r"inconsistent step counts \[5, 7\]",
+    ),
+]

@@ -11,7 +11,7 @@ import pytest
 import valley_core as vc
 from backends import numpy as vnp
 from tests.core import transcription as golden
-from tests.core.helpers import assert_resume_equals_uninterrupted
+from tests.core.helpers import CORRUPT_CHECKPOINTS, assert_resume_equals_uninterrupted
 
 
 def _problem(seed=0):
@@ -57,26 +57,7 @@ def _assert_state_unchanged(opt, snapshot):
         np.testing.assert_array_equal(value, snapshot[key], err_msg=key)
 
 
-@pytest.mark.parametrize(
-    "corrupt,pattern",
-    [
-        (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
-        (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
-        (
-            lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
-            r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)",
-        ),
-        (
-            lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
-            r"EState\.carry\.1: dtype float32 does not match the optimizer's float64",
-        ),
-        (
-            lambda sd: sd.__setitem__("optimizer", "adam"),
-            r"state_dict is for optimizer 'adam', this optimizer is 'alto'",
-        ),
-        (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
-    ],
-)
+@pytest.mark.parametrize("corrupt,pattern", CORRUPT_CHECKPOINTS)
 def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
     params, grads = _problem()
     source = vnp.ALTO([p.copy() for p in params])

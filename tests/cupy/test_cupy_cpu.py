@@ -13,6 +13,7 @@ import pytest
 import valley_core as vc
 from backends import cupy as vcp
 from backends import numpy as vnp
+from tests.core.helpers import CORRUPT_CHECKPOINTS
 from tests.cupy import problem
 
 SHAPES = [(3, 4), (5,), (), (2, 1, 3)]
@@ -91,30 +92,7 @@ def test_state_dict_is_a_host_copy():
         np.testing.assert_array_equal(value, before[key])
 
 
-@pytest.mark.parametrize(
-    "corrupt,pattern",
-    [
-        (lambda sd: sd["state"].pop("AdamState.first.1"), r"missing keys \['AdamState\.first\.1'\]"),
-        (lambda sd: sd["state"].__setitem__("Extra.x", np.zeros(1)), r"unexpected keys \['Extra\.x'\]"),
-        (
-            lambda sd: sd["state"].__setitem__("AdamState.second.0", np.zeros((4, 3))),
-            r"AdamState\.second\.0: shape \(4, 3\) does not match the optimizer's \(3, 4\)",
-        ),
-        (
-            lambda sd: sd["state"].__setitem__("EState.carry.1", np.zeros(5, dtype=np.float32)),
-            r"EState\.carry\.1: dtype float32 does not match the optimizer's float64",
-        ),
-        (
-            lambda sd: sd.__setitem__("optimizer", "lamb"),
-            r"state_dict is for optimizer 'lamb', this optimizer is 'alto'",
-        ),
-        (lambda sd: sd.pop("state"), r"state_dict must be a dict with keys"),
-        (
-            lambda sd: sd["state"].__setitem__("AdamState.count", np.asarray(7, dtype=np.int32)),
-            r"inconsistent step counts \[5, 7\]",
-        ),
-    ],
-)
+@pytest.mark.parametrize("corrupt,pattern", CORRUPT_CHECKPOINTS)
 def test_mismatched_checkpoint_raises_and_changes_nothing(corrupt, pattern):
     params, grads = _problem(6)
     source = _cpu("alto", [p.copy() for p in params])
