@@ -274,22 +274,28 @@ def test_compiled_e_step_stops_compiling_after_its_first_steps(base: str) -> Non
 
 
 # ----------------------------------------------------------------------------- E's plan on every executor
-def test_e_compiled_equals_its_core_path_in_float64():
-    """``E(implementation="compiled")`` (``torch.compile`` of the ``e_adaptor`` plan's passes, on the CPU here)
-    against the core executor: the parameters, E's carry and step, with a schedule for alpha, a parameter that
-    misses its gradient at some steps (its steps differ), an empty and a one-element tensor; bfloat16 is refused."""
+@pytest.mark.parametrize(
+    "implementation,dtype,base",
+    [("fused", torch.float64, "adam"), ("fused", torch.float32, "adam"), ("fused", torch.float64, "sgd")]
+    + [("fused", torch.float32, "sgd"), ("compiled", torch.float64, "adam")],
+)
+def test_e_executors_equal_its_core_path(implementation, dtype, base):
+    """E's plan on the fused kernels (bit for bit) and on ``torch.compile`` of its passes (the CPU here; to
+    round-off) against the core executor: the parameters, the base's state, E's carry and step, with a schedule for
+    alpha, a parameter that misses its gradient at some steps (its steps differ), an empty and a one-element
+    tensor."""
     from torch_helpers import SHAPES
 
     import valley_core as vc
 
     shapes = [*SHAPES, (0, 3), (1,)]
-    grads = gradient_sequence(40, shapes=shapes, seed=4)
-    start = initial_params(shapes, seed=5)
+    grads = gradient_sequence(30, shapes=shapes, seed=4, dtype=dtype)
+    start = initial_params(shapes, seed=5, dtype=dtype)
     runs = []
-    for implementation in ("compiled", "core"):
+    for chosen in (implementation, "core"):
         params = [torch.nn.Parameter(p.clone()) for p in start]
-        inner = torch.optim.Adam(params, lr=0.01)
-        optimizer = E(inner, alpha=vc.exponential_decay(-0.5, 0.98), beta1=0.5, implementation=implementation)
+        inner = torch.optim.Adam(params, lr=0.01) if base == "adam" else torch.optim.SGD(params, lr=0.01, momentum=0.9)
+        optimizer = E(inner, alpha=vc.exponential_decay(-0.5, 0.98), beta1=0.5, implementation=chosen)
         for k, grads_k in enumerate(grads):
             for index, (p, g) in enumerate(zip(params, grads_k)):
                 p.grad = None if (index == 1 and k % 4 == 0) else g.clone()
@@ -299,10 +305,23 @@ def test_e_compiled_equals_its_core_path_in_float64():
         runs.append((params, optimizer))
     (ours, ours_opt), (core, core_opt) = runs
     assert not ours_opt.dispatcher.failed
+
+    def same(actual, expected):
+        if implementation == "fused":
+            assert torch.equal(torch.as_tensor(actual), torch.as_tensor(expected))
+        else:
+            torch.testing.assert_close(actual, expected, rtol=1e-12, atol=1e-14)
+
     for p, q in zip(ours, core):
-        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
-        torch.testing.assert_close(ours_opt.state[p]["e_carry"], core_opt.state[q]["e_carry"], rtol=1e-12, atol=1e-14)
+        same(p, q)
+        same(ours_opt.state[p]["e_carry"], core_opt.state[q]["e_carry"])
         assert int(ours_opt.state[p]["e_step"]) == int(core_opt.state[q]["e_step"])
+        for key, value in core_opt.base_optimizer.state[q].items():
+            if key not in ("e_carry", "e_step"):
+                same(ours_opt.base_optimizer.state[p][key], value)
+
+
+def test_e_compiled_refuses_bfloat16():
     half = [torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))]
     half[0].grad = torch.ones(3, dtype=torch.bfloat16)
     with pytest.raises(RuntimeError, match=r"E\(implementation='compiled'\) cannot adapt .* float32/float64"):

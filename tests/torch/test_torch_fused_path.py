@@ -20,7 +20,6 @@ from torch_helpers import (
     run_optimizer,
 )
 
-import valley_core as vc
 from backends.torch import ALTO
 from tests.optimizers import BY_ID
 
@@ -120,39 +119,6 @@ def test_a_missing_compiler_is_a_clear_error_for_fused_and_a_warning_for_auto(mo
 
 
 # ------------------------------------------------------------------------------------- E(base_optimizer)
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-@pytest.mark.parametrize("base", ["adam", "sgd"])
-def test_e_wrapper_fused_equals_its_core_path_bit_for_bit(dtype, base):
-    """E's adaptor in the fused kernel and op by op (``valley_core.elementwise.e_adaptor_step``): same bits for
-    the parameters, the base optimizer's state and E's carry, with a schedule for alpha and a parameter that
-    misses its gradient at some steps (so that steps differ)."""
-    from backends.torch import E
-
-    shapes = [*SHAPES, (0, 3)]
-    grads = gradient_sequence(30, shapes=shapes, seed=4, dtype=dtype)
-    start = initial_params(shapes, seed=5, dtype=dtype)
-    runs = []
-    for implementation in ("fused", "core"):
-        params = [torch.nn.Parameter(p.clone()) for p in start]
-        inner = torch.optim.Adam(params, lr=0.01) if base == "adam" else torch.optim.SGD(params, lr=0.01, momentum=0.9)
-        optimizer = E(inner, alpha=vc.exponential_decay(-0.5, 0.98), beta1=0.5, implementation=implementation)
-        for k, grads_k in enumerate(grads):
-            for index, (p, g) in enumerate(zip(params, grads_k)):
-                p.grad = None if (index == 1 and k % 4 == 0) else g.clone()
-            kept = [p.grad for p in params]
-            optimizer.step()
-            assert all(p.grad is g for p, g in zip(params, kept))  # the user's gradients are put back
-        runs.append((params, optimizer))
-    (fused, fused_opt), (core, core_opt) = runs
-    for p, q in zip(fused, core):
-        assert torch.equal(p, q)
-    for p, q in zip(fused, core):
-        assert torch.equal(fused_opt.state[p]["e_carry"], core_opt.state[q]["e_carry"])
-        assert fused_opt.state[p]["e_step"] == core_opt.state[q]["e_step"]
-        for key, value in core_opt.base_optimizer.state[q].items():
-            assert torch.equal(torch.as_tensor(fused_opt.base_optimizer.state[p][key]), torch.as_tensor(value)), key
-
-
 def test_e_wrapper_keeps_its_state_when_the_base_optimizer_fails():
     """The fused adaptor writes the next carry to a new tensor, committed only after the base optimizer's step."""
     from backends.torch import E
