@@ -117,6 +117,8 @@ def study_json(result: StudyResult, config: StudyConfig, command: str, cache: st
             "versions": versions(),
             "complete": result.complete,
             "wall_seconds_all_invocations": sum(c["end"] - c["start"] for c in calls),
+            "invocations_logged": len(calls),
+            "run_wall_seconds_sum": sum(r.get("wall_seconds", 0.0) for r in result.records.values()),
             "runs_computed": result.computed,
             "runs_reused": result.reused,
             "protocol": protocol_fields(config),
@@ -457,8 +459,10 @@ def render_markdown(
         "```",
         "",
         f"Versions: {payload['versions']}. Machine: {platform.machine()}, {os.cpu_count()} CPU cores "
-        f"(shared with other work: seconds are indicative). Wall time over all invocations: "
-        f"{payload['wall_seconds_all_invocations'] / 60:.1f} min.",
+        f"(shared with other work: seconds are indicative). Wall time of the {payload['invocations_logged']} "
+        f"invocation(s) logged in the cache's invocations.jsonl (an interrupted invocation is not logged): "
+        f"{payload['wall_seconds_all_invocations'] / 60:.1f} min. The runs' own wall times sum to "
+        f"{payload['run_wall_seconds_sum'] / 60:.1f} min (one process each; `--jobs` runs several at once).",
         "",
     ]
     return "\n".join(lines)
