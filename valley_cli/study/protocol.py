@@ -36,7 +36,14 @@ GRID_ANCHOR = 1e-3
 GRID_RATIO = 1.25
 #: Points of a grid before any widening, and the most a grid may grow to.
 START_POINTS = 5
-MAX_POINTS = 18
+MAX_POINTS = 30
+#: Changes made to the protocol after results were seen (the report lists them above its protocol).
+PROTOCOL_CHANGES = (
+    "MAX_POINTS 18 -> 30 after the first complete run (2026-12-07): the EAdamW and AdamW grids of both "
+    "'E over AdamW and SGD' settings reached 18 points before their collapse (batch 2000) or their optimum "
+    "(batch 128, selected at the grid's top edge) was on them, against the rule that the selected lr is never at "
+    "the edge. Only grids not bracketed at 18 points grew; every other setting's tuning and final runs are unchanged.",
+)
 #: A run is collapsed when its final training loss is at least this fraction of its initial training loss.
 COLLAPSE_LOSS_FRACTION = 0.9
 #: Seeds of the tuning runs (never final seeds) and the number of final seeds (seeds 0 .. n-1).

@@ -153,6 +153,7 @@ def protocol_fields(config: StudyConfig) -> Dict[str, Any]:
         "placebo_factors": list(protocol.PLACEBO_FACTORS),
         "confidence": protocol.CONFIDENCE,
         "power": protocol.POWER,
+        "changes_after_results": list(protocol.PROTOCOL_CHANGES),
         "settings": [
             {
                 "key": s.key,
@@ -295,6 +296,7 @@ def render_markdown(
     ]
     lines += ["## Protocol (fixed before the final runs)", ""]
     p = payload["protocol"]
+    lines += [f"- **Changed after results were seen:** {change}" for change in p.get("changes_after_results", [])]
     lines += [
         f"- Learning rates: one geometric grid {p['grid']} (neighbour ratio {p['grid_ratio']}), "
         f"{p['start_points']} points around a prior, widened two points at a time until the selected lr is "
