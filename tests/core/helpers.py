@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
 import numpy as np
 
 import valley_core as vc
@@ -76,3 +79,28 @@ CORRUPT_CHECKPOINTS = [
         r"inconsistent step counts \[5, 7\]",
     ),
 ]
+
+
+def legacy_0_1_0_case(name):
+    """Fixture ``name`` of valley 0.1.0's state dicts (``tests/core/data/make_legacy_fixtures.py``, written by that
+    code): its params, ``state_dict`` after 5 steps, the next gradients and the parameters 0.1.0 computed from them."""
+    with open(Path(__file__).parent / "data" / "legacy_state_dicts_0.1.0.pkl", "rb") as f:
+        return pickle.load(f)[name]
+
+
+def assert_takes_the_step_0_1_0_took(name, make):
+    """Loads valley 0.1.0's ``state_dict()`` of fixture ``name`` (``tests/core/data/make_legacy_fixtures.py``: 5 steps
+    taken, written by that code) into ``make(params)``, takes the next step and checks the parameters against the ones
+    0.1.0 computed. Returns the optimizer, for the backend's own checks of what it writes now."""
+    case = legacy_0_1_0_case(name)
+    assert case["state_dict"]["steps_taken"] == 5
+    params = [p.copy() for p in case["params"]]
+    opt = make(params)
+    opt.load_state_dict(case["state_dict"])
+    assert opt.steps_taken == 5
+    opt.step(case["next_grads"])
+    for actual, expected in zip(params, case["next_params"]):
+        np.testing.assert_array_equal(actual, expected)
+    assert opt.steps_taken == 6
+    assert opt.checkpoint_version == "0.1.0"  # it records no version
+    return opt

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 import valley_core as vc
 from backends import numpy as vnp
 from tests.core import transcription as golden
-from tests.core.helpers import CORRUPT_CHECKPOINTS, assert_resume_equals_uninterrupted
+from tests.core.helpers import (
+    CORRUPT_CHECKPOINTS,
+    assert_resume_equals_uninterrupted,
+    assert_takes_the_step_0_1_0_took,
+    legacy_0_1_0_case,
+)
 
 
 def _problem(seed=0):
@@ -181,14 +183,6 @@ def test_checkpoint_step_count_may_be_a_numpy_integer():
     assert target.steps_taken == 1 and type(target.steps_taken) is int
 
 
-LEGACY = Path(__file__).parent / "data" / "legacy_state_dicts_0.1.0.pkl"
-
-
-def _legacy_cases():
-    with open(LEGACY, "rb") as f:
-        return pickle.load(f)
-
-
 @pytest.mark.parametrize(
     "name,make",
     [
@@ -200,18 +194,8 @@ def _legacy_cases():
 def test_checkpoints_of_0_1_0_load_and_take_the_step_that_code_took(name, make):
     """valley 0.1.0's ``state_dict()`` (with the adapter's own ``steps_taken``), written by that code
     (``tests/core/data/make_legacy_fixtures.py``): the next step gives the parameters it computed."""
-    case = _legacy_cases()[name]
-    assert case["state_dict"]["steps_taken"] == 5
-    params = [p.copy() for p in case["params"]]
-    opt = make(params)
-    opt.load_state_dict(case["state_dict"])
-    assert opt.steps_taken == 5
-    opt.step(case["next_grads"])
-    for actual, expected in zip(params, case["next_params"]):
-        np.testing.assert_array_equal(actual, expected)
-    assert opt.steps_taken == 6
+    opt = assert_takes_the_step_0_1_0_took(name, make)
     assert "steps_taken" not in opt.state_dict()
-    assert opt.checkpoint_version == "0.1.0"  # it records no version
 
 
 def test_checkpoints_record_the_version_that_wrote_them():
@@ -253,7 +237,7 @@ def test_the_step_count_is_the_core_states_and_nothing_else():
 
 
 def test_a_0_1_0_step_count_that_disagrees_with_the_state_is_refused():
-    case = _legacy_cases()["numpy.ALTO"]
+    case = legacy_0_1_0_case("numpy.ALTO")
     checkpoint = dict(case["state_dict"], steps_taken=4)
     opt = vnp.ALTO([p.copy() for p in case["params"]], lr=1e-2, alpha=-2.0, betas=(0.9, 0.9, 0.99), weight_decay=1e-3)
     with pytest.raises(ValueError, match=r"state_dict\['steps_taken'\]=4 does not match the state's step count 5"):
